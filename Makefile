@@ -1,0 +1,52 @@
+# One entry point for people and CI: `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WIDGET := mlxnb/static/widget.js
+# mlx[cpu] on Linux links a slow reference BLAS; Debian's OpenBLAS, when present, makes fp32
+# prompt processing 10-16x faster with identical results.
+OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0))
+RUN := env $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS)) HF_HUB_DISABLE_TELEMETRY=1
+PYTEST_ARGS ?=
+
+.PHONY: demo serve test lint check pytest vitest widget bench clean
+
+demo: $(STAMP) $(WIDGET)  ## set up, then open the quickstart in JupyterLab
+	$(RUN) $(BIN)/jupyter lab notebooks/01-quickstart.ipynb
+
+serve: $(STAMP)  ## set up, then serve the default model on http://127.0.0.1:8000/v1
+	$(RUN) $(BIN)/mlxnb serve
+
+test: $(STAMP) $(WIDGET) lint vitest pytest  ## set up, then run every check and test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+widgets/node_modules/.package-lock.json: widgets/package.json widgets/package-lock.json
+	cd widgets && npm ci --no-audit --no-fund
+
+$(WIDGET): widgets/node_modules/.package-lock.json $(wildcard widgets/src/*)
+	cd widgets && npm run --silent build
+
+widget: $(WIDGET)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mlxnb tests bench
+	$(BIN)/ruff format --check mlxnb tests bench
+	$(BIN)/mypy
+
+vitest: widgets/node_modules/.package-lock.json
+	cd widgets && npm test --silent
+
+pytest: $(STAMP) $(WIDGET)
+	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(RUN) $(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) widgets/node_modules $(WIDGET)

@@ -1,0 +1,52 @@
+"""Exceptions raised by mlxnb.
+
+Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
+
+    MlxnbError
+    ├── DependencyError      an optional dependency is missing; says what to install
+    ├── ModelNotFoundError   no model at the path / repo id (names what was tried)
+    ├── ModelLoadError       the model exists but could not be loaded
+    ├── EngineClosedError    a request reached an engine after ``close()``
+    ├── EngineBusyError      the engine's request queue is full
+    ├── GenerationError      the worker failed while generating (``__cause__`` kept)
+    ├── ToolError            a tool function raised
+    └── ServerStartError     the API server could not bind or start in time
+"""
+
+from __future__ import annotations
+
+
+class MlxnbError(Exception):
+    """Base class of every error raised by mlxnb."""
+
+
+class DependencyError(MlxnbError, ImportError):
+    """An optional dependency is missing."""
+
+
+class ModelNotFoundError(MlxnbError, LookupError):
+    """No model could be found at the given path or repository id."""
+
+
+class ModelLoadError(MlxnbError):
+    """The model was found but could not be loaded."""
+
+
+class EngineClosedError(MlxnbError, RuntimeError):
+    """A request was made to an engine that has been closed."""
+
+
+class EngineBusyError(MlxnbError, RuntimeError):
+    """The engine's request queue is full; try again later."""
+
+
+class GenerationError(MlxnbError, RuntimeError):
+    """Generation failed inside the engine's worker thread."""
+
+
+class ToolError(MlxnbError):
+    """A tool function raised while being executed."""
+
+
+class ServerStartError(MlxnbError, OSError):
+    """The API server could not bind its socket or did not start in time."""

@@ -1,0 +1,225 @@
+"""Typed events produced by a generation stream.
+
+Every front door (widget, HTTP server, evaluation loops, plain Python) consumes the same
+vocabulary. Events are frozen dataclasses; ``dataclasses.asdict(event)`` is the wire form and
+carries a ``type`` discriminator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts and timings of one turn (OpenAI names where they exist).
+
+    Attributes:
+        prompt_tokens: Tokens in the rendered prompt.
+        completion_tokens: Tokens generated.
+        cached_tokens: Prompt tokens served from the prompt cache (not recomputed).
+        time_to_first_token: Seconds from the request entering the engine to the first token.
+        prompt_tps: Prompt tokens processed per second.
+        generation_tps: Generated tokens per second (after the first token).
+        peak_memory_gb: Peak MLX memory in GB during the turn.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    time_to_first_token: float | None = None
+    prompt_tps: float | None = None
+    generation_tps: float | None = None
+    peak_memory_gb: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """A piece of the model's reasoning text."""
+
+    text: str
+    type: Literal["thinking"] = field(default="thinking", init=False)
+
+
+@dataclass(frozen=True)
+class ContentDelta:
+    """A piece of the visible answer."""
+
+    text: str
+    type: Literal["content"] = field(default="content", init=False)
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """Raw text of a tool call as it streams (for live display), before parsing.
+
+    Attributes:
+        index: Position of the call within the turn (0-based).
+        text: The next piece of the call's raw text.
+    """
+
+    index: int
+    text: str
+    type: Literal["tool_call_delta"] = field(default="tool_call_delta", init=False)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A parsed tool call.
+
+    Attributes:
+        index: Position of the call within the turn (0-based).
+        id: A unique id, as OpenAI's ``tool_call_id``.
+        name: The function name.
+        arguments: The decoded arguments.
+    """
+
+    index: int
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    type: Literal["tool_call"] = field(default="tool_call", init=False)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's ``tool_calls`` shape (arguments as a JSON string)."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "arguments": json.dumps(self.arguments, ensure_ascii=False),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ToolCallError:
+    """A tool call that could not be parsed. Generation goes on; nothing is raised.
+
+    Attributes:
+        index: Position of the call within the turn (0-based).
+        raw: The call's raw text.
+        message: Why it could not be parsed.
+    """
+
+    index: int
+    raw: str
+    message: str
+    type: Literal["tool_call_error"] = field(default="tool_call_error", init=False)
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event of every stream.
+
+    Attributes:
+        finish_reason: ``stop``, ``length``, ``tool_calls``, ``cancelled`` or ``error``.
+        usage: Token counts and timings.
+        error: The error message when ``finish_reason == "error"``.
+    """
+
+    finish_reason: FinishReason
+    usage: Usage
+    error: str | None = None
+    type: Literal["done"] = field(default="done", init=False)
+
+
+Event = ThinkingDelta | ContentDelta | ToolCallDelta | ToolCall | ToolCallError | Done
+"""Any event of a generation stream."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A finished turn: what :meth:`Engine.generate` returns.
+
+    Attributes:
+        content: The visible answer.
+        reasoning: The reasoning text ("" when the model did not think).
+        tool_calls: Parsed tool calls, in order.
+        tool_call_errors: Tool calls that could not be parsed.
+        finish_reason: Why generation ended.
+        usage: Token counts and timings.
+        error: Error message for ``finish_reason == "error"``.
+    """
+
+    content: str
+    reasoning: str
+    tool_calls: tuple[ToolCall, ...]
+    tool_call_errors: tuple[ToolCallError, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    error: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        """The turn as an OpenAI-style assistant message (for the next request's history)."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.reasoning:
+            message["reasoning_content"] = self.reasoning
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        return message
+
+
+class TurnBuilder:
+    """Folds a stream of events into a :class:`Turn`; the non-streaming path uses the same."""
+
+    def __init__(self) -> None:
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: list[ToolCall] = []
+        self._errors: list[ToolCallError] = []
+        self.done: Done | None = None
+
+    def add(self, event: Event) -> None:
+        """Fold one event in."""
+        if isinstance(event, ContentDelta):
+            self._content.append(event.text)
+        elif isinstance(event, ThinkingDelta):
+            self._reasoning.append(event.text)
+        elif isinstance(event, ToolCall):
+            self._calls.append(event)
+        elif isinstance(event, ToolCallError):
+            self._errors.append(event)
+        elif isinstance(event, Done):
+            self.done = event
+
+    @property
+    def content(self) -> str:
+        """Content so far."""
+        return "".join(self._content)
+
+    @property
+    def reasoning(self) -> str:
+        """Reasoning so far."""
+        return "".join(self._reasoning)
+
+    def build(self) -> Turn:
+        """The finished turn (``finish_reason="error"`` if no :class:`Done` arrived)."""
+        done = self.done or Done("error", Usage(), "stream ended without a Done event")
+        return Turn(
+            content=self.content,
+            reasoning=self.reasoning,
+            tool_calls=tuple(self._calls),
+            tool_call_errors=tuple(self._errors),
+            finish_reason=done.finish_reason,
+            usage=done.usage,
+            error=done.error,
+        )
+
+
+def collect(events: Iterable[Event]) -> Turn:
+    """Fold an iterable of events into a :class:`Turn`."""
+    builder = TurnBuilder()
+    for event in events:
+        builder.add(event)
+    return builder.build()
