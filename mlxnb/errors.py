@@ -8,6 +8,7 @@ Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
     ├── ModelLoadError       the model exists but could not be loaded
     ├── EngineClosedError    a request reached an engine after ``close()``
     ├── EngineBusyError      the engine's request queue is full
+    ├── InvalidRequestError  a request is malformed (also a ValueError)
     ├── GenerationError      the worker failed while generating (``__cause__`` kept)
     ├── ToolError            a tool function raised
     └── ServerStartError     the API server could not bind or start in time
@@ -50,3 +51,7 @@ class ToolError(MlxnbError):
 
 class ServerStartError(MlxnbError, OSError):
     """The API server could not bind its socket or did not start in time."""
+
+
+class InvalidRequestError(MlxnbError, ValueError):
+    """A request is malformed: empty messages, bad sampling values, a template that rejects it."""

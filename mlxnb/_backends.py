@@ -1,0 +1,191 @@
+"""Loading a text model with mlx-lm and rendering chat prompts for it.
+
+Everything here runs on the engine's worker thread: loading creates MLX arrays, which belong to
+the thread that made them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlxnb._parser import Markers, initial_state_for
+from mlxnb.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt.
+
+    Attributes:
+        tokens: The prompt's token ids.
+        initial_state: ``"reasoning"`` when the prompt ends inside a thinking block.
+    """
+
+    tokens: list[int]
+    initial_state: str
+
+
+def _looks_like_repo_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
+
+
+def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
+    """Load ``ref`` with ``mlx_lm.load``, mapping failures to mlxnb errors.
+
+    Args:
+        ref: A local model directory or a Hugging Face repo id (``org/name``).
+
+    Returns:
+        ``(model, tokenizer, model_id)``.
+
+    Raises:
+        ModelNotFoundError: Nothing at the path, and not a repo id that can be found.
+        ModelLoadError: The model exists but mlx-lm cannot load it.
+    """
+    import mlx_lm
+
+    text = str(ref)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} exists but holds no config.json: not a model")
+        target = str(path)
+    elif _looks_like_repo_id(text):
+        target = text
+    else:
+        raise ModelNotFoundError(
+            f"no model at {path.resolve()} (no such directory), and {text!r} is not a "
+            "Hugging Face repo id of the form 'org/name'"
+        )
+    try:
+        model, tokenizer = mlx_lm.load(target)
+    except Exception as error:
+        if target == text and not path.exists() and _is_hub_miss(error):
+            raise ModelNotFoundError(
+                f"model {text!r} not found: no local directory {path.resolve()}, not in the "
+                f"Hugging Face cache, and the hub could not provide it ({type(error).__name__}: "
+                f"{error})"
+            ) from error
+        raise ModelLoadError(f"could not load {text!r}: {type(error).__name__}: {error}") from error
+    return model, tokenizer, text
+
+
+def _is_hub_miss(error: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(error)}
+    misses = {
+        "RepositoryNotFoundError",
+        "LocalEntryNotFoundError",
+        "GatedRepoError",
+        "RevisionNotFoundError",
+        "EntryNotFoundError",
+        "OfflineModeIsEnabled",
+        "ConnectionError",
+        "FileNotFoundError",
+        "HFValidationError",
+    }
+    return bool(names & misses)
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Bring OpenAI-style messages into the shape chat templates expect.
+
+    Text content parts are joined, ``reasoning`` is accepted as ``reasoning_content``, and
+    tool-call arguments given as JSON strings are decoded.
+
+    Raises:
+        InvalidRequestError: No messages, or a message without a role.
+    """
+    if not messages:
+        raise InvalidRequestError("messages must contain at least one message")
+    normalized = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise InvalidRequestError(f"messages[{position}] needs a string 'role'")
+        item = dict(message)
+        content = item.get("content")
+        if isinstance(content, list):
+            item["content"] = "".join(
+                part.get("text", "") for part in content if isinstance(part, Mapping)
+            )
+        elif content is None:
+            item["content"] = ""
+        if "reasoning" in item and "reasoning_content" not in item:
+            item["reasoning_content"] = item.pop("reasoning")
+        if item.get("tool_calls"):
+            item["tool_calls"] = [_decode_call(call) for call in item["tool_calls"]]
+        normalized.append(item)
+    return normalized
+
+
+def _decode_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    call = dict(call)
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as error:
+            raise InvalidRequestError(f"tool-call arguments are not valid JSON: {error}") from error
+    call["function"] = function
+    return call
+
+
+class TextBackend:
+    """An mlx-lm model and tokenizer, with prompt rendering and marker knowledge.
+
+    Args:
+        model: The mlx-lm model.
+        tokenizer: mlx-lm's ``TokenizerWrapper``.
+        model_id: The name requests and audit rows use.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, model_id: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.markers = Markers.from_tokenizer(tokenizer)
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        enable_thinking: bool | None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> Prompt:
+        """Render messages (and tools) through the chat template into prompt tokens.
+
+        Raises:
+            InvalidRequestError: The messages are malformed or the template rejects them.
+        """
+        normalized = normalize_messages(messages)
+        kwargs: dict[str, Any] = dict(template_kwargs or {})
+        if enable_thinking is not None:
+            kwargs["enable_thinking"] = enable_thinking
+        if getattr(self.tokenizer, "chat_template", None):
+            try:
+                tokens = self.tokenizer.apply_chat_template(
+                    normalized, tools=list(tools) if tools else None,
+                    add_generation_prompt=True, **kwargs,
+                )
+            except Exception as error:
+                raise InvalidRequestError(f"the chat template rejected the messages: {error}") from error
+        else:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in normalized) + "assistant:"
+            tokens = self.tokenizer.encode(text)
+        tokens = list(tokens)
+        if not tokens:
+            raise InvalidRequestError("the rendered prompt is empty")
+        return Prompt(tokens, initial_state_for(tokens, self.tokenizer))

@@ -1,0 +1,340 @@
+"""The engine: one model in the kernel, shared by every front door.
+
+Callers on any thread or event loop submit requests; the worker thread (:mod:`mlxnb._worker`)
+owns the model and every MLX call and sends events back to each caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlxnb._backends import TextBackend, load_text_model
+from mlxnb._request import AsyncSink, Request, SamplingOptions, SyncSink, TurnMeta
+from mlxnb._turn import record_turn
+from mlxnb._worker import Worker, WorkerConfig
+from mlxnb.errors import EngineBusyError, EngineClosedError
+from mlxnb.events import Done, Event, Turn, TurnBuilder, Usage
+
+Messages = Sequence[Mapping[str, Any]]
+Tools = Sequence[Mapping[str, Any]] | None
+
+
+def new_request_id() -> str:
+    """A unique request id that sorts by creation time."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+
+
+class Engine:
+    """One model loaded in the kernel, generating for any number of concurrent callers.
+
+    Prefer :func:`mlxnb.load`. Requests from the widget, the HTTP server, evaluation loops and
+    plain Python share the model through continuous batching; every turn is recorded in
+    :attr:`audit`.
+
+    Args:
+        model: A local model directory or a Hugging Face repo id.
+        max_batch: Most sequences decoded together.
+        max_pending: Most requests queued or running; more raise :class:`EngineBusyError`.
+        max_tokens: Default ``max_tokens`` for requests that do not say.
+        prompt_cache_size: Conversations whose KV cache is kept, so follow-up turns only
+            process their new tokens.
+        audit: Where turns are recorded: an :class:`~mlxnb.AuditLog`, ``None`` for the
+            default log (``$MLXNB_AUDIT`` or the per-user data directory), ``False`` for none.
+        wait: Block until the model is loaded (load errors are raised here).
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        max_batch: int = 32,
+        max_pending: int = 256,
+        max_tokens: int = 512,
+        prompt_cache_size: int = 16,
+        audit: Any = None,
+        wait: bool = True,
+    ) -> None:
+        self.model_id = str(model)
+        self.max_tokens = max_tokens
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        if audit is None:
+            from mlxnb._audit import AuditLog
+
+            audit = AuditLog()
+        self.audit = audit or None
+        config = WorkerConfig(max_batch=max_batch, prompt_cache_size=prompt_cache_size)
+        self._worker = Worker(self._load_backend, config, self._on_finished)
+        self._worker.start()
+        if wait:
+            self.wait_ready()
+
+    def _load_backend(self) -> TextBackend:
+        model, tokenizer, model_id = load_text_model(self.model_id)
+        return TextBackend(model, tokenizer, model_id)
+
+    # -- readiness -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether loading has finished (successfully or not)."""
+        return self._worker.loaded.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded.
+
+        Raises:
+            ModelNotFoundError: The model does not exist.
+            ModelLoadError: It could not be loaded.
+            TimeoutError: ``timeout`` passed first.
+        """
+        if not self._worker.loaded.wait(timeout):
+            raise TimeoutError(f"{self.model_id} did not load within {timeout} s")
+        if self._worker.load_error is not None:
+            raise self._worker.load_error
+
+    async def await_ready(self) -> None:
+        """Like :meth:`wait_ready`, without blocking the event loop."""
+        while not self._worker.loaded.is_set():
+            await asyncio.sleep(0.05)
+        self.wait_ready(0)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's mlx-lm ``TokenizerWrapper`` (after loading)."""
+        self.wait_ready()
+        assert self._worker.backend is not None
+        return self._worker.backend.tokenizer
+
+    @property
+    def supports_thinking(self) -> bool:
+        """Whether the tokenizer knows thinking markers."""
+        return bool(self.tokenizer.has_thinking)
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the tokenizer has a tool-call format and parser."""
+        return bool(self.tokenizer.has_tool_calling)
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or generating now."""
+        return self._pending
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        sink: AsyncSink | SyncSink,
+        messages: Messages,
+        tools: Tools,
+        enable_thinking: bool | None,
+        options: dict[str, Any],
+    ) -> Request:
+        meta = TurnMeta(
+            request_id=options.pop("request_id", None) or new_request_id(),
+            source=options.pop("source", "python"),
+            conversation_id=options.pop("conversation_id", None),
+            endpoint=options.pop("endpoint", None),
+            client=options.pop("client", None),
+            run_id=options.pop("run_id", None),
+        )
+        template_kwargs = options.pop("chat_template_kwargs", None)
+        options.setdefault("max_tokens", self.max_tokens)
+        if options.get("max_tokens") is None:
+            options["max_tokens"] = self.max_tokens
+        options["stop"] = _as_tuple(options.get("stop"))
+        options["logits_processors"] = tuple(options.get("logits_processors") or ())
+        request = Request(
+            messages=list(messages), tools=list(tools) if tools else None,
+            enable_thinking=enable_thinking, template_kwargs=template_kwargs,
+            options=SamplingOptions(**options), meta=meta, sink=sink,
+        )
+        with self._lock:
+            if self._closed:
+                error: Exception = EngineClosedError(f"the engine for {self.model_id} is closed")
+            elif self._pending >= self._max_pending:
+                error = EngineBusyError(f"{self._pending} requests pending; try again later")
+            else:
+                self._pending += 1
+                self._worker.submit(request)
+                return request
+        self._record_refusal(request, error)
+        raise error
+
+    def _record_refusal(self, request: Request, error: Exception) -> None:
+        builder = TurnBuilder()
+        builder.add(Done("error", Usage(), str(error)))
+        record_turn(self.audit, request.meta, self.model_id, builder, 0.0, error)
+
+    def _on_finished(
+        self, request: Request, builder: TurnBuilder, duration: float, error: BaseException | None
+    ) -> None:
+        with self._lock:
+            self._pending -= 1
+        backend = self._worker.backend
+        model_id = backend.model_id if backend is not None else self.model_id
+        record_turn(self.audit, request.meta, model_id, builder, duration, error)
+
+    async def stream(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Event]:
+        """Generate a reply as an async stream of events.
+
+        Closing the generator (``break``, ``aclose()``, cancelling the consuming task) cancels
+        generation within one step and records the turn as cancelled.
+
+        Args:
+            messages: OpenAI-style chat messages.
+            tools: OpenAI-style tool definitions offered to the model.
+            enable_thinking: Passed to the chat template (``None`` = the template's default).
+            **options: Sampling (``max_tokens``, ``temperature``, ``top_p``, ``top_k``,
+                ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``,
+                ``seed``, ``stop``, ``logits_processors``), ``chat_template_kwargs``, and audit
+                metadata (``source``, ``conversation_id``, ``endpoint``, ``client``, ``run_id``,
+                ``request_id``).
+
+        Yields:
+            ThinkingDelta, ContentDelta, ToolCallDelta, ToolCall, ToolCallError, then Done.
+
+        Raises:
+            EngineClosedError: The engine was closed.
+            EngineBusyError: Too many requests are pending.
+            InvalidRequestError: The request is malformed.
+            GenerationError: The worker failed while generating.
+        """
+        if not self.ready:
+            await self.await_ready()
+        sink = AsyncSink(asyncio.get_running_loop())
+        request = self._submit(sink, messages, tools, enable_thinking, options)
+        try:
+            while True:
+                item = await sink.get()
+                if isinstance(item, BaseException):
+                    raise item
+                for event in item:
+                    yield event
+                if item and isinstance(item[-1], Done):
+                    return
+        finally:
+            request.cancel.set()
+
+    def stream_sync(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> Iterator[Event]:
+        """Blocking twin of :meth:`stream` for scripts and threads; same arguments and events."""
+        sink = SyncSink()
+        self.wait_ready()
+        request = self._submit(sink, messages, tools, enable_thinking, options)
+        try:
+            while True:
+                try:
+                    item = sink.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+                if item and isinstance(item[-1], Done):
+                    return
+        finally:
+            request.cancel.set()
+
+    def generate(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> Turn:
+        """Generate a whole reply, blocking; returns the finished :class:`~mlxnb.events.Turn`.
+
+        Ctrl-C (or a kernel interrupt) cancels the request. Same arguments as :meth:`stream`.
+        """
+        builder = TurnBuilder()
+        for event in self.stream_sync(messages, tools, enable_thinking, **options):
+            builder.add(event)
+        return builder.build()
+
+    async def agenerate(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> Turn:
+        """Awaitable twin of :meth:`generate`."""
+        builder = TurnBuilder()
+        async for event in self.stream(messages, tools, enable_thinking, **options):
+            builder.add(event)
+        return builder.build()
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker; pending requests end with :class:`EngineClosedError`. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._worker.stop()
+        self._worker.thread.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("ready" if self.ready else "loading")
+        return f"Engine({self.model_id!r}, {state}, pending={self._pending})"
+
+
+def _as_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    return tuple(stop)
+
+
+def load(model: str | Path, **options: Any) -> Engine:
+    """Load a model and start its engine.
+
+    Args:
+        model: A local model directory (e.g. from :func:`mlxnb.testing.tiny_model`) or a
+            Hugging Face repo id such as ``"mlx-community/Qwen3-0.6B-4bit"``.
+        **options: See :class:`Engine`.
+
+    Returns:
+        The ready engine.
+
+    Raises:
+        ModelNotFoundError: Nothing found at the path / repo id (the message says what was
+            tried).
+        ModelLoadError: The model exists but could not be loaded.
+    """
+    return Engine(model, **options)

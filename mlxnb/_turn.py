@@ -1,0 +1,57 @@
+"""Recording a finished turn: the one place every door's turn becomes an audit row.
+
+The worker calls :func:`record_turn` when a request ends (done, cancelled or failed), so a
+turn is recorded when its stream ends, whether or not anyone is still reading it. Requests the
+engine refuses before they reach the worker are recorded by the engine the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlxnb._request import TurnMeta
+from mlxnb.events import TurnBuilder
+
+log = logging.getLogger("mlxnb")
+
+
+def record_turn(
+    audit: Any,
+    meta: TurnMeta,
+    model_id: str,
+    builder: TurnBuilder,
+    duration_s: float,
+    error: BaseException | None,
+) -> None:
+    """Append one audit row for a finished turn; never raises into generation.
+
+    Args:
+        audit: An :class:`~mlxnb.AuditLog`, or ``None`` to record nothing.
+        meta: Who asked.
+        model_id: The model that answered.
+        builder: The turn's folded events.
+        duration_s: Seconds from submission to the end.
+        error: The error that ended the turn, if any.
+    """
+    if audit is None:
+        return
+    from mlxnb._audit import TurnRecord
+
+    try:
+        record = TurnRecord.from_turn(
+            builder.build(),
+            request_id=meta.request_id,
+            source=meta.source,
+            model=model_id,
+            started_at=meta.started_at,
+            duration_s=duration_s,
+            conversation_id=meta.conversation_id,
+            endpoint=meta.endpoint,
+            client=meta.client,
+            run_id=meta.run_id,
+            error_type=type(error).__name__ if error is not None else None,
+        )
+        audit.append(record)
+    except Exception:  # an audit failure must not take generation down; it is logged
+        log.exception("mlxnb: could not write the audit row for %s", meta.request_id)

