@@ -177,11 +177,15 @@ class TextBackend:
         if getattr(self.tokenizer, "chat_template", None):
             try:
                 tokens = self.tokenizer.apply_chat_template(
-                    normalized, tools=list(tools) if tools else None,
-                    add_generation_prompt=True, **kwargs,
+                    normalized,
+                    tools=list(tools) if tools else None,
+                    add_generation_prompt=True,
+                    **kwargs,
                 )
             except Exception as error:
-                raise InvalidRequestError(f"the chat template rejected the messages: {error}") from error
+                raise InvalidRequestError(
+                    f"the chat template rejected the messages: {error}"
+                ) from error
         else:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in normalized) + "assistant:"
             tokens = self.tokenizer.encode(text)

@@ -68,9 +68,12 @@ class Engine:
         self._lock = threading.Lock()
         self._closed = False
         if audit is None:
-            from mlxnb._audit import AuditLog
+            try:  # TEMPORARY until mlxnb._audit lands
+                from mlxnb._audit import AuditLog
 
-            audit = AuditLog()
+                audit = AuditLog()
+            except ImportError:
+                audit = False
         self.audit = audit or None
         config = WorkerConfig(max_batch=max_batch, prompt_cache_size=prompt_cache_size)
         self._worker = Worker(self._load_backend, config, self._on_finished)
@@ -155,9 +158,13 @@ class Engine:
         options["stop"] = _as_tuple(options.get("stop"))
         options["logits_processors"] = tuple(options.get("logits_processors") or ())
         request = Request(
-            messages=list(messages), tools=list(tools) if tools else None,
-            enable_thinking=enable_thinking, template_kwargs=template_kwargs,
-            options=SamplingOptions(**options), meta=meta, sink=sink,
+            messages=list(messages),
+            tools=list(tools) if tools else None,
+            enable_thinking=enable_thinking,
+            template_kwargs=template_kwargs,
+            options=SamplingOptions(**options),
+            meta=meta,
+            sink=sink,
         )
         with self._lock:
             if self._closed:

@@ -172,7 +172,7 @@ class EventParser:
             parsed = self._tool_parser(raw, self._tools)
             calls = parsed if isinstance(parsed, list) else [parsed]
             events: list[Event] = [self._to_call(call) for call in calls]
-        except Exception as error:  # noqa: BLE001 - any parser failure is a malformed call
+        except Exception as error:
             return [ToolCallError(index, raw, f"{type(error).__name__}: {error}")]
         return events
 
@@ -184,7 +184,9 @@ class EventParser:
             arguments = json.loads(arguments) if arguments.strip() else {}
         if not isinstance(arguments, dict):
             raise ValueError("tool-call arguments must be a JSON object")
-        event = ToolCall(self._calls, str(call.get("id") or self._new_id()), call["name"], arguments)
+        event = ToolCall(
+            self._calls, str(call.get("id") or self._new_id()), call["name"], arguments
+        )
         self._calls += 1
         return event
 

@@ -26,7 +26,7 @@ class SamplingOptions:
         temperature: 0 means greedy.
         top_p: Nucleus sampling mass (1.0 = off).
         top_k: Keep the k most likely tokens (0 = off).
-        min_p: Drop tokens below ``min_p`` × the top probability (0 = off).
+        min_p: Drop tokens below ``min_p`` times the top probability (0 = off).
         repetition_penalty: Multiplicative penalty on recent tokens (None = off).
         presence_penalty: Additive penalty on tokens already present (None = off).
         frequency_penalty: Additive penalty proportional to frequency (None = off).
@@ -54,8 +54,10 @@ class SamplingOptions:
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (self.top_k >= 0, "top_k must be >= 0"),
             (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
-            (self.repetition_penalty is None or self.repetition_penalty > 0,
-             "repetition_penalty must be > 0"),
+            (
+                self.repetition_penalty is None or self.repetition_penalty > 0,
+                "repetition_penalty must be > 0",
+            ),
             (all(isinstance(s, str) for s in self.stop), "stop must be strings"),
         ]
         for ok, message in checks:

@@ -8,6 +8,7 @@ flag, so a cancelled request leaves the batch within one step.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -94,7 +95,7 @@ class Worker:
     def _run(self) -> None:
         try:
             self.backend = self._load()
-        except BaseException as error:  # noqa: BLE001 - reported to every caller
+        except BaseException as error:
             self.load_error = error
             self.loaded.set()
             self._drain_after_failure(error)
@@ -114,13 +115,17 @@ class Worker:
                     self._admit(command)
             self._reap_cancelled()
             if closing:
-                self._fail_all(EngineClosedError("the engine was closed"))
-                self._drain_after_failure(EngineClosedError("the engine was closed"))
+                closed = EngineClosedError("the engine was closed")
+                self._fail_all(closed)
+                # close() refuses new requests before asking us to stop: drain what is queued.
+                for command in self._next_commands(block=False):
+                    if command is not _CLOSE:
+                        self._finish_failed(command, closed)
                 return
             if self._active:
                 try:
                     self._step()
-                except Exception as error:  # noqa: BLE001 - every active request learns of it
+                except Exception as error:
                     self._fail_all(GenerationError(f"generation failed: {error}"), cause=error)
                     self._generator = self._new_generator()
 
@@ -176,7 +181,9 @@ class Worker:
         cached = len(prompt.tokens) - len(rest)
         if options.seed is not None:
             self._mx.random.seed(options.seed)
-        sampler = make_sampler(options.temperature, options.top_p, options.min_p, top_k=options.top_k)
+        sampler = make_sampler(
+            options.temperature, options.top_p, options.min_p, top_k=options.top_k
+        )
         processors = make_logits_processors(
             repetition_penalty=options.repetition_penalty,
             presence_penalty=options.presence_penalty,
@@ -198,8 +205,12 @@ class Worker:
             stop=options.stop,
         )
         self._active[uid] = _Active(
-            request, parser, backend.tokenizer.detokenizer,
-            prompt_tokens=len(prompt.tokens), cached_tokens=cached, admitted=time.perf_counter(),
+            request,
+            parser,
+            backend.tokenizer.detokenizer,
+            prompt_tokens=len(prompt.tokens),
+            cached_tokens=cached,
+            admitted=time.perf_counter(),
         )
 
     def _back_off_one(self, cache: Any, tokens: list[int]) -> tuple[Any, list[int]]:
@@ -287,10 +298,8 @@ class Worker:
             error.__cause__ = cause
         for uid in list(self._active):
             active = self._active.pop(uid)
-            try:
+            with contextlib.suppress(Exception):
                 self._generator.remove([uid])
-            except Exception:  # noqa: BLE001, S110 - the generator is replaced after a failure
-                pass
             active.builder.add(Done("error", self._usage(active), str(error)))
             active.request.sink.put(error)
             self._finished(active, error)

@@ -35,7 +35,7 @@ class ForcedOutput:
         self.step += 1
         if index < len(self.token_ids):
             target = self.token_ids[index]
-        elif self._then == "eos":
+        elif self._then == "eos" and self._eos is not None:
             target = self._eos
         else:
             return logits

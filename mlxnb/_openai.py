@@ -1,0 +1,378 @@
+"""OpenAI wire format: request schemas with limits, events → chunks, turns → completions.
+
+Pure translation with no I/O and no MLX, so every shape the server sends is testable on its own.
+The server (:mod:`mlxnb._server`) owns HTTP; this module only turns values into values.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from mlxnb.events import ContentDelta, Done, Event, ThinkingDelta, ToolCall, ToolCallError, Turn
+from mlxnb.events import Usage as EngineUsage
+
+MAX_MESSAGES = 2048
+MAX_TOOLS = 128
+MAX_STOP = 16
+MAX_STOP_CHARS = 256
+MAX_TOKENS = 131_072
+MAX_TEMPLATE_KWARGS = 32
+
+Text = Annotated[str, StringConstraints(max_length=4_000_000)]
+StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+class _In(BaseModel):
+    # Clients send fields this server does not use (user, metadata, store, …): ignore them.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_In):
+    """A text part of a message's content."""
+
+    type: Literal["text"]
+    text: Text
+
+
+class FunctionCallIn(_In):
+    """The function of an assistant tool call sent back in the history."""
+
+    name: FunctionName
+    arguments: Text | dict[str, Any] = "{}"
+
+
+class ToolCallIn(_In):
+    """An assistant tool call sent back in the history."""
+
+    id: Name | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class Message(_In):
+    """One chat message; ``reasoning`` is accepted as an alias of ``reasoning_content``."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | list[TextPart] | None = None
+    name: Name | None = None
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOLS)
+    tool_call_id: Name | None = None
+    reasoning_content: Text | None = None
+    reasoning: Text | None = None
+
+
+class FunctionDef(_In):
+    """A function offered to the model."""
+
+    name: FunctionName
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_In):
+    """A tool offered to the model."""
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_In):
+    """``{"name": ...}`` inside a named ``tool_choice``."""
+
+    name: FunctionName
+
+
+class NamedToolChoice(_In):
+    """``tool_choice`` naming one function."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaSpec(_In):
+    """The ``json_schema`` member of ``response_format``."""
+
+    name: Name = "response"
+    description: Text | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_In):
+    """``response_format``: free text, any JSON object, or JSON matching a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+
+class StreamOptions(_In):
+    """``stream_options``."""
+
+    include_usage: bool = False
+
+
+class _Sampling(_In):
+    model: Name
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1, le=1_000_000)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: StopString | list[StopString] | None = Field(None, max_length=MAX_STOP)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+
+
+class ChatCompletionRequest(_Sampling):
+    """Body of ``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=MAX_TEMPLATE_KWARGS)
+    logprobs: Literal[False] | None = Field(None, description="Log-probabilities: unsupported.")
+
+
+class CompletionRequest(_Sampling):
+    """Body of ``POST /v1/completions`` (one prompt, text continuation)."""
+
+    prompt: Text | list[Text] = Field(min_length=1)
+    echo: Literal[False] | None = None
+    logprobs: Literal[None] = None
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """What one HTTP request asks of the engine.
+
+    Attributes:
+        messages: Chat messages (empty for a text completion).
+        prompt: The raw prompt of a text completion, else ``None``.
+        tools: Tool definitions for the chat template.
+        enable_thinking: ``chat_template_kwargs["enable_thinking"]`` when given.
+        options: Sampling options and ``chat_template_kwargs`` for ``engine.stream``.
+        json_schema: Schema the answer must match (``{}`` for any JSON object; ``None`` = free).
+    """
+
+    messages: list[dict[str, Any]]
+    prompt: str | None
+    tools: list[dict[str, Any]] | None
+    enable_thinking: bool | None
+    options: dict[str, Any]
+    json_schema: dict[str, Any] | None = None
+
+
+def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_tokens": max_tokens}
+    for name in ("temperature", "top_p", "min_p", "seed", "repetition_penalty"):
+        if (value := getattr(request, name)) is not None:
+            options[name] = value
+    for name in ("presence_penalty", "frequency_penalty"):
+        if value := getattr(request, name):  # 0 means off; skip building a processor
+            options[name] = value
+    if request.top_k is not None:
+        options["top_k"] = max(request.top_k, 0)  # -1 means off, as in vLLM
+    if request.stop is not None:
+        options["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    return options
+
+
+def chat_call(request: ChatCompletionRequest) -> EngineCall:
+    """Translate a chat request into engine arguments."""
+    messages = [_message(m) for m in request.messages]
+    tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
+    choice = request.tool_choice
+    if choice == "none":
+        tools = None
+    elif isinstance(choice, NamedToolChoice) and tools:
+        tools = [t for t in tools if t["function"]["name"] == choice.function.name] or tools
+    kwargs = dict(request.chat_template_kwargs or {})
+    thinking = kwargs.pop("enable_thinking", None)
+    options = _sampling(request, request.max_completion_tokens or request.max_tokens)
+    if kwargs:
+        options["chat_template_kwargs"] = kwargs
+    schema: dict[str, Any] | None = None
+    if request.response_format is not None and request.response_format.type != "text":
+        spec = request.response_format.json_schema
+        schema = {"type": "object"} if request.response_format.type == "json_object" else {}
+        if request.response_format.type == "json_schema":
+            schema = spec.schema_ if spec is not None else {}
+    return EngineCall(
+        messages, None, tools, thinking if isinstance(thinking, bool) else None, options, schema
+    )
+
+
+def completion_call(request: CompletionRequest) -> EngineCall:
+    """Translate a text-completion request into engine arguments."""
+    prompt = request.prompt if isinstance(request.prompt, str) else "".join(request.prompt)
+    return EngineCall([], prompt, None, None, _sampling(request, request.max_tokens or 16))
+
+
+def _message(message: Message) -> dict[str, Any]:
+    item = message.model_dump(exclude_none=True)
+    if isinstance(message.content, list):
+        item["content"] = "".join(part.text for part in message.content)
+    if message.role == "developer":
+        item["role"] = "system"  # chat templates know system, not developer
+    reasoning = item.pop("reasoning", None)
+    if reasoning is not None:
+        item.setdefault("reasoning_content", reasoning)
+    for call in item.get("tool_calls", []):
+        arguments = call["function"]["arguments"]
+        if isinstance(arguments, dict):
+            call["function"]["arguments"] = json.dumps(arguments, ensure_ascii=False)
+    return item
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> Any:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def usage_body(usage: EngineUsage) -> dict[str, Any]:
+    """Token counts in OpenAI's ``usage`` shape, cached prompt tokens included."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def finish_reason(reason: str) -> str:
+    """Map an engine finish reason onto OpenAI's (a cancelled turn reads as ``stop``)."""
+    return reason if reason in ("stop", "length", "tool_calls") else "stop"
+
+
+def model_card(model_id: str, created: int) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "mlxnb"}
+
+
+@dataclass
+class ChatChunks:
+    """Translates one stream of engine events into ``chat.completion.chunk`` bodies.
+
+    Args:
+        id: The completion id shared by every chunk.
+        model: The model name to report.
+        include_usage: Add a final usage-only chunk (``stream_options.include_usage``).
+        created: Unix time of the request.
+    """
+
+    id: str
+    model: str
+    include_usage: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        """A chunk carrying ``delta`` (and a finish reason on the last one)."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            body["usage"] = None
+        return body
+
+    def start(self) -> dict[str, Any]:
+        """The opening chunk, announcing the assistant role."""
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def event(self, event: Event) -> list[dict[str, Any]]:
+        """The chunks for one event (raw tool-call text has no OpenAI equivalent: none)."""
+        if isinstance(event, ContentDelta):
+            return [self.chunk({"content": event.text})]
+        if isinstance(event, ThinkingDelta):
+            return [self.chunk({"reasoning_content": event.text})]
+        if isinstance(event, ToolCall):
+            return [self.chunk({"tool_calls": [{"index": event.index, **event.to_openai()}]})]
+        if isinstance(event, ToolCallError):
+            # Like other OpenAI-compatible servers: an unparseable call stays visible as text.
+            return [self.chunk({"content": event.raw})]
+        if isinstance(event, Done):
+            return self.done(event)
+        return []
+
+    def done(self, event: Done) -> list[dict[str, Any]]:
+        """The closing chunk, then the usage chunk when asked for."""
+        chunks = [self.chunk({}, finish_reason(event.finish_reason))]
+        if self.include_usage:
+            chunks.append({**chunks[0], "choices": [], "usage": usage_body(event.usage)})
+        return chunks
+
+
+def chat_completion(turn: Turn, *, id: str, model: str, created: int) -> dict[str, Any]:
+    """A finished turn as a ``chat.completion`` body."""
+    content = turn.content + "".join(error.raw for error in turn.tool_call_errors)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if turn.reasoning:
+        message["reasoning_content"] = turn.reasoning
+    if turn.tool_calls:
+        message["tool_calls"] = [call.to_openai() for call in turn.tool_calls]
+        message["content"] = content or None
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(turn.finish_reason),
+            }
+        ],
+        "usage": usage_body(turn.usage),
+    }
+
+
+def completion_chunk(
+    text: str, *, id: str, model: str, created: int, finish: str | None = None
+) -> dict[str, Any]:
+    """A ``text_completion`` body (one streamed piece, or the whole answer)."""
+    return {
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+def event_text(event: Event) -> str:
+    """The text a raw completion shows for an event (reasoning and call text included)."""
+    if isinstance(event, ThinkingDelta | ContentDelta):
+        return event.text
+    if isinstance(event, ToolCallError):
+        return event.raw
+    return ""
+
+
+def sse(body: Mapping[str, Any] | str) -> bytes:
+    """One server-sent event (``data: …`` and a blank line)."""
+    data = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()

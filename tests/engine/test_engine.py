@@ -1,0 +1,304 @@
+"""The engine on a real tiny model: events, batching, cancellation, errors, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import pytest
+
+import mlxnb
+from mlxnb.events import ContentDelta, Done, ThinkingDelta, ToolCall, ToolCallDelta
+from mlxnb.testing import ForcedOutput, forced_output
+
+HI = [{"role": "user", "content": "hi"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def collect(engine: mlxnb.Engine, **kwargs: Any) -> list[Any]:
+    return [event async for event in engine.stream(HI, **kwargs)]
+
+
+async def test_thinking_content_and_tool_call_arrive_in_order(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput]
+) -> None:
+    script = (
+        "<think>\nThe user wants weather.\n</think>\n\nLet me check.\n"
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    )
+    events = await collect(engine, tools=[WEATHER_TOOL], logits_processors=[force(script)])
+    kinds = [type(e) for e in events]
+    first = {kind: kinds.index(kind) for kind in set(kinds)}
+    assert first[ThinkingDelta] < first[ContentDelta] < first[ToolCallDelta] < first[ToolCall]
+    assert kinds[-1] is Done and kinds.count(Done) == 1
+    turn = mlxnb.events.collect(events)
+    assert turn.reasoning == "The user wants weather.\n"
+    assert turn.content == "Let me check.\n"
+    assert [(c.name, c.arguments) for c in turn.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert turn.finish_reason == "tool_calls"
+    assert turn.usage.completion_tokens == len(engine.tokenizer.encode(script)) + 1
+
+
+def test_blocking_generate_matches_streaming(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput]
+) -> None:
+    script = "<think>a</think>Streaming and blocking agree."
+    streamed = asyncio.run(collect(engine, logits_processors=[force(script)]))
+    blocking = engine.generate(HI, logits_processors=[force(script)])
+    assert (
+        mlxnb.events.collect(streamed).content
+        == blocking.content
+        == ("Streaming and blocking agree.")
+    )
+    assert blocking.reasoning == "a"
+
+
+def scripts(n: int) -> list[str]:
+    return [f"Answer number {i}: " + " ".join(["token"] * (5 + 3 * i)) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [2, 8])
+def test_concurrent_streams_from_threads_and_loops_do_not_cross_talk(
+    engine: mlxnb.Engine, n: int
+) -> None:
+    texts = scripts(n)
+    results: dict[int, tuple[str, float, float]] = {}
+    barrier = threading.Barrier(n)
+
+    async def one(i: int) -> None:
+        proc = forced_output(engine.tokenizer, texts[i])
+        barrier.wait()
+        parts, first = [], None
+        async for event in engine.stream(HI, logits_processors=[proc]):
+            first = first or time.perf_counter()
+            if isinstance(event, ContentDelta):
+                parts.append(event.text)
+        results[i] = ("".join(parts), first or 0.0, time.perf_counter())
+
+    threads = [threading.Thread(target=asyncio.run, args=(one(i),)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert {i: r[0] for i, r in results.items()} == dict(enumerate(texts))
+    # Batched, not one after another: every stream started before any stream ended.
+    assert max(r[1] for r in results.values()) < min(r[2] for r in results.values())
+
+
+@pytest.fixture
+def single_slot_engine(tiny_model_dir: Path) -> Iterator[mlxnb.Engine]:
+    with mlxnb.load(tiny_model_dir, max_batch=1, audit=False) as engine:
+        yield engine
+
+
+async def test_cancel_frees_the_slot_within_a_step_and_queued_request_runs(
+    single_slot_engine: mlxnb.Engine,
+) -> None:
+    engine = single_slot_engine
+    long_proc = forced_output(engine.tokenizer, "word " * 2000, then="free")
+    short_proc = forced_output(engine.tokenizer, "queued request done")
+    stream = engine.stream(HI, logits_processors=[long_proc], max_tokens=5000)
+    seen = 0
+    queued_task = None
+    async for event in stream:
+        seen += isinstance(event, ContentDelta)
+        if seen == 1:
+            # Queued behind the long request: the engine has a single slot.
+            queued_task = asyncio.create_task(engine.agenerate(HI, logits_processors=[short_proc]))
+        if seen == 5:
+            break
+    await stream.aclose()
+    steps_at_cancel = long_proc.step
+    assert queued_task is not None
+    queued = await queued_task
+    assert queued.content == "queued request done"
+    assert short_proc.step > 0
+    assert steps_at_cancel < 5 + 5, "the cancelled request kept generating"
+    await asyncio.sleep(0.2)
+    assert long_proc.step <= steps_at_cancel + 1
+    assert engine.pending == 0
+
+
+async def test_task_cancellation_ends_generation(single_slot_engine: mlxnb.Engine) -> None:
+    engine = single_slot_engine
+    proc = forced_output(engine.tokenizer, "x " * 3000, then="free")
+
+    async def consume() -> None:
+        async for _ in engine.stream(HI, logits_processors=[proc], max_tokens=5000):
+            pass
+
+    task = asyncio.create_task(consume())
+    while proc.step < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    after = await engine.agenerate(HI, max_tokens=3)
+    assert after.finish_reason == "length"
+    assert proc.step < 3 + 10
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def exploding(tokens: Any, logits: Any) -> Any:
+    raise Boom("processor exploded")
+
+
+async def test_worker_exception_reaches_consumer_and_engine_recovers(
+    engine: mlxnb.Engine,
+) -> None:
+    with pytest.raises(mlxnb.GenerationError) as info:
+        await collect(engine, logits_processors=[exploding])
+    assert isinstance(info.value.__cause__, Boom)
+    assert (await engine.agenerate(HI, max_tokens=2)).finish_reason == "length"
+
+
+def test_closed_engine_refuses_requests(tiny_model_dir: Path) -> None:
+    engine = mlxnb.load(tiny_model_dir, audit=False)
+    engine.close()
+    engine.close()
+    with pytest.raises(mlxnb.EngineClosedError):
+        engine.generate(HI)
+    with pytest.raises(mlxnb.EngineClosedError):
+        asyncio.run(collect(engine))
+
+
+def test_close_ends_a_running_stream(tiny_model_dir: Path) -> None:
+    engine = mlxnb.load(tiny_model_dir, audit=False)
+    proc = forced_output(engine.tokenizer, "y " * 3000, then="free")
+    stream = engine.stream_sync(HI, logits_processors=[proc], max_tokens=5000)
+    next(stream)
+    engine.close()
+    with pytest.raises(mlxnb.EngineClosedError):
+        list(stream)
+
+
+def test_every_mlx_call_happens_on_the_engine_thread(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[str] = set()
+    for name in ("eval", "async_eval", "load"):
+        original = getattr(mx, name)
+
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            threads.add(threading.current_thread().name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(mx, name, spy)
+    with mlxnb.load(tiny_model_dir, audit=False) as engine:
+        engine.generate(HI, max_tokens=4)
+        asyncio.run(collect(engine, max_tokens=4))
+    assert threads == {"mlxnb-engine"}
+
+
+async def test_follow_up_turn_reuses_the_prompt_cache(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput]
+) -> None:
+    history = [{"role": "user", "content": "Tell me something about caches, please."}]
+    first = await engine.agenerate(history, logits_processors=[force("Caches keep work.")])
+    history += [first.to_message(), {"role": "user", "content": "And more?"}]
+    second = await engine.agenerate(history, logits_processors=[force("More.")])
+    assert second.usage.cached_tokens >= first.usage.prompt_tokens - 1
+    assert second.usage.cached_tokens < second.usage.prompt_tokens
+
+
+async def test_stop_strings_end_the_output(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput]
+) -> None:
+    turn = await engine.agenerate(
+        HI, logits_processors=[force("alpha beta gamma delta")], stop=["gamma"]
+    )
+    assert turn.content == "alpha beta "
+    assert turn.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7])
+async def test_max_tokens_cuts_off_with_length(engine: mlxnb.Engine, max_tokens: int) -> None:
+    turn = await engine.agenerate(HI, max_tokens=max_tokens, temperature=0.8, seed=1)
+    assert turn.finish_reason == "length"
+    assert turn.usage.completion_tokens == max_tokens
+
+
+async def test_seeded_sampling_is_reproducible(engine: mlxnb.Engine) -> None:
+    runs = [await engine.agenerate(HI, max_tokens=12, temperature=1.0, seed=7) for _ in range(2)]
+    other = await engine.agenerate(HI, max_tokens=12, temperature=1.0, seed=8)
+    assert runs[0].content == runs[1].content
+    assert other.content != runs[0].content
+
+
+async def test_enable_thinking_reaches_the_template(engine: mlxnb.Engine) -> None:
+    on = await engine.agenerate(HI, max_tokens=1, enable_thinking=True)
+    off = await engine.agenerate(HI, max_tokens=1, enable_thinking=False)
+    # Qwen3's template closes an empty <think></think> block when thinking is off.
+    assert off.usage.prompt_tokens > on.usage.prompt_tokens
+
+
+async def test_tools_reach_the_template(engine: mlxnb.Engine) -> None:
+    plain = await engine.agenerate(HI, max_tokens=1)
+    with_tools = await engine.agenerate(HI, tools=[WEATHER_TOOL], max_tokens=1)
+    tokens = len(engine.tokenizer.encode(json.dumps(WEATHER_TOOL)))
+    assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens + tokens
+
+
+@pytest.mark.parametrize(
+    ("messages", "options"),
+    [
+        ([], {}),
+        ([{"content": "no role"}], {}),
+        (HI, {"temperature": -1}),
+        (HI, {"max_tokens": 0}),
+        (HI, {"top_p": 0}),
+    ],
+)
+async def test_bad_requests_raise_invalid_request(
+    engine: mlxnb.Engine, messages: list[dict[str, Any]], options: dict[str, Any]
+) -> None:
+    with pytest.raises(mlxnb.InvalidRequestError):
+        async for _ in engine.stream(messages, **options):
+            pass
+
+
+def test_missing_model_names_what_was_tried(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(mlxnb.ModelNotFoundError, match="no-such-model"):
+        mlxnb.load(missing, audit=False)
+
+
+def test_unknown_repo_id_offline_is_not_found() -> None:
+    with pytest.raises(mlxnb.ModelNotFoundError, match="not-a-real-org/not-a-model"):
+        mlxnb.load("not-a-real-org/not-a-model", audit=False)
+
+
+def test_broken_model_is_a_load_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(mlxnb.ModelLoadError, match="broken"):
+        mlxnb.load(broken, audit=False)
+
+
+def test_background_load_reports_readiness(tiny_model_dir: Path) -> None:
+    engine = mlxnb.load(tiny_model_dir, wait=False, audit=False)
+    try:
+        engine.wait_ready(60)
+        assert engine.ready and "ready" in repr(engine)
+        assert engine.supports_thinking and engine.supports_tools
+    finally:
+        engine.close()
