@@ -27,6 +27,7 @@ def model_config(
     num_heads: int,
     num_kv_heads: int,
     intermediate_size: int,
+    head_dim: int | None = None,
 ) -> dict[str, Any]:
     """Build a ``config.json`` dictionary for one of :data:`ARCHITECTURES`.
 
@@ -38,6 +39,7 @@ def model_config(
         num_heads: Attention heads.
         num_kv_heads: Key/value heads (grouped-query attention).
         intermediate_size: MLP width.
+        head_dim: Width of one attention head (default ``hidden_size // num_heads``).
 
     Returns:
         The configuration, in the Hugging Face layout mlx-lm reads.
@@ -51,7 +53,7 @@ def model_config(
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
         "num_key_value_heads": num_kv_heads,
-        "head_dim": hidden_size // num_heads,
+        "head_dim": head_dim or hidden_size // num_heads,
         "intermediate_size": intermediate_size,
         "max_position_embeddings": 32768,
         "tie_word_embeddings": True,
@@ -88,6 +90,7 @@ def tiny_model(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     intermediate_size: int = 128,
+    head_dim: int | None = None,
     tokenizer: str = "qwen3",
     seed: int = 0,
 ) -> Path:
@@ -106,6 +109,7 @@ def tiny_model(
         num_heads: Attention heads.
         num_kv_heads: Key/value heads.
         intermediate_size: MLP width.
+        head_dim: Width of one attention head (default ``hidden_size // num_heads``).
         tokenizer: ``"qwen3"`` or ``"bpe"``.
         seed: Seed for the random weights.
 
@@ -124,6 +128,7 @@ def tiny_model(
         "num_heads": num_heads,
         "num_kv_heads": num_kv_heads,
         "intermediate_size": intermediate_size,
+        "head_dim": head_dim,
         "tokenizer": tokenizer,
         "seed": seed,
     }
@@ -147,6 +152,7 @@ def tiny_model(
             num_heads=num_heads,
             num_kv_heads=num_kv_heads,
             intermediate_size=intermediate_size,
+            head_dim=head_dim,
         )
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         write_random_weights(staging, config, seed)

