@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlxnb._audit import AuditLog, new_request_id
 from mlxnb._backends import TextBackend, load_text_model
 from mlxnb._request import AsyncSink, Request, SamplingOptions, SyncSink, TurnMeta
 from mlxnb._turn import record_turn
@@ -24,11 +23,6 @@ from mlxnb.events import Done, Event, Turn, TurnBuilder, Usage
 
 Messages = Sequence[Mapping[str, Any]]
 Tools = Sequence[Mapping[str, Any]] | None
-
-
-def new_request_id() -> str:
-    """A unique request id that sorts by creation time."""
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
 
 
 class Engine:
@@ -68,12 +62,7 @@ class Engine:
         self._lock = threading.Lock()
         self._closed = False
         if audit is None:
-            try:  # TEMPORARY until mlxnb._audit lands
-                from mlxnb._audit import AuditLog
-
-                audit = AuditLog()
-            except ImportError:
-                audit = False
+            audit = AuditLog()
         self.audit = audit or None
         config = WorkerConfig(max_batch=max_batch, prompt_cache_size=prompt_cache_size)
         self._worker = Worker(self._load_backend, config, self._on_finished)

@@ -264,11 +264,12 @@ class Worker:
             events.append(Done(reason, self._usage(active)))  # type: ignore[arg-type]
         for event in events:
             active.builder.add(event)
-        delivered = active.request.sink.put(events) if events else True
         if reason is not None:
+            # Recorded before the last event goes out: once a caller sees Done, its row exists.
             del self._active[uid]
             self._finished(active, None)
-        elif not delivered:
+        delivered = active.request.sink.put(events) if events else True
+        if not delivered:
             active.request.cancel.set()
 
     def _reap_cancelled(self) -> None:
@@ -301,14 +302,14 @@ class Worker:
             with contextlib.suppress(Exception):
                 self._generator.remove([uid])
             active.builder.add(Done("error", self._usage(active), str(error)))
-            active.request.sink.put(error)
             self._finished(active, error)
+            active.request.sink.put(error)
 
     def _finish_failed(self, request: Request, error: BaseException) -> None:
         builder = TurnBuilder()
         builder.add(Done("error", Usage(), str(error)))
-        request.sink.put(error)
         self._on_finished(request, builder, time.perf_counter() - request.submitted, error)
+        request.sink.put(error)
 
     def _finished(self, active: _Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted
