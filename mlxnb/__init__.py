@@ -6,7 +6,13 @@ streams, blocking helpers, evaluation loops) and an OpenAI-compatible HTTP API a
 
 from __future__ import annotations
 
+from mlxnb import scorers
+from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._engine import Engine, load
+from mlxnb._evaluate import aevaluate, evaluate
+from mlxnb._models import default_model
+from mlxnb._serve import InsecureServerWarning, ServerHandle, serve
+from mlxnb._server import Limits, create_app
 from mlxnb.errors import (
     DependencyError,
     EngineBusyError,
@@ -34,6 +40,7 @@ from mlxnb.events import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditLog",
     "ContentDelta",
     "DependencyError",
     "Done",
@@ -42,10 +49,13 @@ __all__ = [
     "EngineClosedError",
     "Event",
     "GenerationError",
+    "InsecureServerWarning",
     "InvalidRequestError",
+    "Limits",
     "MlxnbError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ServerHandle",
     "ServerStartError",
     "ThinkingDelta",
     "ToolCall",
@@ -53,7 +63,15 @@ __all__ = [
     "ToolCallError",
     "ToolError",
     "Turn",
+    "TurnRecord",
     "Usage",
     "__version__",
+    "aevaluate",
+    "create_app",
+    "default_model",
+    "evaluate",
     "load",
+    "read_export",
+    "scorers",
+    "serve",
 ]

@@ -193,3 +193,17 @@ class TextBackend:
         if not tokens:
             raise InvalidRequestError("the rendered prompt is empty")
         return Prompt(tokens, initial_state_for(tokens, self.tokenizer))
+
+    def render_text(self, text: str) -> Prompt:
+        """Encode a raw completion prompt (no chat template), as mlx-lm does.
+
+        Raises:
+            InvalidRequestError: The prompt encodes to no tokens.
+        """
+        bos = getattr(self.tokenizer, "bos_token", None)
+        tokens = list(
+            self.tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
+        )
+        if not tokens:
+            raise InvalidRequestError("the prompt is empty")
+        return Prompt(tokens, "normal")

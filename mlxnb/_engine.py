@@ -141,6 +141,7 @@ class Engine:
             run_id=options.pop("run_id", None),
         )
         template_kwargs = options.pop("chat_template_kwargs", None)
+        prompt = options.pop("prompt", None)
         options.setdefault("max_tokens", self.max_tokens)
         if options.get("max_tokens") is None:
             options["max_tokens"] = self.max_tokens
@@ -154,6 +155,7 @@ class Engine:
             options=SamplingOptions(**options),
             meta=meta,
             sink=sink,
+            prompt=prompt,
         )
         with self._lock:
             if self._closed:
@@ -199,7 +201,8 @@ class Engine:
             enable_thinking: Passed to the chat template (``None`` = the template's default).
             **options: Sampling (``max_tokens``, ``temperature``, ``top_p``, ``top_k``,
                 ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``,
-                ``seed``, ``stop``, ``logits_processors``), ``chat_template_kwargs``, and audit
+                ``seed``, ``stop``, ``logits_processors``), ``chat_template_kwargs``,
+                ``prompt`` (raw text completion: no chat template, ``messages`` ignored), and audit
                 metadata (``source``, ``conversation_id``, ``endpoint``, ``client``, ``run_id``,
                 ``request_id``).
 

@@ -14,7 +14,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mlxnb.events import ContentDelta, Done, Event, ThinkingDelta, ToolCall, ToolCallError, Turn
+from mlxnb.events import (
+    ContentDelta,
+    Done,
+    Event,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallError,
+    collect,
+)
 from mlxnb.events import Usage as EngineUsage
 
 MAX_MESSAGES = 2048
@@ -324,9 +333,14 @@ class ChatChunks:
         return chunks
 
 
-def chat_completion(turn: Turn, *, id: str, model: str, created: int) -> dict[str, Any]:
-    """A finished turn as a ``chat.completion`` body."""
-    content = turn.content + "".join(error.raw for error in turn.tool_call_errors)
+def chat_completion(events: list[Event], *, id: str, model: str, created: int) -> dict[str, Any]:
+    """A finished stream of events as a ``chat.completion`` body (same text as streamed)."""
+    turn = collect(events)
+    content = "".join(
+        e.text if isinstance(e, ContentDelta) else e.raw
+        for e in events
+        if isinstance(e, ContentDelta | ToolCallError)
+    )
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if turn.reasoning:
         message["reasoning_content"] = turn.reasoning
@@ -364,11 +378,9 @@ def completion_chunk(
 
 
 def event_text(event: Event) -> str:
-    """The text a raw completion shows for an event (reasoning and call text included)."""
-    if isinstance(event, ThinkingDelta | ContentDelta):
+    """The text a raw completion shows for an event (reasoning and raw call text included)."""
+    if isinstance(event, ThinkingDelta | ContentDelta | ToolCallDelta):
         return event.text
-    if isinstance(event, ToolCallError):
-        return event.raw
     return ""
 
 
@@ -376,3 +388,58 @@ def sse(body: Mapping[str, Any] | str) -> bytes:
     """One server-sent event (``data: …`` and a blank line)."""
     data = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
+
+
+class ErrorDetail(BaseModel):
+    """The ``error`` member of an error response."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """An OpenAI-shaped error response."""
+
+    error: ErrorDetail
+
+
+@dataclass
+class TextChunks:
+    """Translates engine events into ``text_completion`` bodies (legacy completions).
+
+    Args:
+        id: The completion id.
+        model: The model name to report.
+        include_usage: Add a final usage-only chunk when streaming.
+        created: Unix time of the request.
+    """
+
+    id: str
+    model: str
+    include_usage: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def body(self, text: str, finish: str | None = None) -> dict[str, Any]:
+        """One ``text_completion`` body."""
+        return completion_chunk(
+            text, id=self.id, model=self.model, created=self.created, finish=finish
+        )
+
+    def event(self, event: Event) -> list[dict[str, Any]]:
+        """The streamed bodies for one event."""
+        if isinstance(event, Done):
+            chunks = [self.body("", finish_reason(event.finish_reason))]
+            if self.include_usage:
+                chunks.append({**chunks[0], "choices": [], "usage": usage_body(event.usage)})
+            return chunks
+        text = event_text(event)
+        return [self.body(text)] if text else []
+
+    def whole(self, events: list[Event]) -> dict[str, Any]:
+        """The non-streamed body of a finished stream of events."""
+        turn = collect(events)
+        body = self.body("".join(map(event_text, events)), finish_reason(turn.finish_reason))
+        body["usage"] = usage_body(turn.usage)
+        return body

@@ -135,5 +135,6 @@ class Request:
     options: SamplingOptions
     meta: TurnMeta
     sink: AsyncSink | SyncSink
+    prompt: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)

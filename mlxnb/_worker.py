@@ -9,6 +9,7 @@ flag, so a cancelled request leaves the batch within one step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -55,6 +56,40 @@ class _Active:
     first_token: float | None = None
     last_token: float | None = None
     generated: int = 0
+    guard: ProcessorGuard = field(default_factory=lambda: ProcessorGuard())
+
+
+class ProcessorGuard:
+    """Keeps one request's failing logits processor from failing the whole batch.
+
+    Each of a request's processors is wrapped: an exception is remembered (and the logits are
+    passed through), and the worker then fails that request alone after the step.
+    """
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+
+    def wrap(self, processor: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """Return ``processor`` guarded by this request's failure slot."""
+
+        def guarded(tokens: Any, logits: Any) -> Any:
+            if self.failure is not None:
+                return logits
+            try:
+                return processor(tokens, logits)
+            except Exception as error:  # reported to this request only, after the step
+                self.failure = error
+                return logits
+
+        return guarded
+
+
+@functools.lru_cache(maxsize=64)
+def shared_sampler(temperature: float, top_p: float, min_p: float, top_k: int) -> Any:
+    """One sampler object per setting, so requests that share it are sampled in one call."""
+    from mlx_lm.sample_utils import make_sampler
+
+    return make_sampler(temperature, top_p, min_p, top_k=top_k)
 
 
 class Worker:
@@ -163,14 +198,20 @@ class Worker:
         )
 
     def _admit(self, request: Request) -> None:
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+        from mlx_lm.sample_utils import make_logits_processors
 
         assert self.backend is not None
         backend = self.backend
         try:
-            prompt = backend.render(
-                request.messages, request.tools, request.enable_thinking, request.template_kwargs
-            )
+            if request.prompt is not None:
+                prompt = backend.render_text(request.prompt)
+            else:
+                prompt = backend.render(
+                    request.messages,
+                    request.tools,
+                    request.enable_thinking,
+                    request.template_kwargs,
+                )
         except MlxnbError as error:
             self._finish_failed(request, error)
             return
@@ -181,14 +222,14 @@ class Worker:
         cached = len(prompt.tokens) - len(rest)
         if options.seed is not None:
             self._mx.random.seed(options.seed)
-        sampler = make_sampler(
-            options.temperature, options.top_p, options.min_p, top_k=options.top_k
-        )
+        sampler = shared_sampler(options.temperature, options.top_p, options.min_p, options.top_k)
+        guard = ProcessorGuard()
         processors = make_logits_processors(
             repetition_penalty=options.repetition_penalty,
             presence_penalty=options.presence_penalty,
             frequency_penalty=options.frequency_penalty,
         ) + list(options.logits_processors)
+        processors = [guard.wrap(processor) for processor in processors]
         (uid,) = self._generator.insert(
             [rest],
             max_tokens=[options.max_tokens],
@@ -211,6 +252,7 @@ class Worker:
             prompt_tokens=len(prompt.tokens),
             cached_tokens=cached,
             admitted=time.perf_counter(),
+            guard=guard,
         )
 
     def _back_off_one(self, cache: Any, tokens: list[int]) -> tuple[Any, list[int]]:
@@ -228,6 +270,9 @@ class Worker:
         for response in responses:
             active = self._active.get(response.uid)
             if active is None:
+                continue
+            if active.guard.failure is not None:
+                self._fail_one(response.uid, active.guard.failure, response.finish_reason is None)
                 continue
             active.generated += 1
             active.first_token = active.first_token or now
@@ -293,6 +338,16 @@ class Worker:
             ),
             peak_memory_gb=self._mx.get_peak_memory() / 1e9,
         )
+
+    def _fail_one(self, uid: int, cause: BaseException, in_batch: bool) -> None:
+        if in_batch:
+            self._generator.remove([uid])
+        active = self._active.pop(uid)
+        error = GenerationError(f"generation failed: {type(cause).__name__}: {cause}")
+        error.__cause__ = cause
+        active.builder.add(Done("error", self._usage(active), str(error)))
+        self._finished(active, error)
+        active.request.sink.put(error)
 
     def _fail_all(self, error: MlxnbError, cause: BaseException | None = None) -> None:
         if cause is not None:

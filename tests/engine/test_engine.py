@@ -302,3 +302,38 @@ def test_background_load_reports_readiness(tiny_model_dir: Path) -> None:
         assert engine.supports_thinking and engine.supports_tools
     finally:
         engine.close()
+
+
+async def test_a_failing_request_leaves_its_batch_neighbours_alone(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput]
+) -> None:
+    calls = 0
+
+    def explode_later(tokens: Any, logits: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise Boom("late failure")
+        return logits
+
+    healthy = asyncio.create_task(engine.agenerate(HI, logits_processors=[force("steady " * 30)]))
+    with pytest.raises(mlxnb.GenerationError) as info:
+        await engine.agenerate(HI, logits_processors=[explode_later], max_tokens=200)
+    assert isinstance(info.value.__cause__, Boom)
+    assert not healthy.done(), "the healthy request should still be generating"
+    turn = await healthy
+    assert (turn.content, turn.finish_reason) == ("steady " * 30, "stop")
+
+
+async def test_raw_prompt_completion_skips_the_chat_template(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput]
+) -> None:
+    text = "Once upon a time"
+    turn = await engine.agenerate([], prompt=text, logits_processors=[force(" there was")])
+    assert turn.content == "there was"
+    assert turn.usage.prompt_tokens == len(engine.tokenizer.encode(text))
+
+
+async def test_unknown_option_is_a_type_error(engine: mlxnb.Engine) -> None:
+    with pytest.raises(TypeError, match="temprature"):
+        await engine.agenerate(HI, temprature=0.5)

@@ -1,0 +1,133 @@
+"""Audit log throughput: durable appends, DataFrame build, exports.
+
+Usage: python bench/bench_audit.py [--rows 100000] [--dir DIR]
+
+Rows look like real chat turns: a 300-character answer, some reasoning, a tool call on every
+tenth turn, an error on every fiftieth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from mlxnb._audit import AuditLog, TurnRecord, new_request_id, read_export
+from mlxnb.events import ToolCall, Turn, Usage
+
+T = TypeVar("T")
+TARGETS = {"append (durable)": 2.0, "to_pandas": 1.0}
+
+
+def make_records(n: int) -> list[TurnRecord]:
+    start = datetime.now(timezone.utc) - timedelta(days=1)
+    ok = Turn("The answer is 42. " * 17, "Let me think. " * 8, (), (), "stop", Usage(120, 80))
+    call = ToolCall(0, "call_0", "search", {"query": "mlx audit", "limit": 5})
+    tool = Turn("", "Need a tool.", (call,), (), "tool_calls", Usage(140, 30))
+    failed = Turn("", "", (), (), "error", Usage(90, 0), error="worker failed")
+    records = []
+    for i in range(n):
+        turn = failed if i % 50 == 49 else tool if i % 10 == 9 else ok
+        usage = turn.usage
+        turn = Turn(
+            turn.content,
+            turn.reasoning,
+            turn.tool_calls,
+            (),
+            turn.finish_reason,
+            Usage(usage.prompt_tokens, usage.completion_tokens, 0, 0.05, 900.0, 40.0 + i % 7),
+            turn.error,
+        )
+        records.append(
+            TurnRecord.from_turn(
+                turn,
+                request_id=new_request_id(),
+                source=("python", "server", "eval", "widget")[i % 4],
+                model=("qwen3-0.6b", "smollm2")[i % 2],
+                started_at=start + timedelta(milliseconds=i),
+                duration_s=0.5 + (i % 100) / 100,
+                conversation_id=f"conv-{i // 8}",
+                endpoint="/v1/chat/completions" if i % 4 == 1 else None,
+                run_id="run-1" if i % 4 == 2 else None,
+                error_type="GenerationError" if turn.finish_reason == "error" else None,
+            )
+        )
+    return records
+
+
+def timed(
+    label: str, results: list[tuple[str, float, str]], fn: Callable[[], T], note: str = ""
+) -> T:
+    begin = time.perf_counter()
+    value = fn()
+    results.append((label, time.perf_counter() - begin, note))
+    return value
+
+
+def append_all(log: AuditLog, records: list[TurnRecord]) -> None:
+    for record in records:
+        log.append(record)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
+    args = parser.parse_args()
+    n: int = args.rows
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        results: list[tuple[str, float, str]] = []
+        records = timed("build TurnRecords", results, lambda: make_records(n))
+        log = AuditLog(folder / "audit.sqlite3")
+        per_append: list[float] = []
+        clock = time.perf_counter
+        begin = clock()
+        for record in records:
+            t0 = clock()
+            log.append(record)
+            per_append.append(clock() - t0)
+        total = clock() - begin
+        us = sorted(x * 1e6 for x in per_append)
+        note = (
+            f"mean {statistics.fmean(us):.1f} us, p50 {us[len(us) // 2]:.1f} us, "
+            f"p99 {us[int(len(us) * 0.99)]:.1f} us, max {us[-1] / 1000:.1f} ms"
+        )
+        results.append(("append (durable)", total, note))
+        memory = AuditLog(":memory:")
+        timed("append (in memory)", results, lambda: append_all(memory, records))
+        memory.close()
+        frame = timed("to_pandas", results, log.to_pandas, "cold: read + typed columns")
+        timed("to_pandas (cached)", results, log.to_pandas, "copy of the cached frame")
+        fresh = AuditLog(folder / "audit.sqlite3")
+        timed("to_pandas (new instance)", results, fresh.to_pandas, "another reader")
+        fresh.close()
+        timed("to_pandas(source='eval')", results, lambda: log.to_pandas(source="eval"))
+        timed("summary()", results, log.summary)
+        timed("len()", results, lambda: len(log))
+        for suffix in ("parquet", "csv", "jsonl"):
+            path = folder / f"export.{suffix}"
+            timed(f"export .{suffix}", results, partial(log.export, path))
+            back = timed(f"read_export .{suffix}", results, partial(read_export, path))
+            assert back.equals(frame), suffix
+        log.close()
+
+    print(f"audit log benchmark, {n:,} rows")
+    print(f"{'operation':<28} {'seconds':>9} {'target':>7}  notes")
+    print("-" * 100)
+    for label, seconds, note in results:
+        target = TARGETS.get(label)
+        mark = (
+            "" if target is None else f"{target:>5.1f}s " + ("ok" if seconds <= target else "MISS")
+        )
+        print(f"{label:<28} {seconds:>9.3f} {mark:>10}  {note}")
+
+
+if __name__ == "__main__":
+    main()

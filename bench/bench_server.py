@@ -1,0 +1,276 @@
+"""Streamed tokens/s through mlxnb's /v1, side by side with raw mlx-lm and mlx_lm.server.
+
+One run, one model, the same prompts for everyone, greedy decoding, interleaved repetitions:
+
+- raw: ``mlx_lm.stream_generate`` in this process (the ceiling);
+- mlxnb: ``mlxnb serve`` in a subprocess, read with the official ``openai`` client (streaming);
+- peer: ``mlx_lm.server`` in a subprocess, read the same way.
+
+Both servers listen on 127.0.0.1 only. Prints a table and the ratios the README quotes:
+mlxnb ÷ raw (single stream), mlxnb ÷ peer (single stream, N-client aggregate) and time to first
+token against the peer.
+
+    python bench/bench_server.py                 # small random-weight Qwen3 (CPU-friendly)
+    python bench/bench_server.py --shape qwen3-0.6b --tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+
+SHAPES: dict[str, dict[str, int]] = {
+    "small": {
+        "hidden_size": 512,
+        "num_layers": 8,
+        "num_heads": 8,
+        "num_kv_heads": 4,
+        "intermediate_size": 1536,
+    },
+    "qwen3-0.6b": {
+        "hidden_size": 1024,
+        "num_layers": 28,
+        "num_heads": 16,
+        "num_kv_heads": 8,
+        "intermediate_size": 3072,
+    },
+}
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how a hash map works, step by step.",
+    "List ten uses for a paperclip and say why each works.",
+]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One streamed generation: time to first token, tokens, and decode rate."""
+
+    ttft: float
+    tokens: int
+    start: float
+    first: float
+    end: float
+
+    @property
+    def decode_tps(self) -> float:
+        return (self.tokens - 1) / max(self.end - self.first, 1e-9)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(command: list[str], port: int, deadline_s: float = 300.0) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early: {' '.join(command)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"server did not start: {' '.join(command)}")
+
+
+def stream_once(client: openai.OpenAI, model: str, prompt: str, tokens: int) -> Run:
+    begin = time.perf_counter()
+    first = end = 0.0
+    chunks = 0
+    usage = None
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=tokens,
+        temperature=0.0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            extra = choice.delta.model_extra or {}
+            text = (
+                (choice.delta.content or "")
+                + (extra.get("reasoning_content") or "")
+                + (extra.get("reasoning") or "")
+            )
+            if text:
+                chunks += 1
+                first = first or time.perf_counter()
+                end = time.perf_counter()
+    count = usage.completion_tokens if usage is not None else chunks
+    return Run(first - begin, count, begin, first, end)
+
+
+def raw_once(model: Any, tokenizer: Any, prompt: str, tokens: int) -> Run:
+    from mlx_lm import stream_generate
+
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+    begin = time.perf_counter()
+    first = end = 0.0
+    count = 0
+    for _ in stream_generate(model, tokenizer, text, max_tokens=tokens):
+        count += 1
+        first = first or time.perf_counter()
+        end = time.perf_counter()
+    return Run(first - begin, count, begin, first, end)
+
+
+def concurrent(url: str, model: str, clients: int, tokens: int) -> float:
+    """Aggregate tokens/s of ``clients`` simultaneous streams."""
+    barrier = threading.Barrier(clients)
+    runs: list[Run] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+        barrier.wait()
+        run = stream_once(client, model, PROMPTS[i % len(PROMPTS)] + f" (#{i})", tokens)
+        with lock:
+            runs.append(run)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = sum(run.tokens for run in runs)
+    return total / (max(r.end for r in runs) - min(r.start for r in runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: a random-weight Qwen3)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per request")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per prompt")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    args = parser.parse_args()
+
+    import mlx_lm
+
+    from mlxnb.testing import tiny_model
+
+    path = args.model or str(tiny_model(**SHAPES[args.shape]))
+    ours_port, peer_port = free_port(), free_port()
+    servers = {
+        "mlxnb": start(
+            [
+                sys.executable,
+                "-m",
+                "mlxnb",
+                "serve",
+                path,
+                "--port",
+                str(ours_port),
+                "--log-level",
+                "warning",
+            ],
+            ours_port,
+        ),
+        "peer": start(
+            [
+                sys.executable,
+                "-m",
+                "mlx_lm.server",
+                "--model",
+                path,
+                "--port",
+                str(peer_port),
+                "--log-level",
+                "WARNING",
+            ],
+            peer_port,
+        ),
+    }
+    urls = {"mlxnb": f"http://127.0.0.1:{ours_port}/v1", "peer": f"http://127.0.0.1:{peer_port}/v1"}
+    try:
+        clients = {
+            k: openai.OpenAI(base_url=u, api_key="none", max_retries=0, timeout=600)
+            for k, u in urls.items()
+        }
+        names = {"mlxnb": path, "peer": path}  # the peer lists no local-path models
+        model, tokenizer = mlx_lm.load(path)
+        for name, client in clients.items():  # warm-up: compile, caches, first allocation
+            stream_once(client, names[name], "Warm up.", 8)
+        raw_once(model, tokenizer, "Warm up.", 8)
+
+        single: dict[str, list[Run]] = {"raw": [], "mlxnb": [], "peer": []}
+        for rep in range(args.reps):
+            for prompt in PROMPTS:
+                tagged = f"{prompt} (run {rep})"  # a fresh prompt: no cross-run cache hits
+                single["raw"].append(raw_once(model, tokenizer, tagged, args.tokens))
+                for name in ("mlxnb", "peer") if rep % 2 == 0 else ("peer", "mlxnb"):
+                    single[name].append(
+                        stream_once(clients[name], names[name], tagged, args.tokens)
+                    )
+        aggregate: dict[str, list[float]] = {"mlxnb": [], "peer": []}
+        for rep in range(args.reps):
+            for name in ("mlxnb", "peer") if rep % 2 == 0 else ("peer", "mlxnb"):
+                aggregate[name].append(
+                    concurrent(urls[name], names[name], args.clients, args.tokens)
+                )
+    finally:
+        for process in servers.values():
+            process.terminate()
+        for process in servers.values():
+            process.wait(timeout=30)
+
+    tps = {k: statistics.median(r.decode_tps for r in runs) for k, runs in single.items()}
+    ttft = {k: statistics.median(r.ttft for r in runs) for k, runs in single.items()}
+    agg = {k: statistics.median(v) for k, v in aggregate.items()}
+    results = {
+        "model": path,
+        "shape": args.shape if not args.model else None,
+        "tokens": args.tokens,
+        "reps": args.reps,
+        "clients": args.clients,
+        "single_tps": tps,
+        "ttft_s": ttft,
+        "aggregate_tps": agg,
+        "ratios": {
+            "v1_vs_raw_single": tps["mlxnb"] / tps["raw"],
+            "v1_vs_peer_single": tps["mlxnb"] / tps["peer"],
+            f"v1_vs_peer_{args.clients}_clients": agg["mlxnb"] / agg["peer"],
+            "ttft_v1_over_peer": ttft["mlxnb"] / ttft["peer"],
+        },
+    }
+    print(
+        f"model {path} ({args.shape}), {args.tokens} tokens/request, {args.reps} reps, "
+        f"cpu_count={os.cpu_count()}"
+    )
+    print(f"{'':8}{'decode tok/s':>14}{'TTFT ms':>10}{f'{args.clients}-client tok/s':>18}")
+    for name in ("raw", "mlxnb", "peer"):
+        aggregate_text = f"{agg[name]:18.1f}" if name in agg else f"{'-':>18}"
+        print(f"{name:8}{tps[name]:14.1f}{ttft[name] * 1000:10.1f}{aggregate_text}")
+    for key, value in results["ratios"].items():  # type: ignore[attr-defined]
+        print(f"{key:28}{value:8.3f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""The audit row: :class:`TurnRecord`, its versioned column schema and request ids.
+
+One :class:`TurnRecord` describes one finished turn, from any front door. :data:`COLUMNS` is the
+single description of the row that the SQLite store, the DataFrame dtypes and the export formats
+are all derived from; :data:`SCHEMA_VERSION` goes up whenever it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from mlxnb.events import Turn
+
+SCHEMA_VERSION = 1
+"""Version of the audit row schema (stored in every row and in the database header)."""
+
+Status = Literal["ok", "cancelled", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "cancelled", "error")
+SOURCES = ("widget", "python", "eval", "server")
+"""The front doors mlxnb itself records; other values are allowed for custom doors."""
+
+ColumnKind = Literal["str", "str?", "int", "int?", "float", "float?", "time"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the audit row.
+
+    Attributes:
+        name: Column name (the :class:`TurnRecord` field of the same name).
+        kind: Value kind; a trailing ``?`` marks a nullable column.
+    """
+
+    name: str
+    kind: ColumnKind
+
+    @property
+    def nullable(self) -> bool:
+        """Whether the column may hold null."""
+        return self.kind.endswith("?")
+
+    @property
+    def dtype(self) -> str:
+        """The pandas dtype of the column."""
+        base = self.kind.rstrip("?")
+        return {"str": "string", "int": "Int64", "float": "Float64"}.get(
+            base, "datetime64[ns, UTC]"
+        )
+
+    @property
+    def sql(self) -> str:
+        """The column's SQLite declaration."""
+        base = self.kind.rstrip("?")
+        sql_type = {"int": "INTEGER", "float": "REAL"}.get(base, "TEXT")
+        return f"{self.name} {sql_type}" + ("" if self.nullable else " NOT NULL")
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("request_id", "str"),
+    Column("started_at", "time"),
+    Column("source", "str"),
+    Column("model", "str"),
+    Column("status", "str"),
+    Column("finish_reason", "str"),
+    Column("duration_s", "float"),
+    Column("time_to_first_token_s", "float?"),
+    Column("prompt_tokens", "int"),
+    Column("completion_tokens", "int"),
+    Column("cached_tokens", "int"),
+    Column("prompt_tps", "float?"),
+    Column("generation_tps", "float?"),
+    Column("peak_memory_gb", "float?"),
+    Column("conversation_id", "str?"),
+    Column("endpoint", "str?"),
+    Column("client", "str?"),
+    Column("run_id", "str?"),
+    Column("error_type", "str?"),
+    Column("error_message", "str?"),
+    Column("tool_calls", "str"),
+    Column("tool_call_errors", "int"),
+    Column("content", "str"),
+    Column("reasoning", "str"),
+    Column("schema_version", "int"),
+)
+COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How ``started_at`` is stored: fixed width, so text order is time order."""
+
+
+def format_time(moment: datetime) -> str:
+    """``moment`` (timezone-aware) as the stored UTC text, in :data:`TIME_FORMAT`."""
+    utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"  # 3x faster than strftime
+
+
+def parse_time(text: str) -> datetime:
+    """The inverse of :func:`format_time`."""
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+_id_lock = threading.Lock()
+_id_last_ms = 0
+_id_seq = 0
+
+
+def new_request_id() -> str:
+    """A new time-sortable request id (UUIDv7 layout, RFC 9562).
+
+    The first 48 bits are Unix milliseconds, so ids sort by creation time as text. Within one
+    process ids are strictly increasing: a 12-bit counter orders ids of the same millisecond.
+    The last 62 bits are random, which keeps ids from different processes apart.
+
+    Returns:
+        The id as a 36-character lowercase UUID string.
+    """
+    global _id_last_ms, _id_seq
+    with _id_lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > _id_last_ms:
+            _id_last_ms, _id_seq = now_ms, 0
+        else:
+            _id_seq += 1
+            if _id_seq > 0xFFF:  # counter spent: borrow the next millisecond
+                _id_last_ms, _id_seq = _id_last_ms + 1, 0
+        ms, seq = _id_last_ms, _id_seq
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
+    return str(uuid.UUID(int=value))
+
+
+def tool_calls_json(turn: Turn) -> str:
+    """The turn's parsed tool calls as JSON text: a list of ``{name, arguments}``."""
+    calls = [{"name": call.name, "arguments": call.arguments} for call in turn.tool_calls]
+    return json.dumps(calls, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TurnRecord:
+    """One finished turn, as one audit row.
+
+    Attributes:
+        request_id: Unique, time-sortable id (see :func:`new_request_id`).
+        started_at: When the request entered mlxnb (timezone-aware; stored as UTC).
+        source: The front door: ``widget``, ``python``, ``eval`` or ``server``.
+        model: Model id or path.
+        status: ``ok``, ``cancelled`` or ``error``.
+        finish_reason: ``stop``, ``length``, ``tool_calls``, ``cancelled`` or ``error``.
+        duration_s: Seconds from start until the stream ended.
+        time_to_first_token_s: Seconds until the first generated token, if any.
+        prompt_tokens: Tokens in the rendered prompt.
+        completion_tokens: Tokens generated.
+        cached_tokens: Prompt tokens served from the prompt cache.
+        prompt_tps: Prompt tokens processed per second.
+        generation_tps: Generated tokens per second.
+        peak_memory_gb: Peak MLX memory during the turn, in GB.
+        conversation_id: Id of the conversation the turn belongs to.
+        endpoint: HTTP path (``/v1/chat/completions``) or other entry point name.
+        client: Client address for HTTP requests.
+        run_id: Evaluation run id.
+        error_type: Exception class name when the turn failed.
+        error_message: Error text when the turn failed.
+        tool_calls: JSON text, a list of ``{"name", "arguments"}`` objects.
+        tool_call_errors: Number of tool calls that could not be parsed.
+        content: The visible answer.
+        reasoning: The reasoning text.
+        schema_version: Schema version the row was written with.
+    """
+
+    request_id: str
+    started_at: datetime
+    source: str
+    model: str
+    status: Status
+    finish_reason: str
+    duration_s: float
+    time_to_first_token_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    prompt_tps: float | None = None
+    generation_tps: float | None = None
+    peak_memory_gb: float | None = None
+    conversation_id: str | None = None
+    endpoint: str | None = None
+    client: str | None = None
+    run_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    tool_calls: str = "[]"
+    tool_call_errors: int = 0
+    content: str = ""
+    reasoning: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.started_at.tzinfo is None or self.started_at.utcoffset() is None:
+            raise ValueError("started_at must be timezone-aware (use datetime.now(timezone.utc))")
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if not self.request_id or not self.source:
+            raise ValueError("request_id and source must not be empty")
+        object.__setattr__(self, "started_at", self.started_at.astimezone(timezone.utc))
+        # One spelling of "absent" keeps CSV exports (which cannot tell "" from null) lossless.
+        for name in (
+            "conversation_id",
+            "endpoint",
+            "client",
+            "run_id",
+            "error_type",
+            "error_message",
+        ):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+        for name in ("time_to_first_token_s", "prompt_tps", "generation_tps", "peak_memory_gb"):
+            value = getattr(self, name)
+            if value is not None and math.isnan(value):
+                object.__setattr__(self, name, None)
+
+    @classmethod
+    def from_turn(
+        cls,
+        turn: Turn,
+        *,
+        request_id: str,
+        source: str,
+        model: str,
+        started_at: datetime,
+        duration_s: float,
+        conversation_id: str | None = None,
+        endpoint: str | None = None,
+        client: str | None = None,
+        run_id: str | None = None,
+        error_type: str | None = None,
+    ) -> TurnRecord:
+        """The record of a finished :class:`~mlxnb.events.Turn`.
+
+        Args:
+            turn: The finished turn (its usage, texts and tool calls are copied).
+            request_id: The request's id (see :func:`new_request_id`).
+            source: The front door (``widget``, ``python``, ``eval`` or ``server``).
+            model: Model id or path.
+            started_at: When the request started (timezone-aware).
+            duration_s: Seconds until the stream ended.
+            conversation_id: Conversation id, if any.
+            endpoint: HTTP path or entry point name, if any.
+            client: Client address, if any.
+            run_id: Evaluation run id, if any.
+            error_type: Exception class name when the turn failed.
+
+        Returns:
+            The record; ``status`` is ``cancelled`` or ``error`` for those finish reasons and
+            ``ok`` otherwise.
+        """
+        usage = turn.usage
+        status: Status = (
+            "cancelled"
+            if turn.finish_reason == "cancelled"
+            else "error"
+            if turn.finish_reason == "error"
+            else "ok"
+        )
+        return cls(
+            request_id=request_id,
+            started_at=started_at,
+            source=source,
+            model=model,
+            status=status,
+            finish_reason=turn.finish_reason,
+            duration_s=float(duration_s),
+            time_to_first_token_s=usage.time_to_first_token,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            prompt_tps=usage.prompt_tps,
+            generation_tps=usage.generation_tps,
+            peak_memory_gb=usage.peak_memory_gb,
+            conversation_id=conversation_id,
+            endpoint=endpoint,
+            client=client,
+            run_id=run_id,
+            error_type=error_type,
+            error_message=turn.error,
+            tool_calls=tool_calls_json(turn),
+            tool_call_errors=len(turn.tool_call_errors),
+            content=turn.content,
+            reasoning=turn.reasoning,
+        )
+
+    def to_row(self) -> tuple[Any, ...]:
+        """The record as a tuple in :data:`COLUMN_NAMES` order (``started_at`` as text)."""
+        return (
+            self.request_id,
+            format_time(self.started_at),
+            self.source,
+            self.model,
+            self.status,
+            self.finish_reason,
+            self.duration_s,
+            self.time_to_first_token_s,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self.prompt_tps,
+            self.generation_tps,
+            self.peak_memory_gb,
+            self.conversation_id,
+            self.endpoint,
+            self.client,
+            self.run_id,
+            self.error_type,
+            self.error_message,
+            self.tool_calls,
+            self.tool_call_errors,
+            self.content,
+            self.reasoning,
+            self.schema_version,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> TurnRecord:
+        """The inverse of :meth:`to_row`."""
+        values = dict(zip(COLUMN_NAMES, row, strict=True))
+        values["started_at"] = parse_time(values["started_at"])
+        return cls(**values)

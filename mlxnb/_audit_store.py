@@ -1,0 +1,191 @@
+"""The audit log's durable store: one SQLite file in WAL mode, one row per turn.
+
+Why SQLite in WAL mode with ``synchronous=NORMAL`` and a commit per row:
+
+* **Crash safety.** ``append`` returns after its own ``COMMIT``. In WAL mode a commit is a
+  ``write()`` of the row's pages to the ``-wal`` file, so it lives in the OS page cache the
+  moment ``append`` returns: killing the process (SIGKILL, a dead kernel) loses nothing, and the
+  next opener replays the WAL. What ``NORMAL`` gives up, against ``FULL``, is an ``fsync`` per
+  commit: after an OS crash or power loss the last commits may roll back, but the file is never
+  corrupt (the WAL is synced before every checkpoint). ``OFF`` was measured about 40% faster but
+  can corrupt the file on power loss, so it is not used.
+* **Several kernels on one file.** WAL lets any number of processes read while one writes; writers
+  queue on SQLite's lock (busy timeout), each row is one atomic transaction, and no process ever
+  sees a torn row. An append-only JSONL file would need its own locking, a reader that tolerates a
+  torn last line, a full rewrite for retention and a full parse for every query.
+* **Speed.** A commit per row costs about 20 us here. The table keeps no secondary index: a
+  ``UNIQUE`` index on ``request_id`` cost a further ~7 us per row (a second B-tree page per
+  commit); request ids are unique by construction (48-bit time, 12-bit counter, 62 random bits).
+  Batching commits on a background thread was not needed, and would have made "append returned"
+  weaker than "durable".
+
+Each :class:`AuditStore` holds a writer connection and, for files, a separate reader connection,
+so that building a large DataFrame never blocks an append from the engine's event loop. WAL needs
+a local file system (not NFS/SMB): the ``-shm`` index is shared memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlxnb._audit_record import COLUMN_NAMES, COLUMNS, SCHEMA_VERSION
+
+TABLE = "turns"
+BUSY_TIMEOUT_S = 30.0
+_SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE}"
+_INSERT = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMN_NAMES)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+)
+
+
+def _connect(target: str) -> sqlite3.Connection:
+    # isolation_level=None: every statement outside BEGIN is its own committed transaction.
+    con = sqlite3.connect(
+        target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        con.execute("PRAGMA synchronous=NORMAL")
+        if target != ":memory:":
+            con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        raise ValueError(f"{target} is not an SQLite audit database: {exc}") from exc
+    return con
+
+
+class AuditStore:
+    """SQLite storage of audit rows (tuples in :data:`COLUMN_NAMES` order); thread-safe.
+
+    Args:
+        path: The database file (created with its parent folders), or ``None`` for memory.
+
+    Raises:
+        ValueError: The file is not an mlxnb audit database, or one from a newer mlxnb.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.appends = 0
+        self._write_lock = threading.Lock()
+        if path is None:
+            self._writer = _connect(":memory:")
+            self._reader, self._read_lock = self._writer, self._write_lock
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = _connect(str(path))
+        try:
+            self._init_schema()
+        except BaseException:
+            self._writer.close()
+            raise
+        if path is not None:
+            self._reader, self._read_lock = _connect(str(path)), threading.Lock()
+            self._reader.execute("PRAGMA query_only=ON")
+
+    def _init_schema(self) -> None:
+        con = self._writer
+        # IMMEDIATE takes the write lock first, so two kernels creating one file do not race.
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                body = ", ".join(column.sql for column in COLUMNS)
+                con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({body})")
+                con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"audit database {self.path} has schema version {version}; this mlxnb "
+                    f"reads up to {SCHEMA_VERSION}: upgrade mlxnb or use another file"
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def insert(self, row: Sequence[Any]) -> None:
+        """Append one row and commit it before returning."""
+        with self._write_lock:
+            self._writer.execute(_INSERT, row)
+            self.appends += 1
+
+    def insert_many(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Append rows in one transaction (all or none); returns how many."""
+        with self._write_lock:
+            con = self._writer
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                count = con.executemany(_INSERT, rows).rowcount
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self.appends += 1
+        return max(count, 0)
+
+    def delete_before(self, started_at: str) -> int:
+        """Delete rows that started before ``started_at`` (stored text form); returns how many."""
+        with self._write_lock:
+            count = self._writer.execute(
+                f"DELETE FROM {TABLE} WHERE started_at < ?", (started_at,)
+            ).rowcount
+            self.appends += 1
+        return count
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever any connection, in any process, changed the rows."""
+        with self._read_lock:
+            data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        return self.appends, int(data_version)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query on the reader connection."""
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
+
+    def select(
+        self, where: str = "", params: Sequence[Any] = (), *, tail: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Rows in append order, optionally filtered (``where`` is an SQL condition).
+
+        Args:
+            where: SQL condition on the columns, or ``""`` for all rows.
+            params: Parameters of ``where``.
+            tail: Only the last ``tail`` rows.
+        """
+        sql = _SELECT + (f" WHERE {where}" if where else "")
+        if tail is None:
+            return self.query(sql + " ORDER BY rowid", params)
+        rows = self.query(sql + f" ORDER BY rowid DESC LIMIT {int(tail)}", params)
+        rows.reverse()
+        return rows
+
+    def iter_rows(self, batch: int = 1000) -> Iterator[tuple[Any, ...]]:
+        """Rows in append order, read in batches (no lock is held between batches)."""
+        last = 0
+        while True:
+            chunk = self.query(
+                f"SELECT rowid, {', '.join(COLUMN_NAMES)} FROM {TABLE} "
+                f"WHERE rowid > ? ORDER BY rowid LIMIT {int(batch)}",
+                (last,),
+            )
+            for row in chunk:
+                yield row[1:]
+            if len(chunk) < batch:
+                return
+            last = chunk[-1][0]
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when sound)."""
+        return "\n".join(str(row[0]) for row in self.query("PRAGMA integrity_check"))
+
+    def close(self) -> None:
+        """Close the connections (idempotent)."""
+        with self._write_lock:
+            if self._reader is not self._writer:
+                with self._read_lock:
+                    self._reader.close()
+            self._writer.close()

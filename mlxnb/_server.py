@@ -1,0 +1,273 @@
+"""The OpenAI-compatible HTTP API: :func:`create_app` builds a FastAPI app around engines.
+
+Every endpoint is ``async`` and reaches the model only through ``engine.stream``: the engine's
+worker thread owns MLX, and this module never calls MLX, threads or executors. Serving one
+generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._asgi`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from mlxnb import _openai as oa
+from mlxnb._asgi import ApiError, Generation, Guard, ServerStats, api_error
+from mlxnb.errors import InvalidRequestError, ModelNotFoundError
+
+
+class EngineSource(Protocol):
+    """What :func:`create_app` serves: model ids, and the engine for one of them.
+
+    A single :class:`~mlxnb.Engine` is adapted to this; a model pool implements it.
+    """
+
+    def model_ids(self) -> list[str]:
+        """The ids ``GET /v1/models`` lists."""
+        ...
+
+    def engine_for(self, model: str) -> Any:
+        """The engine serving ``model``; raises :class:`ModelNotFoundError` for others."""
+        ...
+
+
+class _OneEngine:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._names = {str(engine.model_id), Path(str(engine.model_id)).name}
+
+    def model_ids(self) -> list[str]:
+        return [str(self.engine.model_id)]
+
+    def engine_for(self, model: str) -> Any:
+        if model not in self._names:
+            raise ModelNotFoundError(model)
+        return self.engine
+
+
+def _as_source(target: Any) -> EngineSource:
+    if hasattr(target, "model_ids") and hasattr(target, "engine_for"):
+        return target  # type: ignore[no-any-return]
+    if hasattr(target, "stream") and hasattr(target, "model_id"):
+        return _OneEngine(target)
+    raise TypeError(f"create_app needs an Engine or a model pool, not {type(target).__name__}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits the server enforces beyond the schema's own.
+
+    Attributes:
+        max_body_bytes: Largest request body (413 above).
+        max_tokens: Largest ``max_tokens`` a request may ask for (422 above).
+    """
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_tokens: int = 32_768
+
+
+def create_app(
+    engine_or_pool: Any,
+    *,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """Build the OpenAI-compatible API around an engine (or a pool of them).
+
+    Args:
+        engine_or_pool: An :class:`~mlxnb.Engine`, or an :class:`EngineSource` serving many.
+        api_key: When set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``.
+        cors_origins: Origins allowed to call the API from a browser (CORS is off without).
+        limits: Body size and ``max_tokens`` limits.
+
+    Returns:
+        A new FastAPI app; ``app.state.stats`` holds its :class:`ServerStats`.
+    """
+    source = _as_source(engine_or_pool)
+    limits = limits or Limits()
+    app = FastAPI(title="mlxnb", version="1", docs_url=None, redoc_url=None)
+    app.state.stats = ServerStats()
+    app.state.source = source
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return validation_error(error.errors()).response()
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        body = oa.error_body(str(error.detail), kind, f"http_{error.status_code}")
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+    add_routes(app, source, limits)
+    return app
+
+
+def validation_error(errors: Any) -> ApiError:
+    """Turn pydantic's validation errors into one readable 400 (no JSON body) or 422."""
+    errors = list(errors)
+    if any(e.get("type") == "json_invalid" or tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return ApiError(
+            400, "the request body must be a JSON object", "invalid_request_error", "invalid_json"
+        )
+    places = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in errors]
+    parts = [
+        f"{where}: {e.get('msg', 'invalid')}"
+        for where, e in zip(places[:5], errors[:5], strict=True)
+    ]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    message = "; ".join(parts) + more
+    return ApiError(422, message, "invalid_request_error", "invalid_value", places[0] or None)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": oa.ErrorBody, "description": text}
+    for code, text in [
+        (400, "Malformed JSON or a request the chat template rejects"),
+        (401, "Missing or wrong API key"),
+        (404, "Unknown model"),
+        (413, "Request body too large"),
+        (422, "A field has the wrong type or is out of range"),
+        (429, "The engine's queue is full; retry later"),
+        (503, "The engine is closed"),
+    ]
+}
+
+
+def _engine(source: EngineSource, model: str) -> Any:
+    try:
+        return source.engine_for(model)
+    except (ModelNotFoundError, KeyError):
+        available = ", ".join(source.model_ids()) or "none"
+        raise ApiError(
+            404,
+            f"model {model!r} not found; available: {available}",
+            "invalid_request_error",
+            "model_not_found",
+        ) from None
+
+
+def _meta(request: Request, request_id: str) -> dict[str, Any]:
+    client = request.client
+    return {
+        "source": "server",
+        "endpoint": request.url.path,
+        "client": f"{client.host}:{client.port}" if client else None,
+        "request_id": request_id,
+    }
+
+
+def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
+    asked = call.options.get("max_tokens")
+    if asked is not None and asked > limits.max_tokens:
+        raise ApiError(
+            422,
+            f"max_tokens: at most {limits.max_tokens} on this server",
+            "invalid_request_error",
+            "invalid_value",
+            "max_tokens",
+        )
+
+
+async def _schema_processors(engine: Any, schema: dict[str, Any] | None) -> list[Any]:
+    if schema is None:
+        return []
+    from mlxnb._structured import JsonSchemaProcessor, compile_json_schema
+
+    try:
+        grammar = compile_json_schema(schema)
+    except InvalidRequestError as error:
+        raise api_error(error) from None
+    if not getattr(engine, "ready", True):
+        await engine.await_ready()
+    return [JsonSchemaProcessor(grammar, engine.tokenizer)]
+
+
+def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
+    """Register ``/health`` and the ``/v1`` routes on ``app``."""
+    stats: ServerStats = app.state.stats
+    created = int(time.time())
+
+    @app.get("/health", tags=["server"])
+    async def health() -> JSONResponse:
+        engines = [source.engine_for(m) for m in source.model_ids()]
+        closed = any(getattr(e, "closed", False) for e in engines)
+        ready = all(getattr(e, "ready", True) for e in engines)
+        status = "closed" if closed else ("ok" if ready else "loading")
+        body = {"status": status, "models": source.model_ids(), "active": stats.active}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    @app.get("/v1/models", tags=["openai"], responses=_ERRORS)
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [oa.model_card(m, created) for m in source.model_ids()]}
+
+    @app.get("/v1/models/{model:path}", tags=["openai"], responses=_ERRORS)
+    async def model(model: str) -> dict[str, Any]:
+        return oa.model_card(str(_engine(source, model).model_id), created)
+
+    @app.post("/v1/chat/completions", tags=["openai"], responses=_ERRORS)
+    async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
+        engine = _engine(source, body.model)
+        call = oa.chat_call(body)
+        _check_max_tokens(call, limits)
+        options = dict(call.options)
+        options["logits_processors"] = await _schema_processors(engine, call.json_schema)
+        rid = f"chatcmpl-{_new_id()}"
+        name = str(engine.model_id)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = oa.ChatChunks(rid, name, include_usage=include_usage)
+        events = engine.stream(
+            call.messages, call.tools, call.enable_thinking, **options, **_meta(request, rid)
+        )
+        return Generation(
+            events,
+            stats,
+            stream=(lambda: [oa.sse(chunks.start())]) if body.stream else None,
+            render=lambda event: [oa.sse(c) for c in chunks.event(event)],
+            fold=lambda evs: oa.chat_completion(evs, id=rid, model=name, created=chunks.created),
+        )
+
+    @app.post("/v1/completions", tags=["openai"], responses=_ERRORS)
+    async def completions(body: oa.CompletionRequest, request: Request) -> Response:
+        engine = _engine(source, body.model)
+        call = oa.completion_call(body)
+        _check_max_tokens(call, limits)
+        rid = f"cmpl-{_new_id()}"
+        name = str(engine.model_id)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = oa.TextChunks(rid, name, include_usage=include_usage)
+        events = engine.stream([], prompt=call.prompt, **call.options, **_meta(request, rid))
+        return Generation(
+            events,
+            stats,
+            stream=(lambda: []) if body.stream else None,
+            render=lambda event: [oa.sse(c) for c in chunks.event(event)],
+            fold=chunks.whole,
+        )
+
+
+def _new_id() -> str:
+    from mlxnb._audit import new_request_id
+
+    return new_request_id()
