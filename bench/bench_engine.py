@@ -68,9 +68,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args()
 
-    path = bench_model(args.shape)
+    path = bench_model(args.shape, args.dtype)
     engine = mlxnb.load(path, audit=False, prompt_cache_size=0)
     # mlx-lm's own load of the same directory for the raw baseline (same thread as its runs).
     model, tokenizer = mlx_lm.load(str(path))
@@ -102,8 +103,11 @@ def main() -> None:
         (f"{args.streams} concurrent streams, aggregate tokens/s", f"{aggregate:.1f}"),
         (f"ratio {args.streams} streams ÷ 1 stream (target ≥ 3)", f"{aggregate / single:.2f}"),
     ]
+    import mlx.core as mx
+
     print(
-        f"\nengine benchmark — shape {args.shape}, {args.tokens} tokens, "
+        f"\nengine benchmark — shape {args.shape} {args.dtype} on {mx.default_device()}, "
+        f"{args.tokens} tokens, "
         f"{args.repeats} repeats (median), {mlxnb.__version__}"
     )
     width = max(len(name) for name, _ in rows)

@@ -31,6 +31,6 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def bench_model(shape: str) -> Path:
+def bench_model(shape: str, dtype: str = "float32") -> Path:
     """Build (once, cached) the random-weight model of ``shape``."""
-    return tiny_model(**SHAPES[shape])
+    return tiny_model(**SHAPES[shape], dtype=dtype)

@@ -6,13 +6,16 @@ streams, blocking helpers, evaluation loops) and an OpenAI-compatible HTTP API a
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from mlxnb import scorers
 from mlxnb._audit import AuditLog, TurnRecord, read_export
+from mlxnb._chat import ChatTurn, Conversation
 from mlxnb._engine import Engine, load
 from mlxnb._evaluate import aevaluate, evaluate
 from mlxnb._models import default_model
-from mlxnb._serve import InsecureServerWarning, ServerHandle, serve
-from mlxnb._server import Limits, create_app
+from mlxnb._tools import Tool, ToolResult, tool
 from mlxnb.errors import (
     DependencyError,
     EngineBusyError,
@@ -37,11 +40,44 @@ from mlxnb.events import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    from mlxnb._serve import InsecureServerWarning, ServerHandle, serve
+    from mlxnb._server import Limits, create_app
+    from mlxnb._widget import ChatWidget, chat
+
 __version__ = "0.1.0"
+
+# Front doors with heavier dependencies (FastAPI, uvicorn, anywidget) load on first use, so
+# `import mlxnb` stays quick and engine-only use needs none of them.
+_LAZY = {
+    "ChatWidget": "mlxnb._widget",
+    "chat": "mlxnb._widget",
+    "InsecureServerWarning": "mlxnb._serve",
+    "Limits": "mlxnb._server",
+    "ServerHandle": "mlxnb._serve",
+    "create_app": "mlxnb._server",
+    "serve": "mlxnb._serve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlxnb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 __all__ = [
     "AuditLog",
+    "ChatTurn",
+    "ChatWidget",
     "ContentDelta",
+    "Conversation",
     "DependencyError",
     "Done",
     "Engine",
@@ -58,15 +94,18 @@ __all__ = [
     "ServerHandle",
     "ServerStartError",
     "ThinkingDelta",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallError",
     "ToolError",
+    "ToolResult",
     "Turn",
     "TurnRecord",
     "Usage",
     "__version__",
     "aevaluate",
+    "chat",
     "create_app",
     "default_model",
     "evaluate",
@@ -74,4 +113,5 @@ __all__ = [
     "read_export",
     "scorers",
     "serve",
+    "tool",
 ]

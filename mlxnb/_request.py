@@ -92,20 +92,20 @@ class AsyncSink:
     """Delivers events to a consumer on an asyncio loop (thread-safe on the producing side)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.loop = loop
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
 
     def put(self, item: Item) -> bool:
         """Hand ``item`` to the consumer's loop; ``False`` when that loop is gone."""
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:
             return False
         return True
 
     async def get(self) -> Item:
         """Wait for the next item."""
-        return await self._queue.get()
+        return await self.queue.get()
 
 
 class SyncSink:
@@ -138,3 +138,40 @@ class Request:
     prompt: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
+
+
+class Outbox:
+    """Collects one generation step's items and hands them over in one wake-up per loop.
+
+    With many streams on one event loop (a server, an evaluation run), one
+    ``call_soon_threadsafe`` per stream per token would wake that loop N times a step and
+    contend for the GIL with the worker; one batch per loop per step wakes it once.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Item]]] = {}
+
+    def put(self, request: Request, item: Item) -> None:
+        """Queue ``item`` for ``request``'s consumer (blocking consumers get it at once)."""
+        sink = request.sink
+        if isinstance(sink, AsyncSink):
+            self._by_loop.setdefault(sink.loop, []).append((request, item))
+        else:
+            sink.put(item)
+
+    def flush(self) -> None:
+        """Send what was queued; consumers whose loop is gone are cancelled."""
+        batches, self._by_loop = self._by_loop, {}
+        for loop, items in batches.items():
+            try:
+                loop.call_soon_threadsafe(_hand_over, items)
+            except RuntimeError:
+                for request, _ in items:
+                    request.cancel.set()
+
+
+def _hand_over(items: list[tuple[Request, Item]]) -> None:
+    for request, item in items:
+        sink = request.sink
+        assert isinstance(sink, AsyncSink)
+        sink.queue.put_nowait(item)

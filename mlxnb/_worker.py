@@ -19,7 +19,7 @@ from typing import Any
 
 from mlxnb._backends import TextBackend
 from mlxnb._parser import EventParser
-from mlxnb._request import Request
+from mlxnb._request import Outbox, Request
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, TurnBuilder, Usage
 
@@ -110,6 +110,7 @@ class Worker:
         self._on_finished = on_finished
         self._commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._active: dict[int, _Active] = {}
+        self._outbox = Outbox()
         self.backend: TextBackend | None = None
         self.load_error: BaseException | None = None
         self.loaded = threading.Event()
@@ -130,7 +131,7 @@ class Worker:
     def _run(self) -> None:
         try:
             self.backend = self._load()
-        except BaseException as error:
+        except BaseException as error:  # reported to every caller
             self.load_error = error
             self.loaded.set()
             self._drain_after_failure(error)
@@ -156,13 +157,15 @@ class Worker:
                 for command in self._next_commands(block=False):
                     if command is not _CLOSE:
                         self._finish_failed(command, closed)
+                self._outbox.flush()
                 return
             if self._active:
                 try:
                     self._step()
-                except Exception as error:
+                except Exception as error:  # every active request learns of it
                     self._fail_all(GenerationError(f"generation failed: {error}"), cause=error)
                     self._generator = self._new_generator()
+            self._outbox.flush()
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
@@ -178,6 +181,7 @@ class Worker:
             if command is _CLOSE:
                 return
             self._finish_failed(command, error)
+            self._outbox.flush()
 
     def _new_prompt_cache(self) -> Any:
         from mlx_lm.models.cache import LRUPromptCache
@@ -313,9 +317,8 @@ class Worker:
             # Recorded before the last event goes out: once a caller sees Done, its row exists.
             del self._active[uid]
             self._finished(active, None)
-        delivered = active.request.sink.put(events) if events else True
-        if not delivered:
-            active.request.cancel.set()
+        if events:
+            self._outbox.put(active.request, events)
 
     def _reap_cancelled(self) -> None:
         for uid in [u for u, a in self._active.items() if a.request.cancel.is_set()]:
@@ -347,7 +350,7 @@ class Worker:
         error.__cause__ = cause
         active.builder.add(Done("error", self._usage(active), str(error)))
         self._finished(active, error)
-        active.request.sink.put(error)
+        self._outbox.put(active.request, error)
 
     def _fail_all(self, error: MlxnbError, cause: BaseException | None = None) -> None:
         if cause is not None:
@@ -358,13 +361,13 @@ class Worker:
                 self._generator.remove([uid])
             active.builder.add(Done("error", self._usage(active), str(error)))
             self._finished(active, error)
-            active.request.sink.put(error)
+            self._outbox.put(active.request, error)
 
     def _finish_failed(self, request: Request, error: BaseException) -> None:
         builder = TurnBuilder()
         builder.add(Done("error", Usage(), str(error)))
         self._on_finished(request, builder, time.perf_counter() - request.submitted, error)
-        request.sink.put(error)
+        self._outbox.put(request, error)
 
     def _finished(self, active: _Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted

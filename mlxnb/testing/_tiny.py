@@ -61,13 +61,16 @@ def model_config(
     }
 
 
-def write_random_weights(directory: Path, config: dict[str, Any], seed: int) -> None:
+def write_random_weights(
+    directory: Path, config: dict[str, Any], seed: int, dtype: str = "float32"
+) -> None:
     """Instantiate mlx-lm's model class for ``config`` and save random weights.
 
     Args:
         directory: Where ``model.safetensors`` goes.
         config: A configuration from :func:`model_config` (or any mlx-lm config).
         seed: Seed for MLX's random initialisation.
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -76,7 +79,7 @@ def write_random_weights(directory: Path, config: dict[str, Any], seed: int) -> 
     mx.random.seed(seed)
     model_class, args_class = _get_classes(config)
     model = model_class(args_class.from_dict(config))
-    weights = dict(tree_flatten(model.parameters()))
+    weights = {k: v.astype(getattr(mx, dtype)) for k, v in tree_flatten(model.parameters())}
     mx.eval(weights)
     mx.save_safetensors(str(directory / "model.safetensors"), weights, {"format": "mlx"})
 
@@ -93,6 +96,7 @@ def tiny_model(
     head_dim: int | None = None,
     tokenizer: str = "qwen3",
     seed: int = 0,
+    dtype: str = "float32",
 ) -> Path:
     """Write a tiny random-weight model directory that ``mlx_lm.load`` accepts offline.
 
@@ -112,6 +116,7 @@ def tiny_model(
         head_dim: Width of one attention head (default ``hidden_size // num_heads``).
         tokenizer: ``"qwen3"`` or ``"bpe"``.
         seed: Seed for the random weights.
+        dtype: Weight type: ``float32`` (fastest on CPUs), ``bfloat16`` or ``float16``.
 
     Returns:
         The model directory.
@@ -121,6 +126,8 @@ def tiny_model(
         >>> from mlxnb.testing import tiny_model
         >>> model, tokenizer = mlx_lm.load(str(tiny_model()))  # doctest: +SKIP
     """
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
     shape = {
         "arch": arch,
         "hidden_size": hidden_size,
@@ -131,6 +138,7 @@ def tiny_model(
         "head_dim": head_dim,
         "tokenizer": tokenizer,
         "seed": seed,
+        **({"dtype": dtype} if dtype != "float32" else {}),
     }
     if path is None:
         key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
@@ -154,8 +162,9 @@ def tiny_model(
             intermediate_size=intermediate_size,
             head_dim=head_dim,
         )
+        config["torch_dtype"] = dtype
         (staging / "config.json").write_text(json.dumps(config, indent=2))
-        write_random_weights(staging, config, seed)
+        write_random_weights(staging, config, seed, dtype)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

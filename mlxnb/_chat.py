@@ -1,0 +1,435 @@
+"""A conversation with a model: the history plus the tool loop, usable with or without the widget.
+
+Each user message starts a *chat turn* of one or more *rounds*: a round is one request to the
+engine. When a round ends in tool calls, the tools run in the kernel, their results join the
+history and the next round starts, up to ``max_tool_rounds`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
+from mlxnb.events import (
+    ContentDelta,
+    Event,
+    FinishReason,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
+    Turn,
+    TurnBuilder,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GenerationOptions = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+"""Extra ``engine.stream`` options: a mapping, or a factory called once per request."""
+
+
+class ChatEngine(Protocol):
+    """What a conversation needs from an engine (:class:`mlxnb.Engine` has it all)."""
+
+    model_id: str
+
+    @property
+    def ready(self) -> bool:
+        """Whether loading has finished."""
+
+    @property
+    def supports_thinking(self) -> bool:
+        """Whether the model has thinking markers."""
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until loaded; raise the load error if loading failed."""
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Event]:
+        """Generate one reply as events."""
+
+
+@dataclass(frozen=True)
+class RoundStart:
+    """A new request to the engine begins (0 for the first; tool results come before 1, 2…)."""
+
+    round: int
+    type: Literal["round"] = field(default="round", init=False)
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """A finished chat turn: the user's message and everything the model did about it.
+
+    Attributes:
+        user: The user's message.
+        content: The final answer (the last round's content).
+        reasoning: Reasoning text of all rounds.
+        rounds: Each request's :class:`~mlxnb.events.Turn`, in order.
+        tool_results: Results of the tools that ran, in order.
+        finish_reason: Why the turn ended (``cancelled`` after Stop, ``error`` on failure).
+        usage: Token counts summed over rounds; time to first token of the first round.
+        seconds: Wall time of the whole turn.
+        thinking_seconds: Time spent reasoning (``None`` when the model did not think).
+        error: What went wrong, for ``finish_reason == "error"`` or a hit round limit.
+    """
+
+    user: str
+    content: str
+    reasoning: str
+    rounds: tuple[Turn, ...]
+    tool_results: tuple[ToolResult, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    seconds: float
+    thinking_seconds: float | None = None
+    error: str | None = None
+    type: Literal["chat_turn"] = field(default="chat_turn", init=False)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls of every round, in order."""
+        return tuple(call for turn in self.rounds for call in turn.tool_calls)
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        """Seconds until the first token of the first round."""
+        return self.usage.time_to_first_token
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generation speed over all rounds."""
+        return self.usage.generation_tps
+
+    def stats(self) -> dict[str, Any]:
+        """The per-answer statistics the widget shows."""
+        return {
+            "ttft": _rounded(self.usage.time_to_first_token, 3),
+            "tps": _rounded(self.usage.generation_tps, 1),
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "seconds": round(self.seconds, 3),
+            "rounds": len(self.rounds),
+            "finish_reason": self.finish_reason,
+        }
+
+
+ChatEvent = Event | RoundStart | ToolResult | ChatTurn
+"""What :meth:`Conversation.stream` yields; the last item is always the :class:`ChatTurn`."""
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def sum_usage(rounds: Sequence[Turn]) -> Usage:
+    """Token counts of several rounds added up; speed weighted by tokens."""
+    if not rounds:
+        return Usage()
+    completion = sum(t.usage.completion_tokens for t in rounds)
+    timed = [t.usage for t in rounds if t.usage.generation_tps and t.usage.completion_tokens]
+    busy = sum(u.completion_tokens / u.generation_tps for u in timed if u.generation_tps)
+    peaks = [t.usage.peak_memory_gb for t in rounds if t.usage.peak_memory_gb is not None]
+    return Usage(
+        prompt_tokens=sum(t.usage.prompt_tokens for t in rounds),
+        completion_tokens=completion,
+        cached_tokens=sum(t.usage.cached_tokens for t in rounds),
+        time_to_first_token=rounds[0].usage.time_to_first_token,
+        prompt_tps=rounds[0].usage.prompt_tps,
+        generation_tps=sum(u.completion_tokens for u in timed) / busy if busy else None,
+        peak_memory_gb=max(peaks) if peaks else None,
+    )
+
+
+class _Progress:
+    """Timings and results of the chat turn in flight."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.start = self.round_start = time.perf_counter()
+        self.first_event: float | None = None
+        self.last_event = self.start
+        self.rounds: list[Turn] = []
+        self.results: list[ToolResult] = []
+        self.thinking = 0.0
+        self.thought = False
+        self._think_start: float | None = None
+        self.deltas = 0
+
+    def new_round(self) -> None:
+        self.round_start = time.perf_counter()
+        self.first_event = None
+        self.deltas = 0
+
+    def observe(self, event: Event) -> None:
+        now = self.last_event = time.perf_counter()
+        if self.first_event is None:
+            self.first_event = now
+        if isinstance(event, ThinkingDelta):
+            self.thought = True
+            if self._think_start is None:
+                self._think_start = now
+        elif self._think_start is not None:
+            self.thinking += now - self._think_start
+            self._think_start = None
+        if isinstance(event, ThinkingDelta | ContentDelta | ToolCallDelta):
+            self.deltas += 1
+
+    def stopped_round(self, builder: TurnBuilder, reason: FinishReason, error: str | None) -> Turn:
+        """The round cut short by Stop or a failure, with what is known of its usage."""
+        if builder.done is not None:
+            usage = builder.done.usage
+        else:  # no Done: count the deltas seen (about one per token)
+            ttft = tps = None
+            if self.first_event is not None:
+                ttft = self.first_event - self.round_start
+                span = self.last_event - self.first_event
+                tps = (self.deltas - 1) / span if self.deltas > 1 and span > 0 else None
+            usage = Usage(
+                completion_tokens=self.deltas, time_to_first_token=ttft, generation_tps=tps
+            )
+        return replace(builder.build(), finish_reason=reason, usage=usage, error=error)
+
+    def finish(self, reason: FinishReason, error: str | None) -> ChatTurn:
+        if self._think_start is not None:
+            self.thinking += time.perf_counter() - self._think_start
+            self._think_start = None
+        last = self.rounds[-1] if self.rounds else None
+        return ChatTurn(
+            user=self.user,
+            content=last.content if last else "",
+            reasoning="".join(t.reasoning for t in self.rounds),
+            rounds=tuple(self.rounds),
+            tool_results=tuple(self.results),
+            finish_reason=reason,
+            usage=sum_usage(self.rounds),
+            seconds=time.perf_counter() - self.start,
+            thinking_seconds=self.thinking if self.thought else None,
+            error=error,
+        )
+
+
+class Conversation:
+    """A chat history with tools, driven through ``engine.stream``.
+
+    Args:
+        engine: The engine that generates (:func:`mlxnb.load`).
+        system: An optional system prompt.
+        tools: Python functions (or :class:`~mlxnb.Tool`) the model may call.
+        max_tool_rounds: Most tool rounds per user message; then the turn ends with a note.
+        enable_thinking: Default for the chat template's ``enable_thinking`` (``None`` = the
+            template's default).
+        generation_options: Extra ``engine.stream`` options (``max_tokens``, ``temperature``…),
+            or a factory returning them, called once per request.
+        source: Audit source recorded with each request.
+    """
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        *,
+        system: str | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        max_tool_rounds: int = 5,
+        enable_thinking: bool | None = None,
+        generation_options: GenerationOptions | None = None,
+        source: str = "python",
+    ) -> None:
+        if max_tool_rounds < 0:
+            raise ValueError("max_tool_rounds must be >= 0")
+        self.engine = engine
+        self.system = system
+        self.tools: dict[str, Tool] = as_tools(tools)
+        self.max_tool_rounds = max_tool_rounds
+        self.enable_thinking = enable_thinking
+        self.generation_options = generation_options
+        self.source = source
+        self.conversation_id = uuid.uuid4().hex
+        self._messages: list[dict[str, Any]] = []
+        self._starts: list[int] = []
+        self._turns: list[ChatTurn] = []
+        self._busy = False
+        self.clear()
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The OpenAI-style history (a copy): system, user, assistant and tool messages."""
+        return copy.deepcopy(self._messages)
+
+    @property
+    def turns(self) -> tuple[ChatTurn, ...]:
+        """The finished chat turns, oldest first."""
+        return tuple(self._turns)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a turn is running."""
+        return self._busy
+
+    def clear(self) -> None:
+        """Forget the history (the system prompt stays)."""
+        self._check_idle()
+        self._messages = [{"role": "system", "content": self.system}] if self.system else []
+        self._starts.clear()
+        self._turns.clear()
+
+    def undo(self) -> str:
+        """Remove the last turn from the history and return its user message (to regenerate)."""
+        self._check_idle()
+        if not self._starts:
+            raise IndexError("there is no turn to undo")
+        start = self._starts.pop()
+        user = str(self._messages[start]["content"])
+        del self._messages[start:]
+        self._turns.pop()
+        return user
+
+    def _check_idle(self) -> None:
+        if self._busy:
+            raise RuntimeError("a turn is running; stop it first")
+
+    def _options(self) -> dict[str, Any]:
+        extra = self.generation_options
+        options = dict(extra() if callable(extra) else (extra or {}))
+        options.setdefault("source", self.source)
+        options.setdefault("conversation_id", self.conversation_id)
+        return options
+
+    async def ask(self, text: str, *, enable_thinking: bool | None = None) -> ChatTurn:
+        """Send a user message and return the finished turn (tools run as needed)."""
+        async for event in self.stream(text, enable_thinking=enable_thinking):
+            if isinstance(event, ChatTurn):
+                return event
+        raise AssertionError("stream ended without a ChatTurn")  # pragma: no cover
+
+    async def stream(
+        self, text: str, *, enable_thinking: bool | None = None
+    ) -> AsyncIterator[ChatEvent]:
+        """Send a user message and stream everything that happens, ending with the ChatTurn.
+
+        Cancelling the consuming task (or closing this generator) stops generation within
+        one step; the partial turn is kept with ``finish_reason="cancelled"``. Engine errors
+        end the turn with ``finish_reason="error"`` instead of raising.
+
+        Args:
+            text: The user's message.
+            enable_thinking: Overrides the conversation's default for this turn.
+
+        Yields:
+            RoundStart, the engine's events, a ToolResult per executed call, then the ChatTurn.
+        """
+        self._check_idle()
+        self._busy = True
+        self._starts.append(len(self._messages))
+        self._messages.append({"role": "user", "content": text})
+        thinking = self.enable_thinking if enable_thinking is None else enable_thinking
+        schemas = [spec.schema() for spec in self.tools.values()] or None
+        progress = _Progress(text)
+        builder: TurnBuilder | None = None
+        reason: FinishReason = "stop"
+        error: str | None = None
+        try:
+            for round_no in range(self.max_tool_rounds + 1):
+                yield RoundStart(round_no)
+                builder = TurnBuilder()
+                progress.new_round()
+                events = self.engine.stream(self._messages, schemas, thinking, **self._options())
+                try:
+                    async for event in events:
+                        progress.observe(event)
+                        builder.add(event)
+                        yield event
+                finally:
+                    closer = getattr(events, "aclose", None)
+                    if closer is not None:
+                        await closer()
+                turn, builder = builder.build(), None
+                progress.rounds.append(turn)
+                self._messages.append(turn.to_message())
+                reason, error = turn.finish_reason, turn.error
+                if not turn.tool_calls or reason in ("length", "cancelled", "error"):
+                    break
+                if round_no == self.max_tool_rounds:
+                    error = f"stopped after {self.max_tool_rounds} tool rounds (max_tool_rounds)"
+                    break
+                for call in turn.tool_calls:
+                    result = await execute_tool(self.tools, call)
+                    progress.results.append(result)
+                    self._messages.append(result.to_message())
+                    yield result
+        except (asyncio.CancelledError, GeneratorExit):
+            self._close_partial(progress, builder, "cancelled", None)
+            self._turns.append(progress.finish("cancelled", None))
+            self._busy = False
+            raise
+        except Exception as exc:
+            reason, error = "error", f"{type(exc).__name__}: {exc}"
+            self._close_partial(progress, builder, reason, error)
+        chat_turn = progress.finish(reason, error)
+        self._turns.append(chat_turn)
+        self._busy = False
+        yield chat_turn
+
+    def _close_partial(
+        self,
+        progress: _Progress,
+        builder: TurnBuilder | None,
+        reason: FinishReason,
+        error: str | None,
+    ) -> None:
+        """Keep the history well formed after a round or the tools were cut short."""
+        if builder is not None:
+            turn = progress.stopped_round(builder, reason, error)
+            progress.rounds.append(turn)
+            self._messages.append(turn.to_message())
+            return
+        answered = {r.call_id for r in progress.results}
+        last = progress.rounds[-1] if progress.rounds else None
+        for call in last.tool_calls if last else ():
+            if call.id not in answered:
+                message = ToolResult(call.id, call.name, dict(call.arguments), "", reason)
+                self._messages.append(message.to_message())
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per chat turn: messages, tool calls, finish reason and statistics."""
+        import pandas as pd
+
+        rows = [
+            (
+                t.user,
+                t.content,
+                t.reasoning,
+                [call.name for call in t.tool_calls],
+                t.finish_reason,
+                t.error,
+                t.time_to_first_token,
+                t.tokens_per_second,
+                t.usage.prompt_tokens,
+                t.usage.completion_tokens,
+                t.seconds,
+                t.thinking_seconds,
+                len(t.rounds),
+            )
+            for t in self._turns
+        ]
+        frame: pd.DataFrame = pd.DataFrame(rows, columns=list(_COLUMNS))
+        return frame
+
+
+_COLUMNS = (
+    "user", "content", "reasoning", "tool_calls", "finish_reason", "error",
+    "time_to_first_token", "tokens_per_second", "prompt_tokens", "completion_tokens",
+    "seconds", "thinking_seconds", "rounds",
+)  # fmt: skip

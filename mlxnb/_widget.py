@@ -1,0 +1,277 @@
+"""The chat widget: an anywidget that streams a :class:`~mlxnb._chat.Conversation` into the page.
+
+Deltas travel as coalesced custom messages (*ops*, see ``widgets/src/protocol.js``); the finished
+turn is written to the ``transcript`` traitlet, so a re-displayed widget or a reopened notebook
+shows the whole conversation. Generation runs as a task on the kernel's event loop: message
+handlers return at once, Stop arrives while tokens stream, and other cells keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets
+
+from mlxnb._chat import ChatEngine, ChatTurn, Conversation, GenerationOptions
+from mlxnb._tools import Tool
+from mlxnb._widget_ops import Batcher, TurnRecorder
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_STATIC = Path(__file__).parent / "static"
+_UNBUILT_ESM = """export default { render({ el }) {
+  el.textContent = "mlxnb: the chat widget's front end is not built. Run `make widget` " +
+    "(or `cd widgets && npm ci && npm run build`) and restart the kernel.";
+} };"""
+
+
+def _asset(name: str, fallback: str) -> Path | str:
+    path = _STATIC / name
+    return path if path.is_file() else fallback
+
+
+class ChatWidget(anywidget.AnyWidget):
+    """A chat with a model in the notebook: streaming answers, thinking and tool-call panes.
+
+    Display it as a cell's last expression. Python ``tools`` are described to the model from
+    their signature and docstring and run in the kernel. Everything the page does is also
+    available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
+    :attr:`messages`, :meth:`to_dataframe`.
+
+    Args:
+        engine: The engine (:func:`mlxnb.load`; it may still be loading).
+        system: An optional system prompt.
+        tools: Python functions (or :class:`~mlxnb.Tool`) the model may call.
+        max_tool_rounds: Most tool rounds per message.
+        enable_thinking: Initial state of the thinking toggle.
+        generation_options: Extra ``engine.stream`` options (``max_tokens``, ``temperature``…),
+            or a factory returning them, called once per request.
+        flush_interval: Seconds between streamed batches.
+        **kwargs: Passed to ``anywidget.AnyWidget``.
+    """
+
+    _esm = _asset("widget.js", _UNBUILT_ESM)
+    _css = _asset("widget.css", "")
+
+    transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
+    status = traitlets.Unicode("loading").tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    model_name = traitlets.Unicode("").tag(sync=True)
+    enable_thinking = traitlets.Bool(True).tag(sync=True)
+    supports_thinking = traitlets.Bool(False).tag(sync=True)
+    tool_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        *,
+        system: str | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        max_tool_rounds: int = 5,
+        enable_thinking: bool = True,
+        generation_options: GenerationOptions | None = None,
+        flush_interval: float = 0.04,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
+        self.conversation = Conversation(
+            engine,
+            system=system,
+            tools=tools,
+            max_tool_rounds=max_tool_rounds,
+            generation_options=generation_options,
+            source="widget",
+        )
+        self.model_name = engine.model_id
+        self.enable_thinking = enable_thinking
+        self.tool_names = list(self.conversation.tools)
+        self.flush_interval = flush_interval
+        self._task: asyncio.Task[ChatTurn | None] | None = None
+        self._stopping = False
+        self._running = False
+        self.on_msg(self._on_frontend_message)
+        if not self._check_ready():
+            # without a running loop (a plain script) readiness is checked again on first use
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._await_ready())
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def _check_ready(self) -> bool:
+        """Update ``status`` from the engine; True once loading has finished either way."""
+        if not self.engine.ready:
+            self.status = "loading"
+            return False
+        try:
+            self.engine.wait_ready(0)
+        except Exception as exc:
+            self.error = f"Could not load {self.engine.model_id}: {type(exc).__name__}: {exc}"
+            self.status = "error"
+            return True
+        self.supports_thinking = bool(self.engine.supports_thinking)
+        if self.status in ("loading", "error"):
+            self.status = "ready"
+        return True
+
+    async def _await_ready(self) -> None:
+        while not self._check_ready():
+            await asyncio.sleep(0.05)
+
+    # -- front-end messages ------------------------------------------------------------------
+
+    def _on_frontend_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if kind == "send":
+                self._start(str(content.get("text", "")))
+            elif kind == "regenerate":
+                self._start(None)
+            elif kind == "stop":
+                self.stop()
+            elif kind == "clear":
+                self.clear()
+        except (RuntimeError, IndexError) as exc:
+            self.send({"type": "refused", "message": str(exc)})
+
+    # -- turns -------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether a reply is being generated."""
+        return self._task is not None and not self._task.done()
+
+    def _start(self, text: str | None) -> asyncio.Task[ChatTurn | None]:
+        if self.busy:
+            raise RuntimeError("a reply is being generated; stop it first")
+        if not self._check_ready():
+            raise RuntimeError(f"{self.model_name} is still loading")
+        if self.status == "error":
+            raise RuntimeError(self.error)
+        if text is None:
+            text = self.conversation.undo()
+            self.transcript = self.transcript[:-1]
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._run(text))
+        return self._task
+
+    async def _run(self, text: str) -> ChatTurn | None:
+        self._running = True
+        if self._stopping:  # Stop came before this task's first step: cancel at the first await
+            task = asyncio.current_task()
+            if task is not None:
+                task.cancel()
+        turn_id = uuid.uuid4().hex
+        self.status = "generating"
+        self.send({"type": "start", "turn": {"id": turn_id, "user": text}})
+        batcher = Batcher(
+            lambda ops: self.send({"type": "ops", "id": turn_id, "ops": ops}),
+            interval=self.flush_interval,
+        )
+        recorder = TurnRecorder(turn_id, text, batcher)
+        thinking = self.enable_thinking if self.supports_thinking else None
+        before = len(self.conversation.turns)
+        failure: str | None = None
+        try:
+            async for event in self.conversation.stream(text, enable_thinking=thinking):
+                recorder.add(event)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            turns = self.conversation.turns
+            chat_turn = turns[-1] if len(turns) > before else None
+            entry = recorder.finish(chat_turn, failure)
+            self.transcript = [*self.transcript, entry]
+            self.status = "ready"
+            self._stopping = self._running = False
+        return chat_turn
+
+    async def ask(self, text: str) -> ChatTurn:
+        """Send a message as if typed in the page; returns the finished turn.
+
+        Raises:
+            MlxnbError: The model could not be loaded.
+            RuntimeError: A reply is already being generated.
+        """
+        await self._await_ready()
+        if self.status == "error":
+            self.engine.wait_ready(0)
+        return await self._finished(self._start(text))
+
+    async def regenerate(self) -> ChatTurn:
+        """Drop the last answer and generate it again."""
+        await self._await_ready()
+        return await self._finished(self._start(None))
+
+    @staticmethod
+    async def _finished(task: asyncio.Task[ChatTurn | None]) -> ChatTurn:
+        turn = await task
+        if turn is None:  # pragma: no cover - the conversation records every started turn
+            raise RuntimeError("the turn ended without a result")
+        return turn
+
+    def stop(self) -> None:
+        """Stop the reply being generated (within one token); the partial answer stays."""
+        if self.busy and self._task is not None:
+            self._stopping = True
+            if self._running:
+                self._task.cancel()
+
+    def close(self) -> None:
+        """Stop generating (if busy) and close the widget's views."""
+        if getattr(self, "_task", None) is not None:
+            self.stop()
+        super().close()
+
+    def clear(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        if self.busy:
+            raise RuntimeError("a reply is being generated; stop it first")
+        self.conversation.clear()
+        self.transcript = []
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The OpenAI-style history (a copy)."""
+        return self.conversation.messages
+
+    @property
+    def turns(self) -> tuple[ChatTurn, ...]:
+        """The finished turns."""
+        return self.conversation.turns
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per turn with messages, tool calls and statistics."""
+        return self.conversation.to_dataframe()
+
+
+def chat(model: ChatEngine | str | os.PathLike[str], **options: Any) -> ChatWidget:
+    """Open a chat widget on a model or engine in one line.
+
+    A path or repo id starts loading in the background; the widget shows 'loading model…'
+    meanwhile, and the error in the chat if loading fails.
+
+    Args:
+        model: An engine, a local model directory or a Hugging Face repo id.
+        **options: Passed to :class:`ChatWidget` (``system``, ``tools``…).
+
+    Returns:
+        The widget (display it as the cell's last expression).
+    """
+    if isinstance(model, str | os.PathLike):
+        from mlxnb._engine import load
+
+        model = load(os.fspath(model), wait=False)
+    return ChatWidget(model, **options)

@@ -1,0 +1,241 @@
+"""The chat widget in a real JupyterLab, driven through headless Chromium, on the real engine
+(fixture model with forced output). Screenshots of each state go to test-artifacts/widget/."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+from labpage import Chat, LabPage
+
+pytestmark = pytest.mark.browser
+
+OpenChat = Callable[..., Chat]
+
+MARKDOWN = (
+    "Sure! Here is a **bold** claim and a list:\n\n"
+    "- first item\n- second item\n\n"
+    "```python\ndef greet(name):\n    return f'Hello, {name}!'\n```\n\n"
+    "That is all for now, thanks for asking."
+)
+
+
+def test_tokens_stream_in_as_markdown(open_chat: OpenChat, lab_page: LabPage) -> None:
+    chat = open_chat([MARKDOWN])
+    chat.shot("1-ready")
+    chat.input.fill("line one")
+    chat.input.press("Shift+Enter")
+    chat.input.press_sequentially("line two")
+    assert chat.input.input_value() == "line one\nline two"
+    assert chat.root.get_by_test_id("turn").count() == 0
+    lab_page.watch_content()
+    chat.input.press("Enter")
+    assert chat.stop.is_enabled()
+    assert chat.input.is_disabled()
+    lab_page.page.wait_for_function(
+        "() => (document.querySelector('[data-testid=content]')?.textContent ?? '').length > 40"
+    )
+    chat.shot("2-streaming")
+    turn = chat.wait_finished()
+    chat.shot("3-done")
+    states = lab_page.content_states()
+    assert len(states) >= 4, states
+    assert all(a and b.startswith(a[: len(a) // 2]) for a, b in itertools.pairwise(states))
+    assert len(set(states)) == len(states)
+    assert chat.user_message.inner_text() == "line one\nline two"
+    content = turn.get_by_test_id("content")
+    assert content.locator("strong").inner_text() == "bold"
+    assert content.locator("li").count() == 2
+    code = content.locator("pre code.language-python")
+    assert code.locator(".hljs-keyword").first.inner_text() == "def"
+    assert "return f'Hello, {name}!'" in code.inner_text()
+    assert turn.get_by_test_id("copy").count() == 1
+    stats = turn.get_by_test_id("stats").inner_text()
+    assert "first token" in stats and "tok/s" in stats and "completion tokens" in stats
+    assert chat.input.is_enabled() and chat.stop.is_disabled()
+    assert (
+        chat.kernel("print(widget.messages[-1]['content'] == " + repr(MARKDOWN) + ")") == "True\n"
+    )
+    assert lab_page.errors == []
+    # save, reload the page: the reopened notebook shows the conversation (from the kernel)
+    lab_page.page.evaluate(
+        "async () => { await window.jupyterapp.commands.execute('docmanager:save'); }"
+    )
+    lab_page.page.reload()
+    reopened = chat.turn()
+    reopened.wait_for()
+    assert reopened.get_attribute("data-status") == "done"
+    assert reopened.get_by_test_id("content").locator("strong").inner_text() == "bold"
+    assert chat.user_message.inner_text() == "line one\nline two"
+    chat.shot("4-reopened")
+
+
+REASONING = (
+    "The user asks about the sky. I should recall that sunlight scatters off air molecules, "
+    "and short wavelengths scatter the most, so the sky looks blue during the day."
+)
+
+
+def test_thinking_pane_fills_live_then_collapses(open_chat: OpenChat, lab_page: LabPage) -> None:
+    chat = open_chat([f"<think>\n{REASONING}\n</think>\n\nBecause of **Rayleigh scattering**."])
+    chat.say("Why is the sky blue?")
+    pane = chat.thinking
+    pane.wait_for()
+    lab_page.page.wait_for_function(
+        "() => document.querySelector('[data-testid=thinking-text]').textContent.length > 30"
+    )
+    assert pane.get_attribute("data-state") == "live"
+    assert pane.evaluate("el => el.open") is True
+    assert chat.thinking_summary.inner_text() == "Thinking…"
+    live_text = chat.thinking_text.inner_text()
+    assert 30 < len(live_text) < len(REASONING)
+    chat.shot("1-thinking-live")
+    turn = chat.wait_finished()
+    assert pane.get_attribute("data-state") == "done"
+    assert pane.evaluate("el => el.open") is False
+    summary = chat.thinking_summary.inner_text()
+    assert summary.startswith("Thought for ") and summary.endswith(" s")
+    assert float(summary.split()[2]) > 0
+    assert turn.get_by_test_id("content").locator("strong").inner_text() == "Rayleigh scattering"
+    chat.shot("2-thinking-collapsed")
+    chat.thinking_summary.click()
+    assert pane.evaluate("el => el.open") is True
+    assert chat.thinking_text.inner_text().strip() == REASONING
+    chat.shot("3-thinking-expanded")
+    thought = chat.kernel("print(round(widget.turns[-1].thinking_seconds, 1))")
+    assert float(thought) > 0
+
+
+def test_tool_call_pane_shows_the_result(open_chat: OpenChat) -> None:
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    chat = open_chat(
+        [f"Let me check.<tool_call>\n{call}\n</tool_call>", "It is **sunny** in Paris, 21 °C."],
+        tools="get_weather",
+    )
+    chat.say("Weather in Paris?")
+    pane = chat.tool_call
+    pane.wait_for()
+    turn = chat.wait_finished()
+    assert chat.tool_name.inner_text() == "get_weather"
+    assert pane.get_attribute("data-status") == "done"
+    assert chat.tool_status.inner_text() == "done"
+    assert chat.tool_args.inner_text() == '{\n  "city": "Paris"\n}'
+    assert chat.tool_result.inner_text() == '{"city": "Paris", "sky": "sunny", "celsius": 21}'
+    contents = turn.get_by_test_id("content")
+    assert [contents.nth(i).inner_text() for i in range(contents.count())] == [
+        "Let me check.",
+        "It is sunny in Paris, 21 °C.",
+    ]
+    assert "2 rounds" in turn.get_by_test_id("stats").inner_text()
+    chat.shot("tool-call-done")
+    roles = chat.kernel("print([m['role'] for m in widget.messages])")
+    assert roles == "['user', 'assistant', 'tool', 'assistant']\n"
+    light = background_luminance(chat)
+    set_theme(chat, "JupyterLab Dark")
+    try:
+        assert background_luminance(chat) < 0.2 < light
+        chat.shot("tool-call-dark-theme")
+    finally:
+        set_theme(chat, "JupyterLab Light")
+
+
+def set_theme(chat: Chat, theme: str) -> None:
+    chat.page.evaluate(
+        "async (theme) => { await window.jupyterapp.commands.execute("
+        "'apputils:change-theme', { theme }); }",
+        theme,
+    )
+    light = "true" if "Light" in theme else "false"
+    chat.page.wait_for_function(
+        f"() => document.body.dataset.jpThemeLight === '{light}'"
+        " && !document.body.classList.contains('jp-mod-themeLoading')"
+        " && !document.getElementById('jupyterlab-splash')"
+    )
+
+
+def background_luminance(chat: Chat) -> float:
+    """Relative luminance (0 black … 1 white) of the widget's background."""
+    rgb = chat.root.evaluate("el => getComputedStyle(el).backgroundColor")
+    r, g, b = (int(v) / 255 for v in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_stop_ends_a_long_answer_early(open_chat: OpenChat, lab_page: LabPage) -> None:
+    words = 1500
+    chat = open_chat([" ".join(f"w{i}" for i in range(words)), "A *short* answer."])
+    chat.say("Count for me")
+    lab_page.page.wait_for_function(
+        "() => (document.querySelector('[data-testid=content]')?.textContent ?? '').length > 60"
+    )
+    assert chat.kernel("print(widget.busy, 6 * 7)") == "True 42\n", "other cells must run"
+    chat.shot("1-before-stop")
+    chat.stop.click()
+    turn = chat.wait_finished(status="cancelled")
+    shown = turn.get_by_test_id("content").inner_text().split()
+    assert 5 < len(shown) < words // 2
+    assert turn.get_by_test_id("stats").inner_text().startswith("stopped")
+    assert chat.input.is_enabled() and chat.stop.is_disabled()
+    chat.shot("2-stopped")
+    state = chat.kernel(
+        "t = widget.turns[-1]; print(t.finish_reason, len(t.content.split()), widget.busy)"
+    )
+    reason, kept, busy = state.split()
+    assert (reason, busy) == ("cancelled", "False")
+    assert abs(int(kept) - len(shown)) <= 3
+    chat.regenerate.click()
+    lab_page.page.wait_for_function(
+        "() => document.querySelector('[data-testid=turn]')?.dataset.status === 'done'"
+    )
+    assert chat.root.get_by_test_id("turn").count() == 1
+    assert chat.content.inner_text() == "A short answer."
+    chat.shot("3-regenerated")
+    chat.clear.click()
+    chat.empty.wait_for()
+    assert chat.root.get_by_test_id("turn").count() == 0
+    assert chat.kernel("print(widget.messages)") == "[]\n"
+
+
+XSS = (
+    'Look: <img src=x onerror="window.__xss = 1; alert(1)"> and '
+    "<script>window.__xss = 2; alert(2)</script>\n\n"
+    "[click me](javascript:window.__xss=3;alert(3)) "
+    '<a href="javascript:alert(4)">raw link</a> '
+    '<svg onload="window.__xss = 5"></svg> <iframe src="javascript:alert(6)"></iframe>'
+)
+
+
+def test_model_output_with_html_is_inert(open_chat: OpenChat, lab_page: LabPage) -> None:
+    chat = open_chat([f"<think>\n{XSS}\n</think>\n\n{XSS}"])
+    chat.say("Say something nasty")
+    turn = chat.wait_finished()
+    page = lab_page.page
+    for link in turn.locator("a").all():
+        link.click(modifiers=["Alt"])
+    content = turn.get_by_test_id("content")
+    assert "<img src=x onerror=" in content.inner_text()
+    assert chat.root.locator("img, script, svg, iframe").count() == 0
+    hrefs = [a.get_attribute("href") for a in turn.locator("a").all()]
+    assert all(h is None or not h.strip().lower().startswith("javascript:") for h in hrefs)
+    handlers = chat.root.evaluate(
+        "root => [...root.querySelectorAll('*')].flatMap(el => [...el.attributes])"
+        ".map(a => a.name).filter(n => n.startsWith('on'))"
+    )
+    assert handlers == []
+    chat.thinking_summary.click()
+    assert "<script>" in chat.thinking_text.inner_text()
+    page.wait_for_timeout(200)  # give a handler that slipped through time to run
+    assert page.evaluate("() => window.__xss") is None
+    assert lab_page.dialogs == []
+    chat.shot("xss-inert")
+
+
+def test_a_missing_model_shows_an_error_in_the_chat(lab_page: LabPage) -> None:
+    lab_page.open_notebook(["import mlxnb._widget as w\nwidget = w.chat('/no/such/model')\nwidget"])
+    chat = Chat(lab_page)
+    chat.banner.wait_for()
+    assert "ModelNotFoundError" in chat.banner.inner_text()
+    assert "/no/such/model" in chat.banner.inner_text()
+    assert chat.root.get_attribute("data-status") == "error"
+    assert chat.input.is_disabled() and chat.send.is_disabled()
+    chat.shot("model-not-found")

@@ -1,0 +1,366 @@
+// The chat view: DOM for the transcript (a synced traitlet) plus the turn streaming now (custom
+// messages). Every piece of model output goes in as text, or through renderMarkdown's sanitiser.
+
+import { renderMarkdown } from "./markdown.js";
+import {
+  applyOps, describeTool, formatStats, newTurn, shortModelName, thinkingLabel,
+} from "./protocol.js";
+
+/**
+ * The part of anywidget's model interface the view uses.
+ * @typedef {{
+ *   get(name: string): any, set(name: string, value: any): void, save_changes(): void,
+ *   on(event: string, cb: (...args: any[]) => void): void,
+ *   off(event: string, cb: (...args: any[]) => void): void,
+ *   send(content: any): void
+ * }} Model
+ * @typedef {import("./protocol.js").Turn} Turn
+ * @typedef {import("./protocol.js").Part} Part
+ */
+
+const STATUS_TEXT = {
+  loading: "Loading model…",
+  ready: "Ready",
+  generating: "Generating…",
+  error: "Error",
+};
+
+/**
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Record<string, string>} [attrs]
+ * @param {string} [text]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
+function h(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/**
+ * @param {string} text
+ * @returns {Promise<void>}
+ */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h("textarea");
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  document.execCommand("copy");
+  area.remove();
+}
+
+/**
+ * Render markdown into `node` and give every code block a copy button.
+ * @param {HTMLElement} node
+ * @param {string} text
+ */
+function fillMarkdown(node, text) {
+  node.innerHTML = renderMarkdown(text);
+  for (const pre of node.querySelectorAll("pre")) {
+    const code = pre.textContent ?? "";
+    const button = h("button", { class: "mlxnb-copy", "data-testid": "copy", type: "button" }, "Copy");
+    button.addEventListener("click", () => {
+      copyText(code).then(
+        () => { button.textContent = "Copied"; },
+        () => { button.textContent = "Copy failed"; },
+      );
+    });
+    pre.prepend(button);
+  }
+}
+
+/**
+ * A DOM node for one part; `updatePart` fills it.
+ * @param {Part} part
+ * @returns {HTMLElement}
+ */
+function createPart(part) {
+  if (part.kind === "thinking") {
+    const details = h("details", { class: "mlxnb-thinking", "data-testid": "thinking" });
+    details.append(h("summary", { "data-testid": "thinking-summary" }));
+    details.append(h("div", { class: "mlxnb-thinking-text", "data-testid": "thinking-text" }));
+    details.addEventListener("toggle", () => {
+      if (details.dataset.programmatic) delete details.dataset.programmatic;
+      else details.dataset.touched = "1";
+    });
+    return details;
+  }
+  if (part.kind === "content") {
+    return h("div", { class: "mlxnb-content mlxnb-markdown", "data-testid": "content" });
+  }
+  const box = h("div", { class: "mlxnb-tool", "data-testid": "tool-call" });
+  const head = h("div", { class: "mlxnb-tool-head" });
+  head.append(h("span", { class: "mlxnb-tool-label" }, "tool"));
+  head.append(h("code", { class: "mlxnb-tool-name", "data-testid": "tool-name" }));
+  head.append(h("span", { class: "mlxnb-badge", "data-testid": "tool-status" }));
+  box.append(head);
+  box.append(h("pre", { class: "mlxnb-tool-args", "data-testid": "tool-args" }));
+  box.append(h("pre", { class: "mlxnb-tool-result", "data-testid": "tool-result", hidden: "" }));
+  return box;
+}
+
+/**
+ * @param {HTMLElement} node
+ * @param {boolean} open
+ */
+function setOpen(node, open) {
+  const details = /** @type {HTMLDetailsElement} */ (node);
+  if (details.open !== open && !details.dataset.touched) {
+    details.dataset.programmatic = "1";
+    details.open = open;
+  }
+}
+
+/**
+ * Bring a part's node up to date (markdown is re-rendered only when its text changed).
+ * @param {HTMLElement} node
+ * @param {Part} part
+ */
+function updatePart(node, part) {
+  if (part.kind === "thinking") {
+    const live = part.seconds === null;
+    node.dataset.state = live ? "live" : "done";
+    /** @type {HTMLElement} */ (node.firstChild).textContent = thinkingLabel(part.seconds);
+    /** @type {HTMLElement} */ (node.lastChild).textContent = part.text;
+    setOpen(node, live);
+    return;
+  }
+  if (part.kind === "content") {
+    if (node.dataset.rendered !== String(part.text.length)) {
+      fillMarkdown(node, part.text);
+      node.dataset.rendered = String(part.text.length);
+    }
+    return;
+  }
+  const { name, args } = describeTool(part);
+  node.dataset.status = part.status;
+  const q = (/** @type {string} */ id) => /** @type {HTMLElement} */ (node.querySelector(`[data-testid="${id}"]`));
+  q("tool-name").textContent = name;
+  q("tool-status").textContent = part.status;
+  q("tool-args").textContent = args;
+  const result = q("tool-result");
+  const shown = part.error ?? part.result;
+  result.hidden = shown === null;
+  result.textContent = shown ?? "";
+  result.classList.toggle("mlxnb-tool-failed", part.error !== null);
+}
+
+/** One turn's DOM: the user's message, then the assistant's parts, error and stats. */
+class TurnView {
+  /** @param {Turn} turn */
+  constructor(turn) {
+    this.turn = turn;
+    /** @type {HTMLElement[]} */
+    this.partNodes = [];
+    this.el = h("div", { class: "mlxnb-turn", "data-testid": "turn", "data-turn-id": turn.id });
+    this.el.append(h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" }, turn.user));
+    this.body = h("div", { class: "mlxnb-msg mlxnb-assistant", "data-testid": "assistant-message" });
+    this.parts = h("div", { class: "mlxnb-parts" });
+    this.error = h("div", { class: "mlxnb-error", "data-testid": "turn-error", hidden: "" });
+    this.stats = h("div", { class: "mlxnb-stats", "data-testid": "stats" });
+    this.body.append(this.parts, this.error, this.stats);
+    this.el.append(this.body);
+    for (let i = 0; i < turn.parts.length; i++) this.updatePart(i);
+    this.updateTurn();
+  }
+
+  /** @param {number} index */
+  updatePart(index) {
+    const part = this.turn.parts[index];
+    if (!part) return;
+    let node = this.partNodes[index];
+    if (!node) {
+      node = createPart(part);
+      this.partNodes[index] = node;
+      this.parts.append(node);
+    }
+    updatePart(node, part);
+  }
+
+  updateTurn() {
+    const { status, error, stats } = this.turn;
+    this.el.dataset.status = status;
+    this.error.hidden = !error;
+    this.error.textContent = error ?? "";
+    let text = formatStats(stats);
+    if (status === "cancelled") text = text ? `stopped · ${text}` : "stopped";
+    this.stats.textContent = text;
+  }
+
+  /** @param {Set<number>} changed */
+  update(changed) {
+    for (const index of changed) {
+      if (index === -1) this.updateTurn();
+      else this.updatePart(index);
+    }
+  }
+}
+
+/** The whole widget: header, transcript, live turn and input row. */
+export class ChatView {
+  /**
+   * @param {Model} model
+   * @param {HTMLElement} el
+   */
+  constructor(model, el) {
+    this.model = model;
+    this.el = el;
+    /** @type {TurnView | null} */
+    this.live = null;
+    this.pending = false;
+    this.build();
+    this.handlers = {
+      "change:transcript": () => this.renderTranscript(),
+      "change:status": () => { this.pending = false; this.updateControls(); },
+      "change:error": () => this.updateControls(),
+      "change:model_name": () => this.updateControls(),
+      "change:enable_thinking": () => this.updateControls(),
+      "change:supports_thinking": () => this.updateControls(),
+      "msg:custom": (/** @type {any} */ msg) => this.onMessage(msg),
+    };
+    for (const [event, handler] of Object.entries(this.handlers)) model.on(event, handler);
+    this.renderTranscript();
+  }
+
+  build() {
+    const root = h("div", { class: "mlxnb-chat", "data-testid": "mlxnb-chat" });
+    const header = h("div", { class: "mlxnb-header" });
+    this.modelName = h("span", { class: "mlxnb-model", "data-testid": "model" });
+    this.statusText = h("span", { class: "mlxnb-status", "data-testid": "status" });
+    const toggle = h("label", { class: "mlxnb-toggle", title: "Let the model think before it answers" });
+    this.thinkingToggle = h("input", { type: "checkbox", "data-testid": "thinking-toggle" });
+    toggle.append(this.thinkingToggle, document.createTextNode(" Thinking"));
+    this.toggleLabel = toggle;
+    this.clearButton = h("button", { type: "button", "data-testid": "clear", class: "mlxnb-button" }, "Clear");
+    header.append(this.modelName, this.statusText, h("span", { class: "mlxnb-spacer" }), toggle, this.clearButton);
+    this.banner = h("div", { class: "mlxnb-banner", "data-testid": "banner", role: "alert", hidden: "" });
+    this.log = h("div", { class: "mlxnb-log", "data-testid": "log", "aria-live": "polite" });
+    const inputRow = h("div", { class: "mlxnb-input-row" });
+    this.input = h("textarea", {
+      class: "mlxnb-input", "data-testid": "input", rows: "2",
+      placeholder: "Message (Enter to send, Shift+Enter for a new line)",
+    });
+    this.sendButton = h("button", { type: "button", "data-testid": "send", class: "mlxnb-button mlxnb-primary" }, "Send");
+    this.stopButton = h("button", { type: "button", "data-testid": "stop", class: "mlxnb-button" }, "Stop");
+    this.regenButton = h("button", { type: "button", "data-testid": "regenerate", class: "mlxnb-button" }, "Regenerate");
+    inputRow.append(this.input, this.sendButton, this.stopButton, this.regenButton);
+    root.append(header, this.banner, this.log, inputRow);
+    this.root = root;
+    this.el.append(root);
+
+    this.input.addEventListener("keydown", (event) => {
+      event.stopPropagation();
+      if (event.key === "Enter" && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+        event.preventDefault();
+        this.submit();
+      }
+    });
+    this.sendButton.addEventListener("click", () => this.submit());
+    this.stopButton.addEventListener("click", () => this.model.send({ type: "stop" }));
+    this.regenButton.addEventListener("click", () => this.request({ type: "regenerate" }));
+    this.clearButton.addEventListener("click", () => this.model.send({ type: "clear" }));
+    this.thinkingToggle.addEventListener("change", () => {
+      this.model.set("enable_thinking", this.thinkingToggle.checked);
+      this.model.save_changes();
+    });
+  }
+
+  get generating() {
+    return this.pending || this.model.get("status") === "generating";
+  }
+
+  submit() {
+    const text = this.input.value;
+    if (!text.trim() || this.generating || this.model.get("status") !== "ready") return;
+    this.input.value = "";
+    this.request({ type: "send", text });
+  }
+
+  /** @param {Record<string, unknown>} message */
+  request(message) {
+    this.pending = true;
+    this.updateControls();
+    this.model.send(message);
+  }
+
+  /** @param {any} msg */
+  onMessage(msg) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "start") {
+      this.pending = false;
+      this.live?.el.remove();
+      this.live = new TurnView(newTurn(msg.turn.id, msg.turn.user));
+      this.log.querySelector('[data-testid="empty"]')?.remove();
+      this.append(this.live.el);
+    } else if (msg.type === "ops" && this.live && this.live.turn.id === msg.id) {
+      const stick = this.atBottom();
+      this.live.update(applyOps(this.live.turn, msg.ops));
+      if (stick) this.log.scrollTop = this.log.scrollHeight;
+    } else if (msg.type === "refused") {
+      this.pending = false;
+    }
+    this.updateControls();
+  }
+
+  atBottom() {
+    return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 48;
+  }
+
+  /** @param {HTMLElement} node */
+  append(node) {
+    const stick = this.atBottom();
+    this.log.append(node);
+    if (stick) this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  renderTranscript() {
+    /** @type {Turn[]} */
+    const turns = this.model.get("transcript") ?? [];
+    if (this.live && turns.some((turn) => turn.id === this.live?.turn.id)) this.live = null;
+    this.log.replaceChildren();
+    for (const turn of turns) this.log.append(new TurnView(structuredClone(turn)).el);
+    if (this.live) this.log.append(this.live.el);
+    if (!turns.length && !this.live) {
+      this.log.append(h("div", { class: "mlxnb-empty", "data-testid": "empty" }, "No messages yet."));
+    }
+    this.log.scrollTop = this.log.scrollHeight;
+    this.updateControls();
+  }
+
+  updateControls() {
+    const status = this.model.get("status") ?? "loading";
+    const error = this.model.get("error") ?? "";
+    const generating = this.generating;
+    const ready = status === "ready" && !generating;
+    this.root.dataset.status = generating ? "generating" : status;
+    const modelName = this.model.get("model_name") ?? "";
+    this.modelName.textContent = shortModelName(modelName);
+    this.modelName.title = modelName;
+    this.statusText.textContent = generating ? STATUS_TEXT.generating : (STATUS_TEXT[/** @type {keyof STATUS_TEXT} */ (status)] ?? status);
+    this.banner.hidden = !error;
+    this.banner.textContent = error;
+    this.toggleLabel.hidden = !this.model.get("supports_thinking");
+    this.thinkingToggle.checked = Boolean(this.model.get("enable_thinking"));
+    this.thinkingToggle.disabled = generating;
+    this.input.disabled = !ready;
+    this.sendButton.disabled = !ready;
+    this.stopButton.disabled = !generating;
+    const turns = this.model.get("transcript") ?? [];
+    this.regenButton.disabled = !ready || turns.length === 0;
+    const empty = this.log.querySelector('[data-testid="empty"]');
+    if (empty) empty.textContent = status === "loading" ? STATUS_TEXT.loading : "No messages yet.";
+    this.clearButton.disabled = generating || (turns.length === 0 && !this.live);
+  }
+
+  destroy() {
+    for (const [event, handler] of Object.entries(this.handlers)) this.model.off(event, handler);
+    this.root.remove();
+  }
+}
