@@ -22,10 +22,6 @@ DTYPES: dict[str, str] = {column.name: column.dtype for column in COLUMNS}
 """The pandas dtype of every audit column."""
 STRING = pd.StringDtype()
 _PANDAS_DTYPES = {name: pandas_dtype(dtype) for name, dtype in DTYPES.items()}
-# pandas 3 parses floats exactly by default (and deprecates the option); pandas 2 needs it.
-_CSV_FLOATS: dict[str, Any] = (
-    {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-)
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -192,13 +188,20 @@ def read_export(path: str | Path) -> pd.DataFrame:
         return conform(pd.read_parquet(path))
     if fmt == "csv":
         # Only the nullable columns read "" as null: content "" stays "", and "NA" stays text.
+        # Floats are parsed by Python, not pandas: pandas' CSV float parser is not exact in
+        # every version (``0.9099999999999999`` came back as ``0.91`` on pandas 3.0).
+        as_text = {c.name for c in COLUMNS if c.kind in ("time", "float", "float?")}
         frame = pd.read_csv(
             path,
-            dtype={c.name: ("string" if c.kind == "time" else c.dtype) for c in COLUMNS},
+            dtype={c.name: ("string" if c.name in as_text else c.dtype) for c in COLUMNS},
             keep_default_na=False,
             na_values={c.name: [""] for c in COLUMNS if c.nullable},
-            **_CSV_FLOATS,
         )
+        for spec in COLUMNS:
+            if spec.kind.startswith("float") and spec.name in frame.columns:
+                text = frame[spec.name].astype(object)
+                numbers: Any = [None if value is pd.NA else float(value) for value in text]
+                frame[spec.name] = pd.array(numbers, dtype=spec.dtype)
         return conform(frame)
     values: dict[str, list[Any]] = {name: [] for name in COLUMN_NAMES}
     with open(path, encoding="utf-8") as lines:

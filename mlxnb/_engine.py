@@ -63,7 +63,7 @@ class Engine:
         self._closed = False
         if audit is None:
             audit = AuditLog()
-        self.audit = audit or None
+        self.audit = None if audit is False else audit
         config = WorkerConfig(max_batch=max_batch, prompt_cache_size=prompt_cache_size)
         self._worker = Worker(self._load_backend, config, self._on_finished)
         self._worker.start()

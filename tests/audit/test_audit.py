@@ -252,7 +252,7 @@ def tricky(log: AuditLog, make_record: MakeRecord, make_turn: MakeTurn) -> Audit
                 turn,
                 started_at=BASE_TIME + timedelta(microseconds=i),
                 conversation_id=text or None,
-                duration_s=1 / 3,
+                duration_s=0.5 + (i + 38) / 100,
             )
         )
     return log

@@ -175,3 +175,28 @@ def test_another_process_sees_rows_and_later_appends(
         with AuditLog(db_path) as other:
             assert other.prune(mine.started_at + timedelta(microseconds=1)) == 1
         assert list(here.df["request_id"]) == out[:-1]
+
+
+def checkpoint_threads() -> int:
+    return sum(t.name == "mlxnb-audit-checkpoint" for t in threading.enumerate())
+
+
+def test_wal_is_checkpointed_off_the_append_path(
+    db_path: Path, make_record: MakeRecord, make_turn: MakeTurn
+) -> None:
+    threads_before = checkpoint_threads()
+    log = AuditLog(db_path)
+    for i in range(600):
+        log.append(make_record(make_turn(f"{i} " + "x" * 1000)))
+    # The rows reach the main database file while the log is open and idle: only a
+    # checkpoint copies them there (the writer's own would wait for ~40 MB of WAL).
+    deadline = time.monotonic() + 10
+    while db_path.stat().st_size < 500_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert db_path.stat().st_size >= 500_000
+    assert checkpoint_threads() == threads_before + 1
+    log.close()
+    assert checkpoint_threads() == threads_before
+    assert integrity(db_path) == "ok"
+    with AuditLog(db_path) as reopened:
+        assert len(reopened) == 600

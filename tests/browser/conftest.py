@@ -35,7 +35,9 @@ def lab(chromium: str) -> Iterator[JupyterLab]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in the main thread while it
+# is open, which would break every asyncio test collected after this package.
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
     with launch_chromium(chromium) as instance:
         yield instance

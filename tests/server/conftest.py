@@ -104,7 +104,7 @@ class Scripted:
 @pytest.fixture(scope="session")
 def engine() -> Iterator[mlxnb.Engine]:
     # max_tokens=16 keeps requests that do not say (fuzzing) short.
-    engine = mlxnb.load(tiny_model(), audit=False, max_tokens=16)
+    engine = mlxnb.load(tiny_model(), audit=mlxnb.AuditLog(":memory:"), max_tokens=16)
     yield engine
     engine.close()
 

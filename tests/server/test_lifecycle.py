@@ -47,6 +47,9 @@ def test_disconnect_cancels_generation_and_frees_the_slot(
     wait_until(lambda: engine.pending == 0)  # EOS is banned: only a cancel ends it early
     assert 0 < spinner.steps < SPIN_TOKENS
     wait_until(lambda: server.app.state.stats.cancelled == cancelled + 1)
+    row = engine.audit.to_pandas().iloc[-1]
+    assert (row["status"], row["source"]) == ("cancelled", "server")
+    assert row["endpoint"] == "/v1/chat/completions" and row["client"]
     with httpx.Client(timeout=60) as http:
         again = http.post(url, json=chat_body("say:next one"))
     assert again.json()["choices"][0]["message"]["content"] == "next one"
