@@ -10,10 +10,13 @@ OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopen
 RUN := env $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS)) HF_HUB_DISABLE_TELEMETRY=1
 PYTEST_ARGS ?=
 
-.PHONY: demo serve test lint check pytest vitest widget bench clean
+.PHONY: demo serve test lint pytest vitest widget bench clean
+
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 demo: $(STAMP) $(WIDGET)  ## set up, then open the quickstart in JupyterLab
-	$(RUN) $(BIN)/jupyter lab notebooks/01-quickstart.ipynb
+	$(RUN) $(BIN)/jupyter lab $(ROOT_FLAG) notebooks/01-quickstart.ipynb
 
 serve: $(STAMP)  ## set up, then serve the default model on http://127.0.0.1:8000/v1
 	$(RUN) $(BIN)/mlxnb serve

@@ -10,8 +10,8 @@ Both servers listen on 127.0.0.1 only. Prints a table and the ratios the README 
 mlxnb ÷ raw (single stream), mlxnb ÷ peer (single stream, N-client aggregate) and time to first
 token against the peer.
 
-    python bench/bench_server.py                 # small random-weight Qwen3 (CPU-friendly)
-    python bench/bench_server.py --shape qwen3-0.6b --tokens 64
+    python -m bench.bench_server                 # "mid" random-weight Qwen3 (CPU-friendly)
+    python -m bench.bench_server --shape qwen3-0.6b --tokens 64
 """
 
 from __future__ import annotations
@@ -31,22 +31,8 @@ from typing import Any
 import httpx
 import openai
 
-SHAPES: dict[str, dict[str, int]] = {
-    "small": {
-        "hidden_size": 512,
-        "num_layers": 8,
-        "num_heads": 8,
-        "num_kv_heads": 4,
-        "intermediate_size": 1536,
-    },
-    "qwen3-0.6b": {
-        "hidden_size": 1024,
-        "num_layers": 28,
-        "num_heads": 16,
-        "num_kv_heads": 8,
-        "intermediate_size": 3072,
-    },
-}
+from bench.models import SHAPES, bench_model
+
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
     "Explain how a hash map works, step by step.",
@@ -163,7 +149,7 @@ def concurrent(url: str, model: str, clients: int, tokens: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model directory (default: a random-weight Qwen3)")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per request")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per prompt")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
@@ -172,9 +158,7 @@ def main() -> None:
 
     import mlx_lm
 
-    from mlxnb.testing import tiny_model
-
-    path = args.model or str(tiny_model(**SHAPES[args.shape]))
+    path = args.model or str(bench_model(args.shape))
     ours_port, peer_port = free_port(), free_port()
     servers = {
         "mlxnb": start(

@@ -431,6 +431,7 @@ def evaluate(
     try:
         run_blocking(run.execute(), name="mlxnb-evaluate")
     except (KeyboardInterrupt, asyncio.CancelledError):
+        run.interrupted = True
         warnings.warn(
             f"evaluation interrupted: returning {len(run.rows)} of {len(run.tasks)} rows",
             stacklevel=2,
