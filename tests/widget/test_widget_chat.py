@@ -7,35 +7,13 @@ from typing import Any
 
 import pytest
 from widget_fakes import FakeEngine, Script, done
+from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, get_weather
 
 import mlxnb
 from mlxnb._chat import ChatTurn, Conversation, RoundStart, sum_usage
 from mlxnb._tools import ToolResult
 from mlxnb.errors import GenerationError
 from mlxnb.events import ContentDelta, ThinkingDelta, ToolCall, Turn, Usage
-
-ANSWER = "Here is **code**:\n\n```python\nprint('hi')\n```"
-THINK_ANSWER = f"<think>\nThe user wants code.\n</think>\n\n{ANSWER}"
-WEATHER_CALL = (
-    "Let me check.<tool_call>\n"
-    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
-    "</tool_call>"
-)
-BOOM_CALL = '<tool_call>\n{"name": "boom", "arguments": {"reason": "Mars"}}\n</tool_call>'
-
-
-def get_weather(city: str) -> dict[str, str]:
-    """Get the current weather.
-
-    Args:
-        city: The city's name.
-    """
-    return {"city": city, "sky": "sunny"}
-
-
-def boom(reason: str) -> str:
-    """A tool that fails."""
-    raise RuntimeError(f"no data for {reason}")
 
 
 async def test_answer_with_thinking(engine: mlxnb.Engine, script: Script) -> None:

@@ -10,32 +10,13 @@ from typing import Any
 import ipywidgets
 import pytest
 from widget_fakes import FakeEngine, Script, Wire
+from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, get_weather
 
 import mlxnb
 from mlxnb._widget import ChatWidget, chat
 from mlxnb._widget_ops import apply_op
 from mlxnb.errors import ModelNotFoundError
 from mlxnb.events import ContentDelta, Done, Event, Usage
-
-ANSWER = "Here is **code**:\n\n```python\nprint('hi')\n```"
-THINK_ANSWER = f"<think>\nThe user wants code.\n</think>\n\n{ANSWER}"
-WEATHER_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-BOOM_CALL = '<tool_call>\n{"name": "boom", "arguments": {"reason": "Mars"}}\n</tool_call>'
-
-
-def get_weather(city: str) -> dict[str, str]:
-    """Get the current weather.
-
-    Args:
-        city: The city's name.
-    """
-    return {"city": city, "sky": "sunny"}
-
-
-def boom(reason: str) -> str:
-    """A tool that fails."""
-    raise RuntimeError(f"no data for {reason}")
-
 
 Make = Callable[..., tuple[ChatWidget, Wire]]
 
