@@ -102,10 +102,16 @@ class Engine:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's mlx-lm ``TokenizerWrapper`` (after loading)."""
+        """The model's mlx-lm ``TokenizerWrapper`` (after loading).
+
+        Raises:
+            EngineClosedError: The engine was closed (its model is released).
+        """
         self.wait_ready()
-        assert self._worker.backend is not None
-        return self._worker.backend.tokenizer
+        backend = self._worker.backend
+        if backend is None:
+            raise EngineClosedError(f"the engine for {self.model_id} is closed")
+        return backend.tokenizer
 
     @property
     def supports_thinking(self) -> bool:
@@ -294,7 +300,7 @@ class Engine:
                 return
             self._closed = True
         self._worker.stop()
-        self._worker.thread.join(timeout)
+        self._worker.finished.wait(timeout)
 
     @property
     def closed(self) -> bool:

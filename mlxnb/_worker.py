@@ -20,6 +20,7 @@ from typing import Any
 from mlxnb._backends import TextBackend
 from mlxnb._parser import EventParser
 from mlxnb._request import Outbox, Request
+from mlxnb._threads import run_on_engine_thread
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, TurnBuilder, Usage
 
@@ -114,11 +115,23 @@ class Worker:
         self.backend: TextBackend | None = None
         self.load_error: BaseException | None = None
         self.loaded = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="mlxnb-engine", daemon=True)
+        self.finished = threading.Event()
+        self._generator: Any = None
+        self._cache: Any = None
 
     def start(self) -> None:
-        """Start the thread (it loads the model first)."""
-        self.thread.start()
+        """Start the loop on an engine thread (it loads the model first)."""
+        run_on_engine_thread(self._run_then_release)
+
+    def _run_then_release(self) -> None:
+        try:
+            self._run()
+        finally:
+            # The thread lives on (see mlxnb._threads): drop the model so its memory is freed.
+            self.backend = None
+            self._generator = None
+            self._cache = None
+            self.finished.set()
 
     def submit(self, request: Request) -> None:
         """Queue a request (any thread)."""

@@ -1,4 +1,4 @@
-"""A throw-away JupyterLab server for browser tests and the widget benchmark.
+"""A throw-away JupyterLab (or Jupyter Notebook 7) server for browser tests and the benchmark.
 
 Everything it touches lives in one temporary directory (config, data, runtime, settings,
 workspaces, notebooks), so it never sees the user's setup and leaves nothing behind.
@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nbformat
 
@@ -39,14 +39,27 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+# The front end a server runs: its module, the config class of its app, its notebook URL.
+APPS: dict[str, tuple[str, str, str]] = {
+    "lab": ("jupyterlab", "LabApp", "/lab/tree/{name}?reset&"),
+    "notebook": ("notebook", "JupyterNotebookApp", "/notebooks/{name}?"),
+}
+
+
 class JupyterLab:
-    """Start JupyterLab on a free port in an isolated temporary directory.
+    """Start JupyterLab (or Notebook 7) on a free port in an isolated temporary directory.
 
     Args:
         startup_timeout: Seconds to wait for the server to answer.
+        app: ``"lab"`` for JupyterLab, ``"notebook"`` for Jupyter Notebook 7 (same server and
+            settings, its own single-document front end).
     """
 
-    def __init__(self, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, startup_timeout: float = 60.0, app: Literal["lab", "notebook"] = "lab"
+    ) -> None:
+        self.app = app
+        module, config, _ = APPS[app]
         self._tmp = tempfile.TemporaryDirectory(prefix="mlxnb-lab-")
         base = Path(self._tmp.name)
         self.root = base / "notebooks"
@@ -67,16 +80,17 @@ class JupyterLab:
             "JUPYTER_PLATFORM_DIRS": "1",
         }
         env.pop("ANYWIDGET_HMR", None)
+        # Notebook 7 also loads JupyterLab's server extension: the LabApp flags still apply.
         command = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            sys.executable, "-m", module, "--no-browser", "--allow-root",
             "--ServerApp.port=0", "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
-            "--LabApp.expose_app_in_browser=True",
             "--LabApp.extension_manager=readonly",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            f"--LabApp.user_settings_dir={dirs['settings']}",
-            f"--LabApp.workspaces_dir={base / 'workspaces'}",
+            f"--{config}.expose_app_in_browser=True",
+            f"--{config}.user_settings_dir={dirs['settings']}",
+            f"--{config}.workspaces_dir={base / 'workspaces'}",
         ]  # fmt: skip
         self.log_path = base / "server.log"
         self._log = self.log_path.open("w")
@@ -89,7 +103,9 @@ class JupyterLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"{self.app} server exited:\n{self.log_path.read_text()[-3000:]}"
+                )
             for info in runtime.glob(f"jpserver-{self.process.pid}.json"):
                 try:
                     url = str(json.loads(info.read_text())["url"]).rstrip("/")
@@ -99,7 +115,7 @@ class JupyterLab:
                     pass
             time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"JupyterLab did not start in {timeout} s")
+        raise TimeoutError(f"{self.app} server did not start in {timeout} s")
 
     def _request(self, method: str, url: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -134,8 +150,8 @@ class JupyterLab:
         return name
 
     def notebook_url(self, name: str) -> str:
-        """Where the notebook opens, with restored tabs reset."""
-        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
+        """Where the notebook opens (in JupyterLab, with restored tabs reset)."""
+        return f"{self.url}{APPS[self.app][2].format(name=name)}token={self.token}"
 
     def stop(self) -> None:
         """Shut the server down (REST first, then its process group). Idempotent."""

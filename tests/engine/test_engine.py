@@ -337,3 +337,40 @@ async def test_raw_prompt_completion_skips_the_chat_template(
 async def test_unknown_option_is_a_type_error(engine: mlxnb.Engine) -> None:
     with pytest.raises(TypeError, match="temprature"):
         await engine.agenerate(HI, temprature=0.5)
+
+
+EXIT_SCRIPT = """
+import mlxnb
+engine = mlxnb.load({path!r}, audit=False)
+engine.generate([{{"role": "user", "content": "hi"}}], max_tokens=3)
+engine.close()
+"""
+
+
+def test_scripts_using_an_engine_exit_cleanly(tiny_model_dir: Path) -> None:
+    # An MLX thread that ends before the process aborted the interpreter at exit in about a
+    # third of runs; several runs at once make a regression all but certain to show.
+    import subprocess
+    import sys
+
+    script = EXIT_SCRIPT.format(path=str(tiny_model_dir))
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    results = [(run.wait(timeout=120), run.stderr.read() if run.stderr else "") for run in runs]
+    assert [code for code, _ in results] == [0] * len(runs), [err for _, err in results]
+
+
+def test_engines_reuse_parked_threads(tiny_model_dir: Path) -> None:
+    def engine_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "mlxnb-engine")
+
+    before = engine_threads()
+    for _ in range(3):
+        with mlxnb.load(tiny_model_dir, audit=False) as engine:
+            assert engine.generate(HI, max_tokens=1).finish_reason == "length"
+        with pytest.raises(mlxnb.EngineClosedError):
+            _ = engine.tokenizer
+    # A closed engine parks its thread for the next one: three in a row add at most one.
+    assert engine_threads() <= before + 1
