@@ -26,6 +26,8 @@ def main() -> None:
         f"Question {i}: describe a city you like in a few sentences." for i in range(args.prompts)
     ]
     engine.generate([{"role": "user", "content": "warm up"}], max_tokens=4)
+    # Warm up the batched path as well (MLX's GPU backends compile kernels per shape).
+    mlxnb.evaluate(prompts[: args.concurrency], model=engine, max_tokens=4, progress=False)
 
     start = time.perf_counter()
     sequential_tokens = 0

@@ -39,6 +39,11 @@ class Engine:
         max_tokens: Default ``max_tokens`` for requests that do not say.
         prompt_cache_size: Conversations whose KV cache is kept, so follow-up turns only
             process their new tokens.
+        prefill_step: Prompt tokens per forward pass while prefilling (cancellation and new
+            arrivals are checked between passes).
+        solo_fast_path: Decode a request that runs alone with mlx-lm's single-sequence step
+            (it joins the batch when another request arrives). ``None``: on for GPUs, where it
+            is faster than a batch of one, off for the CPU, where it is not.
         audit: Where turns are recorded: an :class:`~mlxnb.AuditLog`, ``None`` for the
             default log (``$MLXNB_AUDIT`` or the per-user data directory), ``False`` for none.
         wait: Block until the model is loaded (load errors are raised here).
@@ -52,6 +57,8 @@ class Engine:
         max_pending: int = 256,
         max_tokens: int = 512,
         prompt_cache_size: int = 16,
+        prefill_step: int = 2048,
+        solo_fast_path: bool | None = None,
         audit: Any = None,
         wait: bool = True,
     ) -> None:
@@ -64,7 +71,12 @@ class Engine:
         if audit is None:
             audit = AuditLog()
         self.audit = None if audit is False else audit
-        config = WorkerConfig(max_batch=max_batch, prompt_cache_size=prompt_cache_size)
+        config = WorkerConfig(
+            max_batch=max_batch,
+            prefill_step=prefill_step,
+            prompt_cache_size=prompt_cache_size,
+            solo_fast_path=solo_fast_path,
+        )
         self._worker = Worker(self._load_backend, config, self._on_finished)
         self._worker.start()
         if wait:

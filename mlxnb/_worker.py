@@ -9,7 +9,6 @@ flag, so a cancelled request leaves the batch within one step.
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import threading
 import time
@@ -20,6 +19,8 @@ from typing import Any
 from mlxnb._backends import TextBackend
 from mlxnb._parser import EventParser
 from mlxnb._request import Outbox, Request
+from mlxnb._sampling import ProcessorGuard, shared_sampler
+from mlxnb._solo import SoloDecoder
 from mlxnb._threads import run_on_engine_thread
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, TurnBuilder, Usage
@@ -37,12 +38,17 @@ class WorkerConfig:
         prefill_batch: Most prompts processed together.
         prefill_step: Prompt tokens per forward pass while prefilling (cancel checks between).
         prompt_cache_size: Conversations whose KV cache is kept for reuse.
+        solo_fast_path: Decode a request that runs alone with mlx-lm's single-sequence step
+            (:mod:`mlxnb._solo`), handing it to the batch when another request arrives.
+            ``None`` turns it on for GPUs only: measured faster there (0.65 -> 0.99 of raw on
+            an H100), slower on the CPU (0.94 against 0.985 for a batch of one).
     """
 
     max_batch: int = 32
     prefill_batch: int = 8
     prefill_step: int = 2048
     prompt_cache_size: int = 16
+    solo_fast_path: bool | None = None
 
 
 @dataclass
@@ -58,39 +64,10 @@ class _Active:
     last_token: float | None = None
     generated: int = 0
     guard: ProcessorGuard = field(default_factory=lambda: ProcessorGuard())
-
-
-class ProcessorGuard:
-    """Keeps one request's failing logits processor from failing the whole batch.
-
-    Each of a request's processors is wrapped: an exception is remembered (and the logits are
-    passed through), and the worker then fails that request alone after the step.
-    """
-
-    def __init__(self) -> None:
-        self.failure: BaseException | None = None
-
-    def wrap(self, processor: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-        """Return ``processor`` guarded by this request's failure slot."""
-
-        def guarded(tokens: Any, logits: Any) -> Any:
-            if self.failure is not None:
-                return logits
-            try:
-                return processor(tokens, logits)
-            except Exception as error:  # reported to this request only, after the step
-                self.failure = error
-                return logits
-
-        return guarded
-
-
-@functools.lru_cache(maxsize=64)
-def shared_sampler(temperature: float, top_p: float, min_p: float, top_k: int) -> Any:
-    """One sampler object per setting, so requests that share it are sampled in one call."""
-    from mlx_lm.sample_utils import make_sampler
-
-    return make_sampler(temperature, top_p, min_p, top_k=top_k)
+    solo: SoloDecoder | None = None
+    max_tokens: int = 0
+    sampler: Any = None
+    processors: list[Any] = field(default_factory=list)
 
 
 class Worker:
@@ -118,6 +95,7 @@ class Worker:
         self.finished = threading.Event()
         self._generator: Any = None
         self._cache: Any = None
+        self._solo_uids = 0
 
     def start(self) -> None:
         """Start the loop on an engine thread (it loads the model first)."""
@@ -153,15 +131,16 @@ class Worker:
         import mlx.core as mx
 
         self._mx = mx
+        solo = self._config.solo_fast_path
+        self._solo_enabled = solo if solo is not None else mx.default_device().type == mx.gpu
         self._cache = self._new_prompt_cache()
         self._generator = self._new_generator()
         while True:
-            closing = False
-            for command in self._next_commands(block=not self._active):
-                if command is _CLOSE:
-                    closing = True
-                else:
-                    self._admit(command)
+            commands = self._next_commands(block=not self._active)
+            requests = [c for c in commands if c is not _CLOSE]
+            closing = len(requests) < len(commands)
+            for request in requests:
+                self._admit(request, alone=len(requests) == 1)
             self._reap_cancelled()
             if closing:
                 closed = EngineClosedError("the engine was closed")
@@ -214,7 +193,7 @@ class Worker:
             prefill_step_size=self._config.prefill_step,
         )
 
-    def _admit(self, request: Request) -> None:
+    def _admit(self, request: Request, alone: bool = False) -> None:
         from mlx_lm.sample_utils import make_logits_processors
 
         assert self.backend is not None
@@ -247,6 +226,44 @@ class Worker:
             frequency_penalty=options.frequency_penalty,
         ) + list(options.logits_processors)
         processors = [guard.wrap(processor) for processor in processors]
+        parser = EventParser(
+            backend.markers,
+            tool_parser=backend.tokenizer.tool_parser,
+            tools=request.tools,
+            initial_state=prompt.initial_state,
+            stop=options.stop,
+        )
+        active = _Active(
+            request,
+            parser,
+            backend.tokenizer.detokenizer,
+            prompt_tokens=len(prompt.tokens),
+            cached_tokens=cached,
+            admitted=time.perf_counter(),
+            guard=guard,
+            max_tokens=options.max_tokens,
+            sampler=sampler,
+            processors=processors,
+        )
+        if alone and self._solo_enabled and not self._active:
+            if cache is None:
+                from mlx_lm.models.cache import make_prompt_cache
+
+                cache = make_prompt_cache(backend.model)
+            active.solo = SoloDecoder(
+                backend.model,
+                cache,
+                prompt.tokens,
+                rest,
+                sampler,
+                processors,
+                self._generator.stream,
+                self._config.prefill_step,
+            )
+            self._solo_uids -= 1
+            self._active[self._solo_uids] = active
+            return
+        self._hand_over_solo()
         (uid,) = self._generator.insert(
             [rest],
             max_tokens=[options.max_tokens],
@@ -255,22 +272,43 @@ class Worker:
             samplers=[sampler],
             logits_processors=[processors],
         )
-        parser = EventParser(
-            backend.markers,
-            tool_parser=backend.tokenizer.tool_parser,
-            tools=request.tools,
-            initial_state=prompt.initial_state,
-            stop=options.stop,
+        self._active[uid] = active
+
+    def _solo(self) -> tuple[int, _Active] | None:
+        for uid, active in self._active.items():
+            if active.solo is not None:
+                return uid, active
+        return None
+
+    def _hand_over_solo(self) -> None:
+        """Move the lone request into the batch, keeping its cache and its token computed ahead."""
+        found = self._solo()
+        if found is None:
+            return
+        uid, active = found
+        assert active.solo is not None
+        ahead, feed, cache, held = active.solo.hand_over()
+        if ahead is not None:
+            self._on_token(uid, ahead, self._solo_reason(active, ahead))
+            if uid not in self._active:
+                return
+        del self._active[uid]
+        active.solo = None
+        (new_uid,) = self._generator.insert(
+            [feed],
+            max_tokens=[active.max_tokens - active.generated],
+            caches=[cache],
+            all_tokens=[held],
+            samplers=[active.sampler],
+            logits_processors=[active.processors],
         )
-        self._active[uid] = _Active(
-            request,
-            parser,
-            backend.tokenizer.detokenizer,
-            prompt_tokens=len(prompt.tokens),
-            cached_tokens=cached,
-            admitted=time.perf_counter(),
-            guard=guard,
-        )
+        self._active[new_uid] = active
+
+    def _solo_reason(self, active: _Active, token: int) -> str | None:
+        assert self.backend is not None
+        if token in self.backend.tokenizer.eos_token_ids:
+            return "stop"
+        return "length" if active.generated + 1 >= active.max_tokens else None
 
     def _back_off_one(self, cache: Any, tokens: list[int]) -> tuple[Any, list[int]]:
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
@@ -282,33 +320,53 @@ class Worker:
         return None, tokens
 
     def _step(self) -> None:
-        _, responses = self._generator.next()
-        now = time.perf_counter()
-        for response in responses:
-            active = self._active.get(response.uid)
-            if active is None:
-                continue
+        found = self._solo()
+        if found is not None:
+            uid, active = found
+            assert active.solo is not None
+            token = active.solo.advance()
             if active.guard.failure is not None:
-                self._fail_one(response.uid, active.guard.failure, response.finish_reason is None)
+                self._fail_one(uid, active.guard.failure, in_batch=False)
+            elif token is not None:
+                self._on_token(uid, token, self._solo_reason(active, token))
+            return
+        _, responses = self._generator.next()
+        for response in responses:
+            member = self._active.get(response.uid)
+            if member is None:
                 continue
-            active.generated += 1
-            active.first_token = active.first_token or now
-            active.last_token = now
-            detokenizer = active.detokenizer
-            if response.finish_reason != "stop":
-                detokenizer.add_token(response.token)
-            if response.finish_reason is not None:
-                detokenizer.finalize()
-            events = active.parser.feed(detokenizer.last_segment)
-            reason = response.finish_reason
-            if reason is None and active.parser.stopped:
-                reason = "stop"
-                self._remove(response.uid)
-            elif reason is not None and response.prompt_cache is not None:
+            if member.guard.failure is not None:
+                self._fail_one(response.uid, member.guard.failure, response.finish_reason is None)
+                continue
+            if response.finish_reason is not None and response.prompt_cache is not None:
                 self._store_cache(response.prompt_cache, response.all_tokens)
-            self._deliver(response.uid, events, reason)
+            self._on_token(response.uid, response.token, response.finish_reason)
+
+    def _on_token(self, uid: int, token: int, reason: str | None) -> None:
+        """Detokenize and parse one generated token; finish the request when it ends."""
+        active = self._active[uid]
+        now = time.perf_counter()
+        active.generated += 1
+        active.first_token = active.first_token or now
+        active.last_token = now
+        detokenizer = active.detokenizer
+        if reason != "stop":
+            detokenizer.add_token(token)
+        if reason is not None:
+            detokenizer.finalize()
+        events = active.parser.feed(detokenizer.last_segment)
+        if reason is None and active.parser.stopped:
+            reason = "stop"
+            self._remove(uid)
+        elif reason is not None and active.solo is not None:
+            self._store_cache(active.solo.cache, active.solo.tokens)
+        self._deliver(uid, events, reason)
 
     def _remove(self, uid: int) -> None:
+        solo = self._active[uid].solo
+        if solo is not None:
+            self._store_cache(solo.cache, solo.tokens)
+            return
         for cache, tokens in self._generator.remove([uid], return_prompt_caches=True).values():
             self._store_cache(cache, tokens)
 

@@ -374,3 +374,65 @@ def test_engines_reuse_parked_threads(tiny_model_dir: Path) -> None:
             _ = engine.tokenizer
     # A closed engine parks its thread for the next one: three in a row add at most one.
     assert engine_threads() <= before + 1
+
+
+@pytest.fixture
+def small_prefill_engine(tiny_model_dir: Path) -> Iterator[mlxnb.Engine]:
+    with mlxnb.load(tiny_model_dir, prefill_step=8, solo_fast_path=True, audit=False) as engine:
+        yield engine
+
+
+@pytest.mark.parametrize("join_after", [0, 3, 12])
+async def test_a_lone_request_joins_the_batch_without_losing_or_repeating_tokens(
+    small_prefill_engine: mlxnb.Engine, join_after: int
+) -> None:
+    """The first request decodes alone, then hands over when the second arrives.
+
+    ``join_after == 0`` hands over while the long prompt is still being prefilled.
+    """
+    engine = small_prefill_engine
+    long_prompt = [{"role": "user", "content": "Please count slowly. " * 30}]
+    first_script = " ".join(f"w{i}" for i in range(60))
+    first = engine.stream(
+        long_prompt, logits_processors=[forced_output(engine.tokenizer, first_script)]
+    )
+    parts: list[str] = []
+    second: asyncio.Task[Any] | None = None
+    if join_after == 0:
+        second = asyncio.create_task(
+            engine.agenerate(
+                HI, logits_processors=[forced_output(engine.tokenizer, "second answer")]
+            )
+        )
+    async for event in first:
+        if isinstance(event, ContentDelta):
+            parts.append(event.text)
+            if len(parts) == join_after and second is None:
+                second = asyncio.create_task(
+                    engine.agenerate(
+                        HI, logits_processors=[forced_output(engine.tokenizer, "second answer")]
+                    )
+                )
+    assert second is not None
+    assert "".join(parts) == first_script
+    assert (await second).content == "second answer"
+
+
+@pytest.mark.parametrize("solo", [True, False])
+async def test_solo_and_batched_decoding_agree(tiny_model_dir: Path, solo: bool) -> None:
+    with mlxnb.load(tiny_model_dir, solo_fast_path=solo, audit=False) as engine:
+        script = "<think>plan</think>Same answer either way."
+        turn = await engine.agenerate(
+            HI, logits_processors=[forced_output(engine.tokenizer, script)]
+        )
+        follow = await engine.agenerate(
+            [*HI, turn.to_message(), {"role": "user", "content": "again"}], max_tokens=3
+        )
+        script_tokens = len(engine.tokenizer.encode(script))
+    assert (turn.reasoning, turn.content, turn.finish_reason) == (
+        "plan",
+        "Same answer either way.",
+        "stop",
+    )
+    assert turn.usage.completion_tokens == script_tokens + 1
+    assert follow.usage.cached_tokens > 0 and follow.finish_reason == "length"
