@@ -288,6 +288,10 @@ class Worker:
         uid, active = found
         assert active.solo is not None
         ahead, feed, cache, held = active.solo.hand_over()
+        if active.guard.failure is not None:
+            # The step computed ahead ran this request's failing processor: it ends here.
+            self._fail_one(uid, active.guard.failure, in_batch=False)
+            return
         if ahead is not None:
             self._on_token(uid, ahead, self._solo_reason(active, ahead))
             if uid not in self._active:
