@@ -420,12 +420,9 @@ class Worker:
     def _fail_one(self, uid: int, cause: BaseException, in_batch: bool) -> None:
         if in_batch:
             self._generator.remove([uid])
-        active = self._active.pop(uid)
         error = GenerationError(f"generation failed: {type(cause).__name__}: {cause}")
         error.__cause__ = cause
-        active.builder.add(Done("error", self._usage(active), str(error)))
-        self._finished(active, error)
-        self._outbox.put(active.request, error)
+        self._end_with_error(self._active.pop(uid), error)
 
     def _fail_all(self, error: MlxnbError, cause: BaseException | None = None) -> None:
         if cause is not None:
@@ -434,9 +431,12 @@ class Worker:
             active = self._active.pop(uid)
             with contextlib.suppress(Exception):
                 self._generator.remove([uid])
-            active.builder.add(Done("error", self._usage(active), str(error)))
-            self._finished(active, error)
-            self._outbox.put(active.request, error)
+            self._end_with_error(active, error)
+
+    def _end_with_error(self, active: _Active, error: BaseException) -> None:
+        active.builder.add(Done("error", self._usage(active), str(error)))
+        self._finished(active, error)
+        self._outbox.put(active.request, error)
 
     def _finish_failed(self, request: Request, error: BaseException) -> None:
         builder = TurnBuilder()
