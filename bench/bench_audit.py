@@ -18,7 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from mlxnb._audit import AuditLog, TurnRecord, new_request_id, read_export
+from mlxnb._audit import AuditLog, TurnRecord, read_export
+from mlxnb._ids import new_request_id
 from mlxnb.events import ToolCall, Turn, Usage
 
 T = TypeVar("T")

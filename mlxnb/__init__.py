@@ -13,8 +13,8 @@ from mlxnb import scorers
 from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._chat import ChatTurn, Conversation
 from mlxnb._engine import Engine, load
+from mlxnb._engine.models import default_model
 from mlxnb._evaluate import aevaluate, evaluate
-from mlxnb._models import default_model
 from mlxnb._tools import Tool, ToolResult, tool
 from mlxnb.errors import (
     DependencyError,
@@ -41,8 +41,8 @@ from mlxnb.events import (
 )
 
 if TYPE_CHECKING:
-    from mlxnb._serve import InsecureServerWarning, ServerHandle, serve
     from mlxnb._server import Limits, create_app
+    from mlxnb._server.background import InsecureServerWarning, ServerHandle, serve
     from mlxnb._widget import ChatWidget, chat
 
 __version__ = "0.1.0"
@@ -52,11 +52,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "ChatWidget": "mlxnb._widget",
     "chat": "mlxnb._widget",
-    "InsecureServerWarning": "mlxnb._serve",
+    "InsecureServerWarning": "mlxnb._server.background",
     "Limits": "mlxnb._server",
-    "ServerHandle": "mlxnb._serve",
+    "ServerHandle": "mlxnb._server.background",
     "create_app": "mlxnb._server",
-    "serve": "mlxnb._serve",
+    "serve": "mlxnb._server.background",
 }
 
 

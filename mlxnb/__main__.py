@@ -42,14 +42,14 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     import mlxnb
-    from mlxnb._serve import bind_socket, warn_if_exposed
     from mlxnb._server import create_app
+    from mlxnb._server.background import bind_socket, warn_if_exposed
 
     warn_if_exposed(args.host, args.api_key)
     sock = bind_socket(args.host, args.port)  # fail on a busy port before loading a model
     model = args.model
     if model is None:
-        from mlxnb._models import default_model
+        from mlxnb._engine.models import default_model
 
         model = default_model()
     print(f"mlxnb: loading {model} …", file=sys.stderr, flush=True)

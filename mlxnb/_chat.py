@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from mlxnb._ids import new_conversation_id
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
 from mlxnb.events import (
     ContentDelta,
@@ -256,7 +256,7 @@ class Conversation:
         self.enable_thinking = enable_thinking
         self.generation_options = generation_options
         self.source = source
-        self.conversation_id = uuid.uuid4().hex
+        self.conversation_id = new_conversation_id()
         self._messages: list[dict[str, Any]] = []
         self._starts: list[int] = []
         self._turns: list[ChatTurn] = []

@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, load
-from mlxnb._sync import run_blocking
+from mlxnb._ids import new_run_id
 from mlxnb.events import Turn
 
 Prompts = Sequence[str] | Sequence[Sequence[Mapping[str, Any]]] | pd.DataFrame
@@ -264,7 +264,7 @@ def _engines(model: Any) -> tuple[dict[str, Engine], list[Engine]]:
     owned: list[Engine] = []
     for spec in specs:
         if spec is None:
-            from mlxnb._models import default_model
+            from mlxnb._engine.models import default_model
 
             spec = default_model()
         if isinstance(spec, Engine):
@@ -312,7 +312,7 @@ def _prepare(
         concurrency=concurrency,
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
         progress=progress,
-        run_id=run_id or f"eval-{uuid.uuid4().hex[:12]}",
+        run_id=run_id or new_run_id(),
         row_options=row_options,
     )
     run.load_checkpoint()

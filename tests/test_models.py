@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxnb._models import DEFAULT_REPO, _hub_reachable, default_model
+from mlxnb._engine.models import DEFAULT_REPO, _hub_reachable, default_model
 
 
 def test_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:

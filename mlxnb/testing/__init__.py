@@ -12,9 +12,9 @@ There is no model hub on the machines that build mlxnb, so everything here works
 
 from __future__ import annotations
 
-from mlxnb.testing._cache import cache_dir
+from mlxnb._engine.fallback_model import smollm2_model
+from mlxnb._paths import cache_dir
 from mlxnb.testing._forced import ForcedOutput, forced_output
-from mlxnb.testing._smollm2 import smollm2_model
 from mlxnb.testing._tiny import tiny_model
 
 __all__ = ["ForcedOutput", "cache_dir", "forced_output", "smollm2_model", "tiny_model"]

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlxnb.testing._cache import cache_dir
+from mlxnb._paths import cache_dir
 from mlxnb.testing._tokenizers import write_tokenizer
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {

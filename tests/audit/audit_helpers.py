@@ -6,7 +6,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mlxnb._audit import TurnRecord, new_request_id
+from mlxnb._audit import TurnRecord
+from mlxnb._ids import new_request_id
 from mlxnb.events import FinishReason, ToolCall, ToolCallError, Turn, Usage
 
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 250_000, tzinfo=timezone.utc)

@@ -14,7 +14,7 @@ import pytest
 from audit_helpers import BASE_TIME, MakeRecord, MakeTurn
 
 from mlxnb._audit import AuditLog, TurnRecord, default_path, read_export
-from mlxnb._audit_record import COLUMN_NAMES
+from mlxnb._audit.record import COLUMN_NAMES
 from mlxnb.events import ToolCall, Usage
 
 EXPECTED_DTYPES = {

@@ -24,7 +24,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from datetime import datetime, timezone
-    from mlxnb._audit import AuditLog, TurnRecord, new_request_id
+    from mlxnb._audit import AuditLog, TurnRecord
+    from mlxnb._ids import new_request_id
     from mlxnb.events import Turn, Usage
 
     path, count, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]

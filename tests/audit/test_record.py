@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from audit_helpers import BASE_TIME, MakeRecord, MakeTurn
 
-from mlxnb._audit import SCHEMA_VERSION, TurnRecord, new_request_id
-from mlxnb._audit_record import COLUMN_NAMES, COLUMNS, format_time, parse_time
+from mlxnb._audit import SCHEMA_VERSION, TurnRecord
+from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, format_time, parse_time
+from mlxnb._ids import new_request_id
 from mlxnb.events import ToolCall, ToolCallError, Usage
 
 

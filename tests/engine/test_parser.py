@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mlx_lm.tool_parsers import json_tools, mistral, pythonic, qwen3_coder
 
-from mlxnb._parser import EventParser, Markers
+from mlxnb._engine.parser import EventParser, Markers
 from mlxnb.events import ContentDelta, Event, ThinkingDelta, ToolCall, ToolCallDelta, ToolCallError
 
 QWEN = Markers("<think>", "</think>", json_tools.tool_call_start, json_tools.tool_call_end)

@@ -21,8 +21,8 @@ import openai
 import pytest
 
 import mlxnb
-from mlxnb._serve import ServerHandle, serve
 from mlxnb._server import Limits
+from mlxnb._server.background import ServerHandle, serve
 from mlxnb.events import Event
 from mlxnb.testing import forced_output, tiny_model
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from mlxnb._serve import ServerHandle, serve
 from mlxnb._server import Limits
+from mlxnb._server.background import ServerHandle, serve
 
 schemathesis = pytest.importorskip("schemathesis")
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 import mlxnb
-from mlxnb._serve import ServerHandle, serve
+from mlxnb._server.background import ServerHandle, serve
 from mlxnb.testing import tiny_model
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import mlxnb
-from mlxnb._serve import InsecureServerWarning, ServerHandle, serve, warn_if_exposed
+from mlxnb._server.background import InsecureServerWarning, ServerHandle, serve, warn_if_exposed
 from mlxnb.errors import ServerStartError
 
 SPIN_TOKENS = 4000  # far more than the test ever waits for

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mlxnb import _openai as oa
+from mlxnb._server import openai as oa
 from mlxnb.events import (
     ContentDelta,
     Done,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from mlxnb._engine import fallback_model as _smollm2
+from mlxnb._engine.fallback_model import smollm2_gguf, smollm2_model, unpermute_rows
 from mlxnb.errors import ModelNotFoundError
-from mlxnb.testing import _smollm2
-from mlxnb.testing._smollm2 import smollm2_gguf, smollm2_model, unpermute_rows
 
 FRANCE = "What is the capital of France?"
 

@@ -10,7 +10,7 @@ from widget_fakes import done
 
 from mlxnb._chat import RoundStart
 from mlxnb._tools import ToolResult
-from mlxnb._widget_ops import Batcher, Op, TurnRecorder, apply_op
+from mlxnb._widget.protocol import Batcher, Op, TurnRecorder, apply_op
 from mlxnb.events import (
     ContentDelta,
     ThinkingDelta,

@@ -14,7 +14,7 @@ from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, 
 
 import mlxnb
 from mlxnb._widget import ChatWidget, chat
-from mlxnb._widget_ops import apply_op
+from mlxnb._widget.protocol import apply_op
 from mlxnb.errors import ModelNotFoundError
 from mlxnb.events import ContentDelta, Done, Event, Usage
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mlxnb._request import TurnMeta
+from mlxnb._engine.request import TurnMeta
 from mlxnb.events import TurnBuilder
 
 log = logging.getLogger("mlxnb")

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import threading
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -107,36 +103,6 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
-_id_lock = threading.Lock()
-_id_last_ms = 0
-_id_seq = 0
-
-
-def new_request_id() -> str:
-    """A new time-sortable request id (UUIDv7 layout, RFC 9562).
-
-    The first 48 bits are Unix milliseconds, so ids sort by creation time as text. Within one
-    process ids are strictly increasing: a 12-bit counter orders ids of the same millisecond.
-    The last 62 bits are random, which keeps ids from different processes apart.
-
-    Returns:
-        The id as a 36-character lowercase UUID string.
-    """
-    global _id_last_ms, _id_seq
-    with _id_lock:
-        now_ms = time.time_ns() // 1_000_000
-        if now_ms > _id_last_ms:
-            _id_last_ms, _id_seq = now_ms, 0
-        else:
-            _id_seq += 1
-            if _id_seq > 0xFFF:  # counter spent: borrow the next millisecond
-                _id_last_ms, _id_seq = _id_last_ms + 1, 0
-        ms, seq = _id_last_ms, _id_seq
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    return str(uuid.UUID(int=value))
-
-
 def tool_calls_json(turn: Turn) -> str:
     """The turn's parsed tool calls as JSON text: a list of ``{name, arguments}``."""
     calls = [{"name": call.name, "arguments": call.arguments} for call in turn.tool_calls]
@@ -148,7 +114,7 @@ class TurnRecord:
     """One finished turn, as one audit row.
 
     Attributes:
-        request_id: Unique, time-sortable id (see :func:`new_request_id`).
+        request_id: Unique, time-sortable id (see :func:`mlxnb._ids.new_request_id`).
         started_at: When the request entered mlxnb (timezone-aware; stored as UTC).
         source: The front door: ``widget``, ``python``, ``eval`` or ``server``.
         model: Model id or path.
@@ -245,7 +211,7 @@ class TurnRecord:
 
         Args:
             turn: The finished turn (its usage, texts and tool calls are copied).
-            request_id: The request's id (see :func:`new_request_id`).
+            request_id: The request's id (see :func:`mlxnb._ids.new_request_id`).
             source: The front door (``widget``, ``python``, ``eval`` or ``server``).
             model: Model id or path.
             started_at: When the request started (timezone-aware).

@@ -47,6 +47,6 @@ def default_model() -> str:
         return chosen
     if _cached(DEFAULT_REPO) or _hub_reachable():
         return DEFAULT_REPO
-    from mlxnb.testing import smollm2_model
+    from mlxnb._engine.fallback_model import smollm2_model
 
     return str(smollm2_model())

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import pandas_dtype
 
-from mlxnb._audit_record import COLUMN_NAMES, COLUMNS, TIME_FORMAT, TurnRecord
+from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, TIME_FORMAT, TurnRecord
 
 DTYPES: dict[str, str] = {column.name: column.dtype for column in COLUMNS}
 """The pandas dtype of every audit column."""

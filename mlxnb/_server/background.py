@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Any
 
-from mlxnb._server import Limits, create_app
+from mlxnb._server.app import Limits, create_app
 from mlxnb.errors import ServerStartError
 
 log = logging.getLogger("mlxnb.server")

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from mlxnb import _openai as oa
+from mlxnb._server import openai as oa
 from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
 from mlxnb.events import Done, Event, Usage
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxnb._backends import TextBackend
-from mlxnb._parser import EventParser
-from mlxnb._request import Outbox, Request
-from mlxnb._sampling import ProcessorGuard, shared_sampler
-from mlxnb._solo import SoloDecoder
-from mlxnb._threads import run_on_engine_thread
+from mlxnb._engine.backend import TextBackend
+from mlxnb._engine.parser import EventParser
+from mlxnb._engine.request import Outbox, Request
+from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
+from mlxnb._engine.solo import SoloDecoder
+from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, TurnBuilder, Usage
 
@@ -39,7 +39,7 @@ class WorkerConfig:
         prefill_step: Prompt tokens per forward pass while prefilling (cancel checks between).
         prompt_cache_size: Conversations whose KV cache is kept for reuse.
         solo_fast_path: Decode a request that runs alone with mlx-lm's single-sequence step
-            (:mod:`mlxnb._solo`), handing it to the batch when another request arrives.
+            (:mod:`mlxnb._engine.solo`), handing it to the batch when another request arrives.
             ``None`` turns it on for GPUs only: measured faster there (0.65 -> 0.99 of raw on
             an H100), slower on the CPU (0.94 against 0.985 for a batch of one).
     """
@@ -105,7 +105,7 @@ class Worker:
         try:
             self._run()
         finally:
-            # The thread lives on (see mlxnb._threads): drop the model so its memory is freed.
+            # The thread lives on (see mlxnb._engine.threads): drop the model to free its memory.
             self.backend = None
             self._generator = None
             self._cache = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxnb._parser import Markers, initial_state_for
+from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
 
 

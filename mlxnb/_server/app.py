@@ -2,7 +2,7 @@
 
 Every endpoint is ``async`` and reaches the model only through ``engine.stream``: the engine's
 worker thread owns MLX, and this module never calls MLX, threads or executors. Serving one
-generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._asgi`.
+generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._server.response`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from mlxnb import _openai as oa
-from mlxnb._asgi import ApiError, Generation, Guard, ServerStats, api_error
+from mlxnb._ids import new_request_id
+from mlxnb._server import openai as oa
+from mlxnb._server.response import ApiError, Generation, Guard, ServerStats, api_error
 from mlxnb.errors import InvalidRequestError, ModelNotFoundError
 
 
@@ -193,7 +194,7 @@ def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
 async def _schema_processors(engine: Any, schema: dict[str, Any] | None) -> list[Any]:
     if schema is None:
         return []
-    from mlxnb._structured import JsonSchemaProcessor, compile_json_schema
+    from mlxnb._engine.structured import JsonSchemaProcessor, compile_json_schema
 
     try:
         grammar = compile_json_schema(schema)
@@ -268,6 +269,4 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
 
 
 def _new_id() -> str:
-    from mlxnb._audit import new_request_id
-
     return new_request_id()

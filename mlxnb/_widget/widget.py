@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +19,14 @@ import anywidget
 import traitlets
 
 from mlxnb._chat import ChatEngine, ChatTurn, Conversation, GenerationOptions
+from mlxnb._ids import new_message_id
 from mlxnb._tools import Tool
-from mlxnb._widget_ops import Batcher, TurnRecorder
+from mlxnb._widget.protocol import Batcher, TurnRecorder
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_STATIC = Path(__file__).parent / "static"
+_STATIC = Path(__file__).parent.parent / "static"
 _UNBUILT_ESM = """export default { render({ el }) {
   el.textContent = "mlxnb: the chat widget's front end is not built. Run `make widget` " +
     "(or `cd widgets && npm ci && npm run build`) and restart the kernel.";
@@ -169,7 +169,7 @@ class ChatWidget(anywidget.AnyWidget):
             task = asyncio.current_task()
             if task is not None:
                 task.cancel()
-        turn_id = uuid.uuid4().hex
+        turn_id = new_message_id()
         self.status = "generating"
         self.send({"type": "start", "turn": {"id": turn_id, "user": text}})
         batcher = Batcher(

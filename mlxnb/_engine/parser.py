@@ -8,13 +8,13 @@ of the same machine, so they are matched across chunk boundaries too.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mlx_lm.generate import TextStateMachine
 
+from mlxnb._ids import new_tool_call_id
 from mlxnb.events import ContentDelta, Event, ThinkingDelta, ToolCall, ToolCallDelta, ToolCallError
 
 NORMAL, REASONING, TOOL = "normal", "reasoning", "tool"
@@ -65,11 +65,6 @@ def build_state_machine(markers: Markers, stop: Sequence[str] = ()) -> TextState
         transitions[NORMAL].append((word, None))
         transitions[REASONING].append((word, None))
     return TextStateMachine(transitions)
-
-
-def new_tool_call_id() -> str:
-    """A fresh id in OpenAI's ``call_…`` style."""
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 class EventParser:

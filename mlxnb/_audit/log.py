@@ -1,7 +1,7 @@
 """The audit log: every turn from every front door as one durable row.
 
 :class:`AuditLog` appends :class:`TurnRecord` rows to an SQLite file (see
-:mod:`mlxnb._audit_store` for why SQLite in WAL mode, and what "durable" means) and reads them
+:mod:`mlxnb._audit.store` for why SQLite in WAL mode, and what "durable" means) and reads them
 back as a pandas DataFrame with explicit dtypes, built on demand and cached until the rows change.
 Several kernels may share one file.
 
@@ -19,7 +19,6 @@ import json
 import logging
 import operator
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -29,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlxnb import _audit_view
-from mlxnb._audit_frame import (
+from mlxnb._audit import view as _view
+from mlxnb._audit.frame import (
     frame_from_rows,
     gc_paused,
     read_export,
@@ -38,22 +37,21 @@ from mlxnb._audit_frame import (
     summarize,
     write_export,
 )
-from mlxnb._audit_record import (
+from mlxnb._audit.record import (
     COLUMN_NAMES,
     COLUMNS,
     SCHEMA_VERSION,
     TurnRecord,
     format_time,
-    new_request_id,
 )
-from mlxnb._audit_store import TABLE, AuditStore
+from mlxnb._audit.store import TABLE, AuditStore
+from mlxnb._paths import user_data_dir
 
 __all__ = [
     "SCHEMA_VERSION",
     "AuditLog",
     "TurnRecord",
     "default_path",
-    "new_request_id",
     "read_export",
 ]
 
@@ -84,11 +82,7 @@ def default_path() -> Path | None:
     configured = os.environ.get("MLXNB_AUDIT")
     if configured:
         return None if configured == ":memory:" else Path(configured).expanduser()
-    if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "mlxnb" / "audit.sqlite3"
+    return user_data_dir() / "audit.sqlite3"
 
 
 def _truncate(text: str, cap: int) -> str:
@@ -388,15 +382,33 @@ class AuditLog:
         self._check_cache()
         return self._store.delete_before(_cutoff(older_than))
 
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "in memory"
+
+    def _view(self, rows: int) -> tuple[str, pd.DataFrame | None]:
+        if self._closed:
+            return _view.closed_line(self._where()), None
+        return _view.totals_line(self._where(), self.totals()), self.tail(rows) if len(
+            self
+        ) else None
+
     def live(self, rows: int = 10, interval: float = 0.5) -> Any:
-        """An ``ipywidgets.HTML`` of the last rows and totals that refreshes after appends."""
-        return _audit_view.live(self, rows, interval)
+        """An ``ipywidgets.HTML`` of the last rows and totals that refreshes after appends.
+
+        Rows that other processes append show up with the next refresh.
+
+        Raises:
+            DependencyError: ipywidgets is not installed.
+        """
+        return _view.live(
+            lambda: _view.as_html(*self._view(rows)), self.subscribe, lambda: self.closed, interval
+        )
 
     def __repr__(self) -> str:
-        return _audit_view.text_repr(self)
+        return _view.as_text(*self._view(5))
 
     def _repr_html_(self) -> str:
-        return _audit_view.html_repr(self)
+        return _view.as_html(*self._view(5))
 
     def close(self) -> None:
         """Close the store (idempotent). Rows already appended stay on disk."""

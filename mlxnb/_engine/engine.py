@@ -1,6 +1,6 @@
 """The engine: one model in the kernel, shared by every front door.
 
-Callers on any thread or event loop submit requests; the worker thread (:mod:`mlxnb._worker`)
+Callers on any thread or event loop submit requests; the worker thread (:mod:`mlxnb._engine.worker`)
 owns the model and every MLX call and sends events back to each caller's loop.
 """
 
@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlxnb._audit import AuditLog, new_request_id
-from mlxnb._backends import TextBackend, load_text_model
-from mlxnb._request import AsyncSink, Request, SamplingOptions, SyncSink, TurnMeta
-from mlxnb._turn import record_turn
-from mlxnb._worker import Worker, WorkerConfig
+from mlxnb._audit import AuditLog
+from mlxnb._engine.backend import TextBackend, load_text_model
+from mlxnb._engine.recording import record_turn
+from mlxnb._engine.request import AsyncSink, Request, SamplingOptions, SyncSink, TurnMeta
+from mlxnb._engine.worker import Worker, WorkerConfig
+from mlxnb._ids import new_request_id
 from mlxnb.errors import EngineBusyError, EngineClosedError
 from mlxnb.events import Done, Event, Turn, TurnBuilder, Usage
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlxnb._audit_record import COLUMN_NAMES, COLUMNS, SCHEMA_VERSION
+from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, SCHEMA_VERSION
 
 TABLE = "turns"
 BUSY_TIMEOUT_S = 30.0
