@@ -10,7 +10,7 @@ OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopen
 RUN := env $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS)) HF_HUB_DISABLE_TELEMETRY=1
 PYTEST_ARGS ?=
 
-.PHONY: demo serve test lint pytest vitest widget bench clean
+.PHONY: demo serve test lint lint-js pytest vitest widget bench clean
 
 # JupyterLab refuses to run as root unless told; containers and CI machines often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -37,10 +37,13 @@ $(WIDGET): widgets/node_modules/.package-lock.json $(wildcard widgets/src/*)
 
 widget: $(WIDGET)
 
-lint: $(STAMP)
+lint: $(STAMP) lint-js
 	$(BIN)/ruff check mlxnb tests bench
 	$(BIN)/ruff format --check mlxnb tests bench
 	$(BIN)/mypy
+
+lint-js: widgets/node_modules/.package-lock.json
+	cd widgets && npm run --silent typecheck && npm run --silent check
 
 vitest: widgets/node_modules/.package-lock.json
 	cd widgets && npm test --silent
@@ -48,8 +51,8 @@ vitest: widgets/node_modules/.package-lock.json
 pytest: $(STAMP) $(WIDGET)
 	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(RUN) $(BIN)/python bench/run_all.py
+bench: $(STAMP) $(WIDGET)
+	$(RUN) $(BIN)/python -m bench.run_all --out bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) widgets/node_modules $(WIDGET)

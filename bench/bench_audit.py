@@ -1,6 +1,6 @@
 """Audit log throughput: durable appends, DataFrame build, exports.
 
-Usage: python bench/bench_audit.py [--rows 100000] [--dir DIR]
+Usage: python -m bench.bench_audit [--rows 100000] [--dir DIR] [--json PATH]
 
 Rows look like real chat turns: a 300-character answer, some reasoning, a tool call on every
 tenth turn, an error on every fiftieth.
@@ -16,8 +16,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from bench.report import add_json_argument, figure, human_output, new_report, write_report
 from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._ids import new_request_id
 from mlxnb.events import ToolCall, Turn, Usage
@@ -76,13 +77,9 @@ def append_all(log: AuditLog, records: list[TurnRecord]) -> None:
         log.append(record)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
-    args = parser.parse_args()
-    n: int = args.rows
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+def measure(n: int, directory: Path | None) -> tuple[list[tuple[str, float, str]], list[float]]:
+    """Time every operation on ``n`` rows: (label, seconds, note) rows, sorted append µs."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
         folder = Path(tmp)
         results: list[tuple[str, float, str]] = []
         records = timed("build TurnRecords", results, lambda: make_records(n))
@@ -118,7 +115,11 @@ def main() -> None:
             back = timed(f"read_export .{suffix}", results, partial(read_export, path))
             assert back.equals(frame), suffix
         log.close()
+    return results, us
 
+
+def print_table(n: int, results: list[tuple[str, float, str]]) -> None:
+    """The human-readable table: one row per operation, with its target where there is one."""
     print(f"audit log benchmark, {n:,} rows")
     print(f"{'operation':<28} {'seconds':>9} {'target':>7}  notes")
     print("-" * 100)
@@ -128,6 +129,53 @@ def main() -> None:
             "" if target is None else f"{target:>5.1f}s " + ("ok" if seconds <= target else "MISS")
         )
         print(f"{label:<28} {seconds:>9.3f} {mark:>10}  {note}")
+
+
+def to_results(results: list[tuple[str, float, str]], append_us: list[float]) -> dict[str, Any]:
+    """The timed rows and append-latency percentiles, for ``--json``.
+
+    Each operation runs once, so each figure has ``n == 1``; the per-append latencies are kept
+    as percentiles only (one value per row would be megabytes).
+    """
+    us = sorted(append_us)
+    latency = {
+        "mean": statistics.fmean(us),
+        "p50": us[len(us) // 2],
+        "p90": us[int(len(us) * 0.9)],
+        "p99": us[int(len(us) * 0.99)],
+        "max": us[-1],
+    }
+    figures = {
+        label: figure(
+            label,
+            [seconds],
+            unit="s",
+            target=None if label not in TARGETS else f"<= {TARGETS[label]}",
+        )
+        for label, seconds, _ in results
+    }
+    for name in ("p50", "p99"):
+        figures[f"append latency {name}"] = figure(
+            f"durable append latency {name}", [latency[name]], unit="us"
+        )
+    return {
+        "runs": [{"operation": label, "seconds": s, "note": note} for label, s, note in results],
+        "append_latency_us": latency,
+        "figures": figures,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
+    add_json_argument(parser)
+    args = parser.parse_args(argv)
+    report = new_report("audit", args)
+    with human_output(args.json):
+        results, append_us = measure(args.rows, args.dir)
+        print_table(args.rows, results)
+    write_report(report, to_results(results, append_us), args.json)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Compares, on the same model, prompt and token count:
 2. time to first token: ours minus raw (ms);
 3. aggregate tokens/s of N concurrent streams ÷ one stream (continuous batching).
 
-Run: ``make bench`` or ``python -m bench.bench_engine --shape mid``.
+Run: ``make bench`` or ``python -m bench.bench_engine --shape mid [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import mlx_lm
 
 import mlxnb
 from bench.models import SHAPES, bench_model
+from bench.report import add_json_argument, figure, human_output, new_report, write_report
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper. " * 4}]
 
@@ -63,15 +64,8 @@ async def concurrent_run(engine: mlxnb.Engine, streams: int, tokens: int) -> flo
     return sum(counts) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the comparison, print the table and return the raw numbers and figures."""
     path = bench_model(args.shape, args.dtype)
     engine = mlxnb.load(path, audit=False, prompt_cache_size=0)
     # mlx-lm's own load of the same directory for the raw baseline (same thread as its runs).
@@ -90,9 +84,10 @@ def main() -> None:
     single = statistics.median(our_tps)
     # Warm up the batched path too (MLX's GPU backends compile kernels per shape on first use).
     asyncio.run(concurrent_run(engine, args.streams, 8))
-    aggregate = statistics.median(
+    aggregates = [
         asyncio.run(concurrent_run(engine, args.streams, args.tokens)) for _ in range(args.repeats)
-    )
+    ]
+    aggregate = statistics.median(aggregates)
     engine.close()
 
     rows = [
@@ -118,6 +113,81 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    return results(args.streams, raw_tps, raw_ttft, our_tps, our_ttft, aggregates)
+
+
+def results(
+    streams: int,
+    raw_tps: list[float],
+    raw_ttft: list[float],
+    our_tps: list[float],
+    our_ttft: list[float],
+    aggregates: list[float],
+) -> dict[str, Any]:
+    """The raw numbers (one entry per repeat) and every printed figure, for ``--json``.
+
+    Ratios are printed as ratios of medians (``value``); their ``values`` are per-repeat pairs.
+    """
+    raw_ms = [1000 * t for t in raw_ttft]
+    our_ms = [1000 * t for t in our_ttft]
+    single, raw = statistics.median(our_tps), statistics.median(raw_tps)
+    aggregate = statistics.median(aggregates)
+    runs = [
+        {
+            "raw_tps": raw_tps[i],
+            "engine_tps": our_tps[i],
+            "raw_ttft_ms": raw_ms[i],
+            "engine_ttft_ms": our_ms[i],
+            "aggregate_tps": aggregates[i],
+        }
+        for i in range(len(raw_tps))
+    ]
+    figures = {
+        "raw_tps": figure("raw mlx_lm.stream_generate tokens/s", raw_tps, unit="tok/s"),
+        "engine_tps": figure("engine.stream tokens/s", our_tps, unit="tok/s"),
+        "engine_vs_raw": figure(
+            "ratio engine ÷ raw",
+            (o / r for o, r in zip(our_tps, raw_tps, strict=True)),
+            unit="x",
+            value=single / raw,
+            target=">= 0.97",
+        ),
+        "raw_ttft_ms": figure("raw time to first token", raw_ms, unit="ms"),
+        "engine_ttft_ms": figure("engine time to first token", our_ms, unit="ms"),
+        "ttft_overhead_ms": figure(
+            "TTFT overhead, engine - raw",
+            (o - r for o, r in zip(our_ms, raw_ms, strict=True)),
+            unit="ms",
+            value=statistics.median(our_ms) - statistics.median(raw_ms),
+            target="<= 5",
+        ),
+        "aggregate_tps": figure(
+            f"{streams} concurrent streams, aggregate tokens/s", aggregates, unit="tok/s"
+        ),
+        "streams_vs_single": figure(
+            f"ratio {streams} streams ÷ 1 stream",
+            (a / o for a, o in zip(aggregates, our_tps, strict=True)),
+            unit="x",
+            value=aggregate / single,
+            target=">= 3",
+        ),
+    }
+    return {"runs": runs, "figures": figures}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_json_argument(parser)
+    args = parser.parse_args(argv)
+    report = new_report("engine", args)
+    with human_output(args.json):
+        measured = measure(args)
+    write_report(report, measured, args.json)
 
 
 if __name__ == "__main__":

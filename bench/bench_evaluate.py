@@ -1,26 +1,22 @@
 """evaluate() throughput against a sequential loop over engine.generate, side by side.
 
 64 prompts of 64 tokens by default, on a random-weight model big enough to be memory-bound
-(the "mid" shape, ~100 M parameters). Run: ``python -m bench.bench_evaluate``.
+(the "mid" shape, ~100 M parameters). Run: ``python -m bench.bench_evaluate [--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import mlxnb
 from bench.models import SHAPES, bench_model
+from bench.report import add_json_argument, figure, human_output, new_report, write_report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the comparison, print the table and return the raw numbers and figures."""
     engine = mlxnb.load(bench_model(args.shape), audit=False, prompt_cache_size=0)
     prompts = [
         f"Question {i}: describe a city you like in a few sentences." for i in range(args.prompts)
@@ -64,6 +60,53 @@ def main() -> None:
         f"  ratio evaluate ÷ sequential (target ≥ 3)  "
         f"{(batched_tokens / batched) / (sequential_tokens / sequential):.2f}"
     )
+    return results(sequential, sequential_tokens, batched, batched_tokens)
+
+
+def results(
+    sequential: float, sequential_tokens: int, batched: float, batched_tokens: int
+) -> dict[str, Any]:
+    """The raw numbers of the one sequential and one batched run, and the printed figures."""
+    sequential_tps = sequential_tokens / sequential
+    batched_tps = batched_tokens / batched
+    return {
+        "runs": [
+            {
+                "sequential_s": sequential,
+                "sequential_tokens": sequential_tokens,
+                "evaluate_s": batched,
+                "evaluate_tokens": batched_tokens,
+            }
+        ],
+        "figures": {
+            "sequential_s": figure("sequential engine.generate loop", [sequential], unit="s"),
+            "sequential_tps": figure(
+                "sequential engine.generate loop tokens/s", [sequential_tps], unit="tok/s"
+            ),
+            "evaluate_s": figure("mlxnb.evaluate", [batched], unit="s"),
+            "evaluate_tps": figure("mlxnb.evaluate tokens/s", [batched_tps], unit="tok/s"),
+            "evaluate_vs_sequential": figure(
+                "ratio evaluate ÷ sequential",
+                [batched_tps / sequential_tps],
+                unit="x",
+                target=">= 3",
+            ),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=32)
+    add_json_argument(parser)
+    args = parser.parse_args(argv)
+    report = new_report("evaluate", args)
+    with human_output(args.json):
+        measured = measure(args)
+    write_report(report, measured, args.json)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ token against the peer.
 
     python -m bench.bench_server                 # "mid" random-weight Qwen3 (CPU-friendly)
     python -m bench.bench_server --shape qwen3-0.6b --tokens 64
+    python -m bench.bench_server --json results.json   # the numbers as JSON (`-`: stdout)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import operator
 import os
 import socket
 import statistics
@@ -25,13 +26,15 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 import openai
 
 from bench.models import SHAPES, bench_model
+from bench.report import add_json_argument, figure, human_output, new_report, write_report
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -146,19 +149,12 @@ def concurrent(url: str, model: str, clients: int, tokens: int) -> float:
     return total / (max(r.end for r in runs) - min(r.start for r in runs))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model directory (default: a random-weight Qwen3)")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
-    parser.add_argument("--tokens", type=int, default=128, help="tokens per request")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions per prompt")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
-    args = parser.parse_args()
-
+def measure(
+    args: argparse.Namespace, path: str
+) -> tuple[dict[str, list[Run]], dict[str, list[float]]]:
+    """Start both servers, run the interleaved repetitions; returns single and aggregate runs."""
     import mlx_lm
 
-    path = args.model or str(bench_model(args.shape))
     ours_port, peer_port = free_port(), free_port()
     servers = {
         "mlxnb": start(
@@ -223,25 +219,18 @@ def main() -> None:
         for process in servers.values():
             process.wait(timeout=30)
 
-    tps = {k: statistics.median(r.decode_tps for r in runs) for k, runs in single.items()}
-    ttft = {k: statistics.median(r.ttft for r in runs) for k, runs in single.items()}
-    agg = {k: statistics.median(v) for k, v in aggregate.items()}
-    results = {
-        "model": path,
-        "shape": args.shape if not args.model else None,
-        "tokens": args.tokens,
-        "reps": args.reps,
-        "clients": args.clients,
-        "single_tps": tps,
-        "ttft_s": ttft,
-        "aggregate_tps": agg,
-        "ratios": {
-            "v1_vs_raw_single": tps["mlxnb"] / tps["raw"],
-            "v1_vs_peer_single": tps["mlxnb"] / tps["peer"],
-            f"v1_vs_peer_{args.clients}_clients": agg["mlxnb"] / agg["peer"],
-            "ttft_v1_over_peer": ttft["mlxnb"] / ttft["peer"],
-        },
-    }
+    return single, aggregate
+
+
+def print_table(
+    args: argparse.Namespace,
+    path: str,
+    tps: dict[str, float],
+    ttft: dict[str, float],
+    agg: dict[str, float],
+    ratios: dict[str, float],
+) -> None:
+    """The human-readable table: decode tokens/s, TTFT and aggregate, then the ratios."""
     print(
         f"model {path} ({args.shape}), {args.tokens} tokens/request, {args.reps} reps, "
         f"cpu_count={os.cpu_count()}"
@@ -250,10 +239,90 @@ def main() -> None:
     for name in ("raw", "mlxnb", "peer"):
         aggregate_text = f"{agg[name]:18.1f}" if name in agg else f"{'-':>18}"
         print(f"{name:8}{tps[name]:14.1f}{ttft[name] * 1000:10.1f}{aggregate_text}")
-    for key, value in results["ratios"].items():  # type: ignore[attr-defined]
+    for key, value in ratios.items():
         print(f"{key:28}{value:8.3f}")
-    if args.json:
-        print(json.dumps(results, indent=2))
+
+
+def pairs(a: list[float], b: list[float], op: Callable[[float, float], float]) -> list[float]:
+    """``op`` applied to the runs of two sides measured back to back (same prompt and rep)."""
+    return [op(x, y) for x, y in zip(a, b, strict=True)]
+
+
+def to_results(
+    args: argparse.Namespace,
+    path: str,
+    single: dict[str, list[Run]],
+    aggregate: dict[str, list[float]],
+) -> dict[str, Any]:
+    """Every run, the medians and ratios the table prints, and one figure per printed number.
+
+    Ratios are printed as ratios of medians (``value``); their ``values`` are per pair: the two
+    sides' runs of the same prompt and repetition (the aggregate: the same repetition).
+    """
+    tps = {k: statistics.median(r.decode_tps for r in runs) for k, runs in single.items()}
+    ttft = {k: statistics.median(r.ttft for r in runs) for k, runs in single.items()}
+    agg = {k: statistics.median(v) for k, v in aggregate.items()}
+    ratios = {
+        "v1_vs_raw_single": tps["mlxnb"] / tps["raw"],
+        "v1_vs_peer_single": tps["mlxnb"] / tps["peer"],
+        f"v1_vs_peer_{args.clients}_clients": agg["mlxnb"] / agg["peer"],
+        "ttft_v1_over_peer": ttft["mlxnb"] / ttft["peer"],
+    }
+    decode = {k: [r.decode_tps for r in runs] for k, runs in single.items()}
+    ttft_ms = {k: [1000 * r.ttft for r in runs] for k, runs in single.items()}
+    divide = operator.truediv
+    figures: dict[str, Any] = {}
+    for name in ("raw", "mlxnb", "peer"):
+        figures[f"{name}_decode_tps"] = figure(f"{name} decode tok/s", decode[name], unit="tok/s")
+        figures[f"{name}_ttft_ms"] = figure(f"{name} TTFT", ttft_ms[name], unit="ms")
+    for name in ("mlxnb", "peer"):
+        figures[f"{name}_aggregate_tps"] = figure(
+            f"{name} {args.clients}-client tok/s", aggregate[name], unit="tok/s"
+        )
+    per_pair = {
+        "v1_vs_raw_single": (pairs(decode["mlxnb"], decode["raw"], divide), ">= 0.95"),
+        "v1_vs_peer_single": (pairs(decode["mlxnb"], decode["peer"], divide), ">= 1.0"),
+        f"v1_vs_peer_{args.clients}_clients": (
+            pairs(aggregate["mlxnb"], aggregate["peer"], divide),
+            ">= 1.0",
+        ),
+        "ttft_v1_over_peer": (pairs(ttft_ms["mlxnb"], ttft_ms["peer"], divide), "<= 1.0"),
+    }
+    for key, (values, target) in per_pair.items():
+        figures[key] = figure(key, values, unit="x", value=ratios[key], target=target)
+    runs = single.items()
+    return {
+        "model": path,
+        "shape": args.shape if not args.model else None,
+        "runs": {
+            "single": {k: [{**asdict(r), "decode_tps": r.decode_tps} for r in v] for k, v in runs},
+            "aggregate_tps": aggregate,
+        },
+        "single_tps": tps,
+        "ttft_s": ttft,
+        "aggregate_tps": agg,
+        "ratios": ratios,
+        "figures": figures,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: a random-weight Qwen3)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per request")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per prompt")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    add_json_argument(parser)
+    args = parser.parse_args(argv)
+    report = new_report("server", args)
+    with human_output(args.json):
+        path = args.model or str(bench_model(args.shape))
+        single, aggregate = measure(args, path)
+        results = to_results(args, path, single, aggregate)
+        tps, ttft, agg = results["single_tps"], results["ttft_s"], results["aggregate_tps"]
+        print_table(args, path, tps, ttft, agg, results["ratios"])
+    write_report(report, results, args.json)
 
 
 if __name__ == "__main__":

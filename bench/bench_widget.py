@@ -8,13 +8,15 @@ in headless Chromium. A message typed in the page starts each run. Reported per 
 - how long after the kernel's last token the browser showed it (same clock: both are epoch ms),
 - comm messages per second while streaming (ops batches; the IOPub limit is 1000/s).
 
-Run: ``.venv/bin/python bench/bench_widget.py [--rate 2000] [--tokens 4000] [--runs 3]``.
-Exit status 1 when a target is missed (all tokens, ≤ 50 ms, ≤ 30 messages/s).
+Run: ``.venv/bin/python -m bench.bench_widget [--rate 2000] [--tokens 4000] [--runs 3]
+[--json PATH]``. Exit status 1 when a target is missed (all tokens, ≤ 50 ms, ≤ 30 messages/s),
+2 when it cannot run here (no Chromium, Playwright or built widget; ``--json`` records why).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import statistics
@@ -22,9 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "browser"))
+from bench.report import add_json_argument, figure, human_output, new_report, write_report
 
-from lab import JupyterLab, launch_chromium
+ROOT = Path(__file__).resolve().parents[1]
+WIDGET_JS = ROOT / "mlxnb" / "static" / "widget.js"
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+
+from lab import JupyterLab, launch_chromium  # noqa: E402
 
 ENGINE = """\
 import asyncio, time
@@ -122,16 +128,19 @@ def run_once(page: Any, tokens: int) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=2000.0, help="tokens per second")
-    parser.add_argument("--tokens", type=int, default=4000, help="tokens per run")
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args(argv)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        print("chromium is not installed (apt-get install -y chromium)", file=sys.stderr)
-        return 2
+def missing_requirement() -> str | None:
+    """Why the benchmark cannot run here (no Chromium, Playwright or built widget), or None."""
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        return "chromium is not installed (apt-get install -y chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install -e '.[dev]')"
+    if not WIDGET_JS.exists():
+        return f"the widget bundle {WIDGET_JS} is not built (make widget)"
+    return None
+
+
+def measure(args: argparse.Namespace, chromium: str) -> list[dict[str, float]]:
+    """Start JupyterLab and Chromium, open the widget and stream ``args.runs`` times."""
     lab = JupyterLab()
     try:
         name = lab.write_notebook(
@@ -151,9 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"async () => {{ await window.jupyterapp.commands.execute('{run_all}'); }}"
             )
             page.get_by_test_id("mlxnb-chat").wait_for()
-            results = [run_once(page, args.tokens) for _ in range(args.runs)]
+            return [run_once(page, args.tokens) for _ in range(args.runs)]
     finally:
         lab.stop()
+
+
+def print_table(args: argparse.Namespace, results: list[dict[str, float]]) -> bool:
+    """Print one row per run and the verdict; returns whether every target was met."""
     print(f"widget path at {args.rate:.0f} tokens/s, {args.tokens} tokens per run:")
     print(
         f"{'run':>3} {'received':>12} {'last token lag':>15} {'flush lag':>10} {'msgs':>5}", end=""
@@ -171,7 +184,66 @@ def main(argv: list[str] | None = None) -> int:
         f"all tokens arrived: {complete}; last token lag median {median_lag:.1f} ms, worst "
         f"{worst_lag:.1f} ms (target ≤ 50); comm messages worst {worst_rate:.1f}/s (target ≤ 30)"
     )
-    return 0 if complete and worst_lag <= 50 and worst_rate <= 30 else 1
+    return complete and worst_lag <= 50 and worst_rate <= 30
+
+
+def to_results(runs: list[dict[str, float]], targets_met: bool) -> dict[str, Any]:
+    """Every run and one figure per printed number, for ``--json``."""
+
+    def column(key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    lags = column("last_token_lag_ms")
+    return {
+        "runs": runs,
+        "complete": all(r["tokens_received"] == r["tokens_sent"] for r in runs),
+        "targets_met": targets_met,
+        "figures": {
+            "tokens_received": figure(
+                "tokens that reached the DOM (worst run)",
+                column("tokens_received"),
+                unit="tokens",
+                value=min(column("tokens_received")),
+                target=f"== {runs[0]['tokens_sent']:.0f}",
+            ),
+            "last_token_lag_ms": figure("last token lag, median", lags, unit="ms"),
+            "last_token_lag_worst_ms": figure(
+                "last token lag, worst", lags, unit="ms", value=max(lags), target="<= 50"
+            ),
+            "kernel_flush_lag_ms": figure(
+                "kernel flush lag", column("kernel_flush_lag_ms"), unit="ms"
+            ),
+            "messages_per_s_worst": figure(
+                "comm messages/s, worst",
+                column("messages_per_s"),
+                unit="msgs/s",
+                value=max(column("messages_per_s")),
+                target="<= 30",
+            ),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=2000.0, help="tokens per second")
+    parser.add_argument("--tokens", type=int, default=4000, help="tokens per run")
+    parser.add_argument("--runs", type=int, default=3)
+    add_json_argument(parser)
+    args = parser.parse_args(argv)
+    report = new_report("widget", args)
+    reason = missing_requirement()
+    if reason is not None:
+        print(f"widget benchmark skipped: {reason}", file=sys.stderr)
+        write_report(report, None, args.json, skipped=reason)
+        return 2
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium is not None
+    with human_output(args.json):
+        runs = measure(args, chromium)
+        targets_met = print_table(args, runs)
+    write_report(report, to_results(runs, targets_met), args.json)
+    return 0 if targets_met else 1
 
 
 if __name__ == "__main__":

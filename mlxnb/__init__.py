@@ -21,6 +21,7 @@ from mlxnb.errors import (
     EngineBusyError,
     EngineClosedError,
     GenerationError,
+    InsecureServerWarning,
     InvalidRequestError,
     MlxnbError,
     ModelLoadError,
@@ -42,7 +43,7 @@ from mlxnb.events import (
 
 if TYPE_CHECKING:
     from mlxnb._server import Limits, create_app
-    from mlxnb._server.background import InsecureServerWarning, ServerHandle, serve
+    from mlxnb._server.background import ServerHandle, serve
     from mlxnb._widget import ChatWidget, chat
 
 __version__ = "0.1.0"
@@ -52,7 +53,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "ChatWidget": "mlxnb._widget",
     "chat": "mlxnb._widget",
-    "InsecureServerWarning": "mlxnb._server.background",
     "Limits": "mlxnb._server",
     "ServerHandle": "mlxnb._server.background",
     "create_app": "mlxnb._server",

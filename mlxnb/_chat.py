@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_conversation_id
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
 from mlxnb.events import (
@@ -303,8 +304,8 @@ class Conversation:
     def _options(self) -> dict[str, Any]:
         extra = self.generation_options
         options = dict(extra() if callable(extra) else (extra or {}))
-        options.setdefault("source", self.source)
-        options.setdefault("conversation_id", self.conversation_id)
+        meta = RequestMeta(source=self.source, conversation_id=self.conversation_id)
+        options.setdefault("meta", meta)
         return options
 
     async def ask(self, text: str, *, enable_thinking: bool | None = None) -> ChatTurn:

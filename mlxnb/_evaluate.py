@@ -22,6 +22,7 @@ import pandas as pd
 
 from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, load
+from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_run_id
 from mlxnb.events import Turn
 
@@ -212,8 +213,7 @@ class EvaluationRun:
                 task.messages,
                 self.tools,
                 self.enable_thinking,
-                source="eval",
-                run_id=self.run_id,
+                meta=RequestMeta(source="eval", run_id=self.run_id),
                 **{**self.sampling, **task.params, **extra},
             )
         except Exception as exc:  # a failing row is recorded and the run goes on

@@ -9,6 +9,7 @@ Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
     ├── EngineClosedError    a request reached an engine after ``close()``
     ├── EngineBusyError      the engine's request queue is full
     ├── InvalidRequestError  a request is malformed (also a ValueError)
+    │   └── UnknownOptionError   an option that does not exist (also a TypeError)
     ├── GenerationError      the worker failed while generating (``__cause__`` kept)
     ├── ToolError            a tool function raised
     └── ServerStartError     the API server could not bind or start in time
@@ -55,3 +56,14 @@ class ServerStartError(MlxnbError, OSError):
 
 class InvalidRequestError(MlxnbError, ValueError):
     """A request is malformed: empty messages, bad sampling values, a template that rejects it."""
+
+
+class UnknownOptionError(InvalidRequestError, TypeError):
+    """A request names a generation option that does not exist (a typo, usually)."""
+
+
+# -- warnings ----------------------------------------------------------------------------------
+
+
+class InsecureServerWarning(UserWarning):
+    """The API listens beyond this machine without an API key."""

@@ -11,6 +11,7 @@ import pytest
 
 import mlxnb
 from mlxnb._audit import AuditLog
+from mlxnb._engine.request import RequestMeta
 from mlxnb._evaluate import evaluate
 from mlxnb.events import ContentDelta
 from mlxnb.testing import forced_output
@@ -33,7 +34,8 @@ def test_generate_and_stream_each_write_one_ok_row(audited: mlxnb.Engine) -> Non
 
     async def streamed() -> None:
         proc = forced_output(audited.tokenizer, "<think>why</think>streamed")
-        async for _ in audited.stream(HI, logits_processors=[proc], conversation_id="c1"):
+        meta = RequestMeta(conversation_id="c1")
+        async for _ in audited.stream(HI, logits_processors=[proc], meta=meta):
             pass
 
     asyncio.run(streamed())

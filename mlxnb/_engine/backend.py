@@ -6,7 +6,6 @@ the thread that made them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,50 +98,6 @@ def _chain(error: BaseException | None) -> list[BaseException]:
     return seen
 
 
-def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Bring OpenAI-style messages into the shape chat templates expect.
-
-    Text content parts are joined, ``reasoning`` is accepted as ``reasoning_content``, and
-    tool-call arguments given as JSON strings are decoded.
-
-    Raises:
-        InvalidRequestError: No messages, or a message without a role.
-    """
-    if not messages:
-        raise InvalidRequestError("messages must contain at least one message")
-    normalized = []
-    for position, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise InvalidRequestError(f"messages[{position}] needs a string 'role'")
-        item = dict(message)
-        content = item.get("content")
-        if isinstance(content, list):
-            item["content"] = "".join(
-                part.get("text", "") for part in content if isinstance(part, Mapping)
-            )
-        elif content is None:
-            item["content"] = ""
-        if "reasoning" in item and "reasoning_content" not in item:
-            item["reasoning_content"] = item.pop("reasoning")
-        if item.get("tool_calls"):
-            item["tool_calls"] = [_decode_call(call) for call in item["tool_calls"]]
-        normalized.append(item)
-    return normalized
-
-
-def _decode_call(call: Mapping[str, Any]) -> dict[str, Any]:
-    call = dict(call)
-    function = dict(call.get("function") or {})
-    arguments = function.get("arguments")
-    if isinstance(arguments, str):
-        try:
-            function["arguments"] = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as error:
-            raise InvalidRequestError(f"tool-call arguments are not valid JSON: {error}") from error
-    call["function"] = function
-    return call
-
-
 class TextBackend:
     """An mlx-lm model and tokenizer, with prompt rendering and marker knowledge.
 
@@ -167,10 +122,12 @@ class TextBackend:
     ) -> Prompt:
         """Render messages (and tools) through the chat template into prompt tokens.
 
+        ``messages`` come normalised (:func:`mlxnb._messages.normalize_messages`).
+
         Raises:
             InvalidRequestError: The messages are malformed or the template rejects them.
         """
-        normalized = normalize_messages(messages)
+        normalized = list(messages)
         kwargs: dict[str, Any] = dict(template_kwargs or {})
         if enable_thinking is not None:
             kwargs["enable_thinking"] = enable_thinking

@@ -10,17 +10,21 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlxnb._audit import AuditLog
 from mlxnb._engine.backend import TextBackend, load_text_model
-from mlxnb._engine.recording import record_turn
-from mlxnb._engine.request import AsyncSink, Request, SamplingOptions, SyncSink, TurnMeta
+from mlxnb._engine.delivery import AsyncSink, Item, SyncSink
+from mlxnb._engine.recording import failed_turn, record_turn
+from mlxnb._engine.request import Request, RequestMeta, SamplingOptions, sampling_options
+from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
-from mlxnb.errors import EngineBusyError, EngineClosedError
-from mlxnb.events import Done, Event, Turn, TurnBuilder, Usage
+from mlxnb._messages import normalize_messages
+from mlxnb.errors import EngineBusyError, EngineClosedError, MlxnbError
+from mlxnb.events import Done, Event, Turn, TurnBuilder
 
 Messages = Sequence[Mapping[str, Any]]
 Tools = Sequence[Mapping[str, Any]] | None
@@ -149,49 +153,44 @@ class Engine:
         messages: Messages,
         tools: Tools,
         enable_thinking: bool | None,
-        options: dict[str, Any],
+        request: RequestOptions,
     ) -> Request:
-        meta = TurnMeta(
-            request_id=options.pop("request_id", None) or new_request_id(),
-            source=options.pop("source", "python"),
-            conversation_id=options.pop("conversation_id", None),
-            endpoint=options.pop("endpoint", None),
-            client=options.pop("client", None),
-            run_id=options.pop("run_id", None),
-        )
-        template_kwargs = options.pop("chat_template_kwargs", None)
-        prompt = options.pop("prompt", None)
-        options.setdefault("max_tokens", self.max_tokens)
-        if options.get("max_tokens") is None:
-            options["max_tokens"] = self.max_tokens
-        options["stop"] = _as_tuple(options.get("stop"))
-        options["logits_processors"] = tuple(options.get("logits_processors") or ())
-        request = Request(
-            messages=list(messages),
+        submitted = Request(
+            messages=[],
             tools=list(tools) if tools else None,
             enable_thinking=enable_thinking,
-            template_kwargs=template_kwargs,
-            options=SamplingOptions(**options),
-            meta=meta,
+            template_kwargs=request.chat_template_kwargs,
+            options=SamplingOptions(),
+            meta=request.meta,
+            request_id=request.meta.request_id or new_request_id(),
             sink=sink,
-            prompt=prompt,
+            prompt=request.prompt,
         )
+        try:
+            # Checked here, on the caller's thread, so a bad request costs the worker nothing.
+            if request.prompt is None:
+                submitted.messages = normalize_messages(messages)
+            defaults = {"max_tokens": self.max_tokens}
+            submitted.options = sampling_options(defaults, request.sampling)
+            if request.json_schema is not None:
+                submitted.grammar = compile_json_schema(dict(request.json_schema))
+        except MlxnbError as invalid:
+            self._refuse(submitted, invalid)
+            raise
         with self._lock:
             if self._closed:
-                error: Exception = EngineClosedError(f"the engine for {self.model_id} is closed")
+                error: MlxnbError = EngineClosedError(f"the engine for {self.model_id} is closed")
             elif self._pending >= self._max_pending:
                 error = EngineBusyError(f"{self._pending} requests pending; try again later")
             else:
                 self._pending += 1
-                self._worker.submit(request)
-                return request
-        self._record_refusal(request, error)
+                self._worker.submit(submitted)
+                return submitted
+        self._refuse(submitted, error)
         raise error
 
-    def _record_refusal(self, request: Request, error: Exception) -> None:
-        builder = TurnBuilder()
-        builder.add(Done("error", Usage(), str(error)))
-        record_turn(self.audit, request.meta, self.model_id, builder, 0.0, error)
+    def _refuse(self, request: Request, error: Exception) -> None:
+        record_turn(self.audit, request, self.model_id, failed_turn(error), 0.0, error)
 
     def _on_finished(
         self, request: Request, builder: TurnBuilder, duration: float, error: BaseException | None
@@ -200,14 +199,19 @@ class Engine:
             self._pending -= 1
         backend = self._worker.backend
         model_id = backend.model_id if backend is not None else self.model_id
-        record_turn(self.audit, request.meta, model_id, builder, duration, error)
+        record_turn(self.audit, request, model_id, builder, duration, error)
 
     async def stream(
         self,
         messages: Messages,
         tools: Tools = None,
         enable_thinking: bool | None = None,
-        **options: Any,
+        *,
+        meta: RequestMeta | None = None,
+        prompt: str | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        **sampling: Any,
     ) -> AsyncIterator[Event]:
         """Generate a reply as an async stream of events.
 
@@ -218,12 +222,15 @@ class Engine:
             messages: OpenAI-style chat messages.
             tools: OpenAI-style tool definitions offered to the model.
             enable_thinking: Passed to the chat template (``None`` = the template's default).
-            **options: Sampling (``max_tokens``, ``temperature``, ``top_p``, ``top_k``,
-                ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``,
-                ``seed``, ``stop``, ``logits_processors``), ``chat_template_kwargs``,
-                ``prompt`` (raw text completion: no chat template, ``messages`` ignored), and audit
-                metadata (``source``, ``conversation_id``, ``endpoint``, ``client``, ``run_id``,
-                ``request_id``).
+            meta: Who asks, for the audit row (default: source ``python``).
+            prompt: Raw text completion: no chat template, ``messages`` ignored.
+            json_schema: The answer must be JSON matching this schema (``{"type": "object"}``
+                for any object); reasoning stays free.
+            chat_template_kwargs: Further chat-template arguments.
+            **sampling: ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+                ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``,
+                ``stop``, ``logits_processors`` (see :class:`SamplingOptions`); ``None`` means
+                the default.
 
         Yields:
             ThinkingDelta, ContentDelta, ToolCallDelta, ToolCall, ToolCallError, then Done.
@@ -231,21 +238,22 @@ class Engine:
         Raises:
             EngineClosedError: The engine was closed.
             EngineBusyError: Too many requests are pending.
-            InvalidRequestError: The request is malformed.
+            InvalidRequestError: The request is malformed (an unknown option included).
             GenerationError: The worker failed while generating.
         """
+        options = RequestOptions(
+            meta or RequestMeta(), prompt, json_schema, chat_template_kwargs, sampling
+        )
         if not self.ready:
             await self.await_ready()
         sink = AsyncSink(asyncio.get_running_loop())
         request = self._submit(sink, messages, tools, enable_thinking, options)
         try:
             while True:
-                item = await sink.get()
-                if isinstance(item, BaseException):
-                    raise item
-                for event in item:
+                events, done = _unpack(await sink.get())
+                for event in events:
                     yield event
-                if item and isinstance(item[-1], Done):
+                if done:
                     return
         finally:
             request.cancel.set()
@@ -255,9 +263,17 @@ class Engine:
         messages: Messages,
         tools: Tools = None,
         enable_thinking: bool | None = None,
-        **options: Any,
+        *,
+        meta: RequestMeta | None = None,
+        prompt: str | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        **sampling: Any,
     ) -> Iterator[Event]:
         """Blocking twin of :meth:`stream` for scripts and threads; same arguments and events."""
+        options = RequestOptions(
+            meta or RequestMeta(), prompt, json_schema, chat_template_kwargs, sampling
+        )
         sink = SyncSink()
         self.wait_ready()
         request = self._submit(sink, messages, tools, enable_thinking, options)
@@ -267,10 +283,9 @@ class Engine:
                     item = sink.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
-                if item and isinstance(item[-1], Done):
+                events, done = _unpack(item)
+                yield from events
+                if done:
                     return
         finally:
             request.cancel.set()
@@ -331,12 +346,22 @@ class Engine:
         return f"Engine({self.model_id!r}, {state}, pending={self._pending})"
 
 
-def _as_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        return (stop,)
-    return tuple(stop)
+def _unpack(item: Item) -> tuple[list[Event], bool]:
+    """One delivered item as ``(events, finished)``; an error item is raised here."""
+    if isinstance(item, BaseException):
+        raise item
+    return item, bool(item) and isinstance(item[-1], Done)
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """The keyword arguments of :meth:`Engine.stream` other than sampling, gathered once."""
+
+    meta: RequestMeta
+    prompt: str | None
+    json_schema: Mapping[str, Any] | None
+    chat_template_kwargs: Mapping[str, Any] | None
+    sampling: Mapping[str, Any]
 
 
 def load(model: str | Path, **options: Any) -> Engine:

@@ -8,17 +8,17 @@ engine refuses before they reach the worker are recorded by the engine the same 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from mlxnb._engine.request import TurnMeta
-from mlxnb.events import TurnBuilder
+from mlxnb._audit import AuditLog, TurnRecord
+from mlxnb._engine.request import Request
+from mlxnb.events import Done, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb")
 
 
 def record_turn(
-    audit: Any,
-    meta: TurnMeta,
+    audit: AuditLog | None,
+    request: Request,
     model_id: str,
     builder: TurnBuilder,
     duration_s: float,
@@ -28,7 +28,7 @@ def record_turn(
 
     Args:
         audit: An :class:`~mlxnb.AuditLog`, or ``None`` to record nothing.
-        meta: Who asked.
+        request: The request that ended (who asked, its id and start time).
         model_id: The model that answered.
         builder: The turn's folded events.
         duration_s: Seconds from submission to the end.
@@ -36,15 +36,14 @@ def record_turn(
     """
     if audit is None:
         return
-    from mlxnb._audit import TurnRecord
-
+    meta = request.meta
     try:
         record = TurnRecord.from_turn(
             builder.build(),
-            request_id=meta.request_id,
+            request_id=request.request_id,
             source=meta.source,
             model=model_id,
-            started_at=meta.started_at,
+            started_at=request.started_at,
             duration_s=duration_s,
             conversation_id=meta.conversation_id,
             endpoint=meta.endpoint,
@@ -54,4 +53,11 @@ def record_turn(
         )
         audit.append(record)
     except Exception:  # an audit failure must not take generation down; it is logged
-        log.exception("mlxnb: could not write the audit row for %s", meta.request_id)
+        log.exception("mlxnb: could not write the audit row for %s", request.request_id)
+
+
+def failed_turn(error: BaseException) -> TurnBuilder:
+    """The folded events of a request that failed before producing any: one error ``Done``."""
+    builder = TurnBuilder()
+    builder.add(Done("error", Usage(), str(error)))
+    return builder

@@ -1,9 +1,10 @@
-"""A generation request as it travels from a caller to the worker, and how events come back."""
+"""A generation request as it travels from a caller to the worker: sampling, who asked, what.
+
+Values only; how events travel back lives in :mod:`mlxnb._engine.delivery`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -11,10 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from mlxnb.errors import InvalidRequestError
-from mlxnb.events import Event
-
-Item = list[Event] | BaseException
+from mlxnb._engine.delivery import AsyncSink, SyncSink
+from mlxnb.errors import InvalidRequestError, UnknownOptionError
 
 
 @dataclass(frozen=True)
@@ -66,112 +65,79 @@ class SamplingOptions:
 
 
 @dataclass(frozen=True)
-class TurnMeta:
-    """Who asked, for the audit row.
+class RequestMeta:
+    """Who asks, for the audit row: the one value every front door fills in.
 
     Attributes:
-        request_id: Unique, time-sortable id.
         source: ``widget``, ``python``, ``eval`` or ``server``.
         conversation_id: Groups the turns of one conversation.
         endpoint: The HTTP route or API used.
         client: The HTTP client's address.
         run_id: The evaluation run.
-        started_at: Wall-clock start (UTC).
+        request_id: The id to record (``None``: a new one per request).
     """
 
-    request_id: str
     source: str = "python"
     conversation_id: str | None = None
     endpoint: str | None = None
     client: str | None = None
     run_id: str | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-
-
-class AsyncSink:
-    """Delivers events to a consumer on an asyncio loop (thread-safe on the producing side)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
-
-    def put(self, item: Item) -> bool:
-        """Hand ``item`` to the consumer's loop; ``False`` when that loop is gone."""
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:
-            return False
-        return True
-
-    async def get(self) -> Item:
-        """Wait for the next item."""
-        return await self.queue.get()
-
-
-class SyncSink:
-    """Delivers events to a blocking consumer thread."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
-
-    def put(self, item: Item) -> bool:
-        """Hand ``item`` to the consumer."""
-        self._queue.put(item)
-        return True
-
-    def get(self, timeout: float | None = None) -> Item:
-        """Wait for the next item (``queue.Empty`` after ``timeout``)."""
-        return self._queue.get(timeout=timeout)
+    request_id: str | None = None
 
 
 @dataclass
 class Request:
-    """One request in flight; the worker owns it once submitted (except ``cancel``)."""
+    """One request in flight; the worker owns it once submitted (except ``cancel``).
+
+    Attributes:
+        messages: OpenAI-style chat messages, normalised (empty for a raw ``prompt``).
+        tools: Tool definitions for the chat template.
+        enable_thinking: Passed to the chat template (``None`` = its default).
+        template_kwargs: Further chat-template arguments.
+        options: Sampling settings.
+        meta: Who asked.
+        request_id: This request's id (from ``meta`` or new).
+        sink: Where its events go.
+        prompt: A raw completion prompt (no chat template), else ``None``.
+        grammar: A compiled JSON-schema grammar the answer must follow, else ``None``.
+        cancel: Set by the consumer to stop generation at the next step.
+        submitted: ``perf_counter`` time of submission.
+        started_at: Wall-clock time of submission (UTC).
+    """
 
     messages: Sequence[Mapping[str, Any]]
     tools: Sequence[Mapping[str, Any]] | None
     enable_thinking: bool | None
     template_kwargs: Mapping[str, Any] | None
     options: SamplingOptions
-    meta: TurnMeta
+    meta: RequestMeta
+    request_id: str
     sink: AsyncSink | SyncSink
     prompt: str | None = None
+    grammar: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
-class Outbox:
-    """Collects one generation step's items and hands them over in one wake-up per loop.
+def sampling_options(defaults: Mapping[str, Any], sampling: Mapping[str, Any]) -> SamplingOptions:
+    """Validate per-request sampling settings over the engine's defaults.
 
-    With many streams on one event loop (a server, an evaluation run), one
-    ``call_soon_threadsafe`` per stream per token would wake that loop N times a step and
-    contend for the GIL with the worker; one batch per loop per step wakes it once.
+    Args:
+        defaults: The engine's defaults (``max_tokens``).
+        sampling: What the caller passed; ``None`` values mean "the default".
+
+    Raises:
+        InvalidRequestError: An unknown option, or a value out of range.
     """
-
-    def __init__(self) -> None:
-        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Item]]] = {}
-
-    def put(self, request: Request, item: Item) -> None:
-        """Queue ``item`` for ``request``'s consumer (blocking consumers get it at once)."""
-        sink = request.sink
-        if isinstance(sink, AsyncSink):
-            self._by_loop.setdefault(sink.loop, []).append((request, item))
-        else:
-            sink.put(item)
-
-    def flush(self) -> None:
-        """Send what was queued; consumers whose loop is gone are cancelled."""
-        batches, self._by_loop = self._by_loop, {}
-        for loop, items in batches.items():
-            try:
-                loop.call_soon_threadsafe(_hand_over, items)
-            except RuntimeError:
-                for request, _ in items:
-                    request.cancel.set()
-
-
-def _hand_over(items: list[tuple[Request, Item]]) -> None:
-    for request, item in items:
-        sink = request.sink
-        assert isinstance(sink, AsyncSink)
-        sink.queue.put_nowait(item)
+    known = SamplingOptions.__dataclass_fields__
+    unknown = sorted(set(sampling) - set(known))
+    if unknown:
+        raise UnknownOptionError(
+            f"unknown generation option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    values = {**defaults, **{k: v for k, v in sampling.items() if v is not None}}
+    stop = values.get("stop", ())
+    values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    values["logits_processors"] = tuple(values.get("logits_processors", ()))
+    return SamplingOptions(**values)

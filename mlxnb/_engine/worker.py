@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxnb._engine.backend import TextBackend
+from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.parser import EventParser
-from mlxnb._engine.request import Outbox, Request
+from mlxnb._engine.recording import failed_turn
+from mlxnb._engine.request import Request
 from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
 from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
@@ -225,6 +227,10 @@ class Worker:
             presence_penalty=options.presence_penalty,
             frequency_penalty=options.frequency_penalty,
         ) + list(options.logits_processors)
+        if request.grammar is not None:
+            from mlxnb._engine.structured import JsonSchemaProcessor
+
+            processors.append(JsonSchemaProcessor(request.grammar, backend.tokenizer))
         processors = [guard.wrap(processor) for processor in processors]
         parser = EventParser(
             backend.markers,
@@ -393,7 +399,7 @@ class Worker:
             del self._active[uid]
             self._finished(active, None)
         if events:
-            self._outbox.put(active.request, events)
+            self._outbox.put(active.request.sink, active.request.cancel, events)
 
     def _reap_cancelled(self) -> None:
         for uid in [u for u, a in self._active.items() if a.request.cancel.is_set()]:
@@ -436,13 +442,12 @@ class Worker:
     def _end_with_error(self, active: _Active, error: BaseException) -> None:
         active.builder.add(Done("error", self._usage(active), str(error)))
         self._finished(active, error)
-        self._outbox.put(active.request, error)
+        self._outbox.put(active.request.sink, active.request.cancel, error)
 
     def _finish_failed(self, request: Request, error: BaseException) -> None:
-        builder = TurnBuilder()
-        builder.add(Done("error", Usage(), str(error)))
-        self._on_finished(request, builder, time.perf_counter() - request.submitted, error)
-        self._outbox.put(request, error)
+        duration = time.perf_counter() - request.submitted
+        self._on_finished(request, failed_turn(error), duration, error)
+        self._outbox.put(request.sink, request.cancel, error)
 
     def _finished(self, active: _Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted

@@ -17,10 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_request_id
 from mlxnb._server import openai as oa
-from mlxnb._server.response import ApiError, Generation, Guard, ServerStats, api_error
-from mlxnb.errors import InvalidRequestError, ModelNotFoundError
+from mlxnb._server.errors import ApiError, ErrorBody, error_body, validation_error
+from mlxnb._server.middleware import Guard
+from mlxnb._server.response import Generation, ServerStats
+from mlxnb._server.schemas import ChatCompletionRequest, CompletionRequest
+from mlxnb.errors import ModelNotFoundError
 
 
 class EngineSource(Protocol):
@@ -118,32 +122,15 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-        body = oa.error_body(str(error.detail), kind, f"http_{error.status_code}")
+        body = error_body(str(error.detail), kind, f"http_{error.status_code}")
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     add_routes(app, source, limits)
     return app
 
 
-def validation_error(errors: Any) -> ApiError:
-    """Turn pydantic's validation errors into one readable 400 (no JSON body) or 422."""
-    errors = list(errors)
-    if any(e.get("type") == "json_invalid" or tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return ApiError(
-            400, "the request body must be a JSON object", "invalid_request_error", "invalid_json"
-        )
-    places = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in errors]
-    parts = [
-        f"{where}: {e.get('msg', 'invalid')}"
-        for where, e in zip(places[:5], errors[:5], strict=True)
-    ]
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    message = "; ".join(parts) + more
-    return ApiError(422, message, "invalid_request_error", "invalid_value", places[0] or None)
-
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": oa.ErrorBody, "description": text}
+    code: {"model": ErrorBody, "description": text}
     for code, text in [
         (400, "Malformed JSON or a request the chat template rejects"),
         (401, "Missing or wrong API key"),
@@ -169,14 +156,14 @@ def _engine(source: EngineSource, model: str) -> Any:
         ) from None
 
 
-def _meta(request: Request, request_id: str) -> dict[str, Any]:
+def _meta(request: Request, request_id: str) -> RequestMeta:
     client = request.client
-    return {
-        "source": "server",
-        "endpoint": request.url.path,
-        "client": f"{client.host}:{client.port}" if client else None,
-        "request_id": request_id,
-    }
+    return RequestMeta(
+        source="server",
+        endpoint=request.url.path,
+        client=f"{client.host}:{client.port}" if client else None,
+        request_id=request_id,
+    )
 
 
 def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
@@ -189,20 +176,6 @@ def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
             "invalid_value",
             "max_tokens",
         )
-
-
-async def _schema_processors(engine: Any, schema: dict[str, Any] | None) -> list[Any]:
-    if schema is None:
-        return []
-    from mlxnb._engine.structured import JsonSchemaProcessor, compile_json_schema
-
-    try:
-        grammar = compile_json_schema(schema)
-    except InvalidRequestError as error:
-        raise api_error(error) from None
-    if not getattr(engine, "ready", True):
-        await engine.await_ready()
-    return [JsonSchemaProcessor(grammar, engine.tokenizer)]
 
 
 def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
@@ -228,18 +201,21 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
         return oa.model_card(str(_engine(source, model).model_id), created)
 
     @app.post("/v1/chat/completions", tags=["openai"], responses=_ERRORS)
-    async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         engine = _engine(source, body.model)
         call = oa.chat_call(body)
         _check_max_tokens(call, limits)
-        options = dict(call.options)
-        options["logits_processors"] = await _schema_processors(engine, call.json_schema)
         rid = f"chatcmpl-{_new_id()}"
         name = str(engine.model_id)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = oa.ChatChunks(rid, name, include_usage=include_usage)
         events = engine.stream(
-            call.messages, call.tools, call.enable_thinking, **options, **_meta(request, rid)
+            call.messages,
+            call.tools,
+            call.enable_thinking,
+            meta=_meta(request, rid),
+            json_schema=call.json_schema,
+            **call.options,
         )
         return Generation(
             events,
@@ -250,7 +226,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
         )
 
     @app.post("/v1/completions", tags=["openai"], responses=_ERRORS)
-    async def completions(body: oa.CompletionRequest, request: Request) -> Response:
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         engine = _engine(source, body.model)
         call = oa.completion_call(body)
         _check_max_tokens(call, limits)
@@ -258,7 +234,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
         name = str(engine.model_id)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = oa.TextChunks(rid, name, include_usage=include_usage)
-        events = engine.stream([], prompt=call.prompt, **call.options, **_meta(request, rid))
+        events = engine.stream([], prompt=call.prompt, meta=_meta(request, rid), **call.options)
         return Generation(
             events,
             stats,

@@ -19,13 +19,9 @@ import warnings
 from typing import Any
 
 from mlxnb._server.app import Limits, create_app
-from mlxnb.errors import ServerStartError
+from mlxnb.errors import InsecureServerWarning, ServerStartError
 
 log = logging.getLogger("mlxnb.server")
-
-
-class InsecureServerWarning(UserWarning):
-    """The API listens beyond this machine without an API key."""
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,4 @@
-"""OpenAI wire format: request schemas with limits, events → chunks, turns → completions.
+"""OpenAI wire format: validated requests → engine arguments, events → chunks and bodies.
 
 Pure translation with no I/O and no MLX, so every shape the server sends is testable on its own.
 The server (:mod:`mlxnb._server`) owns HTTP; this module only turns values into values.
@@ -10,10 +10,14 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
+from mlxnb._server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    NamedToolChoice,
+    _Sampling,
+)
 from mlxnb.events import (
     ContentDelta,
     Done,
@@ -25,145 +29,6 @@ from mlxnb.events import (
     collect,
 )
 from mlxnb.events import Usage as EngineUsage
-
-MAX_MESSAGES = 2048
-MAX_TOOLS = 128
-MAX_STOP = 16
-MAX_STOP_CHARS = 256
-MAX_TOKENS = 131_072
-MAX_TEMPLATE_KWARGS = 32
-
-Text = Annotated[str, StringConstraints(max_length=4_000_000)]
-StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-
-
-class _In(BaseModel):
-    # Clients send fields this server does not use (user, metadata, store, …): ignore them.
-    model_config = ConfigDict(extra="ignore")
-
-
-class TextPart(_In):
-    """A text part of a message's content."""
-
-    type: Literal["text"]
-    text: Text
-
-
-class FunctionCallIn(_In):
-    """The function of an assistant tool call sent back in the history."""
-
-    name: FunctionName
-    arguments: Text | dict[str, Any] = "{}"
-
-
-class ToolCallIn(_In):
-    """An assistant tool call sent back in the history."""
-
-    id: Name | None = None
-    type: Literal["function"] = "function"
-    function: FunctionCallIn
-
-
-class Message(_In):
-    """One chat message; ``reasoning`` is accepted as an alias of ``reasoning_content``."""
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[TextPart] | None = None
-    name: Name | None = None
-    tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOLS)
-    tool_call_id: Name | None = None
-    reasoning_content: Text | None = None
-    reasoning: Text | None = None
-
-
-class FunctionDef(_In):
-    """A function offered to the model."""
-
-    name: FunctionName
-    description: Text | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class Tool(_In):
-    """A tool offered to the model."""
-
-    type: Literal["function"]
-    function: FunctionDef
-
-
-class NamedFunction(_In):
-    """``{"name": ...}`` inside a named ``tool_choice``."""
-
-    name: FunctionName
-
-
-class NamedToolChoice(_In):
-    """``tool_choice`` naming one function."""
-
-    type: Literal["function"]
-    function: NamedFunction
-
-
-class JsonSchemaSpec(_In):
-    """The ``json_schema`` member of ``response_format``."""
-
-    name: Name = "response"
-    description: Text | None = None
-    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(_In):
-    """``response_format``: free text, any JSON object, or JSON matching a schema."""
-
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaSpec | None = None
-
-
-class StreamOptions(_In):
-    """``stream_options``."""
-
-    include_usage: bool = False
-
-
-class _Sampling(_In):
-    model: Name
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1, le=1_000_000)
-    min_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    stop: StopString | list[StopString] | None = Field(None, max_length=MAX_STOP)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
-
-
-class ChatCompletionRequest(_Sampling):
-    """Body of ``POST /v1/chat/completions``."""
-
-    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    response_format: ResponseFormat | None = None
-    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=MAX_TEMPLATE_KWARGS)
-    logprobs: Literal[False] | None = Field(None, description="Log-probabilities: unsupported.")
-
-
-class CompletionRequest(_Sampling):
-    """Body of ``POST /v1/completions`` (one prompt, text continuation)."""
-
-    prompt: Text | list[Text] = Field(min_length=1)
-    echo: Literal[False] | None = None
-    logprobs: Literal[None] = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +69,7 @@ def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
 
 def chat_call(request: ChatCompletionRequest) -> EngineCall:
     """Translate a chat request into engine arguments."""
-    messages = [_message(m) for m in request.messages]
+    messages = [m.model_dump(exclude_none=True) for m in request.messages]
     tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
     choice = request.tool_choice
     if choice == "none":
@@ -233,28 +98,7 @@ def completion_call(request: CompletionRequest) -> EngineCall:
     return EngineCall([], prompt, None, None, _sampling(request, request.max_tokens or 16))
 
 
-def _message(message: Message) -> dict[str, Any]:
-    item = message.model_dump(exclude_none=True)
-    if isinstance(message.content, list):
-        item["content"] = "".join(part.text for part in message.content)
-    if message.role == "developer":
-        item["role"] = "system"  # chat templates know system, not developer
-    reasoning = item.pop("reasoning", None)
-    if reasoning is not None:
-        item.setdefault("reasoning_content", reasoning)
-    for call in item.get("tool_calls", []):
-        arguments = call["function"]["arguments"]
-        if isinstance(arguments, dict):
-            call["function"]["arguments"] = json.dumps(arguments, ensure_ascii=False)
-    return item
-
-
 # -- responses -------------------------------------------------------------------------------
-
-
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> Any:
-    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def usage_body(usage: EngineUsage) -> dict[str, Any]:
@@ -388,21 +232,6 @@ def sse(body: Mapping[str, Any] | str) -> bytes:
     """One server-sent event (``data: …`` and a blank line)."""
     data = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
-
-
-class ErrorDetail(BaseModel):
-    """The ``error`` member of an error response."""
-
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """An OpenAI-shaped error response."""
-
-    error: ErrorDetail
 
 
 @dataclass

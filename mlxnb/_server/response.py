@@ -1,4 +1,4 @@
-"""ASGI plumbing of the HTTP API: errors, the request guard, and serving one generation.
+"""Serving one generation over HTTP: streamed as SSE or folded into one JSON body.
 
 Nothing here touches MLX: a generation is an async stream of events from ``engine.stream``,
 pulled while a second task watches for the client going away, so a disconnect cancels the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from mlxnb._server import openai as oa
-from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
+from mlxnb._server.errors import ApiError, api_error, error_body
 from mlxnb.events import Done, Event, Usage
 
 log = logging.getLogger("mlxnb.server")
@@ -42,44 +41,6 @@ class ServerStats:
     cancelled: int = 0
     active: int = 0
     started: float = field(default_factory=time.time)
-
-
-class ApiError(Exception):
-    """An error with its HTTP status and OpenAI error type and code."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str,
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
-        self.param = param
-
-    def response(self) -> JSONResponse:
-        """The OpenAI-shaped JSON response."""
-        headers = {"Retry-After": "1"} if self.status == 429 else None
-        body = oa.error_body(self.message, self.type, self.code, self.param)
-        return JSONResponse(body, status_code=self.status, headers=headers)
-
-
-def api_error(error: BaseException) -> ApiError:
-    """Map an exception raised while starting a generation onto an :class:`ApiError`."""
-    if isinstance(error, ApiError):
-        return error
-    if isinstance(error, InvalidRequestError):
-        return ApiError(400, str(error), "invalid_request_error", "invalid_request")
-    if isinstance(error, EngineBusyError):
-        return ApiError(429, str(error), "rate_limit_error", "engine_busy")
-    if isinstance(error, EngineClosedError):
-        return ApiError(503, str(error), "server_error", "engine_closed")
-    if isinstance(error, MlxnbError):
-        return ApiError(500, str(error), "server_error", type(error).__name__)
-    log.exception("mlxnb: unexpected error", exc_info=error)
-    return ApiError(500, f"internal error: {type(error).__name__}", "server_error", None)
 
 
 Renderer = Callable[[Event], list[bytes]]
@@ -173,7 +134,7 @@ class Generation(Response):
         except Exception as error:
             failed = True
             failure = api_error(error)
-            await _send_body(send, [oa.sse(oa.error_body(failure.message, failure.type))])
+            await _send_body(send, [oa.sse(error_body(failure.message, failure.type))])
         if failed:
             self._stats.failed += 1
         else:
@@ -184,7 +145,7 @@ class Generation(Response):
     def _render_one(self, event: Event) -> list[bytes]:
         if isinstance(event, Done) and event.finish_reason == "error":
             message = event.error or "generation failed"
-            return [oa.sse(oa.error_body(message, "server_error", "generation_failed"))]
+            return [oa.sse(error_body(message, "server_error", "generation_failed"))]
         return self._render(event)
 
 
@@ -196,92 +157,3 @@ async def _send_body(send: Send, parts: list[bytes]) -> None:
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-class Guard:
-    """ASGI middleware: the API key on ``/v1`` routes and a bounded request body.
-
-    The body is read here once (413 past the limit) and replayed to the app, so nothing
-    downstream ever holds more than the limit.
-
-    Args:
-        app: The wrapped ASGI app.
-        api_key: Required bearer token on ``/v1`` routes, or ``None``.
-        max_body_bytes: Largest accepted body.
-    """
-
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
-        self.app = app
-        self._expected = api_key.encode() if api_key else None
-        self._max = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        guarded = path == "/v1" or path.startswith("/v1/")
-        if self._expected is not None and guarded and not self._authorized(scope):
-            error = ApiError(
-                401,
-                "missing or wrong API key (Authorization: Bearer …)",
-                "authentication_error",
-                "invalid_api_key",
-            )
-            response = error.response()
-            response.headers["WWW-Authenticate"] = "Bearer"
-            await response(scope, receive, send)
-            return
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            body = await self._read_body(scope, receive, send)
-            if body is None:
-                return
-            receive = _replay(body, receive)
-        await self.app(scope, receive, send)
-
-    def _authorized(self, scope: Scope) -> bool:
-        assert self._expected is not None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(token, self._expected)
-        return False
-
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        too_big = ApiError(
-            413,
-            f"request body larger than {self._max} bytes",
-            "invalid_request_error",
-            "request_too_large",
-        )
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self._max:
-                await too_big.response()(scope, receive, send)
-                return None
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max:
-                await too_big.response()(scope, receive, send)
-                return None
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(parts)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    delivered = False
-
-    async def replay() -> Message:
-        nonlocal delivered
-        if delivered:
-            return await receive()
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

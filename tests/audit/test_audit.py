@@ -5,6 +5,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -506,7 +507,7 @@ def test_in_memory_options(tmp_path: Path, make_record: MakeRecord) -> None:
 
 
 def test_newer_schema_is_refused(db_path: Path) -> None:
-    with sqlite3.connect(db_path) as con:
+    with closing(sqlite3.connect(db_path)) as con:
         con.execute("PRAGMA user_version=99")
     with pytest.raises(ValueError, match="schema version 99"):
         AuditLog(db_path)
@@ -521,7 +522,7 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
 
 def test_store_is_wal_with_the_schema_version(log: AuditLog) -> None:
     assert log.path is not None
-    with sqlite3.connect(log.path) as con:
+    with closing(sqlite3.connect(log.path)) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert con.execute("PRAGMA user_version").fetchone()[0] == 1
 

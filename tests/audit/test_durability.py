@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,23 +72,24 @@ def go(child: subprocess.Popen[str]) -> None:
 
 
 def integrity(path: Path) -> str:
-    with sqlite3.connect(path) as con:
+    with closing(sqlite3.connect(path)) as con:
         return str(con.execute("PRAGMA integrity_check").fetchone()[0])
 
 
 @pytest.mark.parametrize("kill_after", [1, 250, 1500])
 def test_every_returned_append_survives_sigkill(db_path: Path, kill_after: int) -> None:
     child = start_writer(db_path, 1_000_000, "killed")
-    go(child)
-    assert child.stdout is not None
-    acknowledged: list[str] = []
-    while len(acknowledged) < kill_after:
-        line = child.stdout.readline()
-        assert line, "writer ended early"
-        acknowledged.append(line.strip())
-    os.kill(child.pid, signal.SIGKILL)  # mid-loop: it is appending as fast as it can
-    acknowledged += [line.strip() for line in child.stdout]  # printed before the kill
-    assert child.wait(timeout=30) == -signal.SIGKILL
+    with child:  # closes its pipes and reaps it, whatever happens
+        go(child)
+        assert child.stdout is not None
+        acknowledged: list[str] = []
+        while len(acknowledged) < kill_after:
+            line = child.stdout.readline()
+            assert line, "writer ended early"
+            acknowledged.append(line.strip())
+        os.kill(child.pid, signal.SIGKILL)  # mid-loop: it is appending as fast as it can
+        acknowledged += [line.strip() for line in child.stdout]  # printed before the kill
+        assert child.wait(timeout=30) == -signal.SIGKILL
     assert "done" not in acknowledged
 
     assert integrity(db_path) == "ok"

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 import mlxnb
-from mlxnb._server.background import InsecureServerWarning, ServerHandle, serve, warn_if_exposed
-from mlxnb.errors import ServerStartError
+from mlxnb._server.background import ServerHandle, serve, warn_if_exposed
+from mlxnb.errors import InsecureServerWarning, ServerStartError
 
 SPIN_TOKENS = 4000  # far more than the test ever waits for
 

@@ -1,6 +1,6 @@
 """Fixtures for the chat widget's Python tests: scripted (forced) output for the shared real
-engine (``engine`` in tests/conftest.py), the fake engine and the comm tap
-live in widget_fakes.py."""
+engine (``engine`` in tests/conftest.py). The comm tap lives in widget_fakes.py; the fake engine
+is :class:`mlxnb.testing.FakeEngine`."""
 
 from __future__ import annotations
 

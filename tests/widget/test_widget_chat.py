@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from widget_fakes import FakeEngine, Script, done
+from widget_fakes import Script
 from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, get_weather
 
 import mlxnb
 from mlxnb._chat import ChatTurn, Conversation, RoundStart, sum_usage
 from mlxnb._tools import ToolResult
 from mlxnb.errors import GenerationError
-from mlxnb.events import ContentDelta, ThinkingDelta, ToolCall, Turn, Usage
+from mlxnb.events import ContentDelta, Done, ThinkingDelta, ToolCall, Turn, Usage
+from mlxnb.testing import FakeEngine
 
 
 async def test_answer_with_thinking(engine: mlxnb.Engine, script: Script) -> None:
@@ -179,7 +179,7 @@ async def test_to_dataframe(engine: mlxnb.Engine, script: Script) -> None:
 
 
 async def test_engine_errors_end_the_turn_instead_of_raising() -> None:
-    chat = Conversation(FakeEngine(raises=GenerationError("worker died")))  # type: ignore[arg-type]
+    chat = Conversation(FakeEngine([[GenerationError("worker died")]]))
     turn = await chat.ask("hi")
     assert (turn.finish_reason, turn.error) == ("error", "GenerationError: worker died")
     assert [m["role"] for m in chat.messages] == ["user", "assistant"]
@@ -187,20 +187,23 @@ async def test_engine_errors_end_the_turn_instead_of_raising() -> None:
 
 
 async def test_done_with_error_is_an_error_turn() -> None:
-    fake = FakeEngine([[ContentDelta("Par"), done("error", error="out of memory")]])
-    turn = await Conversation(fake).ask("hi")  # type: ignore[arg-type]
+    fake = FakeEngine([[ContentDelta("Par"), Done("error", Usage(), "out of memory")]])
+    turn = await Conversation(fake).ask("hi")
     assert (turn.finish_reason, turn.error, turn.content) == ("error", "out of memory", "Par")
 
 
 async def test_one_turn_at_a_time() -> None:
-    chat = Conversation(FakeEngine([[ContentDelta("a"), done()]], delay=0.05))  # type: ignore[arg-type]
+    fake = FakeEngine([[ContentDelta("a"), Done("stop", Usage())]], delay=0.05)
+    chat = Conversation(fake)
     first = chat.stream("one")
-    await first.__anext__()
+    assert isinstance(await first.__anext__(), RoundStart)
+    assert await first.__anext__() == ContentDelta("a")
     with pytest.raises(RuntimeError, match="a turn is running"):
         await chat.ask("two")
     with pytest.raises(RuntimeError):
         chat.clear()
     await first.aclose()  # type: ignore[attr-defined]
+    assert [call.outcome for call in fake.calls] == ["cancelled"]
 
 
 @pytest.mark.parametrize(
@@ -211,17 +214,17 @@ async def test_request_options(
 ) -> None:
     fake = FakeEngine()
     chat = Conversation(
-        fake,  # type: ignore[arg-type]
+        fake,
         tools=[get_weather],
         enable_thinking=default,
         generation_options={"max_tokens": 7},
     )
     await chat.ask("hi", enable_thinking=override)
-    call: dict[str, Any] = fake.calls[0]
-    assert call["enable_thinking"] is sent
-    assert call["max_tokens"] == 7
-    assert call["source"] == "python" and call["conversation_id"] == chat.conversation_id
-    assert call["tools"][0]["function"]["name"] == "get_weather"
+    call = fake.calls[0]
+    assert call.enable_thinking is sent
+    assert call.sampling["max_tokens"] == 7
+    assert call.meta.source == "python" and call.meta.conversation_id == chat.conversation_id
+    assert call.tools is not None and call.tools[0]["function"]["name"] == "get_weather"
 
 
 def test_sum_usage_weights_speed_by_tokens() -> None:

@@ -6,21 +6,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from widget_fakes import done
 
 from mlxnb._chat import RoundStart
 from mlxnb._tools import ToolResult
 from mlxnb._widget.protocol import Batcher, Op, TurnRecorder, apply_op
 from mlxnb.events import (
     ContentDelta,
+    Done,
     ThinkingDelta,
     ToolCall,
     ToolCallDelta,
     ToolCallError,
+    Usage,
 )
 
 FIXTURE = Path(__file__).parents[2] / "widgets" / "tests" / "fixtures" / "protocol.json"
 CASES = json.loads(FIXTURE.read_text())["cases"]
+USAGE = Usage(prompt_tokens=5, completion_tokens=2, time_to_first_token=0.01, generation_tps=100.0)
 
 
 def empty_turn() -> dict[str, Any]:
@@ -190,12 +192,12 @@ async def test_recorder_turns_events_into_ops_and_the_entry(clock: Clock) -> Non
         ToolCallDelta(0, '{"name": "get_weather"'),
         call,
         ToolCallError(1, "{bad", "invalid JSON"),
-        done("tool_calls"),
+        Done("tool_calls", USAGE),
         ToolResult("call_a", "get_weather", {"city": "Paris"}, '{"sky": "sunny"}'),
         RoundStart(1),
         ThinkingDelta("Sunny."),
         ContentDelta("It is sunny."),
-        done(),
+        Done("stop", USAGE),
     ]
     for event in events:
         if isinstance(event, ContentDelta):

@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets
 import pytest
-from widget_fakes import FakeEngine, Script, Wire
+from widget_fakes import Script, Wire
 from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, get_weather
 
 import mlxnb
@@ -17,6 +17,7 @@ from mlxnb._widget import ChatWidget, chat
 from mlxnb._widget.protocol import apply_op
 from mlxnb.errors import ModelNotFoundError
 from mlxnb.events import ContentDelta, Done, Event, Usage
+from mlxnb.testing import FakeEngine
 
 Make = Callable[..., tuple[ChatWidget, Wire]]
 
@@ -214,7 +215,7 @@ async def test_loading_then_ready(make: Make) -> None:
     assert widget.status == "loading"
     with pytest.raises(RuntimeError, match="still loading"):
         widget._start("hi")
-    fake.is_ready = True
+    fake.finish_loading()
     await wait_for(lambda: widget.status == "ready")
     assert widget.supports_thinking is False
     assert (await widget.ask("hi")).content == "ok"
@@ -246,8 +247,8 @@ async def test_the_thinking_toggle_reaches_the_engine(
     widget, _ = make(engine_=fake)
     widget.enable_thinking = toggle
     await widget.ask("hi")
-    assert fake.calls[0]["enable_thinking"] is sent
-    assert fake.calls[0]["source"] == "widget"
+    assert fake.calls[0].enable_thinking is sent
+    assert fake.calls[0].meta.source == "widget"
 
 
 class PacedEngine(FakeEngine):

@@ -1,3 +1,4 @@
+// @ts-check
 // anywidget entry point of mlxnb.ChatWidget (bundled to mlxnb/static/widget.js by build.mjs).
 
 import "./style.css";

@@ -1,3 +1,4 @@
+// @ts-check
 // Markdown → safe HTML for untrusted model output. Three layers: raw HTML in the markdown is
 // shown as text, images are never fetched (a URL can carry the conversation out), and the
 // result passes DOMPurify, which drops scripts, event handlers and javascript: URLs.
@@ -26,14 +27,49 @@ import yaml from "highlight.js/lib/languages/yaml";
 import { Marked } from "marked";
 
 const LANGUAGES = {
-  bash, c, cpp, css, diff, go, ini, java, javascript, json, markdown: markdownLang, plaintext,
-  python, rust, shell, sql, typescript, xml, yaml,
+  bash,
+  c,
+  cpp,
+  css,
+  diff,
+  go,
+  ini,
+  java,
+  javascript,
+  json,
+  markdown: markdownLang,
+  plaintext,
+  python,
+  rust,
+  shell,
+  sql,
+  typescript,
+  xml,
+  yaml,
 };
 for (const [name, language] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, language);
 
 const FORBID_TAGS = [
-  "style", "form", "input", "button", "textarea", "select", "option", "img", "picture", "video",
-  "audio", "source", "iframe", "object", "embed", "svg", "math", "link", "meta", "base",
+  "style",
+  "form",
+  "input",
+  "button",
+  "textarea",
+  "select",
+  "option",
+  "img",
+  "picture",
+  "video",
+  "audio",
+  "source",
+  "iframe",
+  "object",
+  "embed",
+  "svg",
+  "math",
+  "link",
+  "meta",
+  "base",
 ];
 
 /**

@@ -1,23 +1,36 @@
+// @ts-check
 // The chat view: DOM for the transcript (a synced traitlet) plus the turn streaming now (custom
 // messages). Every piece of model output goes in as text, or through renderMarkdown's sanitiser.
 
+import { describeTool, formatStats, shortModelName, thinkingLabel } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
-import {
-  applyOps, describeTool, formatStats, newTurn, shortModelName, thinkingLabel,
-} from "./protocol.js";
+import { applyOps, newTurn } from "./protocol.js";
 
 /**
- * The part of anywidget's model interface the view uses.
- * @typedef {{
- *   get(name: string): any, set(name: string, value: any): void, save_changes(): void,
- *   on(event: string, cb: (...args: any[]) => void): void,
- *   off(event: string, cb: (...args: any[]) => void): void,
- *   send(content: any): void
- * }} Model
  * @typedef {import("./protocol.js").Turn} Turn
  * @typedef {import("./protocol.js").Part} Part
+ * @typedef {import("./protocol.js").KernelMessage} KernelMessage
+ * @typedef {import("./protocol.js").ViewRequest} ViewRequest
+ * @typedef {import("./protocol.js").WidgetState} WidgetState
+ * @typedef {import("./protocol.js").WidgetStatus} WidgetStatus
  */
 
+/**
+ * The part of anywidget's model interface (AnyModel<WidgetState>) the view uses. Listeners get
+ * what Backbone passes: nothing they need for `change:*`, the message for `msg:custom`.
+ * @typedef {`change:${keyof WidgetState}` | "msg:custom"} ModelEvent
+ * @typedef {(...args: unknown[]) => void} Listener
+ * @typedef {{
+ *   get<K extends keyof WidgetState>(name: K): WidgetState[K],
+ *   set<K extends keyof WidgetState>(name: K, value: WidgetState[K]): void,
+ *   save_changes(): void,
+ *   on(event: ModelEvent, listener: Listener): void,
+ *   off(event: ModelEvent, listener: Listener): void,
+ *   send(content: ViewRequest): void
+ * }} Model
+ */
+
+/** @type {Record<WidgetStatus, string>} */
 const STATUS_TEXT = {
   loading: "Loading model…",
   ready: "Ready",
@@ -65,11 +78,19 @@ function fillMarkdown(node, text) {
   node.innerHTML = renderMarkdown(text);
   for (const pre of node.querySelectorAll("pre")) {
     const code = pre.textContent ?? "";
-    const button = h("button", { class: "mlxnb-copy", "data-testid": "copy", type: "button" }, "Copy");
+    const button = h(
+      "button",
+      { class: "mlxnb-copy", "data-testid": "copy", type: "button" },
+      "Copy",
+    );
     button.addEventListener("click", () => {
       copyText(code).then(
-        () => { button.textContent = "Copied"; },
-        () => { button.textContent = "Copy failed"; },
+        () => {
+          button.textContent = "Copied";
+        },
+        () => {
+          button.textContent = "Copy failed";
+        },
       );
     });
     pre.prepend(button);
@@ -141,7 +162,8 @@ function updatePart(node, part) {
   }
   const { name, args } = describeTool(part);
   node.dataset.status = part.status;
-  const q = (/** @type {string} */ id) => /** @type {HTMLElement} */ (node.querySelector(`[data-testid="${id}"]`));
+  const q = (/** @type {string} */ id) =>
+    /** @type {HTMLElement} */ (node.querySelector(`[data-testid="${id}"]`));
   q("tool-name").textContent = name;
   q("tool-status").textContent = part.status;
   q("tool-args").textContent = args;
@@ -160,8 +182,13 @@ class TurnView {
     /** @type {HTMLElement[]} */
     this.partNodes = [];
     this.el = h("div", { class: "mlxnb-turn", "data-testid": "turn", "data-turn-id": turn.id });
-    this.el.append(h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" }, turn.user));
-    this.body = h("div", { class: "mlxnb-msg mlxnb-assistant", "data-testid": "assistant-message" });
+    this.el.append(
+      h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" }, turn.user),
+    );
+    this.body = h("div", {
+      class: "mlxnb-msg mlxnb-assistant",
+      "data-testid": "assistant-message",
+    });
     this.parts = h("div", { class: "mlxnb-parts" });
     this.error = h("div", { class: "mlxnb-error", "data-testid": "turn-error", hidden: "" });
     this.stats = h("div", { class: "mlxnb-stats", "data-testid": "stats" });
@@ -215,49 +242,97 @@ export class ChatView {
     /** @type {TurnView | null} */
     this.live = null;
     this.pending = false;
-    this.build();
-    this.handlers = {
-      "change:transcript": () => this.renderTranscript(),
-      "change:status": () => { this.pending = false; this.updateControls(); },
-      "change:error": () => this.updateControls(),
-      "change:model_name": () => this.updateControls(),
-      "change:enable_thinking": () => this.updateControls(),
-      "change:supports_thinking": () => this.updateControls(),
-      "msg:custom": (/** @type {any} */ msg) => this.onMessage(msg),
-    };
-    for (const [event, handler] of Object.entries(this.handlers)) model.on(event, handler);
-    this.renderTranscript();
-  }
 
-  build() {
     const root = h("div", { class: "mlxnb-chat", "data-testid": "mlxnb-chat" });
     const header = h("div", { class: "mlxnb-header" });
     this.modelName = h("span", { class: "mlxnb-model", "data-testid": "model" });
     this.statusText = h("span", { class: "mlxnb-status", "data-testid": "status" });
-    const toggle = h("label", { class: "mlxnb-toggle", title: "Let the model think before it answers" });
+    const toggle = h("label", {
+      class: "mlxnb-toggle",
+      title: "Let the model think before it answers",
+    });
     this.thinkingToggle = h("input", { type: "checkbox", "data-testid": "thinking-toggle" });
     toggle.append(this.thinkingToggle, document.createTextNode(" Thinking"));
     this.toggleLabel = toggle;
-    this.clearButton = h("button", { type: "button", "data-testid": "clear", class: "mlxnb-button" }, "Clear");
-    header.append(this.modelName, this.statusText, h("span", { class: "mlxnb-spacer" }), toggle, this.clearButton);
-    this.banner = h("div", { class: "mlxnb-banner", "data-testid": "banner", role: "alert", hidden: "" });
+    this.clearButton = h(
+      "button",
+      { type: "button", "data-testid": "clear", class: "mlxnb-button" },
+      "Clear",
+    );
+    header.append(
+      this.modelName,
+      this.statusText,
+      h("span", { class: "mlxnb-spacer" }),
+      toggle,
+      this.clearButton,
+    );
+    this.banner = h("div", {
+      class: "mlxnb-banner",
+      "data-testid": "banner",
+      role: "alert",
+      hidden: "",
+    });
     this.log = h("div", { class: "mlxnb-log", "data-testid": "log", "aria-live": "polite" });
     const inputRow = h("div", { class: "mlxnb-input-row" });
     this.input = h("textarea", {
-      class: "mlxnb-input", "data-testid": "input", rows: "2",
+      class: "mlxnb-input",
+      "data-testid": "input",
+      rows: "2",
       placeholder: "Message (Enter to send, Shift+Enter for a new line)",
     });
-    this.sendButton = h("button", { type: "button", "data-testid": "send", class: "mlxnb-button mlxnb-primary" }, "Send");
-    this.stopButton = h("button", { type: "button", "data-testid": "stop", class: "mlxnb-button" }, "Stop");
-    this.regenButton = h("button", { type: "button", "data-testid": "regenerate", class: "mlxnb-button" }, "Regenerate");
+    this.sendButton = h(
+      "button",
+      { type: "button", "data-testid": "send", class: "mlxnb-button mlxnb-primary" },
+      "Send",
+    );
+    this.stopButton = h(
+      "button",
+      { type: "button", "data-testid": "stop", class: "mlxnb-button" },
+      "Stop",
+    );
+    this.regenButton = h(
+      "button",
+      { type: "button", "data-testid": "regenerate", class: "mlxnb-button" },
+      "Regenerate",
+    );
     inputRow.append(this.input, this.sendButton, this.stopButton, this.regenButton);
     root.append(header, this.banner, this.log, inputRow);
     this.root = root;
     this.el.append(root);
+    this.bindControls();
 
+    /** @type {Array<[ModelEvent, Listener]>} */
+    this.listeners = [
+      ["change:transcript", () => this.renderTranscript()],
+      [
+        "change:status",
+        () => {
+          this.pending = false;
+          this.updateControls();
+        },
+      ],
+      ["change:error", () => this.updateControls()],
+      ["change:model_name", () => this.updateControls()],
+      ["change:enable_thinking", () => this.updateControls()],
+      ["change:supports_thinking", () => this.updateControls()],
+      ["msg:custom", (msg) => this.onMessage(msg)],
+    ];
+    for (const [event, listener] of this.listeners) model.on(event, listener);
+    this.renderTranscript();
+  }
+
+  /** Wire the input row, the toggle and the buttons to the model. */
+  bindControls() {
     this.input.addEventListener("keydown", (event) => {
       event.stopPropagation();
-      if (event.key === "Enter" && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+      if (
+        event.key === "Enter" &&
+        !event.shiftKey &&
+        !event.altKey &&
+        !event.ctrlKey &&
+        !event.metaKey &&
+        !event.isComposing
+      ) {
         event.preventDefault();
         this.submit();
       }
@@ -283,16 +358,17 @@ export class ChatView {
     this.request({ type: "send", text });
   }
 
-  /** @param {Record<string, unknown>} message */
+  /** @param {ViewRequest} message */
   request(message) {
     this.pending = true;
     this.updateControls();
     this.model.send(message);
   }
 
-  /** @param {any} msg */
-  onMessage(msg) {
-    if (!msg || typeof msg !== "object") return;
+  /** @param {unknown} data a custom message from the kernel */
+  onMessage(data) {
+    if (!data || typeof data !== "object") return;
+    const msg = /** @type {KernelMessage} */ (data);
     if (msg.type === "start") {
       this.pending = false;
       this.live?.el.remove();
@@ -328,7 +404,9 @@ export class ChatView {
     for (const turn of turns) this.log.append(new TurnView(structuredClone(turn)).el);
     if (this.live) this.log.append(this.live.el);
     if (!turns.length && !this.live) {
-      this.log.append(h("div", { class: "mlxnb-empty", "data-testid": "empty" }, "No messages yet."));
+      this.log.append(
+        h("div", { class: "mlxnb-empty", "data-testid": "empty" }, "No messages yet."),
+      );
     }
     this.log.scrollTop = this.log.scrollHeight;
     this.updateControls();
@@ -343,7 +421,9 @@ export class ChatView {
     const modelName = this.model.get("model_name") ?? "";
     this.modelName.textContent = shortModelName(modelName);
     this.modelName.title = modelName;
-    this.statusText.textContent = generating ? STATUS_TEXT.generating : (STATUS_TEXT[/** @type {keyof STATUS_TEXT} */ (status)] ?? status);
+    this.statusText.textContent = generating
+      ? STATUS_TEXT.generating
+      : (STATUS_TEXT[status] ?? status);
     this.banner.hidden = !error;
     this.banner.textContent = error;
     this.toggleLabel.hidden = !this.model.get("supports_thinking");
@@ -360,7 +440,7 @@ export class ChatView {
   }
 
   destroy() {
-    for (const [event, handler] of Object.entries(this.handlers)) this.model.off(event, handler);
+    for (const [event, listener] of this.listeners) this.model.off(event, listener);
     this.root.remove();
   }
 }

@@ -1,23 +1,32 @@
+// @ts-check
 import { describe, expect, it } from "vitest";
 import { escapeHtml, highlight, renderMarkdown } from "../src/markdown.js";
 
-/** Parse rendered HTML into a detached container, the way the view inserts it. */
+/**
+ * Parse rendered HTML into a detached container, the way the view inserts it.
+ * @param {string} markdown
+ */
 function render(markdown) {
   const node = document.createElement("div");
   node.innerHTML = renderMarkdown(markdown);
   return node;
 }
 
+/** @param {Element} node */
 const handlerAttributes = (node) =>
-  [...node.querySelectorAll("*")].flatMap((el) => [...el.attributes].map((a) => a.name))
+  [...node.querySelectorAll("*")]
+    .flatMap((el) => [...el.attributes].map((a) => a.name))
     .filter((name) => name.startsWith("on"));
 
 describe("untrusted model output is inert", () => {
   it.each([
-    ["img onerror", "<img src=x onerror=\"window.__xss = 1\">"],
+    ["img onerror", '<img src=x onerror="window.__xss = 1">'],
     ["script", "<script>window.__xss = 1</script>"],
-    ["inline html in a paragraph", "hello <b onmouseover=\"window.__xss=1\">bold</b> <svg onload=alert(1)>"],
-    ["iframe", "<iframe src=\"javascript:alert(1)\"></iframe>"],
+    [
+      "inline html in a paragraph",
+      'hello <b onmouseover="window.__xss=1">bold</b> <svg onload=alert(1)>',
+    ],
+    ["iframe", '<iframe src="javascript:alert(1)"></iframe>'],
     ["style", "<style>body { display: none }</style>"],
   ])("raw HTML (%s) is shown as text, not parsed", (_name, payload) => {
     const node = render(payload);
@@ -81,16 +90,24 @@ describe("markdown", () => {
   });
 
   it("renders an unclosed fence while it streams", () => {
-    expect(render("```js\nconst a = 1").querySelector("pre code")?.textContent).toContain("const a = 1");
+    expect(render("```js\nconst a = 1").querySelector("pre code")?.textContent).toContain(
+      "const a = 1",
+    );
   });
 });
 
 describe("helpers", () => {
   it("escapeHtml escapes the five characters", () => {
-    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe("&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe(
+      "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;",
+    );
   });
 
-  it.each([["", ""], ["  Python extra", "python"], ["nope", ""]])("highlight language %j → %j", (lang, expected) => {
+  it.each([
+    ["", ""],
+    ["  Python extra", "python"],
+    ["nope", ""],
+  ])("highlight language %j → %j", (lang, expected) => {
     expect(highlight("x = 1", lang).language).toBe(expected);
   });
 });
