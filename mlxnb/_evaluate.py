@@ -24,6 +24,7 @@ from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, load
 from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_run_id
+from mlxnb.errors import InvalidRequestError
 from mlxnb.events import Turn
 
 Prompts = Sequence[str] | Sequence[Sequence[Mapping[str, Any]]] | pd.DataFrame
@@ -116,12 +117,11 @@ def _result_columns(
 ) -> dict[str, Any]:
     if turn is None:
         return {"duration": duration, "error": f"{type(error).__name__}: {error}"}
-    calls = [{"name": c.name, "arguments": c.arguments} for c in turn.tool_calls]
     usage = turn.usage
     return {
         "content": turn.content,
         "reasoning": turn.reasoning,
-        "tool_calls": json.dumps(calls, ensure_ascii=False) if calls else None,
+        "tool_calls": turn.tool_calls_json() if turn.tool_calls else None,
         "finish_reason": turn.finish_reason,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -276,44 +276,54 @@ def _engines(model: Any) -> tuple[dict[str, Engine], list[Engine]]:
     return engines, owned
 
 
-def _prepare(
-    prompts: Prompts,
-    model: Any,
-    system: str | None,
-    tools: Any,
-    n: int,
-    scorers: ScorerSpec,
-    grid: Mapping[str, Sequence[Any]] | None,
-    concurrency: int,
-    checkpoint: str | Path | None,
-    progress: bool,
-    enable_thinking: bool | None,
-    run_id: str | None,
-    row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None,
-    sampling: dict[str, Any],
-) -> tuple[EvaluationRun, list[Engine]]:
-    if n < 1 or concurrency < 1:
-        raise ValueError("n and concurrency must be at least 1")
-    inputs = _input_rows(prompts, system)
-    engines, owned = _engines(model)
+@dataclass(frozen=True, kw_only=True)
+class EvaluationSpec:
+    """Everything one evaluation call asks for; :func:`evaluate` and :func:`aevaluate` share it.
+
+    The attributes are the keyword arguments of :func:`evaluate` (see there).
+    """
+
+    prompts: Prompts
+    model: Any = None
+    system: str | None = None
+    tools: Any = None
+    n: int = 1
+    scorers: ScorerSpec = ()
+    grid: Mapping[str, Sequence[Any]] | None = None
+    concurrency: int = 16
+    checkpoint: str | Path | None = None
+    progress: bool = True
+    enable_thinking: bool | None = None
+    run_id: str | None = None
+    row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.concurrency < 1:
+            raise InvalidRequestError("n and concurrency must be at least 1")
+
+
+def _prepare(spec: EvaluationSpec) -> tuple[EvaluationRun, list[Engine]]:
+    inputs = _input_rows(spec.prompts, spec.system)
+    engines, owned = _engines(spec.model)
     tasks: list[RowTask] = []
     for label, params, (index, (row, messages)), sample in itertools.product(
-        engines, _grid_points(grid), enumerate(inputs), range(n)
+        engines, _grid_points(spec.grid), enumerate(inputs), range(spec.n)
     ):
         key = _task_key(label, params, index, sample, messages)
         tasks.append(RowTask(key, len(tasks), row, label, params, sample, messages))
     run = EvaluationRun(
         engines=engines,
         tasks=tasks,
-        tools=tools,
-        enable_thinking=enable_thinking,
-        sampling=sampling,
-        scorers=_scorer_items(scorers),
-        concurrency=concurrency,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        progress=progress,
-        run_id=run_id or new_run_id(),
-        row_options=row_options,
+        tools=spec.tools,
+        enable_thinking=spec.enable_thinking,
+        sampling=dict(spec.sampling),
+        scorers=_scorer_items(spec.scorers),
+        concurrency=spec.concurrency,
+        checkpoint=Path(spec.checkpoint) if spec.checkpoint is not None else None,
+        progress=spec.progress,
+        run_id=spec.run_id or new_run_id(),
+        row_options=spec.row_options,
     )
     run.load_checkpoint()
     return run, owned
@@ -337,22 +347,8 @@ async def aevaluate(
     **sampling: Any,
 ) -> pd.DataFrame:
     """Async twin of :func:`evaluate`; cancelling it keeps finished rows in the checkpoint."""
-    run, owned = _prepare(
-        prompts,
-        model,
-        system,
-        tools,
-        n,
-        scorers,
-        grid,
-        concurrency,
-        checkpoint,
-        progress,
-        enable_thinking,
-        run_id,
-        row_options,
-        sampling,
-    )
+    # The parameters are the spec's fields by name; the dataclass rejects any drift.
+    run, owned = _prepare(EvaluationSpec(**locals()))
     try:
         await run.execute()
     finally:
@@ -412,22 +408,8 @@ def evaluate(
         ``finish_reason``, token counts, ``time_to_first_token``, ``duration``,
         ``tokens_per_s``, ``error``, ``run_id`` and one column per scorer.
     """
-    run, owned = _prepare(
-        prompts,
-        model,
-        system,
-        tools,
-        n,
-        scorers,
-        grid,
-        concurrency,
-        checkpoint,
-        progress,
-        enable_thinking,
-        run_id,
-        row_options,
-        sampling,
-    )
+    # The parameters are the spec's fields by name; the dataclass rejects any drift.
+    run, owned = _prepare(EvaluationSpec(**locals()))
     try:
         run_blocking(run.execute(), name="mlxnb-evaluate")
     except (KeyboardInterrupt, asyncio.CancelledError):

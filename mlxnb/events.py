@@ -169,6 +169,11 @@ class Turn:
             message["tool_calls"] = [call.to_openai() for call in self.tool_calls]
         return message
 
+    def tool_calls_json(self) -> str:
+        """The parsed tool calls as JSON text: a list of ``{name, arguments}`` (``[]`` if none)."""
+        calls = [{"name": call.name, "arguments": call.arguments} for call in self.tool_calls]
+        return json.dumps(calls, ensure_ascii=False, default=str)
+
 
 class TurnBuilder:
     """Folds a stream of events into a :class:`Turn`; the non-streaming path uses the same."""

@@ -7,7 +7,6 @@ are all derived from; :data:`SCHEMA_VERSION` goes up whenever it changes.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -101,12 +100,6 @@ def format_time(moment: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """The inverse of :func:`format_time`."""
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
-
-
-def tool_calls_json(turn: Turn) -> str:
-    """The turn's parsed tool calls as JSON text: a list of ``{name, arguments}``."""
-    calls = [{"name": call.name, "arguments": call.arguments} for call in turn.tool_calls]
-    return json.dumps(calls, ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -255,7 +248,7 @@ class TurnRecord:
             run_id=run_id,
             error_type=error_type,
             error_message=turn.error,
-            tool_calls=tool_calls_json(turn),
+            tool_calls=turn.tool_calls_json(),
             tool_call_errors=len(turn.tool_call_errors),
             content=turn.content,
             reasoning=turn.reasoning,

@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    import mlxnb
-    from mlxnb._server import create_app
+    from mlxnb._engine import load
+    from mlxnb._server.app import create_app
     from mlxnb._server.background import bind_socket, warn_if_exposed
 
     warn_if_exposed(args.host, args.api_key)
@@ -53,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         model = default_model()
     print(f"mlxnb: loading {model} …", file=sys.stderr, flush=True)
-    engine = mlxnb.load(model)
+    engine = load(model)
     try:
         app = create_app(engine, api_key=args.api_key, cors_origins=args.cors_origins)
         host = args.host if ":" not in args.host else f"[{args.host}]"

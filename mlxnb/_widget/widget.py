@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
 
-from mlxnb._chat import ChatEngine, ChatTurn, Conversation, GenerationOptions
+from mlxnb._chat import ChatEngine, ChatTurn, Conversation
 from mlxnb._ids import new_message_id
-from mlxnb._tools import Tool
 from mlxnb._widget.protocol import Batcher, TurnRecorder
 
 if TYPE_CHECKING:
@@ -48,14 +46,10 @@ class ChatWidget(anywidget.AnyWidget):
 
     Args:
         engine: The engine (:func:`mlxnb.load`; it may still be loading).
-        system: An optional system prompt.
-        tools: Python functions (or :class:`~mlxnb.Tool`) the model may call.
-        max_tool_rounds: Most tool rounds per message.
         enable_thinking: Initial state of the thinking toggle.
-        generation_options: Extra ``engine.stream`` options (``max_tokens``, ``temperature``…),
-            or a factory returning them, called once per request.
         flush_interval: Seconds between streamed batches.
-        **kwargs: Passed to ``anywidget.AnyWidget``.
+        **conversation_options: Passed to :class:`~mlxnb.Conversation`: ``system``, ``tools``,
+            ``max_tool_rounds``, ``generation_options``.
     """
 
     _esm = _asset("widget.js", _UNBUILT_ESM)
@@ -73,24 +67,13 @@ class ChatWidget(anywidget.AnyWidget):
         self,
         engine: ChatEngine,
         *,
-        system: str | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] = (),
-        max_tool_rounds: int = 5,
         enable_thinking: bool = True,
-        generation_options: GenerationOptions | None = None,
         flush_interval: float = 0.04,
-        **kwargs: Any,
+        **conversation_options: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__()
         self.engine = engine
-        self.conversation = Conversation(
-            engine,
-            system=system,
-            tools=tools,
-            max_tool_rounds=max_tool_rounds,
-            generation_options=generation_options,
-            source="widget",
-        )
+        self.conversation = Conversation(engine, source="widget", **conversation_options)
         self.model_name = engine.model_id
         self.enable_thinking = enable_thinking
         self.tool_names = list(self.conversation.tools)

@@ -358,8 +358,9 @@ def test_scripts_using_an_engine_exit_cleanly(tiny_model_dir: Path) -> None:
         subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
         for _ in range(8)
     ]
-    results = [(run.wait(timeout=120), run.stderr.read() if run.stderr else "") for run in runs]
-    assert [code for code, _ in results] == [0] * len(runs), [err for _, err in results]
+    # communicate() reads stderr to the end and closes the pipe (no unclosed-file warning).
+    results = [(run.communicate(timeout=120)[1], run.returncode) for run in runs]
+    assert [code for _, code in results] == [0] * len(runs), [err for err, _ in results]
 
 
 def test_engines_reuse_parked_threads(tiny_model_dir: Path) -> None:
