@@ -6,7 +6,7 @@ streams, blocking helpers, evaluation loops) and an OpenAI-compatible HTTP API a
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 from typing import TYPE_CHECKING, Any
 
 from mlxnb import scorers
@@ -16,6 +16,7 @@ from mlxnb._engine import Engine, load
 from mlxnb._engine.models import default_model
 from mlxnb._evaluate import aevaluate, evaluate
 from mlxnb._tools import Tool, ToolResult, tool
+from mlxnb._version import __version__
 from mlxnb.errors import (
     DependencyError,
     EngineBusyError,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from mlxnb._server.background import ServerHandle, serve
     from mlxnb._widget import ChatWidget, chat
 
-__version__ = "0.1.0"
 
 # Front doors with heavier dependencies (FastAPI, uvicorn, anywidget) load on first use, so
 # `import mlxnb` stays quick and engine-only use needs none of them.
@@ -64,7 +64,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mlxnb' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_conversation_id
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
+from mlxnb.errors import ConversationBusyError, EmptyHistoryError, InvalidRequestError
 from mlxnb.events import (
     ContentDelta,
     Event,
@@ -249,7 +250,7 @@ class Conversation:
         source: str = "python",
     ) -> None:
         if max_tool_rounds < 0:
-            raise ValueError("max_tool_rounds must be >= 0")
+            raise InvalidRequestError("max_tool_rounds must be >= 0")
         self.engine = engine
         self.system = system
         self.tools: dict[str, Tool] = as_tools(tools)
@@ -290,7 +291,7 @@ class Conversation:
         """Remove the last turn from the history and return its user message (to regenerate)."""
         self._check_idle()
         if not self._starts:
-            raise IndexError("there is no turn to undo")
+            raise EmptyHistoryError("there is no turn to undo")
         start = self._starts.pop()
         user = str(self._messages[start]["content"])
         del self._messages[start:]
@@ -299,7 +300,7 @@ class Conversation:
 
     def _check_idle(self) -> None:
         if self._busy:
-            raise RuntimeError("a turn is running; stop it first")
+            raise ConversationBusyError("a turn is running; stop it first")
 
     def _options(self) -> dict[str, Any]:
         extra = self.generation_options

@@ -77,7 +77,7 @@ def _input_rows(
         elif "prompt" in prompts.columns:
             column = "prompt"
         else:
-            raise ValueError("a prompts DataFrame needs a 'prompt' or 'messages' column")
+            raise InvalidRequestError("a prompts DataFrame needs a 'prompt' or 'messages' column")
         records = prompts.to_dict("records")
         items = [({str(k): v for k, v in r.items()}, r[column]) for r in records]
     else:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
+from mlxnb.errors import InvalidRequestError, ToolError, WrongTypeError
 from mlxnb.events import ToolCall
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,6 +90,19 @@ class ToolResult:
         """Whether the call succeeded."""
         return self.error is None
 
+    def raise_for_error(self) -> ToolResult:
+        """Raise :class:`~mlxnb.ToolError` if the call failed; else return the result.
+
+        For code that runs tool calls itself and wants failures as exceptions (the chat loop
+        feeds them back to the model instead).
+
+        Raises:
+            ToolError: The tool was unknown, got bad arguments, or raised.
+        """
+        if self.error is not None:
+            raise ToolError(f"tool {self.name!r} (call {self.call_id}) failed: {self.error}")
+        return self
+
     def to_message(self) -> dict[str, Any]:
         """The OpenAI-style ``tool`` message for the next request."""
         content = self.content if self.error is None else f"Error: {self.error}"
@@ -131,7 +145,7 @@ def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
     if isinstance(spec, Tool):
         return spec
     if not callable(obj):
-        raise TypeError(f"a tool must be a function, not {type(obj).__name__}")
+        raise WrongTypeError(f"a tool must be a function, not {type(obj).__name__}")
     return build_tool(obj)
 
 
@@ -141,7 +155,7 @@ def as_tools(objs: Iterable[Tool | Callable[..., Any]]) -> dict[str, Tool]:
     for obj in objs:
         spec = as_tool(obj)
         if spec.name in tools:
-            raise ValueError(f"two tools are named {spec.name!r}")
+            raise InvalidRequestError(f"two tools are named {spec.name!r}")
         tools[spec.name] = spec
     return tools
 

@@ -9,9 +9,13 @@ Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
     ├── EngineClosedError    a request reached an engine after ``close()``
     ├── EngineBusyError      the engine's request queue is full
     ├── InvalidRequestError  a request is malformed (also a ValueError)
-    │   └── UnknownOptionError   an option that does not exist (also a TypeError)
+    │   ├── UnknownOptionError   an option that does not exist (also a TypeError)
+    │   └── WrongTypeError       an argument of the wrong type (also a TypeError)
+    ├── ConversationBusyError    a reply is running or the model still loading (RuntimeError)
+    ├── EmptyHistoryError        no turn to undo (also an IndexError)
     ├── GenerationError      the worker failed while generating (``__cause__`` kept)
-    ├── ToolError            a tool function raised
+    ├── ToolError            a tool call failed (``ToolResult.raise_for_error``)
+    ├── AuditError           a closed audit log, or a file that is not an audit table
     └── ServerStartError     the API server could not bind or start in time
 """
 
@@ -47,7 +51,11 @@ class GenerationError(MlxnbError, RuntimeError):
 
 
 class ToolError(MlxnbError):
-    """A tool function raised while being executed."""
+    """A tool call failed: unknown tool, bad arguments, or the function raised."""
+
+
+class AuditError(MlxnbError, ValueError):
+    """The audit log is closed, or a file is not an mlxnb audit table."""
 
 
 class ServerStartError(MlxnbError, OSError):
@@ -60,6 +68,18 @@ class InvalidRequestError(MlxnbError, ValueError):
 
 class UnknownOptionError(InvalidRequestError, TypeError):
     """A request names a generation option that does not exist (a typo, usually)."""
+
+
+class WrongTypeError(InvalidRequestError, TypeError):
+    """An argument has the wrong type (a tool that is not a function, a server without engine)."""
+
+
+class ConversationBusyError(MlxnbError, RuntimeError):
+    """A conversation cannot take this now: a reply is running, or its model is still loading."""
+
+
+class EmptyHistoryError(MlxnbError, IndexError):
+    """There is no turn to undo or regenerate."""
 
 
 # -- warnings ----------------------------------------------------------------------------------

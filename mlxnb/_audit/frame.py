@@ -17,6 +17,7 @@ import pandas as pd
 from pandas.api.types import pandas_dtype
 
 from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, TIME_FORMAT, TurnRecord
+from mlxnb.errors import AuditError
 
 DTYPES: dict[str, str] = {column.name: column.dtype for column in COLUMNS}
 """The pandas dtype of every audit column."""
@@ -89,7 +90,7 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """
     missing = [name for name in COLUMN_NAMES if name not in frame.columns]
     if missing:
-        raise ValueError(f"not an mlxnb audit table: missing columns {missing}")
+        raise AuditError(f"not an mlxnb audit table: missing columns {missing}")
     data: dict[str, Any] = {}
     for column in COLUMNS:
         series = frame[column.name]
@@ -130,7 +131,7 @@ def export_format(path: Path) -> str:
     """
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot export to {path.name!r}: use one of {sorted(FORMATS)}")
+        raise AuditError(f"cannot export to {path.name!r}: use one of {sorted(FORMATS)}")
     return fmt
 
 
@@ -213,7 +214,7 @@ def read_export(path: str | Path) -> pd.DataFrame:
                 for name, column in values.items():
                     column.append(item[name])
             except KeyError as exc:
-                raise ValueError(f"{path}:{number}: missing audit column {exc}") from None
+                raise AuditError(f"{path}:{number}: missing audit column {exc}") from None
     return frame_from_columns(values)
 
 

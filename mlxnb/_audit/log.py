@@ -46,6 +46,7 @@ from mlxnb._audit.record import (
 )
 from mlxnb._audit.store import TABLE, AuditStore
 from mlxnb._paths import user_data_dir
+from mlxnb.errors import AuditError, InvalidRequestError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -142,11 +143,13 @@ class AuditLog:
         durable: bool = True,
     ) -> None:
         if max_text_chars < 1:
-            raise ValueError("max_text_chars must be at least 1")
+            raise InvalidRequestError("max_text_chars must be at least 1")
         target: Path | None
         if not durable:
             if path not in (None, ":memory:"):
-                raise ValueError("durable=False keeps the log in memory: do not pass a path")
+                raise InvalidRequestError(
+                    "durable=False keeps the log in memory: do not pass a path"
+                )
             target = None
         elif path is None:
             target = default_path()
@@ -198,7 +201,7 @@ class AuditLog:
             ValueError: The log is closed.
         """
         if self._closed:
-            raise ValueError("append to a closed AuditLog")
+            raise AuditError("append to a closed AuditLog")
         self._store.insert(self._row(record))
         for listener in tuple(self._listeners):
             try:
@@ -222,7 +225,7 @@ class AuditLog:
 
     def _check_cache(self) -> tuple[int, int]:
         if self._closed:
-            raise ValueError("read from a closed AuditLog")
+            raise AuditError("read from a closed AuditLog")
         version = self._store.version()
         with self._cache_lock:
             if version != self._cache_version:

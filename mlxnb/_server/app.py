@@ -24,7 +24,7 @@ from mlxnb._server.errors import ApiError, ErrorBody, error_body, validation_err
 from mlxnb._server.middleware import Guard
 from mlxnb._server.response import Generation, ServerStats
 from mlxnb._server.schemas import ChatCompletionRequest, CompletionRequest
-from mlxnb.errors import ModelNotFoundError
+from mlxnb.errors import ModelNotFoundError, WrongTypeError
 
 
 class EngineSource(Protocol):
@@ -61,7 +61,7 @@ def _as_source(target: Any) -> EngineSource:
         return target  # type: ignore[no-any-return]
     if hasattr(target, "stream") and hasattr(target, "model_id"):
         return _OneEngine(target)
-    raise TypeError(f"create_app needs an Engine or a model pool, not {type(target).__name__}")
+    raise WrongTypeError(f"create_app needs an Engine or a model pool, not {type(target).__name__}")
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ class Batcher:
         self._send(ops)
 
 
-class TurnRecorder:
+class OpRecorder:
     """Turns a conversation's events into ops (for the page) and the transcript entry.
 
     Args:

@@ -19,7 +19,8 @@ import traitlets
 
 from mlxnb._chat import ChatEngine, ChatTurn, Conversation
 from mlxnb._ids import new_message_id
-from mlxnb._widget.protocol import Batcher, TurnRecorder
+from mlxnb._widget.protocol import Batcher, OpRecorder
+from mlxnb.errors import ConversationBusyError, GenerationError, ModelLoadError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,11 +135,11 @@ class ChatWidget(anywidget.AnyWidget):
 
     def _start(self, text: str | None) -> asyncio.Task[ChatTurn | None]:
         if self.busy:
-            raise RuntimeError("a reply is being generated; stop it first")
+            raise ConversationBusyError("a reply is being generated; stop it first")
         if not self._check_ready():
-            raise RuntimeError(f"{self.model_name} is still loading")
+            raise ConversationBusyError(f"{self.model_name} is still loading")
         if self.status == "error":
-            raise RuntimeError(self.error)
+            raise ModelLoadError(self.error)
         if text is None:
             text = self.conversation.undo()
             self.transcript = self.transcript[:-1]
@@ -159,7 +160,7 @@ class ChatWidget(anywidget.AnyWidget):
             lambda ops: self.send({"type": "ops", "id": turn_id, "ops": ops}),
             interval=self.flush_interval,
         )
-        recorder = TurnRecorder(turn_id, text, batcher)
+        recorder = OpRecorder(turn_id, text, batcher)
         thinking = self.enable_thinking if self.supports_thinking else None
         before = len(self.conversation.turns)
         failure: str | None = None
@@ -202,7 +203,7 @@ class ChatWidget(anywidget.AnyWidget):
     async def _finished(task: asyncio.Task[ChatTurn | None]) -> ChatTurn:
         turn = await task
         if turn is None:  # pragma: no cover - the conversation records every started turn
-            raise RuntimeError("the turn ended without a result")
+            raise GenerationError("the turn ended without a result")
         return turn
 
     def stop(self) -> None:
@@ -221,7 +222,7 @@ class ChatWidget(anywidget.AnyWidget):
     def clear(self) -> None:
         """Forget the conversation (the system prompt stays)."""
         if self.busy:
-            raise RuntimeError("a reply is being generated; stop it first")
+            raise ConversationBusyError("a reply is being generated; stop it first")
         self.conversation.clear()
         self.transcript = []
 

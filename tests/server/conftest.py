@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import pytest_asyncio
 
 import mlxnb
 from mlxnb._server import Limits
@@ -158,13 +159,17 @@ def model_id(engine: mlxnb.Engine) -> str:
 
 
 @pytest.fixture
-def client(server: ServerHandle) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+def client(server: ServerHandle) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60) as client:
+        yield client
 
 
-@pytest.fixture
-def aclient(server: ServerHandle) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+@pytest_asyncio.fixture(loop_scope="function")  # closed on the loop its connections use
+async def aclient(server: ServerHandle) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=server.url, api_key="unused", max_retries=0, timeout=60
+    ) as client:
+        yield client
 
 
 @pytest.fixture

@@ -142,19 +142,20 @@ def test_cli_serves_the_same_api(model_id: str) -> None:
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:  # the CLI says where it serves once it is about to listen
-            if "serving" in line:
-                break
-        headers = {"Authorization": "Bearer cli-key"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
-            # The socket listens before the line is printed: no retry loop needed.
-            assert http.get("/health").json()["status"] == "ok"
-            models = http.get("/v1/models").json()["data"]
-            assert [m["id"] for m in models] == [model_id]
-            busy = subprocess.run(command, capture_output=True, text=True, timeout=120)
-            assert busy.returncode == 2 and "already in use" in busy.stderr
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130  # the shell convention for Ctrl-C
+    with process:  # closes the stderr pipe whatever happens
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:  # the CLI says where it serves once about to listen
+                if "serving" in line:
+                    break
+            headers = {"Authorization": "Bearer cli-key"}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+                # The socket listens before the line is printed: no retry loop needed.
+                assert http.get("/health").json()["status"] == "ok"
+                models = http.get("/v1/models").json()["data"]
+                assert [m["id"] for m in models] == [model_id]
+                busy = subprocess.run(command, capture_output=True, text=True, timeout=120)
+                assert busy.returncode == 2 and "already in use" in busy.stderr
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 130  # the shell convention for Ctrl-C

@@ -9,7 +9,7 @@ import pytest
 
 from mlxnb._chat import RoundStart
 from mlxnb._tools import ToolResult
-from mlxnb._widget.protocol import Batcher, Op, TurnRecorder, apply_op
+from mlxnb._widget.protocol import Batcher, Op, OpRecorder, apply_op
 from mlxnb.events import (
     ContentDelta,
     Done,
@@ -182,7 +182,7 @@ async def test_sent_batches_are_not_mutated_later(
 async def test_recorder_turns_events_into_ops_and_the_entry(clock: Clock) -> None:
     sent: list[list[Op]] = []
     batcher = Batcher(sent.append, interval=3600, clock=clock)
-    recorder = TurnRecorder("t1", "weather?", batcher, clock=clock)
+    recorder = OpRecorder("t1", "weather?", batcher, clock=clock)
     call = ToolCall(0, "call_a", "get_weather", {"city": "Paris"})
     events = [
         RoundStart(0),
@@ -235,7 +235,7 @@ async def test_recorder_turns_events_into_ops_and_the_entry(clock: Clock) -> Non
 async def test_recorder_closes_thinking_left_open(clock: Clock) -> None:
     sent: list[list[Op]] = []
     batcher = Batcher(sent.append, clock=clock)
-    recorder = TurnRecorder("t1", "u", batcher, clock=clock)
+    recorder = OpRecorder("t1", "u", batcher, clock=clock)
     recorder.add(ThinkingDelta("hm"))
     clock.now += 2.25
     entry = recorder.finish(None)
