@@ -20,7 +20,7 @@ import traitlets
 from mlxnb._chat import ChatEngine, ChatTurn, Conversation
 from mlxnb._ids import new_message_id
 from mlxnb._widget.protocol import Batcher, OpRecorder
-from mlxnb.errors import ConversationBusyError, GenerationError, ModelLoadError
+from mlxnb.errors import ConversationBusyError, GenerationError, MlxnbError, ModelLoadError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,7 +123,7 @@ class ChatWidget(anywidget.AnyWidget):
                 self.stop()
             elif kind == "clear":
                 self.clear()
-        except (RuntimeError, IndexError) as exc:
+        except MlxnbError as exc:  # busy, still loading, nothing to regenerate
             self.send({"type": "refused", "message": str(exc)})
 
     # -- turns -------------------------------------------------------------------------------
