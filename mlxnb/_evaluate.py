@@ -8,7 +8,6 @@ interrupted run resumes without redoing them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import time
@@ -23,114 +22,20 @@ import pandas as pd
 from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, load
 from mlxnb._engine.request import RequestMeta
+from mlxnb._evaluate_rows import (
+    RESULT_DTYPES,
+    Prompts,
+    RowTask,
+    ScorerSpec,
+    grid_points,
+    input_rows,
+    result_columns,
+    scorer_items,
+    task_key,
+)
 from mlxnb._ids import new_run_id
 from mlxnb.errors import InvalidRequestError
 from mlxnb.events import Turn
-
-Prompts = Sequence[str] | Sequence[Sequence[Mapping[str, Any]]] | pd.DataFrame
-ScorerSpec = Sequence[Callable[[Mapping[str, Any]], Any]] | Mapping[str, Callable[..., Any]]
-
-RESULT_DTYPES: dict[str, Any] = {
-    "content": pd.StringDtype(),
-    "reasoning": pd.StringDtype(),
-    "tool_calls": pd.StringDtype(),
-    "finish_reason": pd.StringDtype(),
-    "prompt_tokens": pd.Int64Dtype(),
-    "completion_tokens": pd.Int64Dtype(),
-    "cached_tokens": pd.Int64Dtype(),
-    "time_to_first_token": pd.Float64Dtype(),
-    "duration": pd.Float64Dtype(),
-    "tokens_per_s": pd.Float64Dtype(),
-    "error": pd.StringDtype(),
-}
-
-
-@dataclass(frozen=True)
-class RowTask:
-    """One request of an evaluation run.
-
-    Attributes:
-        key: Stable identity, used by the checkpoint to skip finished rows.
-        order: Position in the output.
-        inputs: The input row's columns (prompt, expected, …).
-        model: Label of the model.
-        params: Sampling parameters of this grid point.
-        sample: Which of the ``n`` samples.
-        messages: The chat messages sent.
-    """
-
-    key: str
-    order: int
-    inputs: dict[str, Any]
-    model: str
-    params: dict[str, Any]
-    sample: int
-    messages: list[dict[str, Any]]
-
-
-def _input_rows(
-    prompts: Prompts, system: str | None
-) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    if isinstance(prompts, pd.DataFrame):
-        if "messages" in prompts.columns:
-            column = "messages"
-        elif "prompt" in prompts.columns:
-            column = "prompt"
-        else:
-            raise InvalidRequestError("a prompts DataFrame needs a 'prompt' or 'messages' column")
-        records = prompts.to_dict("records")
-        items = [({str(k): v for k, v in r.items()}, r[column]) for r in records]
-    else:
-        items = [({"prompt": p} if isinstance(p, str) else {"messages": p}, p) for p in prompts]
-    rows = []
-    for inputs, prompt in items:
-        if isinstance(prompt, str):
-            messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-        else:
-            messages = [dict(m) for m in prompt]
-        if system is not None:
-            messages = [{"role": "system", "content": system}, *messages]
-        rows.append((inputs, messages))
-    return rows
-
-
-def _grid_points(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
-    if not grid:
-        return [{}]
-    names = list(grid)
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
-
-
-def _task_key(model: str, params: Mapping[str, Any], index: int, sample: int, messages: Any) -> str:
-    payload = json.dumps([model, params, index, sample, messages], sort_keys=True, default=str)
-    return hashlib.sha1(payload.encode()).hexdigest()
-
-
-def _scorer_items(scorers: ScorerSpec) -> list[tuple[str, Callable[..., Any]]]:
-    if isinstance(scorers, Mapping):
-        return list(scorers.items())
-    return [(getattr(s, "__name__", f"score_{i}"), s) for i, s in enumerate(scorers)]
-
-
-def _result_columns(
-    turn: Turn | None, duration: float, error: BaseException | None
-) -> dict[str, Any]:
-    if turn is None:
-        return {"duration": duration, "error": f"{type(error).__name__}: {error}"}
-    usage = turn.usage
-    return {
-        "content": turn.content,
-        "reasoning": turn.reasoning,
-        "tool_calls": turn.tool_calls_json() if turn.tool_calls else None,
-        "finish_reason": turn.finish_reason,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "time_to_first_token": usage.time_to_first_token,
-        "duration": duration,
-        "tokens_per_s": usage.generation_tps,
-        "error": turn.error,
-    }
 
 
 @dataclass
@@ -219,7 +124,7 @@ class EvaluationRun:
         except Exception as exc:  # a failing row is recorded and the run goes on
             error = exc
         row = {**task.inputs, "model": task.model, **task.params, "sample": task.sample}
-        row.update(_result_columns(turn, time.perf_counter() - started, error))
+        row.update(result_columns(turn, time.perf_counter() - started, error))
         for name, scorer in self.scorers:
             try:
                 row[name] = scorer(row)
@@ -304,13 +209,13 @@ class EvaluationSpec:
 
 
 def _prepare(spec: EvaluationSpec) -> tuple[EvaluationRun, list[Engine]]:
-    inputs = _input_rows(spec.prompts, spec.system)
+    inputs = input_rows(spec.prompts, spec.system)
     engines, owned = _engines(spec.model)
     tasks: list[RowTask] = []
     for label, params, (index, (row, messages)), sample in itertools.product(
-        engines, _grid_points(spec.grid), enumerate(inputs), range(spec.n)
+        engines, grid_points(spec.grid), enumerate(inputs), range(spec.n)
     ):
-        key = _task_key(label, params, index, sample, messages)
+        key = task_key(label, params, index, sample, messages)
         tasks.append(RowTask(key, len(tasks), row, label, params, sample, messages))
     run = EvaluationRun(
         engines=engines,
@@ -318,7 +223,7 @@ def _prepare(spec: EvaluationSpec) -> tuple[EvaluationRun, list[Engine]]:
         tools=spec.tools,
         enable_thinking=spec.enable_thinking,
         sampling=dict(spec.sampling),
-        scorers=_scorer_items(spec.scorers),
+        scorers=scorer_items(spec.scorers),
         concurrency=spec.concurrency,
         checkpoint=Path(spec.checkpoint) if spec.checkpoint is not None else None,
         progress=spec.progress,

@@ -57,9 +57,11 @@ def family(module: str) -> str:
         "_audit": "audit",
         "_engine": "engine",
         "_chat": "chat",
+        "_chat_turn": "chat",
         "_widget": "widget",
         "_server": "server",
         "_evaluate": "evaluate",
+        "_evaluate_rows": "evaluate",
         "testing": "testing",
     }
     if head not in families:

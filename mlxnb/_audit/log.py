@@ -15,9 +15,7 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
-import operator
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,12 +36,11 @@ from mlxnb._audit.frame import (
     write_export,
 )
 from mlxnb._audit.record import (
-    COLUMN_NAMES,
-    COLUMNS,
     SCHEMA_VERSION,
     TurnRecord,
     format_time,
 )
+from mlxnb._audit.redaction import stored_row
 from mlxnb._audit.store import TABLE, AuditStore
 from mlxnb._paths import user_data_dir
 from mlxnb.errors import AuditError, InvalidRequestError
@@ -58,14 +55,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _CACHED_FRAMES = 4
-# Text columns that a user or a model controls, so may be long.
-_CAPPED = tuple(
-    i for i, c in enumerate(COLUMNS) if c.kind in ("str", "str?") and c.name != "request_id"
-)
-_capped = operator.itemgetter(*_CAPPED)
-_TOOL_CALLS = COLUMN_NAMES.index("tool_calls")
-_BLANKED = (COLUMN_NAMES.index("content"), COLUMN_NAMES.index("reasoning"))
-
 Filter = str | Iterable[str] | None
 Since = datetime | timedelta | str | None
 
@@ -84,25 +73,6 @@ def default_path() -> Path | None:
     if configured:
         return None if configured == ":memory:" else Path(configured).expanduser()
     return user_data_dir() / "audit.sqlite3"
-
-
-def _truncate(text: str, cap: int) -> str:
-    marker = f"…[truncated, {len(text)} chars]"
-    return (text[: max(cap - len(marker), 0)] + marker)[:cap]
-
-
-def _tool_names(text: str, cap: int) -> str:
-    """Tool calls JSON with arguments withheld (null), dropping calls from the end to fit."""
-    try:
-        calls = json.loads(text)
-        names = [{"name": str(call["name"]), "arguments": None} for call in calls]
-    except (ValueError, TypeError, KeyError):
-        return "[]"
-    out = json.dumps(names, ensure_ascii=False)
-    while len(out) > cap and names:
-        names.pop()
-        out = json.dumps(names, ensure_ascii=False)
-    return out
 
 
 def _in(column: str, values: Filter) -> tuple[str, list[Any]]:
@@ -175,23 +145,6 @@ class AuditLog:
         """Whether :meth:`close` was called."""
         return self._closed
 
-    def _row(self, record: TurnRecord) -> tuple[Any, ...]:
-        row = record.to_row()
-        cap = self.max_text_chars
-        # Fast path, all in C: no text field is long and content is kept.
-        if self.log_content and max(map(len, filter(None, _capped(row))), default=0) <= cap:
-            return row
-        values = list(row)
-        if not self.log_content:
-            for i in _BLANKED:
-                values[i] = ""
-            values[_TOOL_CALLS] = _tool_names(values[_TOOL_CALLS], cap)
-        for i in _CAPPED:
-            text = values[i]
-            if text is not None and len(text) > cap:
-                values[i] = _tool_names(text, cap) if i == _TOOL_CALLS else _truncate(text, cap)
-        return tuple(values)
-
     def append(self, record: TurnRecord) -> None:
         """Store one finished turn; when this returns the row survives a kill of the process.
 
@@ -202,7 +155,7 @@ class AuditLog:
         """
         if self._closed:
             raise AuditError("append to a closed AuditLog")
-        self._store.insert(self._row(record))
+        self._store.insert(stored_row(record, self.log_content, self.max_text_chars))
         for listener in tuple(self._listeners):
             try:
                 listener(record)
@@ -370,7 +323,7 @@ class AuditLog:
         for record in records_from_frame(read_export(path)):
             if record.request_id not in known:
                 known.add(record.request_id)
-                rows.append(self._row(record))
+                rows.append(stored_row(record, self.log_content, self.max_text_chars))
         return self._store.insert_many(rows) if rows else 0
 
     def prune(self, older_than: timedelta | datetime) -> int:

@@ -1,4 +1,4 @@
-"""The audit row: :class:`TurnRecord`, its versioned column schema and request ids.
+"""The audit row: :class:`TurnRecord`, its versioned column schema and time formatting.
 
 One :class:`TurnRecord` describes one finished turn, from any front door. :data:`COLUMNS` is the
 single description of the row that the SQLite store, the DataFrame dtypes and the export formats
