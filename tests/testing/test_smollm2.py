@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from mlxnb._engine import fallback_model as _smollm2
-from mlxnb._engine.fallback_model import smollm2_gguf, smollm2_model, unpermute_rows
+from mlxnb._engine.fallback_model import smollm2_gguf, smollm2_model
+from mlxnb._engine.gguf import unpermute_rows
 from mlxnb.errors import ModelNotFoundError
 
 FRANCE = "What is the capital of France?"
