@@ -21,7 +21,10 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def audited(tiny_model_dir: Path, tmp_path: Path) -> Iterator[mlxnb.Engine]:
-    with mlxnb.load(tiny_model_dir, audit=AuditLog(tmp_path / "audit.sqlite3")) as engine:
+    with (
+        AuditLog(tmp_path / "audit.sqlite3") as audit,
+        mlxnb.load(tiny_model_dir, audit=audit) as engine,
+    ):
         yield engine
 
 

@@ -6,8 +6,10 @@ the thread that made them.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +153,24 @@ class TextBackend:
             raise InvalidRequestError("the rendered prompt is empty")
         return Prompt(tokens, initial_state_for(tokens, self.tokenizer))
 
-    def render_text(self, text: str) -> Prompt:
+    @cached_property
+    def vocab_size(self) -> int:
+        """How many token ids a prompt may use: the tokenizer's (added tokens included)."""
+        size = len(self.tokenizer)
+        embedded = getattr(getattr(self.model, "args", None), "vocab_size", None)
+        return min(size, embedded) if isinstance(embedded, int) else size
+
+    def render_text(self, text: str | Sequence[Any]) -> Prompt:
         """Encode a raw completion prompt (no chat template), as mlx-lm does.
 
+        Token ids are used as they are, after checking them.
+
         Raises:
-            InvalidRequestError: The prompt encodes to no tokens.
+            InvalidRequestError: The prompt encodes to no tokens, or holds an id that is not
+                an integer in ``[0, vocab_size)``.
         """
+        if not isinstance(text, str):
+            return Prompt(self._token_ids(text), "normal")
         bos = getattr(self.tokenizer, "bos_token", None)
         tokens = list(
             self.tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
@@ -164,3 +178,20 @@ class TextBackend:
         if not tokens:
             raise InvalidRequestError("the prompt is empty")
         return Prompt(tokens, "normal")
+
+    def _token_ids(self, ids: Sequence[Any]) -> list[int]:
+        if not ids:
+            raise InvalidRequestError("the prompt is an empty list of token ids")
+        tokens: list[int] = []
+        for position, token in enumerate(ids):
+            try:
+                value = -1 if isinstance(token, bool) else operator.index(token)
+            except TypeError:
+                value = -1
+            if not 0 <= value < self.vocab_size:
+                raise InvalidRequestError(
+                    f"prompt token {position} is {token!r}: token ids must be integers from 0 "
+                    f"to {self.vocab_size - 1} (the vocabulary)"
+                )
+            tokens.append(value)
+        return tokens

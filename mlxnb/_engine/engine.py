@@ -208,7 +208,7 @@ class Engine:
         enable_thinking: bool | None = None,
         *,
         meta: RequestMeta | None = None,
-        prompt: str | None = None,
+        prompt: str | Sequence[int] | None = None,
         json_schema: Mapping[str, Any] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         **sampling: Any,
@@ -223,7 +223,9 @@ class Engine:
             tools: OpenAI-style tool definitions offered to the model.
             enable_thinking: Passed to the chat template (``None`` = the template's default).
             meta: Who asks, for the audit row (default: source ``python``).
-            prompt: Raw text completion: no chat template, ``messages`` ignored.
+            prompt: Raw completion: no chat template, ``messages`` ignored. Text is encoded as
+                mlx-lm does; a sequence of token ids is used as it is (no BOS added), and
+                must hold integers in the tokenizer's range.
             json_schema: The answer must be JSON matching this schema (``{"type": "object"}``
                 for any object); reasoning stays free.
             chat_template_kwargs: Further chat-template arguments.
@@ -242,7 +244,7 @@ class Engine:
             GenerationError: The worker failed while generating.
         """
         options = RequestOptions(
-            meta or RequestMeta(), prompt, json_schema, chat_template_kwargs, sampling
+            meta or RequestMeta(), _raw_prompt(prompt), json_schema, chat_template_kwargs, sampling
         )
         if not self.ready:
             await self.await_ready()
@@ -265,14 +267,14 @@ class Engine:
         enable_thinking: bool | None = None,
         *,
         meta: RequestMeta | None = None,
-        prompt: str | None = None,
+        prompt: str | Sequence[int] | None = None,
         json_schema: Mapping[str, Any] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         **sampling: Any,
     ) -> Iterator[Event]:
         """Blocking twin of :meth:`stream` for scripts and threads; same arguments and events."""
         options = RequestOptions(
-            meta or RequestMeta(), prompt, json_schema, chat_template_kwargs, sampling
+            meta or RequestMeta(), _raw_prompt(prompt), json_schema, chat_template_kwargs, sampling
         )
         sink = SyncSink()
         self.wait_ready()
@@ -346,6 +348,11 @@ class Engine:
         return f"Engine({self.model_id!r}, {state}, pending={self._pending})"
 
 
+def _raw_prompt(prompt: str | Sequence[int] | None) -> str | tuple[Any, ...] | None:
+    """A raw prompt as the request keeps it: token ids copied (the worker checks them)."""
+    return prompt if prompt is None or isinstance(prompt, str) else tuple(prompt)
+
+
 def _unpack(item: Item) -> tuple[list[Event], bool]:
     """One delivered item as ``(events, finished)``; an error item is raised here."""
     if isinstance(item, BaseException):
@@ -358,7 +365,7 @@ class RequestOptions:
     """The keyword arguments of :meth:`Engine.stream` other than sampling, gathered once."""
 
     meta: RequestMeta
-    prompt: str | None
+    prompt: str | tuple[Any, ...] | None
     json_schema: Mapping[str, Any] | None
     chat_template_kwargs: Mapping[str, Any] | None
     sampling: Mapping[str, Any]

@@ -98,7 +98,7 @@ class Request:
         meta: Who asked.
         request_id: This request's id (from ``meta`` or new).
         sink: Where its events go.
-        prompt: A raw completion prompt (no chat template), else ``None``.
+        prompt: A raw completion prompt (no chat template): text or token ids, else ``None``.
         grammar: A compiled JSON-schema grammar the answer must follow, else ``None``.
         cancel: Set by the consumer to stop generation at the next step.
         submitted: ``perf_counter`` time of submission.
@@ -113,7 +113,7 @@ class Request:
     meta: RequestMeta
     request_id: str
     sink: AsyncSink | SyncSink
-    prompt: str | None = None
+    prompt: str | tuple[Any, ...] | None = None
     grammar: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)

@@ -23,7 +23,7 @@ from mlxnb._server import openai as oa
 from mlxnb._server.errors import ApiError, ErrorBody, error_body, validation_error
 from mlxnb._server.middleware import Guard
 from mlxnb._server.response import Generation, ServerStats
-from mlxnb._server.schemas import ChatCompletionRequest, CompletionRequest
+from mlxnb._server.schemas import MAX_CHOICES, ChatCompletionRequest, CompletionRequest
 from mlxnb.errors import ModelNotFoundError, WrongTypeError
 
 
@@ -178,6 +178,35 @@ def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
         )
 
 
+def _check_completion(body: CompletionRequest, call: oa.EngineCall) -> None:
+    """Refuse what ``/v1/completions`` does not serve, naming the field."""
+    if len(call.prompts) * call.n > MAX_CHOICES:
+        raise ApiError(
+            422,
+            f"n: {len(call.prompts)} prompts times n={call.n} asks for "
+            f"{len(call.prompts) * call.n} choices; at most {MAX_CHOICES} per request",
+            "invalid_request_error",
+            "invalid_value",
+            "n",
+        )
+    if body.best_of is not None and body.best_of != body.n:
+        raise ApiError(
+            400,
+            f"best_of: only best_of equal to n ({body.n}) is supported, got {body.best_of}",
+            "invalid_request_error",
+            "unsupported_value",
+            "best_of",
+        )
+    if body.logprobs is not None and body.logprobs is not False:
+        raise ApiError(
+            400,
+            "logprobs: log-probabilities are not supported by this server",
+            "invalid_request_error",
+            "unsupported_parameter",
+            "logprobs",
+        )
+
+
 def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
     """Register ``/health`` and the ``/v1`` routes on ``app``."""
     stats: ServerStats = app.state.stats
@@ -218,11 +247,13 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
             **call.options,
         )
         return Generation(
-            events,
+            [events],
             stats,
             stream=(lambda: [oa.sse(chunks.start())]) if body.stream else None,
-            render=lambda event: [oa.sse(c) for c in chunks.event(event)],
-            fold=lambda evs: oa.chat_completion(evs, id=rid, model=name, created=chunks.created),
+            render=lambda index, event: [oa.sse(c) for c in chunks.event(event)],
+            fold=lambda choices: oa.chat_completion(
+                choices[0], id=rid, model=name, created=chunks.created
+            ),
         )
 
     @app.post("/v1/completions", tags=["openai"], responses=_ERRORS)
@@ -230,16 +261,39 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
         engine = _engine(source, body.model)
         call = oa.completion_call(body)
         _check_max_tokens(call, limits)
+        _check_completion(body, call)
         rid = f"cmpl-{_new_id()}"
         name = str(engine.model_id)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = oa.TextChunks(rid, name, include_usage=include_usage)
-        events = engine.stream([], prompt=call.prompt, meta=_meta(request, rid), **call.options)
+
+        def echo(index: int) -> str:
+            # Called once the engine has answered, so its tokenizer is loaded.
+            prompt = call.prompts[index]
+            return prompt if isinstance(prompt, str) else str(engine.tokenizer.decode(list(prompt)))
+
+        chunks = oa.TextChunks(
+            rid, name, include_usage=include_usage, n=call.n, echo=echo if body.echo else None
+        )
+        choices = call.choices()
+        # One engine request per choice, all submitted at once so the engine batches them; each
+        # has its own audit row (its request id is the completion id and the choice index).
+        streams = [
+            engine.stream(
+                [],
+                prompt=prompt,
+                meta=_meta(request, rid if len(choices) == 1 else f"{rid}-{index}"),
+                **options,
+            )
+            for index, (prompt, options) in enumerate(choices)
+        ]
         return Generation(
-            events,
+            streams,
             stats,
-            stream=(lambda: []) if body.stream else None,
-            render=lambda event: [oa.sse(c) for c in chunks.event(event)],
+            stream=(lambda: [oa.sse(c) for c in chunks.start(len(streams))])
+            if body.stream
+            else None,
+            render=lambda index, event: [oa.sse(c) for c in chunks.event(index, event)],
+            end=lambda: [oa.sse(c) for c in chunks.end()],
             fold=chunks.whole,
         )
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from mlxnb._server.schemas import (
     ChatCompletionRequest,
@@ -30,6 +30,9 @@ from mlxnb.events import (
 )
 from mlxnb.events import Usage as EngineUsage
 
+Prompt = str | tuple[int, ...]
+"""One raw completion prompt: text, or token ids passed to the engine as they are."""
+
 
 @dataclass(frozen=True)
 class EngineCall:
@@ -37,19 +40,49 @@ class EngineCall:
 
     Attributes:
         messages: Chat messages (empty for a text completion).
-        prompt: The raw prompt of a text completion, else ``None``.
         tools: Tool definitions for the chat template.
         enable_thinking: ``chat_template_kwargs["enable_thinking"]`` when given.
         options: Sampling options and ``chat_template_kwargs`` for ``engine.stream``.
         json_schema: Schema the answer must match (``{}`` for any JSON object; ``None`` = free).
+        prompts: The raw prompts of a text completion (empty for a chat).
+        n: Choices per prompt.
     """
 
     messages: list[dict[str, Any]]
-    prompt: str | None
     tools: list[dict[str, Any]] | None
     enable_thinking: bool | None
     options: dict[str, Any]
     json_schema: dict[str, Any] | None = None
+    prompts: tuple[Prompt, ...] = ()
+    n: int = 1
+
+    def choices(self) -> list[tuple[Prompt, dict[str, Any]]]:
+        """Each choice of a text completion as ``(prompt, options)``, in OpenAI's order.
+
+        Choice ``i * n + j`` is sample ``j`` of prompt ``i``; a seeded request gives each
+        sample its own seed (:func:`sample_seed`).
+        """
+        seed = self.options.get("seed")
+        return [
+            (
+                prompt,
+                self.options if seed is None else {**self.options, "seed": sample_seed(seed, j)},
+            )
+            for prompt in self.prompts
+            for j in range(self.n)
+        ]
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The seed of sample ``sample`` (0-based) of one prompt in a request seeded with ``seed``.
+
+    OpenAI's ``n`` asks for independent samples, so the samples of one prompt must not share a
+    seed, yet a seeded request must be reproducible. Sample 0 keeps the request's seed (``n=1``
+    is unchanged); sample ``j`` adds ``j`` times an odd constant (2**32 over the golden ratio)
+    modulo 2**32, a fixed spread that keeps it apart from the seeds ``seed + 1``, ``seed + 2``
+    … a client is likely to use for its next requests.
+    """
+    return (seed + sample * 0x9E3779B9) % 2**32
 
 
 def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
@@ -88,14 +121,24 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
         if request.response_format.type == "json_schema":
             schema = spec.schema_ if spec is not None else {}
     return EngineCall(
-        messages, None, tools, thinking if isinstance(thinking, bool) else None, options, schema
+        messages, tools, thinking if isinstance(thinking, bool) else None, options, schema
     )
 
 
+def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
+    """The prompts of a validated ``prompt`` field: one per string or token-id list."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if all(isinstance(p, int) for p in prompt):
+        return [tuple(cast("list[int]", prompt))]
+    return [p if isinstance(p, str) else tuple(cast("list[int]", p)) for p in prompt]
+
+
 def completion_call(request: CompletionRequest) -> EngineCall:
-    """Translate a text-completion request into engine arguments."""
-    prompt = request.prompt if isinstance(request.prompt, str) else "".join(request.prompt)
-    return EngineCall([], prompt, None, None, _sampling(request, request.max_tokens or 16))
+    """Translate a text-completion request into engine arguments (``n`` choices per prompt)."""
+    options = _sampling(request, request.max_tokens or 16)
+    prompts = tuple(completion_prompts(request.prompt))
+    return EngineCall([], None, None, options, prompts=prompts, n=request.n)
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -108,6 +151,36 @@ def usage_body(usage: EngineUsage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def total_usage(usages: Sequence[EngineUsage], n: int = 1) -> EngineUsage:
+    """The usage of a request's choices as one, counted as OpenAI counts ``n``.
+
+    Completion tokens of every choice add up; prompt (and cached) tokens count once per prompt,
+    from its first choice, although the engine processes each sample's prompt on its own.
+
+    Args:
+        usages: Each choice's usage, in choice order (``n`` consecutive choices per prompt).
+        n: Choices per prompt.
+    """
+    firsts = usages[::n]
+    return EngineUsage(
+        prompt_tokens=sum(u.prompt_tokens for u in firsts),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in firsts),
+    )
+
+
+def usage_chunk(*, id: str, object: str, created: int, model: str, usage: EngineUsage) -> Any:
+    """The usage-only chunk that closes a stream when ``stream_options.include_usage`` is set."""
+    return {
+        "id": id,
+        "object": object,
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_body(usage),
     }
 
 
@@ -173,7 +246,15 @@ class ChatChunks:
         """The closing chunk, then the usage chunk when asked for."""
         chunks = [self.chunk({}, finish_reason(event.finish_reason))]
         if self.include_usage:
-            chunks.append({**chunks[0], "choices": [], "usage": usage_body(event.usage)})
+            chunks.append(
+                usage_chunk(
+                    id=self.id,
+                    object="chat.completion.chunk",
+                    created=self.created,
+                    model=self.model,
+                    usage=event.usage,
+                )
+            )
         return chunks
 
 
@@ -209,15 +290,15 @@ def chat_completion(events: list[Event], *, id: str, model: str, created: int) -
 
 
 def completion_chunk(
-    text: str, *, id: str, model: str, created: int, finish: str | None = None
+    text: str, *, id: str, model: str, created: int, finish: str | None = None, index: int = 0
 ) -> dict[str, Any]:
-    """A ``text_completion`` body (one streamed piece, or the whole answer)."""
+    """A ``text_completion`` body with one choice (a streamed piece, or a whole answer)."""
     return {
         "id": id,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
     }
 
 
@@ -236,39 +317,86 @@ def sse(body: Mapping[str, Any] | str) -> bytes:
 
 @dataclass
 class TextChunks:
-    """Translates engine events into ``text_completion`` bodies (legacy completions).
+    """Translates the engine events of every choice into ``text_completion`` bodies.
+
+    Choice ``i * n + j`` is sample ``j`` of prompt ``i``.
 
     Args:
         id: The completion id.
         model: The model name to report.
-        include_usage: Add a final usage-only chunk when streaming.
+        include_usage: Add a final usage-only chunk (summing every choice) when streaming.
         created: Unix time of the request.
+        n: Choices per prompt.
+        echo: With ``echo``, the text of prompt ``i`` (each of its choices starts with it);
+            called only once the engine answered, so it may use the tokenizer.
     """
 
     id: str
     model: str
     include_usage: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
+    n: int = 1
+    echo: Callable[[int], str] | None = None
+    _usage: dict[int, EngineUsage] = field(default_factory=dict, init=False, repr=False)
 
-    def body(self, text: str, finish: str | None = None) -> dict[str, Any]:
-        """One ``text_completion`` body."""
-        return completion_chunk(
-            text, id=self.id, model=self.model, created=self.created, finish=finish
+    def body(self, text: str, finish: str | None = None, index: int = 0) -> dict[str, Any]:
+        """One ``text_completion`` body for choice ``index``."""
+        body = completion_chunk(
+            text, id=self.id, model=self.model, created=self.created, finish=finish, index=index
         )
-
-    def event(self, event: Event) -> list[dict[str, Any]]:
-        """The streamed bodies for one event."""
-        if isinstance(event, Done):
-            chunks = [self.body("", finish_reason(event.finish_reason))]
-            if self.include_usage:
-                chunks.append({**chunks[0], "choices": [], "usage": usage_body(event.usage)})
-            return chunks
-        text = event_text(event)
-        return [self.body(text)] if text else []
-
-    def whole(self, events: list[Event]) -> dict[str, Any]:
-        """The non-streamed body of a finished stream of events."""
-        turn = collect(events)
-        body = self.body("".join(map(event_text, events)), finish_reason(turn.finish_reason))
-        body["usage"] = usage_body(turn.usage)
+        if self.include_usage:
+            body["usage"] = None
         return body
+
+    def _echoed(self, index: int) -> str:
+        return self.echo(index // self.n) if self.echo is not None else ""
+
+    def start(self, choices: int) -> list[dict[str, Any]]:
+        """The bodies opening a stream of ``choices`` choices: each one's echoed prompt."""
+        if self.echo is None:
+            return []
+        return [self.body(self._echoed(index), index=index) for index in range(choices)]
+
+    def event(self, index: int, event: Event) -> list[dict[str, Any]]:
+        """The streamed bodies for one event of choice ``index`` (its finish on ``Done``)."""
+        if isinstance(event, Done):
+            self._usage[index] = event.usage
+            return [self.body("", finish_reason(event.finish_reason), index)]
+        text = event_text(event)
+        return [self.body(text, index=index)] if text else []
+
+    def end(self) -> list[dict[str, Any]]:
+        """The bodies closing a stream once every choice is done: the usage chunk if asked."""
+        if not self.include_usage:
+            return []
+        usages = [self._usage[index] for index in sorted(self._usage)]
+        usage = total_usage(usages, self.n)
+        return [
+            usage_chunk(
+                id=self.id,
+                object="text_completion",
+                created=self.created,
+                model=self.model,
+                usage=usage,
+            )
+        ]
+
+    def whole(self, choices: Sequence[list[Event]]) -> dict[str, Any]:
+        """The non-streamed body of every choice's finished events (in choice order)."""
+        turns = [collect(events) for events in choices]
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": index,
+                    "text": self._echoed(index) + "".join(map(event_text, events)),
+                    "logprobs": None,
+                    "finish_reason": finish_reason(turn.finish_reason),
+                }
+                for index, (events, turn) in enumerate(zip(choices, turns, strict=True))
+            ],
+            "usage": usage_body(total_usage([turn.usage for turn in turns], self.n)),
+        }

@@ -1,8 +1,9 @@
 """Serving one generation over HTTP: streamed as SSE or folded into one JSON body.
 
-Nothing here touches MLX: a generation is an async stream of events from ``engine.stream``,
-pulled while a second task watches for the client going away, so a disconnect cancels the
-request within one engine step.
+Nothing here touches MLX: a generation is one async stream of events from ``engine.stream``
+per choice, the streams pulled concurrently and merged (:class:`Choices`) while a second task
+watches for the client going away, so a disconnect cancels every choice's request within one
+engine step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,29 +45,133 @@ class ServerStats:
     started: float = field(default_factory=time.time)
 
 
-Renderer = Callable[[Event], list[bytes]]
+Renderer = Callable[[int, Event], list[bytes]]
+"""The SSE bytes for one event of choice ``index``."""
+
+
+class _End:
+    """Queued by a choice's pulling task after its last event."""
+
+
+_END = _End()
+
+
+class Choices:
+    """The event streams of a request's choices, pulled concurrently and merged in arrival order.
+
+    One task per stream pulls its events into a shared queue, so the engine batches the
+    choices and each event is served as soon as it comes; iterating yields ``(index, event)``.
+    :meth:`start` waits until every choice has answered, so a refusal of any of them (busy,
+    bad prompt) is raised before anything is sent. :meth:`aclose` cancels every pulling task,
+    which closes its engine stream and so cancels its request, then closes every stream
+    (one whose task never ran, too): whichever way a response ends, no choice keeps generating.
+    """
+
+    def __init__(self, streams: Sequence[AsyncIterator[Event]]) -> None:
+        self._streams = list(streams)
+        self._queue: asyncio.Queue[tuple[int, Event | Exception | _End]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready: deque[tuple[int, Event]] = deque()
+        self._open = len(self._streams)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    async def _pull(self, index: int, stream: AsyncIterator[Event]) -> None:
+        put = self._queue.put_nowait
+        try:
+            empty = True
+            async for event in stream:
+                empty = False
+                put((index, event))
+            if empty:
+                put((index, Done("error", Usage(), "the engine ended the stream without events")))
+        except Exception as error:
+            put((index, error))
+        put((index, _END))
+
+    async def _take(self) -> tuple[int, Event] | None:
+        """The next event of any choice; ``None`` once all ended. A choice's error is raised."""
+        while self._open:
+            index, item = await self._queue.get()
+            if isinstance(item, _End):
+                self._open -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                return index, item
+        return None
+
+    async def start(self) -> None:
+        """Start pulling every stream and wait until each has answered with an event.
+
+        Raises:
+            Exception: The first error a choice raised instead of answering (its refusal).
+        """
+        self._tasks = [
+            asyncio.ensure_future(self._pull(index, stream))
+            for index, stream in enumerate(self._streams)
+        ]
+        answered: set[int] = set()
+        while len(answered) < len(self._streams):
+            item = await self._take()
+            if item is None:  # cannot happen: every stream queues an event or an error first
+                break
+            answered.add(item[0])
+            self._ready.append(item)
+
+    def __aiter__(self) -> Choices:
+        return self
+
+    async def __anext__(self) -> tuple[int, Event]:
+        if self._ready:
+            return self._ready.popleft()
+        item = await self._take()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Cancel every choice still generating and close every stream."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for stream in self._streams:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
 
 
 class Generation(Response):
-    """Serves one generation, streamed as SSE or folded into one JSON body.
+    """Serves one generation of one or more choices, streamed as SSE or folded into one body.
 
-    The first event is awaited before any header is sent, so refusals (busy, bad template)
-    still get their own status code. A second task watches ``receive`` for the client leaving
-    and cancels the pump; closing the engine's stream then cancels the request.
+    Every choice's first event is awaited before any header is sent, so refusals (busy, bad
+    template, bad prompt) still get their own status code. A second task watches ``receive``
+    for the client leaving and cancels the pump; closing the :class:`Choices` then cancels
+    every choice's engine request. A failed choice fails the whole response (a 500 body, or an
+    error event ending the stream) and cancels the others.
+
+    Args:
+        streams: Each choice's engine stream, in choice order.
+        stats: The app's counters.
+        stream: For SSE, the opening bytes (after every choice answered); ``None``: one JSON body.
+        render: The SSE bytes for one event of one choice.
+        fold: The JSON body of every choice's finished events (in choice order).
+        end: For SSE, the closing bytes once every choice is done (before ``[DONE]``).
     """
 
     def __init__(
         self,
-        events: AsyncIterator[Event],
+        streams: Sequence[AsyncIterator[Event]],
         stats: ServerStats,
         *,
         stream: Callable[[], list[bytes]] | None,
         render: Renderer,
-        fold: Callable[[list[Event]], dict[str, Any]],
+        fold: Callable[[list[list[Event]]], dict[str, Any]],
+        end: Callable[[], list[bytes]] = list,
     ) -> None:
         super().__init__()
-        self._events, self._stats = events, stats
-        self._start, self._render, self._fold = stream, render, fold
+        self._choices, self._stats = Choices(streams), stats
+        self._start, self._render, self._fold, self._end = stream, render, fold, end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._scope, self._receive = scope, receive
@@ -81,43 +187,40 @@ class Generation(Response):
             for task in (pump, watch):
                 task.cancel()
             await asyncio.gather(pump, watch, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self._events.aclose()  # type: ignore[attr-defined]
+            await self._choices.aclose()
 
     async def _pump(self, send: Send) -> None:
         try:
-            first = await self._events.__anext__()
-        except StopAsyncIteration:
-            first = Done("error", Usage(), "the engine ended the stream without events")
+            await self._choices.start()
         except Exception as error:
             await self._fail(api_error(error), send)
             return
         if self._start is None:
-            await self._whole(first, send)
+            await self._whole(send)
         else:
-            await self._streamed(first, self._start, send)
+            await self._streamed(self._start, send)
 
-    async def _whole(self, first: Event, send: Send) -> None:
-        events = [first]
+    async def _whole(self, send: Send) -> None:
+        choices: list[list[Event]] = [[] for _ in range(len(self._choices))]
         try:
-            async for event in self._events:
-                events.append(event)
+            async for index, event in self._choices:
+                if _failed(event):
+                    message = _failure(event)
+                    error = ApiError(500, message, "server_error", "generation_failed")
+                    await self._fail(error, send)
+                    return
+                choices[index].append(event)
         except Exception as error:
             await self._fail(api_error(error), send)
             return
-        last = events[-1]
-        if isinstance(last, Done) and last.finish_reason == "error":
-            message = last.error or "generation failed"
-            await self._fail(ApiError(500, message, "server_error", "generation_failed"), send)
-            return
         self._stats.served += 1
-        await JSONResponse(self._fold(events))(self._scope, self._receive, send)
+        await JSONResponse(self._fold(choices))(self._scope, self._receive, send)
 
     async def _fail(self, error: ApiError, send: Send) -> None:
         self._stats.failed += 1
         await error.response()(self._scope, self._receive, send)
 
-    async def _streamed(self, first: Event, start: Callable[[], list[bytes]], send: Send) -> None:
+    async def _streamed(self, start: Callable[[], list[bytes]], send: Send) -> None:
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -126,11 +229,16 @@ class Generation(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         failed = False
         try:
-            await _send_body(send, start() + self._render_one(first))
-            failed = isinstance(first, Done) and first.finish_reason == "error"
-            async for event in self._events:
-                await _send_body(send, self._render_one(event))
-                failed = failed or (isinstance(event, Done) and event.finish_reason == "error")
+            await _send_body(send, start())
+            async for index, event in self._choices:
+                if _failed(event):
+                    failed = True
+                    body = error_body(_failure(event), "server_error", "generation_failed")
+                    await _send_body(send, [oa.sse(body)])
+                    break
+                await _send_body(send, self._render(index, event))
+            else:
+                await _send_body(send, self._end())
         except Exception as error:
             failed = True
             failure = api_error(error)
@@ -142,11 +250,13 @@ class Generation(Response):
         await _send_body(send, [oa.sse("[DONE]")])
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def _render_one(self, event: Event) -> list[bytes]:
-        if isinstance(event, Done) and event.finish_reason == "error":
-            message = event.error or "generation failed"
-            return [oa.sse(error_body(message, "server_error", "generation_failed"))]
-        return self._render(event)
+
+def _failed(event: Event) -> bool:
+    return isinstance(event, Done) and event.finish_reason == "error"
+
+
+def _failure(event: Event) -> str:
+    return (event.error if isinstance(event, Done) else None) or "generation failed"
 
 
 async def _send_body(send: Send, parts: list[bytes]) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 MAX_MESSAGES = 2048
 MAX_TOOLS = 128
@@ -16,11 +17,19 @@ MAX_STOP = 16
 MAX_STOP_CHARS = 256
 MAX_TOKENS = 131_072
 MAX_TEMPLATE_KWARGS = 32
+MAX_PROMPTS = 64
+"""Most prompts one ``/v1/completions`` request may batch."""
+MAX_N = 16
+"""Most choices (``n``) per prompt."""
+MAX_CHOICES = 128
+"""Most choices one request may ask for in all (prompts times ``n``)."""
 
 Text = Annotated[str, StringConstraints(max_length=4_000_000)]
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+PromptText = Annotated[str, StringConstraints(min_length=1, max_length=4_000_000)]
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
 
 
 class _In(BaseModel):
@@ -127,12 +136,12 @@ class _Sampling(_In):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
 
 
 class ChatCompletionRequest(_Sampling):
     """Body of ``POST /v1/chat/completions``."""
 
+    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
@@ -143,8 +152,57 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    """Body of ``POST /v1/completions`` (one prompt, text continuation)."""
+    """Body of ``POST /v1/completions``: raw text continuation of one prompt or a batch.
 
-    prompt: Text | list[Text] = Field(min_length=1)
-    echo: Literal[False] | None = None
-    logprobs: Literal[None] = None
+    ``prompt`` is a string, a list of strings, a list of token ids or a list of token-id lists;
+    every prompt gets ``n`` choices. ``best_of`` (only equal to ``n``) and ``logprobs`` (not
+    supported) are accepted here so the server can refuse them with a 400 naming the field.
+    """
+
+    prompt: PromptText | list[PromptText] | TokenIds | list[TokenIds] = Field(
+        description=f"One prompt or up to {MAX_PROMPTS}: text, or token ids used as they are."
+    )
+    n: int = Field(1, ge=1, le=MAX_N, description="Choices per prompt.")
+    best_of: int | None = Field(None, ge=1, description="Only equal to n.")
+    echo: bool | None = None
+    logprobs: bool | int | None = Field(None, description="Log-probabilities: unsupported.")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        # Checked here, in one place, so a bad prompt gets one clear message instead of an error
+        # for every member of the union.
+        problem = prompt_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("invalid_prompt", problem)
+        return value
+
+
+def _token_ids_problem(ids: list[Any], name: str | None) -> str | None:
+    if not ids:
+        return f"{name or 'the prompt'} is an empty token-id list"
+    if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in ids):
+        return (f"{name}: " if name else "") + "token ids must be integers >= 0"
+    return None
+
+
+def prompt_problem(value: Any) -> str | None:
+    """Why ``value`` is not a valid completion ``prompt``, or ``None`` when it is."""
+    if isinstance(value, str):
+        return "must not be an empty string" if not value else None
+    if not isinstance(value, list):
+        return "must be a string, a list of strings, a token-id list or a list of token-id lists"
+    if not value:
+        return "must not be an empty list"
+    nested = all(isinstance(p, list) for p in value)
+    if all(isinstance(p, str) for p in value) or nested:
+        if len(value) > MAX_PROMPTS:
+            return f"at most {MAX_PROMPTS} prompts per request, got {len(value)}"
+        for i, prompt in enumerate(value):
+            problem = _token_ids_problem(prompt, f"prompt {i}") if nested else None
+            if problem is not None or not prompt:
+                return problem or f"prompt {i} is an empty string"
+        return None
+    if any(isinstance(p, str | list) for p in value):
+        return "a prompt list must hold only strings, only token ids, or only token-id lists"
+    return _token_ids_problem(value, None)

@@ -74,6 +74,8 @@ class Scripted:
 
     def _processor(self, last: Mapping[str, Any]) -> Any:
         content = last.get("content") or ""
+        if not isinstance(content, str):  # a token-id prompt: never scripted
+            return None
         tokenizer = self.engine.tokenizer
         if last.get("role") == "tool":
             return forced_output(tokenizer, f"Result: {content}")
@@ -105,9 +107,11 @@ class Scripted:
 @pytest.fixture(scope="session")
 def engine() -> Iterator[mlxnb.Engine]:
     # max_tokens=16 keeps requests that do not say (fuzzing) short.
-    engine = mlxnb.load(tiny_model(), audit=mlxnb.AuditLog(":memory:"), max_tokens=16)
-    yield engine
-    engine.close()
+    with (
+        mlxnb.AuditLog(":memory:") as audit,
+        mlxnb.load(tiny_model(), audit=audit, max_tokens=16) as engine,
+    ):
+        yield engine
 
 
 @pytest.fixture(scope="session")
