@@ -22,6 +22,7 @@ LEAVES = frozenset(
         "mlxnb.events",
         "mlxnb.scorers",
         "mlxnb._ids",
+        "mlxnb._images",
         "mlxnb._paths",
         "mlxnb._messages",
         "mlxnb._blocking",
