@@ -186,7 +186,8 @@ class FakeEngine:
         """Script the reply to a later request (after those already scripted).
 
         Raises:
-            ValueError: The reply neither ends with a ``Done`` event nor raises.
+            ValueError: The reply neither ends with a ``Done`` event nor raises, or has steps
+                after its ``Done`` event.
         """
         self._replies.append(_checked(reply))
 
@@ -382,7 +383,10 @@ class FakeEngine:
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
-        """Refuse further requests with :class:`~mlxnb.errors.EngineClosedError`. Idempotent."""
+        """Refuse further requests with :class:`~mlxnb.errors.EngineClosedError`. Idempotent.
+
+        ``timeout`` is accepted for parity with :meth:`mlxnb.Engine.close` (nothing to wait for).
+        """
         self._closed = True
 
     @property
