@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mlxnb._chat_turn import ChatEvent, ChatTurn, RoundStart, TurnProgress, sum_usage
 from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_conversation_id
+from mlxnb._images import PYTHON_POLICY, load_images, user_message
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
 from mlxnb.errors import ConversationBusyError, EmptyHistoryError, InvalidRequestError
 from mlxnb.events import (
@@ -131,15 +132,29 @@ class Conversation:
         self._turns.clear()
 
     def undo(self) -> str:
-        """Remove the last turn from the history and return its user message (to regenerate)."""
+        """Remove the last turn from the history and return its user text (to regenerate).
+
+        Use :meth:`stream_again` to regenerate with the same images too.
+        """
+        return message_text(self._undo())
+
+    def _undo(self) -> dict[str, Any]:
         self._check_idle()
         if not self._starts:
             raise EmptyHistoryError("there is no turn to undo")
         start = self._starts.pop()
-        user = str(self._messages[start]["content"])
+        message = self._messages[start]
         del self._messages[start:]
         self._turns.pop()
-        return user
+        return message
+
+    async def stream_again(
+        self, *, enable_thinking: bool | None = None
+    ) -> AsyncIterator[ChatEvent]:
+        """Drop the last turn and stream a new answer to the same message (images included)."""
+        message = self._undo()
+        async for event in self._stream_message(message, enable_thinking):
+            yield event
 
     def _check_idle(self) -> None:
         if self._busy:
@@ -152,15 +167,24 @@ class Conversation:
         options.setdefault("meta", meta)
         return options
 
-    async def ask(self, text: str, *, enable_thinking: bool | None = None) -> ChatTurn:
-        """Send a user message and return the finished turn (tools run as needed)."""
-        async for event in self.stream(text, enable_thinking=enable_thinking):
+    async def ask(
+        self, text: str, *, images: object = None, enable_thinking: bool | None = None
+    ) -> ChatTurn:
+        """Send a user message and return the finished turn (tools run as needed).
+
+        Args:
+            text: The user's message.
+            images: An image or a list of them (PIL images, numpy arrays, matplotlib figures,
+                paths, bytes, data URLs); the model must be a vision model.
+            enable_thinking: Overrides the conversation's default for this turn.
+        """
+        async for event in self.stream(text, images=images, enable_thinking=enable_thinking):
             if isinstance(event, ChatTurn):
                 return event
         raise AssertionError("stream ended without a ChatTurn")  # pragma: no cover
 
     async def stream(
-        self, text: str, *, enable_thinking: bool | None = None
+        self, text: str, *, images: object = None, enable_thinking: bool | None = None
     ) -> AsyncIterator[ChatEvent]:
         """Send a user message and stream everything that happens, ending with the ChatTurn.
 
@@ -170,15 +194,28 @@ class Conversation:
 
         Args:
             text: The user's message.
+            images: Images shown with it (see :meth:`ask`); loaded and checked here, once.
             enable_thinking: Overrides the conversation's default for this turn.
 
         Yields:
             RoundStart, the engine's events, a ToolResult per executed call, then the ChatTurn.
+
+        Raises:
+            InvalidRequestError: An image cannot be used (before anything is sent).
         """
         self._check_idle()
+        loaded = load_images(images, policy=PYTHON_POLICY) if images is not None else None
+        async for event in self._stream_message(user_message(text, loaded), enable_thinking):
+            yield event
+
+    async def _stream_message(
+        self, message: dict[str, Any], enable_thinking: bool | None
+    ) -> AsyncIterator[ChatEvent]:
+        self._check_idle()
         self._busy = True
+        text = message_text(message)
         self._starts.append(len(self._messages))
-        self._messages.append({"role": "user", "content": text})
+        self._messages.append(message)
         thinking = self.enable_thinking if enable_thinking is None else enable_thinking
         schemas = [spec.schema() for spec in self.tools.values()] or None
         progress = TurnProgress(text)
@@ -278,3 +315,11 @@ _COLUMNS = (
     "time_to_first_token", "tokens_per_second", "prompt_tokens", "completion_tokens",
     "seconds", "thinking_seconds", "rounds",
 )  # fmt: skip
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of a message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    return "" if content is None else str(content)

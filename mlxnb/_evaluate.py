@@ -191,6 +191,7 @@ class EvaluationSpec:
     prompts: Prompts
     model: Any = None
     system: str | None = None
+    images: str | None = None
     tools: Any = None
     n: int = 1
     scorers: ScorerSpec = ()
@@ -209,7 +210,7 @@ class EvaluationSpec:
 
 
 def _prepare(spec: EvaluationSpec) -> tuple[EvaluationRun, list[Engine]]:
-    inputs = input_rows(spec.prompts, spec.system)
+    inputs = input_rows(spec.prompts, spec.system, spec.images)
     engines, owned = _engines(spec.model)
     tasks: list[RowTask] = []
     for label, params, (index, (row, messages)), sample in itertools.product(
@@ -239,6 +240,7 @@ async def aevaluate(
     *,
     model: Any = None,
     system: str | None = None,
+    images: str | None = None,
     tools: Any = None,
     n: int = 1,
     scorers: ScorerSpec = (),
@@ -267,6 +269,7 @@ def evaluate(
     *,
     model: Any = None,
     system: str | None = None,
+    images: str | None = None,
     tools: Any = None,
     n: int = 1,
     scorers: ScorerSpec = (),
@@ -293,6 +296,8 @@ def evaluate(
         model: A model path / repo id / :class:`Engine`, or a list of them to compare;
             ``None`` uses :func:`mlxnb.default_model`. Models loaded here are closed after.
         system: A system prompt put before every conversation.
+        images: A column of ``prompts`` holding each row's image(s) (PIL images, numpy
+            arrays, figures, paths, bytes, data URLs; None for none); needs a vision model.
         tools: OpenAI-style tool definitions offered to the model.
         n: Samples per prompt.
         scorers: Callables ``(row) -> value`` (see :mod:`mlxnb.scorers`), or a dict of them

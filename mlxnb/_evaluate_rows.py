@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlxnb._images import PYTHON_POLICY, Image, load_images, user_message
 from mlxnb.errors import InvalidRequestError
 from mlxnb.events import Turn
 
@@ -59,9 +60,19 @@ class RowTask:
 
 
 def input_rows(
-    prompts: Prompts, system: str | None
+    prompts: Prompts, system: str | None, images: str | None = None
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Each input as ``(its columns, the chat messages to send)``, system prompt first."""
+    """Each input as ``(its columns, the chat messages to send)``, system prompt first.
+
+    Args:
+        prompts: Strings, message lists, or a DataFrame with a ``prompt``/``messages`` column.
+        system: A system prompt put first.
+        images: A DataFrame column of images shown with each row's prompt (an image, a list of
+            them, or None); loaded and checked here, before anything runs.
+
+    Raises:
+        InvalidRequestError: No prompt column, no such image column, or an unusable image.
+    """
     if isinstance(prompts, pd.DataFrame):
         if "messages" in prompts.columns:
             column = "messages"
@@ -69,20 +80,36 @@ def input_rows(
             column = "prompt"
         else:
             raise InvalidRequestError("a prompts DataFrame needs a 'prompt' or 'messages' column")
+        if images is not None and images not in prompts.columns:
+            raise InvalidRequestError(f"images={images!r}: the DataFrame has no such column")
         records = prompts.to_dict("records")
         items = [({str(k): v for k, v in r.items()}, r[column]) for r in records]
     else:
+        if images is not None:
+            raise InvalidRequestError("images= names a column: pass the prompts as a DataFrame")
         items = [({"prompt": p} if isinstance(p, str) else {"messages": p}, p) for p in prompts]
     rows = []
-    for inputs, prompt in items:
+    for index, (inputs, prompt) in enumerate(items):
+        shown = _row_images(inputs.get(images) if images else None, index)
         if isinstance(prompt, str):
-            messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+            messages: list[dict[str, Any]] = [user_message(prompt, shown)]
         else:
             messages = [dict(m) for m in prompt]
+            if shown is not None:
+                raise InvalidRequestError(f"row {index}: images= needs a 'prompt' column")
         if system is not None:
             messages = [{"role": "system", "content": system}, *messages]
         rows.append((inputs, messages))
     return rows
+
+
+def _row_images(value: Any, index: int) -> list[Image] | None:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN: no image
+        return None
+    try:
+        return load_images(value, policy=PYTHON_POLICY)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(f"row {index}: {error}") from error
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:

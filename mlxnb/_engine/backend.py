@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
@@ -24,15 +24,50 @@ class Prompt:
     Attributes:
         tokens: The prompt's token ids.
         initial_state: ``"reasoning"`` when the prompt ends inside a thinking block.
+        generator_kwargs: Extra arguments for the batch decoder's ``insert`` (a vision model's
+            input embeddings).
     """
 
     tokens: list[int]
     initial_state: str
+    generator_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def _looks_like_repo_id(ref: str) -> bool:
     parts = ref.split("/")
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
+
+
+def resolve_model(ref: str | Path) -> str:
+    """What to hand a loader: a local model directory, or a Hugging Face repo id.
+
+    Raises:
+        ModelNotFoundError: Nothing at the path, and not a repo id.
+    """
+    text = str(ref)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} exists but holds no config.json: not a model")
+        return str(path)
+    if _looks_like_repo_id(text):
+        return text
+    raise ModelNotFoundError(
+        f"no model at {path.resolve()} (no such directory), and {text!r} is not a "
+        "Hugging Face repo id of the form 'org/name'"
+    )
+
+
+def load_error(text: str, target: str, error: BaseException) -> Exception:
+    """The mlxnb error for a loader's failure on ``target`` (named ``text`` by the user)."""
+    path = Path(text).expanduser()
+    if target == text and not path.exists() and _is_hub_miss(error):
+        return ModelNotFoundError(
+            f"model {text!r} not found: no local directory {path.resolve()}, not in the "
+            f"Hugging Face cache, and the hub could not provide it ({type(error).__name__}: "
+            f"{error})"
+        )
+    return ModelLoadError(f"could not load {text!r}: {type(error).__name__}: {error}")
 
 
 def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
@@ -50,29 +85,11 @@ def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
     """
     import mlx_lm
 
-    text = str(ref)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelNotFoundError(f"{path} exists but holds no config.json: not a model")
-        target = str(path)
-    elif _looks_like_repo_id(text):
-        target = text
-    else:
-        raise ModelNotFoundError(
-            f"no model at {path.resolve()} (no such directory), and {text!r} is not a "
-            "Hugging Face repo id of the form 'org/name'"
-        )
+    text, target = str(ref), resolve_model(ref)
     try:
         model, tokenizer = mlx_lm.load(target)
     except Exception as error:
-        if target == text and not path.exists() and _is_hub_miss(error):
-            raise ModelNotFoundError(
-                f"model {text!r} not found: no local directory {path.resolve()}, not in the "
-                f"Hugging Face cache, and the hub could not provide it ({type(error).__name__}: "
-                f"{error})"
-            ) from error
-        raise ModelLoadError(f"could not load {text!r}: {type(error).__name__}: {error}") from error
+        raise load_error(text, target, error) from error
     return model, tokenizer, text
 
 
@@ -109,11 +126,27 @@ class TextBackend:
         model_id: The name requests and audit rows use.
     """
 
+    kind: Literal["text", "vision"] = "text"
+    reuses_prompt_cache = True
+
     def __init__(self, model: Any, tokenizer: Any, model_id: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
+
+    def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:
+        """A fresh mlx-lm ``BatchGenerator`` for this model."""
+        from mlx_lm.generate import BatchGenerator
+
+        eos = sorted(self.tokenizer.eos_token_ids)
+        return BatchGenerator(
+            self.model,
+            stop_tokens=[[token] for token in eos],
+            completion_batch_size=max_batch,
+            prefill_batch_size=min(prefill_batch, max_batch),
+            prefill_step_size=prefill_step,
+        )
 
     def render(
         self,
@@ -121,6 +154,7 @@ class TextBackend:
         tools: Sequence[Mapping[str, Any]] | None,
         enable_thinking: bool | None,
         template_kwargs: Mapping[str, Any] | None = None,
+        images: Sequence[Any] = (),
     ) -> Prompt:
         """Render messages (and tools) through the chat template into prompt tokens.
 

@@ -20,13 +20,16 @@ from mlxnb._engine.delivery import AsyncSink, Item, SyncSink
 from mlxnb._engine.recording import failed_turn, record_turn
 from mlxnb._engine.request import Request, RequestMeta, SamplingOptions, sampling_options
 from mlxnb._engine.structured import compile_json_schema
+from mlxnb._engine.vision import VisionBackend, load_vision_model, model_kind
 from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
+from mlxnb._images import Image, ImagePolicy
 from mlxnb._messages import normalize_messages
-from mlxnb.errors import EngineBusyError, EngineClosedError, MlxnbError
+from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
 from mlxnb.events import Done, Event, Turn, TurnBuilder
 
 Messages = Sequence[Mapping[str, Any]]
+Backend = TextBackend | VisionBackend
 Tools = Sequence[Mapping[str, Any]] | None
 
 
@@ -65,9 +68,13 @@ class Engine:
         prefill_step: int = 2048,
         solo_fast_path: bool | None = None,
         audit: AuditLog | Literal[False] | None = None,
+        kind: str | None = None,
+        allow_remote_images: bool = False,
         wait: bool = True,
     ) -> None:
         self.model_id = str(model)
+        self._kind = kind
+        self.allow_remote_images = allow_remote_images
         self.max_tokens = max_tokens
         self._max_pending = max_pending
         self._pending = 0
@@ -87,9 +94,24 @@ class Engine:
         if wait:
             self.wait_ready()
 
-    def _load_backend(self) -> TextBackend:
+    def _load_backend(self) -> Backend:
+        if model_kind(self.model_id, self._kind) == "vision":
+            return VisionBackend(*load_vision_model(self.model_id))
         model, tokenizer, model_id = load_text_model(self.model_id)
         return TextBackend(model, tokenizer, model_id)
+
+    @property
+    def kind(self) -> str:
+        """``"text"`` or ``"vision"`` (after loading).
+
+        Raises:
+            EngineClosedError: The engine was closed (its model is released).
+        """
+        self.wait_ready()
+        backend = self._worker.backend
+        if backend is None:
+            raise EngineClosedError(f"the engine for {self.model_id} is closed")
+        return backend.kind
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -169,7 +191,9 @@ class Engine:
         try:
             # Checked here, on the caller's thread, so a bad request costs the worker nothing.
             if request.prompt is None:
-                submitted.messages = normalize_messages(messages)
+                normalized = normalize_messages(messages, policy=self._image_policy(request.meta))
+                self._check_images(normalized.images)
+                submitted.messages, submitted.images = normalized.messages, normalized.images
             defaults = {"max_tokens": self.max_tokens}
             submitted.options = sampling_options(defaults, request.sampling)
             if request.json_schema is not None:
@@ -188,6 +212,20 @@ class Engine:
                 return submitted
         self._refuse(submitted, error)
         raise error
+
+    def _image_policy(self, meta: RequestMeta) -> ImagePolicy:
+        remote = self.allow_remote_images
+        if meta.trusted:
+            return ImagePolicy.for_python(allow_remote_images=remote)
+        return ImagePolicy.for_http(allow_remote_images=remote)
+
+    def _check_images(self, images: Sequence[Image]) -> None:
+        if images and self.kind != "vision":
+            raise InvalidRequestError(
+                f"{self.model_id} is a text-only model: it cannot see images "
+                f"({len(images)} sent). Load a vision model (for example "
+                "'mlx-community/Qwen2.5-VL-3B-Instruct-4bit') or leave the images out."
+            )
 
     def _refuse(self, request: Request, error: Exception) -> None:
         record_turn(self.audit, request, self.model_id, failed_turn(error), 0.0, error)
@@ -249,7 +287,13 @@ class Engine:
         if not self.ready:
             await self.await_ready()
         sink = AsyncSink(asyncio.get_running_loop())
-        request = self._submit(sink, messages, tools, enable_thinking, options)
+        if _carries_images(messages):
+            # Decoding (or, when allowed, fetching) images must not stall this event loop; it
+            # touches no MLX, so a helper thread may do it.
+            arguments = (sink, messages, tools, enable_thinking, options)
+            request = await asyncio.to_thread(self._submit, *arguments)
+        else:
+            request = self._submit(sink, messages, tools, enable_thinking, options)
         try:
             while True:
                 events, done = _unpack(await sink.get())
@@ -351,6 +395,18 @@ class Engine:
 def _raw_prompt(prompt: str | Sequence[int] | None) -> str | tuple[Any, ...] | None:
     """A raw prompt as the request keeps it: token ids copied (the worker checks them)."""
     return prompt if prompt is None or isinstance(prompt, str) else tuple(prompt)
+
+
+def _carries_images(messages: Messages) -> bool:
+    return any(
+        isinstance(message, Mapping)
+        and isinstance(message.get("content"), list)
+        and any(
+            isinstance(part, Mapping) and part.get("type") not in ("text", "input_text")
+            for part in message["content"]
+        )
+        for message in messages
+    )
 
 
 def _unpack(item: Item) -> tuple[list[Event], bool]:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mlxnb._engine.delivery import AsyncSink, SyncSink
+from mlxnb._images import Image
 from mlxnb.errors import InvalidRequestError, UnknownOptionError
 
 
@@ -75,6 +76,9 @@ class RequestMeta:
         client: The HTTP client's address.
         run_id: The evaluation run.
         request_id: The id to record (``None``: a new one per request).
+        trusted: The caller runs in this process (Python, the widget, ``evaluate()``), so
+            image paths may be read; ``False`` for HTTP requests, which may never make the
+            kernel read a local file.
     """
 
     source: str = "python"
@@ -83,6 +87,7 @@ class RequestMeta:
     client: str | None = None
     run_id: str | None = None
     request_id: str | None = None
+    trusted: bool = True
 
 
 @dataclass
@@ -100,6 +105,7 @@ class Request:
         sink: Where its events go.
         prompt: A raw completion prompt (no chat template): text or token ids, else ``None``.
         grammar: A compiled JSON-schema grammar the answer must follow, else ``None``.
+        images: The images the messages carry, in order (vision models only).
         cancel: Set by the consumer to stop generation at the next step.
         submitted: ``perf_counter`` time of submission.
         started_at: Wall-clock time of submission (UTC).
@@ -115,6 +121,7 @@ class Request:
     sink: AsyncSink | SyncSink
     prompt: str | tuple[Any, ...] | None = None
     grammar: str | None = None
+    images: tuple[Image, ...] = ()
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))

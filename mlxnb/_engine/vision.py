@@ -1,0 +1,277 @@
+"""Vision models through mlx-vlm: loading, prompts with images, and batched decoding.
+
+The worker drives a vision model exactly as it drives a text model; this module adapts the
+differences. mlx-vlm renders the prompt, preprocesses the images and runs the vision tower into
+input embeddings (on the worker thread, like every MLX call); mlx-vlm's ``BatchGenerator``
+decodes. Two of its limits shape the adapter:
+
+- It takes one sampler for the whole batch, so each request samples inside its own logits
+  processor (:class:`SampleInProcessor`, last in its list) and the batch only takes the argmax.
+- It takes no per-request KV cache, so vision requests do not reuse the prompt cache; and it
+  prefills one prompt at a time, because mlx-vlm 0.7.10 mis-merges Qwen3-VL's deepstack inputs
+  when it prefills several image prompts together (wrong tokens, measured against solo runs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from mlxnb._engine.backend import Prompt, load_error, resolve_model
+from mlxnb._engine.parser import Markers, initial_state_for
+from mlxnb._images import Image
+from mlxnb.errors import InvalidRequestError
+
+ModelKind = Literal["text", "vision"]
+VISION_CONFIG_KEYS = ("vision_config", "image_token_id", "image_token_index")
+
+
+def read_config(ref: str | Path) -> dict[str, Any] | None:
+    """The model's ``config.json`` from its directory or the local Hugging Face cache, if any."""
+    path = Path(str(ref)).expanduser()
+    if path.is_dir():
+        found: Path | None = path / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(ref), "config.json")
+        except Exception:  # not a repo id, or no hub library: the loader reports it
+            cached = None
+        found = Path(cached) if isinstance(cached, str) else None
+    if found is None or not found.is_file():
+        return None
+    try:
+        config: dict[str, Any] = json.loads(found.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config
+
+
+def model_kind(ref: str | Path, kind: str | None = None) -> ModelKind:
+    """Whether ``ref`` is a text or a vision model.
+
+    Args:
+        ref: A model directory or a Hugging Face repo id.
+        kind: ``"text"`` or ``"vision"`` to decide it yourself; ``None`` reads ``config.json``
+            (a vision config or image-token fields mean vision).
+
+    Raises:
+        InvalidRequestError: ``kind`` is neither.
+    """
+    if kind is not None:
+        if kind not in ("text", "vision"):
+            raise InvalidRequestError(f"kind must be 'text' or 'vision', not {kind!r}")
+        return kind  # type: ignore[return-value]
+    config = read_config(ref) or {}
+    return "vision" if any(key in config for key in VISION_CONFIG_KEYS) else "text"
+
+
+def load_vision_model(ref: str | Path) -> tuple[Any, Any, Any, str]:
+    """Load ``ref`` with ``mlx_vlm.load``, mapping failures to mlxnb errors.
+
+    Returns:
+        ``(model, processor, tokenizer, model_id)``; the tokenizer is mlx-lm's
+        ``TokenizerWrapper`` (thinking and tool-call markers, streaming detokenizer).
+
+    Raises:
+        ModelNotFoundError: Nothing at the path, and not a repo id that can be found.
+        ModelLoadError: The model exists but mlx-vlm cannot load it.
+    """
+    import mlx_vlm
+    from mlx_lm.utils import load_tokenizer
+    from mlx_vlm.utils import get_model_path
+
+    text, target = str(ref), resolve_model(ref)
+    try:
+        model, processor = mlx_vlm.load(target)
+        tokenizer = load_tokenizer(Path(get_model_path(target)))
+    except Exception as error:
+        raise load_error(text, target, error) from error
+    return model, processor, tokenizer, text
+
+
+_PASSED_APART = ("input_ids", "pixel_values", "attention_mask")
+
+
+class _Response(NamedTuple):
+    uid: int
+    token: int
+    finish_reason: str | None
+    prompt_cache: Any = None
+    all_tokens: Any = None
+
+
+@dataclass
+class SampleInProcessor:
+    """A request's own sampler, run as its last logits processor.
+
+    The batch then takes the argmax, which is the token this request sampled: rows with
+    different temperatures share one mlx-vlm batch.
+
+    Args:
+        sampler: mlx-lm sampler over log-probabilities.
+    """
+
+    sampler: Callable[[Any], Any]
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        """Replace the logits by a one-hot of the sampled token."""
+        import mlx.core as mx
+
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        token = self.sampler(logprobs)
+        chosen = mx.arange(logits.shape[-1]) == token.reshape(-1, 1)
+        return mx.where(chosen, mx.array(0.0, logits.dtype), mx.array(-mx.inf, logits.dtype))
+
+
+@dataclass
+class VisionBatch:
+    """mlx-vlm's ``BatchGenerator`` behind the interface the worker uses for mlx-lm's.
+
+    Args:
+        generator: The mlx-vlm ``BatchGenerator``.
+    """
+
+    generator: Any
+    _pending: list[int] = field(default_factory=list)
+
+    def insert(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_tokens: Sequence[int],
+        caches: Sequence[Any],
+        all_tokens: Sequence[Any],
+        samplers: Sequence[Any],
+        logits_processors: Sequence[list[Any]],
+        prompt_kwargs: Sequence[Mapping[str, Any]] = (),
+    ) -> list[int]:
+        """Queue prompts; returns their uids (caches and token histories are not supported)."""
+        uids: list[int] = []
+        for i, prompt in enumerate(prompts):
+            processors = list(logits_processors[i])
+            if samplers[i] is not None:
+                processors.append(SampleInProcessor(samplers[i]))
+            (uid,) = self.generator.insert(
+                [list(prompt)],
+                max_tokens=max_tokens[i],
+                prompt_kwargs=[dict(prompt_kwargs[i])],
+                logits_processors=[processors],
+            )
+            uids.append(uid)
+        return uids
+
+    def next(self) -> tuple[Any, list[_Response]]:
+        """One step of every active sequence."""
+        progress, responses = self.generator.next()
+        return progress, [_Response(r.uid, r.token, r.finish_reason) for r in responses]
+
+    def remove(self, uids: Sequence[int], return_prompt_caches: bool = False) -> dict[int, Any]:
+        """Drop sequences (queued, prefilling or decoding); no caches come back."""
+        for uid in uids:
+            self.generator.remove(uid)
+        return {}
+
+
+class VisionBackend:
+    """An mlx-vlm model with its processor: renders prompts with images into embeddings.
+
+    Args:
+        model: The mlx-vlm model.
+        processor: Its processor (image preprocessing and chat template).
+        tokenizer: mlx-lm's ``TokenizerWrapper`` for the same tokenizer.
+        model_id: The name requests and audit rows use.
+    """
+
+    kind: ModelKind = "vision"
+    reuses_prompt_cache = False
+
+    def __init__(self, model: Any, processor: Any, tokenizer: Any, model_id: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.markers = Markers.from_tokenizer(tokenizer)
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        enable_thinking: bool | None,
+        template_kwargs: Mapping[str, Any] | None = None,
+        images: Sequence[Image] = (),
+    ) -> Prompt:
+        """Render messages with their images into prompt tokens and input embeddings.
+
+        Raises:
+            InvalidRequestError: The template rejects the messages, or the processor the images.
+        """
+        kwargs: dict[str, Any] = dict(template_kwargs or {})
+        if enable_thinking is not None:
+            kwargs["enable_thinking"] = enable_thinking
+        try:
+            text = self.tokenizer.apply_chat_template(
+                list(messages),
+                tools=list(tools) if tools else None,
+                add_generation_prompt=True,
+                tokenize=False,
+                **kwargs,
+            )
+        except Exception as error:
+            message = f"the chat template rejected the messages: {error}"
+            raise InvalidRequestError(message) from error
+        return self._embed(text, images)
+
+    def render_text(self, text: str | Sequence[Any]) -> Prompt:
+        """Encode a raw completion prompt (no chat template).
+
+        Raises:
+            InvalidRequestError: The prompt is token ids (text only, for a vision model).
+        """
+        if not isinstance(text, str):
+            raise InvalidRequestError("a vision model takes a raw prompt as text, not token ids")
+        return self._embed(text, ())
+
+    def _embed(self, text: str, images: Sequence[Image]) -> Prompt:
+        from mlx_vlm.utils import prepare_inputs
+
+        pictures = [image.to_rgb() for image in images] or None
+        try:
+            inputs = prepare_inputs(self.processor, images=pictures, prompts=[text])
+        except Exception as error:
+            raise InvalidRequestError(f"the processor rejected the input: {error}") from error
+        ids = inputs["input_ids"]
+        extra = {k: v for k, v in inputs.items() if k not in _PASSED_APART}
+        features = self.model.get_input_embeddings(
+            ids, inputs.get("pixel_values"), mask=inputs.get("attention_mask"), **extra
+        )
+        embedded = {k: v for k, v in features.to_dict().items() if v is not None}
+        tokens = ids[0].tolist()
+        if not tokens:
+            raise InvalidRequestError("the rendered prompt is empty")
+        return Prompt(
+            tokens,
+            initial_state_for(tokens, self.tokenizer),
+            {"prompt_kwargs": [{**extra, **embedded}]},
+        )
+
+    def new_generator(self, max_batch: int, prefill_step: int) -> VisionBatch:
+        """A fresh batch decoder for this model."""
+        from mlx_vlm.generate import BatchGenerator
+
+        eos = sorted(self.tokenizer.eos_token_ids)
+        generator = BatchGenerator(
+            self.model.language_model,
+            self.processor,
+            stop_tokens=eos,
+            completion_batch_size=max_batch,
+            prefill_batch_size=1,
+            prefill_step_size=prefill_step,
+            compute_logprobs=False,
+            greedy_sampling=True,
+        )
+        return VisionBatch(generator)
