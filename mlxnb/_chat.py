@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mlxnb._chat_turn import ChatEvent, ChatTurn, RoundStart, TurnProgress, sum_usage
 from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_conversation_id
-from mlxnb._images import PYTHON_POLICY, load_images, user_message
+from mlxnb._images import PYTHON_POLICY, load_images, no_vision_error, user_message
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
 from mlxnb.errors import ConversationBusyError, EmptyHistoryError, InvalidRequestError
 from mlxnb.events import (
@@ -205,6 +205,8 @@ class Conversation:
         """
         self._check_idle()
         loaded = load_images(images, policy=PYTHON_POLICY) if images is not None else None
+        if loaded and self.engine.ready and getattr(self.engine, "kind", None) == "text":
+            raise no_vision_error(self.engine.model_id, len(loaded))
         async for event in self._stream_message(user_message(text, loaded), enable_thinking):
             yield event
 

@@ -1035,3 +1035,11 @@ def _timeout(target: _Target, limits: ImageLimits) -> InvalidRequestError:
         f"fetching the image from {target.host} took longer than "
         f"fetch_timeout={limits.fetch_timeout} s"
     )
+
+
+def no_vision_error(model_id: str, count: int) -> InvalidRequestError:
+    """The refusal for images sent to a text-only model (the same words in every door)."""
+    return InvalidRequestError(
+        f"{model_id} is a text-only model: it cannot see images ({count} sent). Load a vision "
+        "model (for example 'mlx-community/Qwen2.5-VL-3B-Instruct-4bit') or leave the images out."
+    )

@@ -23,9 +23,9 @@ from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.vision import VisionBackend, load_vision_model, model_kind
 from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
-from mlxnb._images import Image, ImagePolicy
+from mlxnb._images import Image, ImagePolicy, no_vision_error
 from mlxnb._messages import normalize_messages
-from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
+from mlxnb.errors import EngineBusyError, EngineClosedError, MlxnbError
 from mlxnb.events import Done, Event, Turn, TurnBuilder
 
 Messages = Sequence[Mapping[str, Any]]
@@ -221,11 +221,7 @@ class Engine:
 
     def _check_images(self, images: Sequence[Image]) -> None:
         if images and self.kind != "vision":
-            raise InvalidRequestError(
-                f"{self.model_id} is a text-only model: it cannot see images "
-                f"({len(images)} sent). Load a vision model (for example "
-                "'mlx-community/Qwen2.5-VL-3B-Instruct-4bit') or leave the images out."
-            )
+            raise no_vision_error(self.model_id, len(images))
 
     def _refuse(self, request: Request, error: Exception) -> None:
         record_turn(self.audit, request, self.model_id, failed_turn(error), 0.0, error)
