@@ -11,7 +11,7 @@ import asyncio
 import queue
 import threading
 
-from mlxnb.events import Event
+from mlxnb.events import Done, Event
 
 Item = list[Event] | BaseException
 """What a sink carries: one step's events, or the error that ended the request."""
@@ -94,3 +94,10 @@ class Outbox:
 def _hand_over(items: list[_Queued]) -> None:
     for sink, _, item in items:
         sink.queue.put_nowait(item)
+
+
+def unpack(item: Item) -> tuple[list[Event], bool]:
+    """One delivered item as ``(events, finished)``; an error item is raised here."""
+    if isinstance(item, BaseException):
+        raise item
+    return item, bool(item) and isinstance(item[-1], Done)

@@ -10,23 +10,28 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
 from mlxnb._engine.backend import TextBackend, load_text_model
-from mlxnb._engine.delivery import AsyncSink, Item, SyncSink
+from mlxnb._engine.delivery import AsyncSink, SyncSink, unpack
 from mlxnb._engine.recording import failed_turn, record_turn
-from mlxnb._engine.request import Request, RequestMeta, SamplingOptions, sampling_options
+from mlxnb._engine.request import (
+    Request,
+    RequestMeta,
+    RequestOptions,
+    SamplingOptions,
+    sampling_options,
+)
 from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.vision import VisionBackend, load_vision_model, model_kind
 from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
 from mlxnb._images import Image, ImagePolicy, no_vision_error
-from mlxnb._messages import normalize_messages
+from mlxnb._messages import carries_images, normalize_messages
 from mlxnb.errors import EngineBusyError, EngineClosedError, MlxnbError
-from mlxnb.events import Done, Event, Turn, TurnBuilder
+from mlxnb.events import Event, Turn, TurnBuilder
 
 Messages = Sequence[Mapping[str, Any]]
 Backend = TextBackend | VisionBackend
@@ -283,7 +288,7 @@ class Engine:
         if not self.ready:
             await self.await_ready()
         sink = AsyncSink(asyncio.get_running_loop())
-        if _carries_images(messages):
+        if carries_images(messages):
             # Decoding (or, when allowed, fetching) images must not stall this event loop; it
             # touches no MLX, so a helper thread may do it.
             arguments = (sink, messages, tools, enable_thinking, options)
@@ -292,7 +297,7 @@ class Engine:
             request = self._submit(sink, messages, tools, enable_thinking, options)
         try:
             while True:
-                events, done = _unpack(await sink.get())
+                events, done = unpack(await sink.get())
                 for event in events:
                     yield event
                 if done:
@@ -325,7 +330,7 @@ class Engine:
                     item = sink.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                events, done = _unpack(item)
+                events, done = unpack(item)
                 yield from events
                 if done:
                     return
@@ -391,36 +396,6 @@ class Engine:
 def _raw_prompt(prompt: str | Sequence[int] | None) -> str | tuple[Any, ...] | None:
     """A raw prompt as the request keeps it: token ids copied (the worker checks them)."""
     return prompt if prompt is None or isinstance(prompt, str) else tuple(prompt)
-
-
-def _carries_images(messages: Messages) -> bool:
-    return any(
-        isinstance(message, Mapping)
-        and isinstance(message.get("content"), list)
-        and any(
-            isinstance(part, Mapping) and part.get("type") not in ("text", "input_text")
-            for part in message["content"]
-        )
-        for message in messages
-    )
-
-
-def _unpack(item: Item) -> tuple[list[Event], bool]:
-    """One delivered item as ``(events, finished)``; an error item is raised here."""
-    if isinstance(item, BaseException):
-        raise item
-    return item, bool(item) and isinstance(item[-1], Done)
-
-
-@dataclass(frozen=True)
-class RequestOptions:
-    """The keyword arguments of :meth:`Engine.stream` other than sampling, gathered once."""
-
-    meta: RequestMeta
-    prompt: str | tuple[Any, ...] | None
-    json_schema: Mapping[str, Any] | None
-    chat_template_kwargs: Mapping[str, Any] | None
-    sampling: Mapping[str, Any]
 
 
 def load(model: str | Path, **options: Any) -> Engine:

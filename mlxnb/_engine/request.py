@@ -148,3 +148,14 @@ def sampling_options(defaults: Mapping[str, Any], sampling: Mapping[str, Any]) -
     values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
     values["logits_processors"] = tuple(values.get("logits_processors", ()))
     return SamplingOptions(**values)
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """The keyword arguments of :meth:`Engine.stream` other than sampling, gathered once."""
+
+    meta: RequestMeta
+    prompt: str | tuple[Any, ...] | None
+    json_schema: Mapping[str, Any] | None
+    chat_template_kwargs: Mapping[str, Any] | None
+    sampling: Mapping[str, Any]
