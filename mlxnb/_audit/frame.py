@@ -85,14 +85,21 @@ def frame_from_rows(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with exactly the audit columns, in order, cast to the audit dtypes.
 
+    Columns added by a later schema version than the frame's (an export made by an older mlxnb)
+    are filled with their defaults.
+
     Raises:
-        ValueError: A column is missing.
+        ValueError: A column of the first schema version is missing.
     """
-    missing = [name for name in COLUMN_NAMES if name not in frame.columns]
+    missing = [c.name for c in COLUMNS if c.since == 1 and c.name not in frame.columns]
     if missing:
         raise AuditError(f"not an mlxnb audit table: missing columns {missing}")
     data: dict[str, Any] = {}
     for column in COLUMNS:
+        if column.name not in frame.columns:
+            filled: list[Any] = [column.default] * len(frame)
+            data[column.name] = pd.Series(filled, dtype=_PANDAS_DTYPES[column.name]).array
+            continue
         series = frame[column.name]
         if column.kind == "time" and not isinstance(series.dtype, pd.DatetimeTZDtype):
             series = pd.to_datetime(series, format="ISO8601", utc=True)
@@ -175,7 +182,8 @@ def read_export(path: str | Path) -> pd.DataFrame:
     """Read an audit export (parquet, CSV or JSONL, by suffix) with the audit dtypes.
 
     Args:
-        path: A file written by :meth:`AuditLog.export`.
+        path: A file written by :meth:`AuditLog.export` (of this mlxnb or an older one: columns
+            added since read as their defaults).
 
     Returns:
         The rows, with the same columns and dtypes as :meth:`AuditLog.to_pandas`.
@@ -211,8 +219,10 @@ def read_export(path: str | Path) -> pd.DataFrame:
                 continue
             item = json.loads(line)
             try:
-                for name, column in values.items():
-                    column.append(item[name])
+                for spec, column in zip(COLUMNS, values.values(), strict=True):
+                    column.append(
+                        item[spec.name] if spec.since == 1 else item.get(spec.name, spec.default)
+                    )
             except KeyError as exc:
                 raise AuditError(f"{path}:{number}: missing audit column {exc}") from None
     return frame_from_columns(values)

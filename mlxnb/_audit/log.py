@@ -96,8 +96,10 @@ class AuditLog:
         path: SQLite file (created if missing); ``None`` for :func:`default_path`;
             ``":memory:"`` for a log that lives only in this process.
         log_content: ``False`` stores metadata only: content and reasoning blanked, tool-call
-            arguments withheld (``null``; names kept).
-        max_text_chars: Longer text fields are cut to this length (with a marker saying so).
+            arguments withheld (``null``; names kept). Image counts and summaries (hashes,
+            formats, sizes) are metadata and kept.
+        max_text_chars: Longer text fields are cut to this length (with a marker saying so;
+            tool calls and image summaries lose whole entries from the end instead).
         durable: ``False`` for an in-memory log (``path`` must then be ``None``).
 
     Raises:

@@ -2,12 +2,16 @@
 
 One :class:`TurnRecord` describes one finished turn, from any front door. :data:`COLUMNS` is the
 single description of the row that the SQLite store, the DataFrame dtypes and the export formats
-are all derived from; :data:`SCHEMA_VERSION` goes up whenever it changes.
+are all derived from; :data:`SCHEMA_VERSION` goes up whenever it changes. Columns are only ever
+added, at the end, each naming the version that added it and the value older rows get, so a file
+or an export from an older version can be brought up to date (see :mod:`mlxnb._audit.store`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -15,8 +19,12 @@ from typing import Any, Literal
 from mlxnb.errors import AuditError
 from mlxnb.events import Turn
 
-SCHEMA_VERSION = 1
-"""Version of the audit row schema (stored in every row and in the database header)."""
+SCHEMA_VERSION = 2
+"""Version of the audit row schema (stored in every row and in the database header).
+
+1. The first schema.
+2. ``image_count`` and ``images`` (vision requests): older rows read as ``0`` and null.
+"""
 
 Status = Literal["ok", "cancelled", "error"]
 STATUSES: tuple[Status, ...] = ("ok", "cancelled", "error")
@@ -33,10 +41,19 @@ class Column:
     Attributes:
         name: Column name (the :class:`TurnRecord` field of the same name).
         kind: Value kind; a trailing ``?`` marks a nullable column.
+        since: The :data:`SCHEMA_VERSION` that added the column.
+        default: The value rows written before ``since`` read as (``None``: null). A column
+            added after version 1 that is not nullable needs one.
     """
 
     name: str
     kind: ColumnKind
+    since: int = 1
+    default: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since > 1 and self.default is None and not self.nullable:
+            raise AuditError(f"column {self.name} was added later: it needs a default")
 
     @property
     def nullable(self) -> bool:
@@ -56,7 +73,12 @@ class Column:
         """The column's SQLite declaration."""
         base = self.kind.rstrip("?")
         sql_type = {"int": "INTEGER", "float": "REAL"}.get(base, "TEXT")
-        return f"{self.name} {sql_type}" + ("" if self.nullable else " NOT NULL")
+        sql = f"{self.name} {sql_type}" + ("" if self.nullable else " NOT NULL")
+        if isinstance(self.default, str):
+            sql += " DEFAULT '" + self.default.replace("'", "''") + "'"
+        elif self.default is not None:
+            sql += f" DEFAULT {int(self.default)}"
+        return sql
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -85,6 +107,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("content", "str"),
     Column("reasoning", "str"),
     Column("schema_version", "int"),
+    Column("image_count", "int", since=2, default=0),
+    Column("images", "str?", since=2),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 
@@ -133,6 +157,12 @@ class TurnRecord:
         content: The visible answer.
         reasoning: The reasoning text.
         schema_version: Schema version the row was written with.
+        image_count: Images in the request (``0`` when none).
+        images: JSON text, a list of per-image summaries in request order: ``{"sha256",
+            "format", "width", "height", "bytes"}`` (never the image itself); ``None`` when
+            there are none. A list cut to fit ``max_text_chars`` ends in ``{"omitted": n}``
+            for the ``n`` summaries dropped from its end, so it always accounts for
+            ``image_count`` images.
     """
 
     request_id: str
@@ -160,6 +190,8 @@ class TurnRecord:
     content: str = ""
     reasoning: str = ""
     schema_version: int = SCHEMA_VERSION
+    image_count: int = 0
+    images: str | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None or self.started_at.utcoffset() is None:
@@ -177,6 +209,7 @@ class TurnRecord:
             "run_id",
             "error_type",
             "error_message",
+            "images",
         ):
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
@@ -184,6 +217,16 @@ class TurnRecord:
             value = getattr(self, name)
             if value is not None and math.isnan(value):
                 object.__setattr__(self, name, None)
+        if self.image_count < 0:
+            raise AuditError(f"image_count must be >= 0, not {self.image_count}")
+        if self.images is not None:
+            accounted = images_accounted(self.images)
+            if accounted == 0:  # one spelling of "no images"
+                object.__setattr__(self, "images", None)
+            if accounted != self.image_count:
+                raise AuditError(
+                    f"image_count is {self.image_count} but images accounts for {accounted}"
+                )
 
     @classmethod
     def from_turn(
@@ -200,6 +243,7 @@ class TurnRecord:
         client: str | None = None,
         run_id: str | None = None,
         error_type: str | None = None,
+        images: Sequence[Mapping[str, Any]] = (),
     ) -> TurnRecord:
         """The record of a finished :class:`~mlxnb.events.Turn`.
 
@@ -215,11 +259,18 @@ class TurnRecord:
             client: Client address, if any.
             run_id: Evaluation run id, if any.
             error_type: Exception class name when the turn failed.
+            images: One summary per image of the request, in request order
+                (:meth:`mlxnb._images.Image.summary`: ``sha256``, ``format``, ``width``,
+                ``height``, ``bytes``); stored as JSON, never the image bytes.
 
         Returns:
             The record; ``status`` is ``cancelled`` or ``error`` for those finish reasons and
             ``ok`` otherwise.
+
+        Raises:
+            ValueError: ``images`` is not a sequence of JSON-serialisable mappings.
         """
+        stored_images = images_json(images)  # checks ``images`` before ``len`` is taken
         usage = turn.usage
         status: Status = (
             "cancelled"
@@ -253,6 +304,8 @@ class TurnRecord:
             tool_call_errors=len(turn.tool_call_errors),
             content=turn.content,
             reasoning=turn.reasoning,
+            image_count=len(images),
+            images=stored_images,
         )
 
     def to_row(self) -> tuple[Any, ...]:
@@ -283,6 +336,8 @@ class TurnRecord:
             self.content,
             self.reasoning,
             self.schema_version,
+            self.image_count,
+            self.images,
         )
 
     @classmethod
@@ -291,3 +346,50 @@ class TurnRecord:
         values = dict(zip(COLUMN_NAMES, row, strict=True))
         values["started_at"] = parse_time(values["started_at"])
         return cls(**values)
+
+
+OMITTED = "omitted"
+"""Key of the entry that ends an image list cut to fit: ``{"omitted": n}``."""
+
+
+def images_json(images: Sequence[Mapping[str, Any]]) -> str | None:
+    """Image summaries as the stored JSON text, or ``None`` for none.
+
+    Raises:
+        ValueError: ``images`` is not a sequence of JSON-serialisable mappings.
+    """
+    if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Sequence):
+        raise AuditError(f"images must be a sequence of summaries, not {type(images).__name__}")
+    if not images:
+        return None
+    if not all(isinstance(image, Mapping) for image in images):
+        raise AuditError("each image summary must be a mapping")
+    try:
+        return json.dumps([dict(image) for image in images], ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"image summaries must be JSON-serialisable: {exc}") from exc
+
+
+def split_omitted(entries: list[Any]) -> tuple[list[Any], int]:
+    """A stored image list as (the summaries it kept, how many were cut from its end)."""
+    if entries and isinstance(entries[-1], dict) and list(entries[-1]) == [OMITTED]:
+        omitted = entries[-1][OMITTED]
+        if isinstance(omitted, int) and not isinstance(omitted, bool) and omitted > 0:
+            return entries[:-1], omitted
+    return entries, 0
+
+
+def images_accounted(text: str) -> int:
+    """How many images a stored ``images`` text accounts for (kept plus omitted).
+
+    Raises:
+        ValueError: ``text`` is not a JSON list of objects.
+    """
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        entries = None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise AuditError(f"images must be a JSON list of objects, not {text[:60]!r}")
+    kept, omitted = split_omitted(entries)
+    return len(kept) + omitted

@@ -2,7 +2,8 @@
 
 A user or a model controls the text columns, so they may be arbitrarily long; and a log can be
 asked to keep metadata only (``log_content=False``: content and reasoning blanked, tool-call
-arguments withheld, names kept).
+arguments withheld, names kept). Image summaries (hashes, formats, sizes) are metadata: kept with
+``log_content=False``, and like tool calls cut whole, never mid-JSON, to fit the cap.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import operator
 from typing import Any
 
-from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, TurnRecord
+from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, OMITTED, TurnRecord, split_omitted
 
 _CAPPED = tuple(
     i for i, c in enumerate(COLUMNS) if c.kind in ("str", "str?") and c.name != "request_id"
 )
 _capped = operator.itemgetter(*_CAPPED)
 _TOOL_CALLS = COLUMN_NAMES.index("tool_calls")
+_IMAGES = COLUMN_NAMES.index("images")
 _BLANKED = (COLUMN_NAMES.index("content"), COLUMN_NAMES.index("reasoning"))
 
 
@@ -40,6 +42,31 @@ def _tool_names(text: str, cap: int) -> str:
     return out
 
 
+def _image_summaries(text: str, cap: int) -> str | None:
+    """Image summaries JSON cut to fit: summaries dropped from the end, ``{"omitted": n}`` last.
+
+    The list still accounts for every image (kept plus omitted equals ``image_count``); when not
+    even the marker fits, the summaries are dropped (``None``) and only the count remains.
+    """
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(entries, list):
+        return None
+    kept, omitted = split_omitted(entries)
+
+    def dumped() -> str:
+        return json.dumps([*kept, {OMITTED: omitted}] if omitted else kept, ensure_ascii=False)
+
+    out = dumped()
+    while len(out) > cap and kept:
+        kept.pop()
+        omitted += 1
+        out = dumped()
+    return out if len(out) <= cap else None
+
+
 def stored_row(record: TurnRecord, log_content: bool, cap: int) -> tuple[Any, ...]:
     """The row to store for ``record``.
 
@@ -60,5 +87,10 @@ def stored_row(record: TurnRecord, log_content: bool, cap: int) -> tuple[Any, ..
     for i in _CAPPED:
         text = values[i]
         if text is not None and len(text) > cap:
-            values[i] = _tool_names(text, cap) if i == _TOOL_CALLS else _truncate(text, cap)
+            if i == _TOOL_CALLS:
+                values[i] = _tool_names(text, cap)
+            elif i == _IMAGES:
+                values[i] = _image_summaries(text, cap)
+            else:
+                values[i] = _truncate(text, cap)
     return tuple(values)

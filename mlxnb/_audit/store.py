@@ -22,6 +22,16 @@ Why SQLite in WAL mode with ``synchronous=NORMAL`` and a commit per row:
   construction (48-bit time, 12-bit counter, 62 random bits). Batching commits behind ``append``
   would make "append returned" weaker than "durable against a kill", so it is not done.
 
+**Schema versions.** ``PRAGMA user_version`` holds the file's :data:`SCHEMA_VERSION`. Opening a
+file from an older mlxnb brings it up to date in place: the columns added since (each
+:class:`~mlxnb._audit.record.Column` names its version and default) are added with ``ALTER
+TABLE ... ADD COLUMN``, so old rows read as the defaults, and the version is raised, all in one
+``BEGIN IMMEDIATE`` transaction. The version is read inside that transaction, under the write
+lock: when several kernels open an old file at once, the first migrates and the others, queued on
+the lock, find the new version and do nothing. A crash mid-way rolls back to the old file. An
+older mlxnb still running on a migrated file keeps appending (it names its columns, the new ones
+take their defaults); one started afterwards refuses it, as every mlxnb refuses a newer file.
+
 Each :class:`AuditStore` holds a writer connection and, for files, a separate reader connection,
 so that building a large DataFrame never blocks an append from the engine's worker thread. WAL needs
 a local file system (not NFS/SMB): the ``-shm`` index is shared memory.
@@ -125,6 +135,9 @@ class AuditStore:
     Args:
         path: The database file (created with its parent folders), or ``None`` for memory.
 
+    Opening a file written by an older mlxnb migrates it to :data:`SCHEMA_VERSION` (see the
+    module docstring).
+
     Raises:
         ValueError: The file is not an mlxnb audit database, or one from a newer mlxnb.
     """
@@ -156,6 +169,7 @@ class AuditStore:
         # IMMEDIATE takes the write lock first, so two kernels creating one file do not race.
         con.execute("BEGIN IMMEDIATE")
         try:
+            # Read under the write lock: another process's migration has committed or not begun.
             version = con.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 body = ", ".join(column.sql for column in COLUMNS)
@@ -166,10 +180,34 @@ class AuditStore:
                     f"audit database {self.path} has schema version {version}; this mlxnb "
                     f"reads up to {SCHEMA_VERSION}: upgrade mlxnb or use another file"
                 )
+            elif version < SCHEMA_VERSION:
+                self._migrate(version)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+    def _migrate(self, version: int) -> None:
+        """Bring a file of an older schema ``version`` up to date (inside the open transaction)."""
+        con = self._writer
+        present = {row[1] for row in con.execute(f"PRAGMA table_info({TABLE})")}
+        expected = [c.name for c in COLUMNS if c.since <= version]
+        missing = [name for name in expected if name not in present]
+        if missing:
+            raise AuditError(
+                f"audit database {self.path} has schema version {version} but lacks its "
+                f"columns {missing}: it is not an mlxnb audit table"
+            )
+        for column in COLUMNS:
+            if column.since > version and column.name not in present:
+                con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column.sql}")
+        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        _log.info(
+            "audit database %s migrated from schema version %d to %d",
+            self.path,
+            version,
+            SCHEMA_VERSION,
+        )
 
     def insert(self, row: Sequence[Any]) -> None:
         """Append one row and commit it before returning."""

@@ -50,6 +50,7 @@ def record_turn(
             client=meta.client,
             run_id=meta.run_id,
             error_type=type(error).__name__ if error is not None else None,
+            images=[image.summary() for image in request.images],
         )
         audit.append(record)
     except Exception:  # an audit failure must not take generation down; it is logged

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from audit_helpers import BASE_TIME, MakeRecord, MakeTurn
+from audit_helpers import BASE_TIME, MakeRecord, MakeTurn, image_summaries
 
-from mlxnb._audit import AuditLog, TurnRecord, default_path, read_export
+from mlxnb._audit import SCHEMA_VERSION, AuditLog, TurnRecord, default_path, read_export
 from mlxnb._audit.record import COLUMN_NAMES
 from mlxnb.events import ToolCall, Usage
 
@@ -27,6 +27,7 @@ EXPECTED_DTYPES = {
             "cached_tokens",
             "tool_call_errors",
             "schema_version",
+            "image_count",
         ],
         "Int64",
     ),
@@ -82,6 +83,21 @@ def test_frame_values_match_the_records_in_append_order(
     assert frame_records(any_log.df) == as_dicts(records)
     assert list(any_log) == records
     assert len(any_log) == len(records)
+
+
+def test_image_columns_in_the_frame(any_log: AuditLog, make_record: MakeRecord) -> None:
+    two, none = make_record(images=image_summaries(2)), make_record()
+    any_log.append(two)
+    any_log.append(none)
+    frame = any_log.df
+    assert str(frame["image_count"].dtype) == "Int64"
+    assert isinstance(frame["images"].dtype, pd.StringDtype)
+    assert list(frame["image_count"]) == [2, 0]
+    assert json.loads(frame["images"].iloc[0]) == image_summaries(2)
+    assert frame["images"].iloc[1] is pd.NA
+    assert list(any_log) == [two, none]
+    with_images = frame.loc[frame["image_count"] > 0, "request_id"]
+    assert list(with_images) == [two.request_id]
 
 
 def test_get_by_request_id(filled: AuditLog, records: list[TurnRecord]) -> None:
@@ -254,6 +270,7 @@ def tricky(log: AuditLog, make_record: MakeRecord, make_turn: MakeTurn) -> Audit
                 started_at=BASE_TIME + timedelta(microseconds=i),
                 conversation_id=text or None,
                 duration_s=0.5 + (i + 38) / 100,
+                images=[{**image, "format": text} for image in image_summaries(i % 3, i)],
             )
         )
     return log
@@ -349,6 +366,73 @@ def test_metadata_only_log(tmp_path: Path, make_record: MakeRecord, make_turn: M
     assert "secret" not in (tmp_path / "meta.sqlite3").read_bytes().decode("latin-1")
     kept = ("prompt_tokens", "completion_tokens", "duration_s", "model", "status", "error_message")
     assert all(getattr(stored, name) == getattr(record, name) for name in kept)
+
+
+def test_metadata_only_log_keeps_image_hashes(
+    tmp_path: Path, make_record: MakeRecord, make_turn: MakeTurn
+) -> None:
+    summaries = image_summaries(2)
+    record = make_record(make_turn("secret answer about the picture"), images=summaries)
+    with AuditLog(tmp_path / "meta.sqlite3", log_content=False) as log:
+        log.append(record)
+        stored = log.get(record.request_id)
+        frame = log.df
+    assert stored is not None and stored.content == ""
+    assert (stored.image_count, stored.images) == (2, record.images)
+    assert [image["sha256"] for image in json.loads(frame["images"].iloc[0])] == [
+        image["sha256"] for image in summaries
+    ]
+    assert frame["image_count"].iloc[0] == 2
+
+
+def _stored_images(record: TurnRecord, cap: int, log_content: bool = True) -> TurnRecord:
+    with AuditLog(":memory:", max_text_chars=cap, log_content=log_content) as log:
+        log.append(record)
+        stored = log.get(record.request_id)
+        assert stored is not None
+        return stored
+
+
+@pytest.mark.parametrize("log_content", [True, False])
+def test_capped_images_drop_whole_summaries_from_the_end(
+    make_record: MakeRecord, log_content: bool
+) -> None:
+    summaries = image_summaries(5)
+    record = make_record(images=summaries)
+    assert record.images is not None
+    one = len(json.dumps(summaries[0]))
+    stored = _stored_images(record, 3 * one, log_content)
+    assert stored.image_count == 5  # the count is never cut
+    assert stored.images is not None and len(stored.images) <= 3 * one
+    kept = json.loads(stored.images)  # valid JSON: never cut mid-way
+    assert kept[-1] == {"omitted": 5 - len(kept[:-1])}
+    assert 0 < len(kept[:-1]) < 5 and kept[:-1] == summaries[: len(kept) - 1]
+    # a cap the list fits is no cut at all
+    assert _stored_images(record, len(record.images), log_content).images == record.images
+
+
+def test_a_capped_image_list_is_capped_again_on_import(
+    make_record: MakeRecord, tmp_path: Path
+) -> None:
+    record = make_record(images=image_summaries(6))
+    with AuditLog(":memory:", max_text_chars=600) as first:
+        first.append(record)
+        path = first.export(tmp_path / "capped.jsonl")
+        once = json.loads(first.df["images"].iloc[0])
+    with AuditLog(":memory:", max_text_chars=300) as second:
+        assert second.import_file(path) == 1
+        stored = second.get(record.request_id)
+    assert stored is not None and stored.images is not None and len(stored.images) <= 300
+    twice = json.loads(stored.images)
+    assert len(twice) < len(once) and twice[:-1] == once[: len(twice) - 1]
+    assert len(twice[:-1]) + twice[-1]["omitted"] == stored.image_count == 6
+
+
+def test_images_that_do_not_fit_at_all_keep_only_the_count(make_record: MakeRecord) -> None:
+    stored = _stored_images(make_record(images=image_summaries(3)), 10)
+    assert (stored.image_count, stored.images) == (3, None)
+    only_marker = _stored_images(make_record(images=image_summaries(3)), 20)
+    assert (only_marker.image_count, only_marker.images) == (3, '[{"omitted": 3}]')
 
 
 @pytest.mark.parametrize("field", ["content", "reasoning", "error_message", "conversation_id"])
@@ -524,7 +608,7 @@ def test_store_is_wal_with_the_schema_version(log: AuditLog) -> None:
     assert log.path is not None
     with closing(sqlite3.connect(log.path)) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_filtered_frames_are_cached_per_filter_and_refreshed(

@@ -15,11 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from audit_helpers import MakeRecord, MakeTurn
+from audit_helpers import MakeRecord, MakeTurn, child_env
 
 from mlxnb._audit import AuditLog
-
-REPO = Path(__file__).resolve().parents[2]
 
 WRITER = textwrap.dedent(
     """
@@ -49,16 +47,12 @@ WRITER = textwrap.dedent(
 
 
 def start_writer(path: Path, count: int, tag: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
     child = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), str(count), tag],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(),
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"

@@ -6,19 +6,40 @@ import math
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from audit_helpers import BASE_TIME, MakeRecord, MakeTurn
+from audit_helpers import BASE_TIME, NEW_COLUMNS, MakeRecord, MakeTurn, image_summaries
 
 from mlxnb._audit import SCHEMA_VERSION, TurnRecord
-from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, format_time, parse_time
+from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, Column, format_time, parse_time
 from mlxnb._ids import new_request_id
+from mlxnb.errors import AuditError
 from mlxnb.events import ToolCall, ToolCallError, Usage
 
 
 def test_record_fields_are_the_schema_columns() -> None:
     assert tuple(f.name for f in dataclasses.fields(TurnRecord)) == COLUMN_NAMES
     assert len(set(COLUMN_NAMES)) == len(COLUMNS)
+
+
+def test_image_columns_are_new_in_version_2_at_the_end() -> None:
+    assert SCHEMA_VERSION == 2
+    assert COLUMN_NAMES[-2:] == NEW_COLUMNS == ("image_count", "images")
+    assert [(c.kind, c.since, c.default) for c in COLUMNS[-2:]] == [
+        ("int", 2, 0),
+        ("str?", 2, None),
+    ]
+    assert [c.dtype for c in COLUMNS[-2:]] == ["Int64", "string"]
+    assert COLUMNS[-2].sql == "image_count INTEGER NOT NULL DEFAULT 0"
+    assert COLUMNS[-1].sql == "images TEXT"
+    assert all(c.since == 1 for c in COLUMNS[:-2])
+
+
+def test_a_later_column_that_is_not_nullable_needs_a_default() -> None:
+    with pytest.raises(AuditError, match="default"):
+        Column("later", "int", since=3)
+    assert Column("quoted", "str", since=3, default="it's").sql.endswith("DEFAULT 'it''s'")
 
 
 @pytest.mark.parametrize(
@@ -130,6 +151,105 @@ def test_invalid_status_is_rejected() -> None:
 def test_row_round_trip(make_turn: MakeTurn, make_record: MakeRecord) -> None:
     record = make_record(make_turn("x", "y", tool_calls=(ToolCall(0, "c", "f", {}),)))
     assert TurnRecord.from_row(record.to_row()) == record
+
+
+def test_from_turn_keeps_image_summaries_in_order(make_record: MakeRecord) -> None:
+    summaries = image_summaries(2)
+    record = make_record(images=summaries)
+    assert record.image_count == 2
+    assert record.images is not None
+    assert json.loads(record.images) == summaries
+    assert [image["sha256"] for image in json.loads(record.images)] == [
+        summaries[0]["sha256"],
+        summaries[1]["sha256"],
+    ]
+    assert TurnRecord.from_row(record.to_row()) == record
+    assert record.to_row()[-2:] == (2, record.images)
+
+
+def test_from_turn_without_images_has_none(make_record: MakeRecord) -> None:
+    for record in (make_record(), make_record(images=()), make_record(images=[])):
+        assert (record.image_count, record.images) == (0, None)
+        assert record.to_row()[-2:] == (0, None)
+
+
+def test_from_turn_accepts_any_sequence_of_mappings(make_record: MakeRecord) -> None:
+    summaries = tuple(image_summaries(3))
+    record = make_record(images=summaries)
+    assert record.image_count == 3 and json.loads(record.images or "") == list(summaries)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        {"sha256": "ab", "format": "PNG", "width": 1, "height": 1, "bytes": 1},  # one, unlisted
+        "sha256",
+        [{"sha256": "ab"}, "not a mapping"],
+        [{"sha256": "ab", "bytes": b"\x89PNG"}],  # never the bytes: not even serialisable
+    ],
+    ids=["mapping", "text", "not-mappings", "raw-bytes"],
+)
+def test_from_turn_refuses_images_that_are_not_summaries(
+    make_record: MakeRecord, images: Any
+) -> None:
+    with pytest.raises(AuditError, match="summar"):
+        make_record(images=images)
+
+
+def _with_images(image_count: int, images: str | None) -> TurnRecord:
+    return TurnRecord(
+        request_id="x",
+        started_at=BASE_TIME,
+        source="python",
+        model="m",
+        status="ok",
+        finish_reason="stop",
+        duration_s=1.0,
+        image_count=image_count,
+        images=images,
+    )
+
+
+@pytest.mark.parametrize(
+    ("image_count", "images", "message"),
+    [
+        (-1, None, "image_count must be >= 0"),
+        (1, json.dumps(image_summaries(2)), "image_count is 1 but images accounts for 2"),
+        (3, json.dumps(image_summaries(2)), "image_count is 3 but images accounts for 2"),
+        (1, "[]", "image_count is 1 but images accounts for 0"),
+        (0, json.dumps(image_summaries(1)), "image_count is 0 but images accounts for 1"),
+        (2, '[{"sha256": "ab"}, {"omitted": 2}]', "image_count is 2 but images accounts for 3"),
+        (1, '{"sha256": "ab"}', "JSON list of objects"),
+        (1, '["ab"]', "JSON list of objects"),
+        (1, '[{"sha256": "ab"', "JSON list of objects"),
+    ],
+    ids=[
+        "negative",
+        "fewer-counted",
+        "more-counted",
+        "empty-list",
+        "zero-counted",
+        "omitted-marker",
+        "not-a-list",
+        "not-objects",
+        "cut-json",
+    ],
+)
+def test_image_count_must_match_the_summaries(
+    image_count: int, images: str | None, message: str
+) -> None:
+    with pytest.raises(AuditError, match=message) as caught:
+        _with_images(image_count, images)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_image_columns_have_one_spelling_of_none() -> None:
+    assert _with_images(0, "").images is None
+    assert _with_images(0, "[]").images is None
+    assert _with_images(4, None).images is None  # the summaries did not fit: the count stays
+    capped = '[{"sha256": "ab"}, {"omitted": 2}]'
+    assert _with_images(3, capped).images == capped
+    assert _with_images(3, '[{"omitted": 3}]').image_count == 3
 
 
 @pytest.mark.parametrize(

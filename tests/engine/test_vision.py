@@ -170,3 +170,16 @@ def test_unusable_images_are_refused_before_any_work(
 def test_kind_can_be_forced_and_is_checked(vision_dir: Path) -> None:
     with pytest.raises(mlxnb.InvalidRequestError, match="kind"):
         mlxnb.load(vision_dir, kind="audio", audit=False)
+
+
+def test_the_audit_row_counts_and_hashes_the_images(vision_dir: Path, tmp_path: Path) -> None:
+    audit = mlxnb.AuditLog(tmp_path / "audit.sqlite3")
+    with mlxnb.load(vision_dir, audit=audit) as audited:
+        audited.generate(asking("Two pictures.", picture(6), picture(7, 64, 64)), max_tokens=2)
+        audited.generate(asking("None."), max_tokens=2)
+    frame = audit.df
+    assert frame["image_count"].tolist() == [2, 0]
+    summaries = json.loads(frame["images"].iloc[0])
+    assert [(s["width"], s["height"]) for s in summaries] == [(96, 64), (64, 64)]
+    assert len({s["sha256"] for s in summaries}) == 2 and pd.isna(frame["images"].iloc[1])
+    audit.close()
