@@ -8,8 +8,9 @@ history and the next round starts, up to ``max_tool_rounds`` times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlxnb._chat_turn import ChatEvent, ChatTurn, RoundStart, TurnProgress, sum_usage
@@ -153,8 +154,9 @@ class Conversation:
     ) -> AsyncIterator[ChatEvent]:
         """Drop the last turn and stream a new answer to the same message (images included)."""
         message = self._undo()
-        async for event in self._stream_message(message, enable_thinking):
-            yield event
+        async with contextlib.aclosing(self._stream_message(message, enable_thinking)) as events:
+            async for event in events:
+                yield event
 
     def _check_idle(self) -> None:
         if self._busy:
@@ -207,12 +209,15 @@ class Conversation:
         loaded = load_images(images, policy=PYTHON_POLICY) if images is not None else None
         if loaded and self.engine.ready and getattr(self.engine, "kind", None) == "text":
             raise no_vision_error(self.engine.model_id, len(loaded))
-        async for event in self._stream_message(user_message(text, loaded), enable_thinking):
-            yield event
+        # Closing this generator must close the inner one at once (Stop records the turn).
+        inner = self._stream_message(user_message(text, loaded), enable_thinking)
+        async with contextlib.aclosing(inner) as events:
+            async for event in events:
+                yield event
 
     async def _stream_message(
         self, message: dict[str, Any], enable_thinking: bool | None
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         self._check_idle()
         self._busy = True
         text = message_text(message)

@@ -1,7 +1,10 @@
 """The chat widget's stream protocol: events → ops, the ops reducer, and the batcher.
 
 The recorder turns events into ops, the reducer folds ops into a transcript turn, and the
-batcher coalesces ops into few comm messages.
+batcher coalesces ops into few comm messages. A transcript turn is ``{"id", "user", "images",
+"parts", "status", "error", "stats"}``; ``images`` holds small JPEG thumbnails (``data:`` URLs)
+of the images sent with the user's message, never the images themselves, so a saved notebook
+stays small. No op changes ``images``: the ``start`` message announces them with the turn.
 
 ``widgets/src/protocol.js`` implements the same reducer for the page; both are tested against
 ``widgets/tests/fixtures/protocol.json`` so the live view and the saved transcript agree.
@@ -179,6 +182,7 @@ class OpRecorder:
         user: The user's message.
         batcher: Where ops go.
         clock: Time source for the thinking timer.
+        images: Thumbnails (``data:`` URLs) of the images sent with the message.
     """
 
     def __init__(
@@ -187,10 +191,13 @@ class OpRecorder:
         user: str,
         batcher: Batcher,
         clock: Callable[[], float] = time.perf_counter,
+        *,
+        images: Sequence[str] = (),
     ) -> None:
         self.turn: dict[str, Any] = {
             "id": turn_id,
             "user": user,
+            "images": list(images),
             "parts": [],
             "status": "streaming",
             "error": None,

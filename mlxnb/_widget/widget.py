@@ -4,6 +4,10 @@ Deltas travel as coalesced custom messages (*ops*, see ``widgets/src/protocol.js
 turn is written to the ``transcript`` traitlet, so a re-displayed widget or a reopened notebook
 shows the whole conversation. Generation runs as a task on the kernel's event loop: message
 handlers return at once, Stop arrives while tokens stream, and other cells keep running.
+
+Images sent with a message (``data:`` URLs from the page, any image object from :meth:`ask`)
+are loaded and checked before the turn starts; a bad image or a text-only model is refused at
+once. The transcript keeps only small thumbnails of them.
 """
 
 from __future__ import annotations
@@ -11,16 +15,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
 
-from mlxnb._chat import ChatEngine, ChatTurn, Conversation
+from mlxnb._chat import ChatEngine, ChatEvent, ChatTurn, Conversation
 from mlxnb._ids import new_message_id
+from mlxnb._images import (
+    HTTP_POLICY,
+    PYTHON_POLICY,
+    Image,
+    ImagePolicy,
+    load_images,
+    no_vision_error,
+)
 from mlxnb._widget.protocol import Batcher, OpRecorder
-from mlxnb.errors import ConversationBusyError, GenerationError, MlxnbError, ModelLoadError
+from mlxnb.errors import (
+    ConversationBusyError,
+    EmptyHistoryError,
+    GenerationError,
+    InvalidRequestError,
+    MlxnbError,
+    ModelLoadError,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,13 +57,18 @@ def _asset(name: str, fallback: str) -> Path | str:
     return path if path.is_file() else fallback
 
 
+Events = Callable[[bool | None], AsyncIterator[ChatEvent]]
+"""Starts a turn's event stream, given the thinking switch."""
+
+
 class ChatWidget(anywidget.AnyWidget):
     """A chat with a model in the notebook: streaming answers, thinking and tool-call panes.
 
-    Display it as a cell's last expression. Python ``tools`` are described to the model from
-    their signature and docstring and run in the kernel. Everything the page does is also
-    available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
-    :attr:`messages`, :meth:`to_dataframe`.
+    Display it as a cell's last expression. With a vision model, images can be attached (a
+    button, drag and drop, paste) and are shown as thumbnails in the conversation. Python
+    ``tools`` are described to the model from their signature and docstring and run in the
+    kernel. Everything the page does is also available from Python: :meth:`ask`, :meth:`stop`,
+    :meth:`regenerate`, :meth:`clear`, :attr:`messages`, :meth:`to_dataframe`.
 
     Args:
         engine: The engine (:func:`mlxnb.load`; it may still be loading).
@@ -62,6 +87,7 @@ class ChatWidget(anywidget.AnyWidget):
     model_name = traitlets.Unicode("").tag(sync=True)
     enable_thinking = traitlets.Bool(True).tag(sync=True)
     supports_thinking = traitlets.Bool(False).tag(sync=True)
+    supports_images = traitlets.Bool(False).tag(sync=True)
     tool_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(
@@ -82,6 +108,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._task: asyncio.Task[ChatTurn | None] | None = None
         self._stopping = False
         self._running = False
+        self._kind: str | None = None
         self.on_msg(self._on_frontend_message)
         if not self._check_ready():
             # without a running loop (a plain script) readiness is checked again on first use
@@ -102,6 +129,10 @@ class ChatWidget(anywidget.AnyWidget):
             self.status = "error"
             return True
         self.supports_thinking = bool(self.engine.supports_thinking)
+        if self._kind is None:
+            with contextlib.suppress(MlxnbError):  # a closed engine: its requests say so
+                self._kind = getattr(self.engine, "kind", None)
+            self.supports_images = self._kind == "vision"
         if self.status in ("loading", "error"):
             self.status = "ready"
         return True
@@ -116,14 +147,17 @@ class ChatWidget(anywidget.AnyWidget):
         kind = content.get("type") if isinstance(content, dict) else None
         try:
             if kind == "send":
-                self._start(str(content.get("text", "")))
+                images = content.get("images") or None
+                if images is not None and not isinstance(images, list):
+                    raise InvalidRequestError("images must be a list of data: URLs")
+                self._start(str(content.get("text", "")), images, policy=HTTP_POLICY)
             elif kind == "regenerate":
                 self._start(None)
             elif kind == "stop":
                 self.stop()
             elif kind == "clear":
                 self.clear()
-        except MlxnbError as exc:  # busy, still loading, nothing to regenerate
+        except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
             self.send({"type": "refused", "message": str(exc)})
 
     # -- turns -------------------------------------------------------------------------------
@@ -133,21 +167,50 @@ class ChatWidget(anywidget.AnyWidget):
         """Whether a reply is being generated."""
         return self._task is not None and not self._task.done()
 
-    def _start(self, text: str | None) -> asyncio.Task[ChatTurn | None]:
+    def _start(
+        self, text: str | None, images: object = None, *, policy: ImagePolicy = PYTHON_POLICY
+    ) -> asyncio.Task[ChatTurn | None]:
+        """Check a request and start its turn; ``text=None`` regenerates the last one."""
         if self.busy:
             raise ConversationBusyError("a reply is being generated; stop it first")
         if not self._check_ready():
             raise ConversationBusyError(f"{self.model_name} is still loading")
         if self.status == "error":
             raise ModelLoadError(self.error)
+        events: Events
         if text is None:
-            text = self.conversation.undo()
+            turns = self.conversation.turns
+            if not turns:
+                raise EmptyHistoryError("there is no answer to regenerate")
+            text = turns[-1].user
+            thumbnails = list(self.transcript[-1].get("images", ())) if self.transcript else []
             self.transcript = self.transcript[:-1]
+
+            def events(thinking: bool | None) -> AsyncIterator[ChatEvent]:
+                return self.conversation.stream_again(enable_thinking=thinking)
+
+        else:
+            loaded = self._load_images(images, policy)
+            thumbnails = [image.thumbnail_data_url() for image in loaded]
+            message = text
+
+            def events(thinking: bool | None) -> AsyncIterator[ChatEvent]:
+                return self.conversation.stream(
+                    message, images=loaded or None, enable_thinking=thinking
+                )
+
         self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self._run(text))
+        self._task = asyncio.get_running_loop().create_task(self._run(text, thumbnails, events))
         return self._task
 
-    async def _run(self, text: str) -> ChatTurn | None:
+    def _load_images(self, images: object, policy: ImagePolicy) -> list[Image]:
+        """Load and check a message's images before anything starts (refusals come at once)."""
+        loaded = load_images(images, policy=policy)
+        if loaded and self._kind == "text":
+            raise no_vision_error(self.model_name, len(loaded))
+        return loaded
+
+    async def _run(self, text: str, thumbnails: list[str], events: Events) -> ChatTurn | None:
         self._running = True
         if self._stopping:  # Stop came before this task's first step: cancel at the first await
             task = asyncio.current_task()
@@ -155,17 +218,18 @@ class ChatWidget(anywidget.AnyWidget):
                 task.cancel()
         turn_id = new_message_id()
         self.status = "generating"
-        self.send({"type": "start", "turn": {"id": turn_id, "user": text}})
+        self.send({"type": "start", "turn": {"id": turn_id, "user": text, "images": thumbnails}})
         batcher = Batcher(
             lambda ops: self.send({"type": "ops", "id": turn_id, "ops": ops}),
             interval=self.flush_interval,
         )
-        recorder = OpRecorder(turn_id, text, batcher)
+        recorder = OpRecorder(turn_id, text, batcher, images=thumbnails)
         thinking = self.enable_thinking if self.supports_thinking else None
-        before = len(self.conversation.turns)
+        turns = self.conversation.turns
+        before = turns[-1] if turns else None  # regenerating drops it: compare, do not count
         failure: str | None = None
         try:
-            async for event in self.conversation.stream(text, enable_thinking=thinking):
+            async for event in events(thinking):
                 recorder.add(event)
         except asyncio.CancelledError:
             if not self._stopping:
@@ -175,27 +239,34 @@ class ChatWidget(anywidget.AnyWidget):
             raise
         finally:
             turns = self.conversation.turns
-            chat_turn = turns[-1] if len(turns) > before else None
+            chat_turn = turns[-1] if turns and turns[-1] is not before else None
             entry = recorder.finish(chat_turn, failure)
             self.transcript = [*self.transcript, entry]
             self.status = "ready"
             self._stopping = self._running = False
         return chat_turn
 
-    async def ask(self, text: str) -> ChatTurn:
+    async def ask(self, text: str, images: object = None) -> ChatTurn:
         """Send a message as if typed in the page; returns the finished turn.
+
+        Args:
+            text: The message.
+            images: An image or a list of them (PIL images, numpy arrays, matplotlib figures,
+                paths, bytes, ``data:`` URLs) for a vision model; the conversation shows
+                thumbnails of them.
 
         Raises:
             MlxnbError: The model could not be loaded.
+            InvalidRequestError: An image cannot be used, or the model cannot see images.
             RuntimeError: A reply is already being generated.
         """
         await self._await_ready()
         if self.status == "error":
             self.engine.wait_ready(0)
-        return await self._finished(self._start(text))
+        return await self._finished(self._start(text, images))
 
     async def regenerate(self) -> ChatTurn:
-        """Drop the last answer and generate it again."""
+        """Drop the last answer and generate it again (for the same message and images)."""
         await self._await_ready()
         return await self._finished(self._start(None))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -12,9 +13,9 @@ from lab import JupyterLab
 SETUP = """\
 import mlxnb
 from mlxnb._widget import ChatWidget
-from mlxnb.testing import forced_output, tiny_model
+from mlxnb.testing import forced_output, {model}
 
-engine = mlxnb.load(tiny_model(), audit=False)
+engine = mlxnb.load({model}(), audit=False)
 replies = iter({replies})
 
 
@@ -54,6 +55,33 @@ KERNEL_IDLE = """() => {
   const kernel = panel && panel.sessionContext && panel.sessionContext.session
     && panel.sessionContext.session.kernel;
   return Boolean(kernel && kernel.connectionStatus === "connected" && kernel.status === "idle");
+}"""
+
+# Pastes a PNG (base64) into the chat's input as a clipboard image; true if the paste was taken.
+PASTE_IMAGE = """([name, data]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const clipboard = new DataTransfer();
+  clipboard.items.add(new File([bytes], name, { type: "image/png" }));
+  const input = document.querySelector('[data-testid="mlxnb-chat"] [data-testid="input"]');
+  input.focus();
+  const event = new ClipboardEvent("paste", {
+    clipboardData: clipboard, bubbles: true, cancelable: true,
+  });
+  input.dispatchEvent(event);
+  return event.defaultPrevented;
+}"""
+
+# Drops a PNG (base64) on the chat's transcript as a file dragged from the desktop would be.
+DROP_IMAGE = """([name, data]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const files = new DataTransfer();
+  files.items.add(new File([bytes], name, { type: "image/png" }));
+  const target = document.querySelector('[data-testid="mlxnb-chat"] [data-testid="log"]');
+  const over = new DragEvent("dragover", { dataTransfer: files, bubbles: true, cancelable: true });
+  target.dispatchEvent(over);
+  const drop = new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true });
+  target.dispatchEvent(drop);
+  return over.defaultPrevented && drop.defaultPrevented;
 }"""
 
 # Records every distinct state of the last content part while a turn streams.
@@ -100,6 +128,16 @@ class Chat:
         assert turn.get_attribute("data-status") == status
         return turn
 
+    def paste_image(self, png: bytes, name: str = "pasted.png") -> bool:
+        """Paste a PNG into the input as the clipboard would; returns whether it was taken."""
+        data = base64.b64encode(png).decode("ascii")
+        return bool(self.page.evaluate(PASTE_IMAGE, [name, data]))
+
+    def drop_image(self, png: bytes, name: str = "dropped.png") -> bool:
+        """Drop a PNG file on the chat; returns whether the drag and the drop were taken."""
+        data = base64.b64encode(png).decode("ascii")
+        return bool(self.page.evaluate(DROP_IMAGE, [name, data]))
+
     def kernel(self, code: str) -> str:
         """Run code in the notebook's kernel (while the widget is live) and return stdout."""
         return str(self.page.evaluate(KERNEL_EVAL, code))
@@ -134,9 +172,13 @@ class LabPage:
             "async () => { await window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
         )
 
-    def open_chat(self, replies: list[str], *, tools: str = "") -> Chat:
-        """Open a notebook whose widget is scripted to reply ``replies`` (forced output)."""
-        cells = [SETUP.format(replies=json.dumps(replies))]
+    def open_chat(self, replies: list[str], *, tools: str = "", model: str = "tiny_model") -> Chat:
+        """Open a notebook whose widget is scripted to reply ``replies`` (forced output).
+
+        ``model`` names the :mod:`mlxnb.testing` fixture to load (``tiny_vision_model`` for
+        a vision model).
+        """
+        cells = [SETUP.format(replies=json.dumps(replies), model=model)]
         if tools:
             cells.append(WEATHER_TOOL)
         cells.append(WIDGET.format(tools=f"[{tools}]"))

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 from collections.abc import Callable
 
 import pytest
 from labpage import Chat, LabPage
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
 pytestmark = pytest.mark.browser
 
@@ -239,3 +243,70 @@ def test_a_missing_model_shows_an_error_in_the_chat(lab_page: LabPage) -> None:
     assert chat.root.get_attribute("data-status") == "error"
     assert chat.input.is_disabled() and chat.send.is_disabled()
     chat.shot("model-not-found")
+
+
+VISION_ANSWER = (
+    "I see a **red square** on a blue background, with a white stripe across the middle. "
+    "The colours are flat and the edges are sharp, so it looks drawn rather than photographed."
+)
+
+
+def png(width: int, height: int) -> bytes:
+    """A flat drawing (small as a PNG): red square, blue ground, white stripe."""
+    picture = PILImage.new("RGB", (width, height), (30, 60, 200))
+    draw = ImageDraw.Draw(picture)
+    side = min(width, height) // 2
+    draw.rectangle((width // 4, height // 4, width // 4 + side, height // 4 + side), (220, 30, 30))
+    draw.rectangle((0, height // 2 - 6, width, height // 2 + 6), (255, 255, 255))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_pasted_image_is_sent_and_answered(open_chat: OpenChat, lab_page: LabPage) -> None:
+    chat = open_chat([VISION_ANSWER], model="tiny_vision_model")
+    assert chat.attach.is_visible() and chat.attach.get_attribute("aria-label") == "Add images"
+    small, large = png(400, 300), png(3000, 1500)
+    assert chat.paste_image(small, "drawing.png") is True
+    chat.pending_image.wait_for()
+    assert chat.paste_image(large, "large.png") is True
+    assert chat.drop_image(small, "extra.png") is True
+    pending = chat.root.get_by_test_id("pending-image")
+    lab_page.page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=pending-image]').length === 3"
+    )
+    chat.remove_image.nth(2).focus()  # by keyboard: the third image goes, focus stays in the row
+    lab_page.page.keyboard.press("Enter")
+    assert pending.count() == 2
+    alts = [pending.nth(i).locator("img").get_attribute("alt") for i in range(2)]
+    assert alts == ["Attached image 1 (drawing.png)", "Attached image 2 (large.png)"]
+    assert pending.first.locator("img").evaluate("img => img.complete && img.naturalWidth") == 400
+    chat.input.fill("What do you see?")
+    chat.shot("1-image-pending")
+    lab_page.watch_content()
+    chat.input.press("Enter")
+    assert chat.pending_images.is_hidden()
+    turn = chat.wait_finished()
+    chat.shot("2-answered")
+    states = lab_page.content_states()
+    assert len(states) >= 3, states
+    content = turn.get_by_test_id("content")
+    assert content.inner_text() == VISION_ANSWER.replace("**", "")
+    assert content.locator("strong").inner_text() == "red square"
+    thumbnails = turn.get_by_test_id("user-image")
+    assert thumbnails.count() == 2
+    sizes = thumbnails.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+    assert sizes == [[256, 192], [256, 128]]
+    assert turn.get_by_test_id("user-message").inner_text().strip() == "What do you see?"
+    seen = chat.kernel(
+        "import hashlib\n"
+        "parts = widget.messages[0]['content']\n"
+        "print([(p['image'].format, p['image'].width, p['image'].height) "
+        "for p in parts if p['type'] == 'image'])\n"
+        "print(hashlib.sha256(parts[0]['image'].data).hexdigest())\n"
+        "print([len(u) for u in widget.transcript[-1]['images']])"
+    ).splitlines()
+    assert seen[0] == "[('PNG', 400, 300), ('PNG', 2048, 1024)]", "large images are scaled down"
+    assert seen[1] == hashlib.sha256(small).hexdigest(), "a small PNG arrives byte for byte"
+    assert all(int(size) < 30_000 for size in seen[2].strip("[]").split(", "))
+    assert lab_page.errors == []

@@ -29,6 +29,7 @@ def empty_turn() -> dict[str, Any]:
     return {
         "id": "t1",
         "user": "hi",
+        "images": [],
         "parts": [],
         "status": "streaming",
         "error": None,
@@ -41,7 +42,7 @@ def test_apply_op_agrees_with_the_front_end_fixture(case: dict[str, Any]) -> Non
     turn = empty_turn()
     for op in case["ops"]:
         apply_op(turn, op)
-    assert turn == {"id": "t1", "user": "hi", **case["expected"]}
+    assert turn == {"id": "t1", "user": "hi", "images": [], **case["expected"]}
 
 
 class Clock:
@@ -230,6 +231,17 @@ async def test_recorder_turns_events_into_ops_and_the_entry(clock: Clock) -> Non
         "thinking",
         "content",
     ]
+
+
+async def test_the_entry_keeps_the_thumbnails_it_was_given(clock: Clock) -> None:
+    sent: list[list[Op]] = []
+    thumbnails = ["data:image/jpeg;base64,AAAA", "data:image/jpeg;base64,BBBB"]
+    recorder = OpRecorder("t1", "what is this?", Batcher(sent.append), images=thumbnails)
+    thumbnails.clear()  # the entry holds its own list
+    recorder.add(ContentDelta("A cat."))
+    entry = recorder.finish(None, "boom")
+    assert entry["images"] == ["data:image/jpeg;base64,AAAA", "data:image/jpeg;base64,BBBB"]
+    assert all(op[0] != "images" for batch in sent for op in batch), "no op carries images"
 
 
 async def test_recorder_closes_thinking_left_open(clock: Clock) -> None:

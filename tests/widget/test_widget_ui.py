@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets
 import pytest
-from widget_fakes import Script, Wire
+from widget_fakes import Script, Wire, from_page
 from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, get_weather
 
 import mlxnb
@@ -39,17 +39,11 @@ def make(engine: mlxnb.Engine, script: Script) -> Iterator[Make]:
         widget.close()
 
 
-def from_page(widget: ChatWidget, content: dict[str, Any]) -> None:
-    """Deliver a custom message the way ipywidgets does for one from the browser."""
-    widget._handle_msg(
-        {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
-    )
-
-
 def replay(entry_id: str, user: str, ops: list[list[Any]]) -> dict[str, Any]:
     turn: dict[str, Any] = {
         "id": entry_id,
         "user": user,
+        "images": [],
         "parts": [],
         "status": "streaming",
         "error": None,
@@ -84,6 +78,7 @@ async def test_initial_state(make: Make, engine: mlxnb.Engine) -> None:
     assert widget.model_name == engine.model_id
     assert widget.model_id == widget.comm.comm_id, "ipywidgets' model_id must stay the comm id"
     assert widget.supports_thinking is True
+    assert widget.supports_images is False, "the tiny model is a text-only model"
     assert widget.tool_names == ["get_weather"]
 
 
@@ -98,7 +93,10 @@ async def test_a_message_from_the_page_streams_then_lands_in_the_transcript(make
     assert turn is not None
     [start] = wire.customs("start")
     entry = widget.transcript[-1]
-    assert start == {"type": "start", "turn": {"id": entry["id"], "user": "Show me code"}}
+    assert start == {
+        "type": "start",
+        "turn": {"id": entry["id"], "user": "Show me code", "images": []},
+    }
     assert replay(entry["id"], "Show me code", wire.ops()) == entry
     assert [p["kind"] for p in entry["parts"]] == ["thinking", "content"]
     assert entry["parts"][0]["text"].strip() == "The user wants code."

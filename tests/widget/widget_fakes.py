@@ -1,4 +1,4 @@
-"""Widget-test helpers: the ``script`` fixture's type and a tap on the widget's comm.
+"""Widget-test helpers: the ``script`` fixture's type, messages from the page, a comm tap.
 
 The fake engine itself is public: :class:`mlxnb.testing.FakeEngine`.
 """
@@ -10,6 +10,13 @@ from typing import Any
 
 Script = Callable[..., Callable[[], Mapping[str, Any]]]
 """``script(text, ...)``: a generation-options factory forcing one text per request."""
+
+
+def from_page(widget: Any, content: dict[str, Any]) -> None:
+    """Deliver a custom message the way ipywidgets does for one from the browser."""
+    widget._handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+    )
 
 
 class Wire:

@@ -20,8 +20,11 @@
  *   completion_tokens: number, seconds: number, rounds: number, finish_reason: string
  * }} Stats
  * @typedef {"streaming" | "done" | "cancelled" | "error"} TurnStatus
+ *
+ * `images`: thumbnails (small JPEG `data:` URLs) of the images sent with the user's message;
+ * absent in transcripts saved before images existed. No op changes them.
  * @typedef {{
- *   id: string, user: string, parts: Part[], status: TurnStatus,
+ *   id: string, user: string, images?: string[], parts: Part[], status: TurnStatus,
  *   error: string | null, stats: Stats | null
  * }} Turn
  */
@@ -44,20 +47,22 @@
 
 /**
  * Custom messages, kernel → view (ChatWidget.send in widget.py).
- * @typedef {{type: "start", turn: {id: string, user: string}}} StartMessage
+ * @typedef {{type: "start", turn: {id: string, user: string, images?: string[]}}} StartMessage
  * @typedef {{type: "ops", id: string, ops: Op[]}} OpsMessage
  * @typedef {{type: "refused", message: string}} RefusedMessage
  * @typedef {StartMessage | OpsMessage | RefusedMessage} KernelMessage
  *
- * Custom messages, view → kernel (ChatWidget._on_frontend_message).
- * @typedef {{type: "send", text: string} | {type: "regenerate"} | {type: "stop"}
- *   | {type: "clear"}} ViewRequest
+ * Custom messages, view → kernel (ChatWidget._on_frontend_message). `images` are `data:` URLs
+ * of the attached images (scaled down in the browser, see images.js); left out when none.
+ * @typedef {{type: "send", text: string, images?: string[]}} SendRequest
+ * @typedef {SendRequest | {type: "regenerate"} | {type: "stop"} | {type: "clear"}} ViewRequest
  *
  * The synced traits of ChatWidget.
  * @typedef {"loading" | "ready" | "generating" | "error"} WidgetStatus
  * @typedef {{
  *   transcript: Turn[], status: WidgetStatus, error: string, model_name: string,
- *   enable_thinking: boolean, supports_thinking: boolean, tool_names: string[]
+ *   enable_thinking: boolean, supports_thinking: boolean, supports_images: boolean,
+ *   tool_names: string[]
  * }} WidgetState
  */
 
@@ -65,10 +70,11 @@
  * A new, empty turn as the kernel announces it in a `start` message.
  * @param {string} id
  * @param {string} user
+ * @param {string[]} [images] thumbnails of the images sent with the message
  * @returns {Turn}
  */
-export function newTurn(id, user) {
-  return { id, user, parts: [], status: "streaming", error: null, stats: null };
+export function newTurn(id, user, images = []) {
+  return { id, user, images, parts: [], status: "streaming", error: null, stats: null };
 }
 
 /**

@@ -1,8 +1,12 @@
 // @ts-check
 // The chat view: DOM for the transcript (a synced traitlet) plus the turn streaming now (custom
-// messages). Every piece of model output goes in as text, or through renderMarkdown's sanitiser.
+// messages), and the input row with its pending images. Every piece of model output goes in as
+// text, or through renderMarkdown's sanitiser; images only as `data:` URLs (isImageDataUrl).
 
+import { ImageAttacher } from "./attach.js";
+import { h } from "./dom.js";
 import { describeTool, formatStats, shortModelName, thinkingLabel } from "./format.js";
+import { isImageDataUrl } from "./images.js";
 import { renderMarkdown } from "./markdown.js";
 import { applyOps, newTurn } from "./protocol.js";
 
@@ -11,6 +15,9 @@ import { applyOps, newTurn } from "./protocol.js";
  * @typedef {import("./protocol.js").Part} Part
  * @typedef {import("./protocol.js").KernelMessage} KernelMessage
  * @typedef {import("./protocol.js").ViewRequest} ViewRequest
+ * @typedef {import("./protocol.js").SendRequest} SendRequest
+ * @typedef {import("./images.js").PendingImage} PendingImage
+ * @typedef {import("./images.js").PreparedImage} PreparedImage
  * @typedef {import("./protocol.js").WidgetState} WidgetState
  * @typedef {import("./protocol.js").WidgetStatus} WidgetStatus
  */
@@ -28,6 +35,9 @@ import { applyOps, newTurn } from "./protocol.js";
  *   off(event: ModelEvent, listener: Listener): void,
  *   send(content: ViewRequest): void
  * }} Model
+ *
+ * What the view can be given besides its model (tests replace the browser-only image reader).
+ * @typedef {{prepareImage?: (file: File) => Promise<PreparedImage>}} ViewOptions
  */
 
 /** @type {Record<WidgetStatus, string>} */
@@ -37,20 +47,6 @@ const STATUS_TEXT = {
   generating: "Generating…",
   error: "Error",
 };
-
-/**
- * @template {keyof HTMLElementTagNameMap} K
- * @param {K} tag
- * @param {Record<string, string>} [attrs]
- * @param {string} [text]
- * @returns {HTMLElementTagNameMap[K]}
- */
-function h(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 /**
  * @param {string} text
@@ -174,6 +170,29 @@ function updatePart(node, part) {
   result.classList.toggle("mlxnb-tool-failed", part.error !== null);
 }
 
+/**
+ * The user's message: thumbnails of its images (if any), then its text.
+ * @param {Turn} turn
+ * @returns {HTMLElement}
+ */
+function userMessage(turn) {
+  const node = h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" });
+  const images = (turn.images ?? []).filter(isImageDataUrl);
+  if (images.length) {
+    const row = h("div", { class: "mlxnb-user-images", "data-testid": "user-images" });
+    images.forEach((url, i) => {
+      const alt =
+        images.length > 1 ? `Attached image ${i + 1} of ${images.length}` : "Attached image";
+      row.append(
+        h("img", { src: url, alt, class: "mlxnb-user-image", "data-testid": "user-image" }),
+      );
+    });
+    node.append(row);
+  }
+  if (turn.user) node.append(document.createTextNode(turn.user));
+  return node;
+}
+
 /** One turn's DOM: the user's message, then the assistant's parts, error and stats. */
 class TurnView {
   /** @param {Turn} turn */
@@ -182,9 +201,7 @@ class TurnView {
     /** @type {HTMLElement[]} */
     this.partNodes = [];
     this.el = h("div", { class: "mlxnb-turn", "data-testid": "turn", "data-turn-id": turn.id });
-    this.el.append(
-      h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" }, turn.user),
-    );
+    this.el.append(userMessage(turn));
     this.body = h("div", {
       class: "mlxnb-msg mlxnb-assistant",
       "data-testid": "assistant-message",
@@ -230,18 +247,24 @@ class TurnView {
   }
 }
 
-/** The whole widget: header, transcript, live turn and input row. */
+/** The whole widget: header, transcript, live turn, pending images and input row. */
 export class ChatView {
   /**
    * @param {Model} model
    * @param {HTMLElement} el
+   * @param {ViewOptions} [options]
    */
-  constructor(model, el) {
+  constructor(model, el, options = {}) {
     this.model = model;
     this.el = el;
     /** @type {TurnView | null} */
     this.live = null;
     this.pending = false;
+    /**
+     * What was sent last, until the kernel starts it (or refuses it: then it is put back).
+     * @type {{text: string, images: PendingImage[]} | null}
+     */
+    this.draft = null;
 
     const root = h("div", { class: "mlxnb-chat", "data-testid": "mlxnb-chat" });
     const header = h("div", { class: "mlxnb-header" });
@@ -273,6 +296,12 @@ export class ChatView {
       hidden: "",
     });
     this.log = h("div", { class: "mlxnb-log", "data-testid": "log", "aria-live": "polite" });
+    this.notice = h("div", {
+      class: "mlxnb-notice",
+      "data-testid": "notice",
+      role: "status",
+      hidden: "",
+    });
     const inputRow = h("div", { class: "mlxnb-input-row" });
     this.input = h("textarea", {
       class: "mlxnb-input",
@@ -295,8 +324,23 @@ export class ChatView {
       { type: "button", "data-testid": "regenerate", class: "mlxnb-button" },
       "Regenerate",
     );
-    inputRow.append(this.input, this.sendButton, this.stopButton, this.regenButton);
-    root.append(header, this.banner, this.log, inputRow);
+    this.attacher = new ImageAttacher({
+      root,
+      input: this.input,
+      refusal: () => this.imageRefusal(),
+      notify: (text) => this.showNotice(text),
+      changed: () => this.updateControls(),
+      prepareImage: options.prepareImage,
+    });
+    inputRow.append(
+      this.attacher.button,
+      this.attacher.fileInput,
+      this.input,
+      this.sendButton,
+      this.stopButton,
+      this.regenButton,
+    );
+    root.append(header, this.banner, this.log, this.notice, this.attacher.list, inputRow);
     this.root = root;
     this.el.append(root);
     this.bindControls();
@@ -315,6 +359,7 @@ export class ChatView {
       ["change:model_name", () => this.updateControls()],
       ["change:enable_thinking", () => this.updateControls()],
       ["change:supports_thinking", () => this.updateControls()],
+      ["change:supports_images", () => this.updateControls()],
       ["msg:custom", (msg) => this.onMessage(msg)],
     ];
     for (const [event, listener] of this.listeners) model.on(event, listener);
@@ -347,15 +392,46 @@ export class ChatView {
     });
   }
 
+  /** Why images cannot be added now (loading, or a text-only model), or null. */
+  imageRefusal() {
+    if (this.model.get("supports_images")) return null;
+    const status = this.model.get("status");
+    if (status === "loading") return "The model is still loading; add images once it is ready.";
+    if (status === "error") return "The model did not load, so images cannot be sent.";
+    const name = shortModelName(this.model.get("model_name") ?? "") || "This model";
+    return `${name} is a text-only model: it cannot see images. Load a vision model to send images.`;
+  }
+
+  /** @param {string} text empty hides the notice */
+  showNotice(text) {
+    this.notice.textContent = text;
+    this.notice.hidden = !text;
+  }
+
   get generating() {
     return this.pending || this.model.get("status") === "generating";
   }
 
   submit() {
     const text = this.input.value;
-    if (!text.trim() || this.generating || this.model.get("status") !== "ready") return;
+    const images = this.attacher.images.urls();
+    if (!text.trim() && !images.length) return;
+    if (this.generating || this.attacher.preparing || this.model.get("status") !== "ready") return;
     this.input.value = "";
-    this.request({ type: "send", text });
+    this.draft = { text, images: this.attacher.take() };
+    this.showNotice("");
+    /** @type {SendRequest} */
+    const message = images.length ? { type: "send", text, images } : { type: "send", text };
+    this.request(message);
+  }
+
+  /** The kernel refused the last message: put its text and images back to edit or resend. */
+  restoreDraft() {
+    const draft = this.draft;
+    this.draft = null;
+    if (!draft) return;
+    if (!this.input.value) this.input.value = draft.text;
+    this.attacher.restore(draft.images);
   }
 
   /** @param {ViewRequest} message */
@@ -371,8 +447,9 @@ export class ChatView {
     const msg = /** @type {KernelMessage} */ (data);
     if (msg.type === "start") {
       this.pending = false;
+      this.draft = null;
       this.live?.el.remove();
-      this.live = new TurnView(newTurn(msg.turn.id, msg.turn.user));
+      this.live = new TurnView(newTurn(msg.turn.id, msg.turn.user, msg.turn.images ?? []));
       this.log.querySelector('[data-testid="empty"]')?.remove();
       this.append(this.live.el);
     } else if (msg.type === "ops" && this.live && this.live.turn.id === msg.id) {
@@ -381,6 +458,8 @@ export class ChatView {
       if (stick) this.log.scrollTop = this.log.scrollHeight;
     } else if (msg.type === "refused") {
       this.pending = false;
+      this.restoreDraft();
+      this.showNotice(msg.message);
     }
     this.updateControls();
   }
@@ -430,7 +509,8 @@ export class ChatView {
     this.thinkingToggle.checked = Boolean(this.model.get("enable_thinking"));
     this.thinkingToggle.disabled = generating;
     this.input.disabled = !ready;
-    this.sendButton.disabled = !ready;
+    this.sendButton.disabled = !ready || this.attacher.preparing > 0;
+    this.attacher.update(Boolean(this.model.get("supports_images")), ready);
     this.stopButton.disabled = !generating;
     const turns = this.model.get("transcript") ?? [];
     this.regenButton.disabled = !ready || turns.length === 0;

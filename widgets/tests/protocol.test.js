@@ -16,7 +16,7 @@ describe("applyOps agrees with the shared fixture", () => {
   it.each(fixture.cases.map((c) => [c.name, c]))("%s", (_name, c) => {
     const turn = newTurn("t1", "hi");
     applyOps(turn, c.ops);
-    expect(turn).toEqual({ id: "t1", user: "hi", ...c.expected });
+    expect(turn).toEqual({ id: "t1", user: "hi", images: [], ...c.expected });
   });
 });
 
