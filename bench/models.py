@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlxnb.testing import tiny_model
+from mlxnb.testing import tiny_model, tiny_vision_model
 
 SHAPES: dict[str, dict[str, Any]] = {
     # Fast enough for a smoke run.
@@ -34,3 +34,27 @@ SHAPES: dict[str, dict[str, Any]] = {
 def bench_model(shape: str, dtype: str = "float32") -> Path:
     """Build (once, cached) the random-weight model of ``shape``."""
     return tiny_model(**SHAPES[shape], dtype=dtype)
+
+
+VISION_SHAPES: dict[str, dict[str, Any]] = {
+    # The test fixture (64-wide, 2 layers, 16 image tokens): a smoke run.
+    "tiny": {},
+    # The text "mid" shape (~100 M parameters, most in the 151 k-row tied embedding) behind a
+    # small Qwen3-VL vision tower; a 256 x 256 image is 64 image tokens.
+    "mid": {
+        "hidden_size": 512,
+        "num_layers": 8,
+        "num_heads": 8,
+        "num_kv_heads": 4,
+        "intermediate_size": 1536,
+        "vision_depth": 4,
+        "vision_hidden_size": 256,
+        "vision_num_heads": 4,
+        "max_image_tokens": 64,
+    },
+}
+
+
+def bench_vision_model(shape: str, dtype: str = "float32") -> Path:
+    """Build (once, cached) the random-weight Qwen3-VL model of ``shape``."""
+    return tiny_vision_model(**VISION_SHAPES[shape], dtype=dtype)

@@ -49,6 +49,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         [],
         ["--shape", "tiny", "--tokens", "8", "--reps", "1", "--clients", "2"],
     ),
+    (
+        "bench.bench_vision",
+        [],
+        ["--shape", "tiny", "--tokens", "8", "--repeats", "2", "--rows", "2", "--concurrency", "2"],
+    ),
     ("bench.bench_audit", [], ["--rows", "1000"]),
     # 1 s of streaming: shorter runs inflate messages/s past its target (edge effect).
     ("bench.bench_widget", [], ["--tokens", "2000", "--runs", "1"]),

@@ -24,10 +24,12 @@ from mlxnb._engine.request import Request
 from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
 from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
+from mlxnb._engine.vision import VisionBackend
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, TurnBuilder, Usage
 
 _CLOSE = object()
+Backend = TextBackend | VisionBackend
 Finished = Callable[[Request, TurnBuilder, float, BaseException | None], None]
 
 
@@ -83,7 +85,7 @@ class Worker:
     """
 
     def __init__(
-        self, load: Callable[[], TextBackend], config: WorkerConfig, on_finished: Finished
+        self, load: Callable[[], Backend], config: WorkerConfig, on_finished: Finished
     ) -> None:
         self._load = load
         self._config = config
@@ -91,7 +93,7 @@ class Worker:
         self._commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._active: dict[int, _Active] = {}
         self._outbox = Outbox()
-        self.backend: TextBackend | None = None
+        self.backend: Backend | None = None
         self.load_error: BaseException | None = None
         self.loaded = threading.Event()
         self.finished = threading.Event()
@@ -99,9 +101,14 @@ class Worker:
         self._cache: Any = None
         self._solo_uids = 0
 
-    def start(self) -> None:
-        """Start the loop on an engine thread (it loads the model first)."""
-        run_on_engine_thread(self._run_then_release)
+    def start(self, stop: Callable[[], None] | None = None) -> None:
+        """Start the loop on an engine thread (it loads the model first).
+
+        Args:
+            stop: Called at interpreter exit if the loop still runs (default :meth:`stop`), so
+                no MLX work is under way at finalization (see :mod:`mlxnb._engine.threads`).
+        """
+        run_on_engine_thread(self._run_then_release, stop=stop or self.stop)
 
     def _run_then_release(self) -> None:
         try:
@@ -135,6 +142,8 @@ class Worker:
         self._mx = mx
         solo = self._config.solo_fast_path
         self._solo_enabled = solo if solo is not None else mx.default_device().type == mx.gpu
+        # mlx-vlm's batch decoder takes no per-request KV cache: no prompt cache, no hand-over.
+        self._solo_enabled = self._solo_enabled and self.backend.reuses_prompt_cache
         self._cache = self._new_prompt_cache()
         self._generator = self._new_generator()
         while True:
@@ -183,16 +192,12 @@ class Worker:
         return LRUPromptCache(max_size=self._config.prompt_cache_size)
 
     def _new_generator(self) -> Any:
-        from mlx_lm.generate import BatchGenerator
-
         assert self.backend is not None
-        eos = sorted(self.backend.tokenizer.eos_token_ids)
-        return BatchGenerator(
-            self.backend.model,
-            stop_tokens=[[token] for token in eos],
-            completion_batch_size=self._config.max_batch,
-            prefill_batch_size=min(self._config.prefill_batch, self._config.max_batch),
-            prefill_step_size=self._config.prefill_step,
+        config = self._config
+        if isinstance(self.backend, VisionBackend):
+            return self.backend.new_generator(config.max_batch, config.prefill_step)
+        return self.backend.new_generator(
+            config.max_batch, config.prefill_batch, config.prefill_step
         )
 
     def _admit(self, request: Request, alone: bool = False) -> None:
@@ -209,12 +214,15 @@ class Worker:
                     request.tools,
                     request.enable_thinking,
                     request.template_kwargs,
+                    request.images,
                 )
         except MlxnbError as error:
             self._finish_failed(request, error)
             return
         options = request.options
-        cache, rest = self._cache.fetch_nearest_cache(backend.model_id, prompt.tokens)
+        cache, rest = None, prompt.tokens
+        if backend.reuses_prompt_cache:
+            cache, rest = self._cache.fetch_nearest_cache(backend.model_id, prompt.tokens)
         if cache is not None and not rest:
             cache, rest = self._back_off_one(cache, prompt.tokens)
         cached = len(prompt.tokens) - len(rest)
@@ -277,6 +285,7 @@ class Worker:
             all_tokens=[prompt.tokens[:cached]],
             samplers=[sampler],
             logits_processors=[processors],
+            **prompt.generator_kwargs,
         )
         self._active[uid] = active
 
@@ -382,7 +391,7 @@ class Worker:
 
     def _store_cache(self, cache: Any, tokens: list[int]) -> None:
         assert self.backend is not None
-        if tokens:
+        if tokens and cache is not None:
             self._cache.insert_cache(self.backend.model_id, list(tokens), cache)
 
     def _deliver(self, uid: int, events: list[Event], reason: str | None) -> None:

@@ -82,7 +82,7 @@ def test_messages_are_normalised_for_the_template() -> None:
         )
     )
     # The server passes messages on as sent; the engine's one normaliser shapes them.
-    system, assistant, tool = normalize_messages(call.messages)
+    system, assistant, tool = normalize_messages(call.messages).messages
     assert system == {"role": "system", "content": "be brief"}
     assert assistant["reasoning_content"] == "hm" and "reasoning" not in assistant
     assert assistant["tool_calls"][0]["function"]["arguments"] == {"a": 1}
