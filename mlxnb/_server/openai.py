@@ -172,7 +172,9 @@ def total_usage(usages: Sequence[EngineUsage], n: int = 1) -> EngineUsage:
     )
 
 
-def usage_chunk(*, id: str, object: str, created: int, model: str, usage: EngineUsage) -> Any:
+def usage_chunk(
+    *, id: str, object: str, created: int, model: str, usage: EngineUsage
+) -> dict[str, Any]:
     """The usage-only chunk that closes a stream when ``stream_options.include_usage`` is set."""
     return {
         "id": id,
