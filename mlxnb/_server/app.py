@@ -73,7 +73,7 @@ class Limits:
         max_tokens: Largest ``max_tokens`` a request may ask for (422 above).
     """
 
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024  # room for a 20 MB image as a base64 data URL
     max_tokens: int = 32_768
 
 
@@ -163,6 +163,7 @@ def _meta(request: Request, request_id: str) -> RequestMeta:
         endpoint=request.url.path,
         client=f"{client.host}:{client.port}" if client else None,
         request_id=request_id,
+        trusted=False,  # an HTTP request never makes the kernel read a local file
     )
 
 

@@ -44,6 +44,23 @@ class TextPart(_In):
     text: Text
 
 
+ImageURL = Annotated[str, StringConstraints(min_length=1, max_length=40_000_000)]
+
+
+class ImageUrl(_In):
+    """Where an image is: a ``data:`` URL (or, when the engine allows it, ``http(s)``)."""
+
+    url: ImageURL
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_In):
+    """An image part of a user message's content (vision models)."""
+
+    type: Literal["image_url"]
+    image_url: ImageUrl | ImageURL
+
+
 class FunctionCallIn(_In):
     """The function of an assistant tool call sent back in the history."""
 
@@ -63,7 +80,7 @@ class Message(_In):
     """One chat message; ``reasoning`` is accepted as an alias of ``reasoning_content``."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[TextPart] | None = None
+    content: Text | list[TextPart | ImagePart] | None = None
     name: Name | None = None
     tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOLS)
     tool_call_id: Name | None = None
