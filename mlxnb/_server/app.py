@@ -8,9 +8,10 @@ generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._server.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,44 @@ from mlxnb._server.middleware import Guard
 from mlxnb._server.response import Generation, ServerStats
 from mlxnb._server.schemas import MAX_CHOICES, ChatCompletionRequest, CompletionRequest
 from mlxnb.errors import ModelNotFoundError, WrongTypeError
+from mlxnb.events import Event
+
+
+class ServedEngine(Protocol):
+    """What the server needs of an engine (:class:`mlxnb.Engine` has it all)."""
+
+    model_id: str
+
+    @property
+    def ready(self) -> bool:
+        """Whether loading has finished."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether the engine was closed."""
+        ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's mlx-lm ``TokenizerWrapper`` (decodes echoed token-id prompts)."""
+        ...
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Event]:
+        """Generate one reply as events."""
+        ...
+
+
+if TYPE_CHECKING:  # mypy checks that the real engine fits the seam
+    from mlxnb._engine import Engine
+
+    _engine_fits: type[ServedEngine] = Engine
 
 
 class EngineSource(Protocol):
@@ -37,28 +76,28 @@ class EngineSource(Protocol):
         """The ids ``GET /v1/models`` lists."""
         ...
 
-    def engine_for(self, model: str) -> Any:
+    def engine_for(self, model: str) -> ServedEngine:
         """The engine serving ``model``; raises :class:`ModelNotFoundError` for others."""
         ...
 
 
 class _OneEngine:
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: ServedEngine) -> None:
         self.engine = engine
         self._names = {str(engine.model_id), Path(str(engine.model_id)).name}
 
     def model_ids(self) -> list[str]:
         return [str(self.engine.model_id)]
 
-    def engine_for(self, model: str) -> Any:
+    def engine_for(self, model: str) -> ServedEngine:
         if model not in self._names:
             raise ModelNotFoundError(model)
         return self.engine
 
 
-def _as_source(target: Any) -> EngineSource:
+def _as_source(target: ServedEngine | EngineSource) -> EngineSource:
     if hasattr(target, "model_ids") and hasattr(target, "engine_for"):
-        return target  # type: ignore[no-any-return]
+        return cast(EngineSource, target)
     if hasattr(target, "stream") and hasattr(target, "model_id"):
         return _OneEngine(target)
     raise WrongTypeError(f"create_app needs an Engine or a model pool, not {type(target).__name__}")
@@ -78,7 +117,7 @@ class Limits:
 
 
 def create_app(
-    engine_or_pool: Any,
+    engine_or_pool: ServedEngine | EngineSource,
     *,
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
@@ -143,7 +182,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _engine(source: EngineSource, model: str) -> Any:
+def _engine(source: EngineSource, model: str) -> ServedEngine:
     try:
         return source.engine_for(model)
     except (ModelNotFoundError, KeyError):

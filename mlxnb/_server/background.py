@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Any
 
-from mlxnb._server.app import Limits, create_app
+from mlxnb._server.app import EngineSource, Limits, ServedEngine, create_app
 from mlxnb.errors import InsecureServerWarning, ServerStartError
 
 log = logging.getLogger("mlxnb.server")
@@ -173,7 +173,7 @@ class ServerHandle:
 
 
 def serve(
-    engine: Any,
+    engine: ServedEngine | EngineSource,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
