@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -103,6 +104,16 @@ def check_vision_notebook(notebook: nbformat.NotebookNode) -> None:
     assert refusal.startswith("InvalidRequestError: ")
     assert "text-only model: it cannot see images" in refusal
 
-    widget = cell_with(notebook, "mlxnb.chat(engine)")
+    widget = cell_with(notebook, "mlxnb.chat(engine")
     assert any(WIDGET_VIEW in o.get("data", {}) for o in widget.outputs)
-    assert saved_widget_state(notebook), "the chat widget's state should be saved"
+    asked = printed(cell_with(notebook, "await widget.ask("))
+    assert asked == "An orange sunset over a dark sea.\n"
+    # The saved widget state holds the turn: the answer and the picture's thumbnail.
+    chats = [
+        model["state"]
+        for model in saved_widget_state(notebook).get("state", {}).values()
+        if isinstance(model, dict) and "transcript" in model.get("state", {})
+    ]
+    assert len(chats) == 1 and chats[0]["supports_images"] is True
+    (entry,) = [e for e in chats[0]["transcript"] if "An orange sunset" in json.dumps(e)]
+    assert json.dumps(entry).count("data:image/") == 1
