@@ -7,27 +7,28 @@ exception", measured 4 of 12 runs for load + generate + close on a plain thread,
 the thread lives on). So engine workers run as jobs on threads that are parked, never ended,
 when their engine closes, and the next engine reuses a parked thread.
 
-Parking alone is not enough. MLX's compile cache is per OS thread (MLX >= 0.32) and its
-entries hold Python objects; its thread-local destructor takes the GIL to drop them. A daemon
-thread that tries to take the GIL after ``Py_FinalizeEx`` has begun is ended by CPython
-(``PyThread_exit_thread``, Python < 3.14), that destructor then runs, asks for the GIL again
-inside the thread-exit unwinding, and libstdc++ calls ``std::terminate``. So an engine thread
-still moving when the interpreter finalizes (finishing the step that delivered the last event,
-in the middle of a step for a stream broken off early, or returning from ``mx.eval`` with the
-GIL released) aborts the process. Backtrace of the aborting thread: ``take_gil`` ->
-``PyThread_exit_thread`` -> ``__call_tls_dtors`` -> ``~shared_ptr<CompileCache>`` ->
-``PyGILState_Ensure`` -> ``std::terminate``. Measured on the CPU (2 cores): ``asyncio.run``
-over four concurrent ``agenerate`` calls, then exit, aborted 9 of 30 runs; a bare daemon thread
-that ran one ``mx.compile``-d function and keeps running aborted 9 of 10, 0 of 20 after it
-called ``mx.clear_streams()`` (which clears the calling thread's compile cache).
+Parking alone is not enough, and why shows what goes wrong in both cases. In MLX 0.32 the
+compile cache is per OS thread, its entries hold Python objects, and its thread-local
+destructor takes the GIL to drop them. CPython (3.11 here) ends a daemon thread that asks for
+the GIL once ``Py_FinalizeEx`` has begun (``PyThread_exit_thread``); the destructor then runs,
+asks for the GIL again inside that thread exit, and libstdc++ calls ``std::terminate``. Backtrace
+of the aborting engine thread: ``take_gil`` -> ``PyThread_exit_thread`` -> ``__call_tls_dtors``
+-> ``~shared_ptr<CompileCache>`` -> ``PyGILState_Ensure`` -> ``take_gil`` ->
+``PyThread_exit_thread`` -> ``std::terminate``. A parked engine thread is safe only if it is
+already blocked when finalization begins; one still moving (finishing the step that delivered
+the last event, mid-step for a stream broken off early, returning from ``mx.eval``) aborts.
+Measured on the CPU (2 busy cores): ``asyncio.run`` over four concurrent ``agenerate`` calls,
+then exit, aborted 35 of 90 runs; a bare daemon thread that ran one ``mx.compile``-d function
+and keeps running aborted 9 of 10, and 0 of 20 once it had called ``mx.clear_streams()``
+(which clears the calling thread's compile cache).
 
-Hence :func:`_bring_to_rest`, an ``atexit`` hook (atexit runs before finalization starts, with
+Hence :func:`_bring_to_rest`, an ``atexit`` hook (atexit runs before finalization begins, with
 the interpreter intact): it stops every running job (its ``stop`` callback: the engine closes),
 waits until each thread is parked, then has each thread synchronize and release its own MLX
-state (``mx.clear_streams()``) and stay parked. From then on an engine thread holds nothing
-whose destruction needs the GIL, so CPython ending it during finalization is harmless. With the
-hook the same ``asyncio.run`` script exited 0 in 60 of 60 runs
-(``tests/engine/test_clean_exit.py`` runs every way of using the engine).
+state (``mx.clear_streams()``) and stay parked, never to run MLX again. From then on an engine
+thread holds nothing whose destruction needs the GIL, so CPython ending it during finalization
+is harmless. With the hook the same script exited 0 in 60 of 60 runs, and every pattern of
+``tests/engine/test_clean_exit.py`` in 64 of 64 (4 of 8 patterns aborted without it).
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def _bring_to_rest() -> None:
         if stop is not None:
             try:
                 stop()
-            except Exception:
-                pass
+            except Exception:  # the other engines still get stopped
+                _log.exception("stopping an engine at exit failed")
     deadline = time.monotonic() + EXIT_TIMEOUT
     for thread, _ in running:
         if not thread.parked.wait(max(0.0, deadline - time.monotonic())):
