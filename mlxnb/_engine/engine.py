@@ -95,7 +95,9 @@ class Engine:
             solo_fast_path=solo_fast_path,
         )
         self._worker = Worker(self._load_backend, config, self._on_finished)
-        self._worker.start()
+        # At interpreter exit a still-open engine is closed (mlxnb._engine.threads), so a late
+        # request raises EngineClosedError instead of waiting on a stopped worker.
+        self._worker.start(stop=self.close)
         if wait:
             self.wait_ready()
 

@@ -28,6 +28,7 @@ MODEL_FILES = (
     "special_tokens_map.json",
 )
 
+
 def smollm2_model(path: str | Path | None = None, *, dtype: str = "float32") -> Path:
     """Build (once) an mlx-lm directory holding the real SmolLM2-135M-Instruct chat model.
 
