@@ -22,7 +22,6 @@ LEAVES = frozenset(
         "mlxnb.events",
         "mlxnb.scorers",
         "mlxnb._ids",
-        "mlxnb._images",
         "mlxnb._paths",
         "mlxnb._messages",
         "mlxnb._blocking",
@@ -55,6 +54,7 @@ def family(module: str) -> str:
         return "top"
     head = parts[1]
     families = {
+        "_images": "leaf",  # a leaf package: Pillow and mlxnb.errors only
         "_audit": "audit",
         "_engine": "engine",
         "_chat": "chat",

@@ -3,7 +3,8 @@
 Requests arrive on a queue. The worker renders their prompts, looks up the prompt cache, and
 inserts them into mlx-lm's ``BatchGenerator``, which batches every active request into one
 forward pass per step (continuous batching). After each step it checks every request's cancel
-flag, so a cancelled request leaves the batch within one step.
+flag, so a cancelled request leaves the batch within one step. Each admitted request's state is
+an :class:`~mlxnb._engine.active.Active`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from mlxnb._engine.backend import TextBackend
+from mlxnb._engine.active import Active, Backend
 from mlxnb._engine.delivery import Outbox
-from mlxnb._engine.parser import EventParser
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
-from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
 from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
@@ -29,7 +28,6 @@ from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, TurnBuilder, Usage
 
 _CLOSE = object()
-Backend = TextBackend | VisionBackend
 Finished = Callable[[Request, TurnBuilder, float, BaseException | None], None]
 
 
@@ -55,25 +53,6 @@ class WorkerConfig:
     solo_fast_path: bool | None = None
 
 
-@dataclass
-class _Active:
-    request: Request
-    parser: EventParser
-    detokenizer: Any
-    builder: TurnBuilder = field(default_factory=TurnBuilder)
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    admitted: float = 0.0
-    first_token: float | None = None
-    last_token: float | None = None
-    generated: int = 0
-    guard: ProcessorGuard = field(default_factory=lambda: ProcessorGuard())
-    solo: SoloDecoder | None = None
-    max_tokens: int = 0
-    sampler: Any = None
-    processors: list[Any] = field(default_factory=list)
-
-
 class Worker:
     """Runs the generation loop on its own thread.
 
@@ -91,7 +70,7 @@ class Worker:
         self._config = config
         self._on_finished = on_finished
         self._commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._active: dict[int, _Active] = {}
+        self._active: dict[int, Active] = {}
         self._outbox = Outbox()
         self.backend: Backend | None = None
         self.load_error: BaseException | None = None
@@ -201,8 +180,6 @@ class Worker:
         )
 
     def _admit(self, request: Request, alone: bool = False) -> None:
-        from mlx_lm.sample_utils import make_logits_processors
-
         assert self.backend is not None
         backend = self.backend
         try:
@@ -228,37 +205,7 @@ class Worker:
         cached = len(prompt.tokens) - len(rest)
         if options.seed is not None:
             self._mx.random.seed(options.seed)
-        sampler = shared_sampler(options.temperature, options.top_p, options.min_p, options.top_k)
-        guard = ProcessorGuard()
-        processors = make_logits_processors(
-            repetition_penalty=options.repetition_penalty,
-            presence_penalty=options.presence_penalty,
-            frequency_penalty=options.frequency_penalty,
-        ) + list(options.logits_processors)
-        if request.grammar is not None:
-            from mlxnb._engine.structured import JsonSchemaProcessor
-
-            processors.append(JsonSchemaProcessor(request.grammar, backend.tokenizer))
-        processors = [guard.wrap(processor) for processor in processors]
-        parser = EventParser(
-            backend.markers,
-            tool_parser=backend.tokenizer.tool_parser,
-            tools=request.tools,
-            initial_state=prompt.initial_state,
-            stop=options.stop,
-        )
-        active = _Active(
-            request,
-            parser,
-            backend.tokenizer.detokenizer,
-            prompt_tokens=len(prompt.tokens),
-            cached_tokens=cached,
-            admitted=time.perf_counter(),
-            guard=guard,
-            max_tokens=options.max_tokens,
-            sampler=sampler,
-            processors=processors,
-        )
+        active = Active.admit(request, backend, prompt, cached, time.perf_counter())
         if alone and self._solo_enabled and not self._active:
             if cache is None:
                 from mlx_lm.models.cache import make_prompt_cache
@@ -269,8 +216,8 @@ class Worker:
                 cache,
                 prompt.tokens,
                 rest,
-                sampler,
-                processors,
+                active.sampler,
+                active.processors,
                 self._generator.stream,
                 self._config.prefill_step,
             )
@@ -283,13 +230,13 @@ class Worker:
             max_tokens=[options.max_tokens],
             caches=[cache],
             all_tokens=[prompt.tokens[:cached]],
-            samplers=[sampler],
-            logits_processors=[processors],
+            samplers=[active.sampler],
+            logits_processors=[active.processors],
             **prompt.generator_kwargs,
         )
         self._active[uid] = active
 
-    def _solo(self) -> tuple[int, _Active] | None:
+    def _solo(self) -> tuple[int, Active] | None:
         for uid, active in self._active.items():
             if active.solo is not None:
                 return uid, active
@@ -323,11 +270,9 @@ class Worker:
         )
         self._active[new_uid] = active
 
-    def _solo_reason(self, active: _Active, token: int) -> str | None:
+    def _solo_reason(self, active: Active, token: int) -> str | None:
         assert self.backend is not None
-        if token in self.backend.tokenizer.eos_token_ids:
-            return "stop"
-        return "length" if active.generated + 1 >= active.max_tokens else None
+        return active.solo_reason(token, self.backend.tokenizer.eos_token_ids)
 
     def _back_off_one(self, cache: Any, tokens: list[int]) -> tuple[Any, list[int]]:
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
@@ -364,10 +309,7 @@ class Worker:
     def _on_token(self, uid: int, token: int, reason: str | None) -> None:
         """Detokenize and parse one generated token; finish the request when it ends."""
         active = self._active[uid]
-        now = time.perf_counter()
-        active.generated += 1
-        active.first_token = active.first_token or now
-        active.last_token = now
+        active.count_token(time.perf_counter())
         detokenizer = active.detokenizer
         if reason != "stop":
             detokenizer.add_token(token)
@@ -415,22 +357,8 @@ class Worker:
             self._remove(uid)
             self._deliver(uid, [], "cancelled")
 
-    def _usage(self, active: _Active) -> Usage:
-        first, last = active.first_token, active.last_token
-        prefill = active.prompt_tokens - active.cached_tokens
-        return Usage(
-            prompt_tokens=active.prompt_tokens,
-            completion_tokens=active.generated,
-            cached_tokens=active.cached_tokens,
-            time_to_first_token=None if first is None else first - active.request.submitted,
-            prompt_tps=None if first is None else prefill / max(first - active.admitted, 1e-9),
-            generation_tps=(
-                (active.generated - 1) / (last - first)
-                if first is not None and last is not None and last > first
-                else None
-            ),
-            peak_memory_gb=self._mx.get_peak_memory() / 1e9,
-        )
+    def _usage(self, active: Active) -> Usage:
+        return active.usage(peak_memory_gb=self._mx.get_peak_memory() / 1e9)
 
     def _fail_one(self, uid: int, cause: BaseException, in_batch: bool) -> None:
         if in_batch:
@@ -448,7 +376,7 @@ class Worker:
                 self._generator.remove([uid])
             self._end_with_error(active, error)
 
-    def _end_with_error(self, active: _Active, error: BaseException) -> None:
+    def _end_with_error(self, active: Active, error: BaseException) -> None:
         active.builder.add(Done("error", self._usage(active), str(error)))
         self._finished(active, error)
         self._outbox.put(active.request.sink, active.request.cancel, error)
@@ -458,6 +386,6 @@ class Worker:
         self._on_finished(request, failed_turn(error), duration, error)
         self._outbox.put(request.sink, request.cancel, error)
 
-    def _finished(self, active: _Active, error: BaseException | None) -> None:
+    def _finished(self, active: Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted
         self._on_finished(active.request, active.builder, duration, error)

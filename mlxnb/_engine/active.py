@@ -1,0 +1,143 @@
+"""A request the worker is decoding: its parser, detokenizer, timings, and the Usage they add up to.
+
+The worker (:mod:`mlxnb._engine.worker`) makes one :class:`Active` per admitted request with
+:meth:`Active.admit`, which builds the request's sampler, guarded logits processors and event
+parser, and keeps it until the request ends. Everything here runs on the worker's thread: the
+sampler and processors are MLX objects, and :meth:`Active.usage` is handed the peak memory the
+worker read from MLX rather than asking MLX itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlxnb._engine.backend import Prompt, TextBackend
+from mlxnb._engine.parser import EventParser
+from mlxnb._engine.request import Request
+from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
+from mlxnb._engine.solo import SoloDecoder
+from mlxnb._engine.vision import VisionBackend
+from mlxnb.events import TurnBuilder, Usage
+
+Backend = TextBackend | VisionBackend
+
+
+@dataclass
+class Active:
+    """One request in flight, from admission to its last event.
+
+    Attributes:
+        request: The request.
+        parser: Turns its decoded text into events.
+        detokenizer: mlx-lm's streaming detokenizer for its tokens.
+        builder: Folds its events into the turn the audit log records.
+        prompt_tokens: Tokens in its rendered prompt.
+        cached_tokens: Of those, how many the prompt cache already held.
+        admitted: ``time.perf_counter()`` when the worker admitted it.
+        first_token: When its first token came out (None before).
+        last_token: When its latest token came out (None before the first).
+        generated: Tokens generated so far.
+        guard: Catches a failing logits processor, so only this request fails.
+        solo: Its single-sequence decoder while it runs alone (:mod:`mlxnb._engine.solo`).
+        max_tokens: Most tokens it may generate.
+        sampler: Its mlx-lm sampler.
+        processors: Its guarded logits processors.
+    """
+
+    request: Request
+    parser: EventParser
+    detokenizer: Any
+    builder: TurnBuilder = field(default_factory=TurnBuilder)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    admitted: float = 0.0
+    first_token: float | None = None
+    last_token: float | None = None
+    generated: int = 0
+    guard: ProcessorGuard = field(default_factory=lambda: ProcessorGuard())
+    solo: SoloDecoder | None = None
+    max_tokens: int = 0
+    sampler: Any = None
+    processors: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def admit(
+        cls, request: Request, backend: Backend, prompt: Prompt, cached: int, now: float
+    ) -> Active:
+        """The state for a request just admitted (on the worker thread: it makes MLX objects).
+
+        Args:
+            request: The request.
+            backend: The loaded model, its tokenizer and markers.
+            prompt: The request's rendered prompt.
+            cached: How many of the prompt's tokens the prompt cache holds.
+            now: ``time.perf_counter()`` at admission.
+
+        Returns:
+            The request's sampler, guarded processors (penalties, its own processors, then its
+            JSON-schema grammar), parser and detokenizer, ready to decode.
+        """
+        from mlx_lm.sample_utils import make_logits_processors
+
+        options = request.options
+        sampler = shared_sampler(options.temperature, options.top_p, options.min_p, options.top_k)
+        guard = ProcessorGuard()
+        processors = make_logits_processors(
+            repetition_penalty=options.repetition_penalty,
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+        ) + list(options.logits_processors)
+        if request.grammar is not None:
+            from mlxnb._engine.structured import JsonSchemaProcessor
+
+            processors.append(JsonSchemaProcessor(request.grammar, backend.tokenizer))
+        parser = EventParser(
+            backend.markers,
+            tool_parser=backend.tokenizer.tool_parser,
+            tools=request.tools,
+            initial_state=prompt.initial_state,
+            stop=options.stop,
+        )
+        return cls(
+            request,
+            parser,
+            backend.tokenizer.detokenizer,
+            prompt_tokens=len(prompt.tokens),
+            cached_tokens=cached,
+            admitted=now,
+            guard=guard,
+            max_tokens=options.max_tokens,
+            sampler=sampler,
+            processors=[guard.wrap(processor) for processor in processors],
+        )
+
+    def count_token(self, now: float) -> None:
+        """Count one generated token, made at ``now`` (``time.perf_counter()``)."""
+        self.generated += 1
+        self.first_token = self.first_token or now
+        self.last_token = now
+
+    def solo_reason(self, token: int, eos_token_ids: Any) -> str | None:
+        """Why a token from the solo decoder ends the request (``stop``, ``length``), if it does."""
+        if token in eos_token_ids:
+            return "stop"
+        return "length" if self.generated + 1 >= self.max_tokens else None
+
+    def usage(self, peak_memory_gb: float) -> Usage:
+        """The request's counts and speeds so far, with the device's peak memory in GB."""
+        first, last = self.first_token, self.last_token
+        prefill = self.prompt_tokens - self.cached_tokens
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.generated,
+            cached_tokens=self.cached_tokens,
+            time_to_first_token=None if first is None else first - self.request.submitted,
+            prompt_tps=None if first is None else prefill / max(first - self.admitted, 1e-9),
+            generation_tps=(
+                (self.generated - 1) / (last - first)
+                if first is not None and last is not None and last > first
+                else None
+            ),
+            peak_memory_gb=peak_memory_gb,
+        )
