@@ -114,11 +114,7 @@ class Engine:
         Raises:
             EngineClosedError: The engine was closed (its model is released).
         """
-        self.wait_ready()
-        backend = self._worker.backend
-        if backend is None:
-            raise EngineClosedError(f"the engine for {self.model_id} is closed")
-        return backend.kind
+        return self._loaded_backend().kind
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -153,11 +149,14 @@ class Engine:
         Raises:
             EngineClosedError: The engine was closed (its model is released).
         """
+        return self._loaded_backend().tokenizer
+
+    def _loaded_backend(self) -> Backend:
         self.wait_ready()
         backend = self._worker.backend
         if backend is None:
             raise EngineClosedError(f"the engine for {self.model_id} is closed")
-        return backend.tokenizer
+        return backend
 
     @property
     def supports_thinking(self) -> bool:
