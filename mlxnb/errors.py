@@ -9,6 +9,7 @@ Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
     ├── EngineClosedError    a request reached an engine after ``close()``
     ├── EngineBusyError      the engine's request queue is full
     ├── InvalidRequestError  a request is malformed (also a ValueError)
+    │   ├── ContextLengthError   prompt + max_tokens over the model's context (before prefill)
     │   ├── UnknownOptionError   an option that does not exist (also a TypeError)
     │   └── WrongTypeError       an argument of the wrong type (also a TypeError)
     ├── ConversationBusyError    a reply is running or the model still loading (RuntimeError)
@@ -64,6 +65,10 @@ class ServerStartError(MlxnbError, OSError):
 
 class InvalidRequestError(MlxnbError, ValueError):
     """A request is malformed: empty messages, bad sampling values, a template that rejects it."""
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt plus ``max_tokens`` does not fit the model's context (refused before prefill)."""
 
 
 class UnknownOptionError(InvalidRequestError, TypeError):

@@ -6,6 +6,7 @@ the thread that made them.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlxnb._engine.parser import Markers, initial_state_for
-from mlxnb.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
+from mlxnb.errors import (
+    ContextLengthError,
+    InvalidRequestError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,64 @@ class Prompt:
 def _looks_like_repo_id(ref: str) -> bool:
     parts = ref.split("/")
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
+
+
+def read_config(ref: str | Path) -> dict[str, Any] | None:
+    """The model's ``config.json`` from its directory or the local Hugging Face cache, if any."""
+    path = Path(str(ref)).expanduser()
+    if path.is_dir():
+        found: Path | None = path / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(ref), "config.json")
+        except Exception:  # not a repo id, or no hub library: the loader reports it
+            cached = None
+        found = Path(cached) if isinstance(cached, str) else None
+    if found is None or not found.is_file():
+        return None
+    try:
+        config: dict[str, Any] = json.loads(found.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config
+
+
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "max_sequence_length",
+    "seq_length",
+    "n_positions",
+    "max_seq_len",
+)
+
+
+def context_length(config: Mapping[str, Any]) -> int | None:
+    """The most tokens (prompt and answer) the model was built for, from its ``config.json``.
+
+    A vision model's figure is in its ``text_config``; ``None`` when the config does not say.
+    """
+    for section in (config, config.get("text_config") or {}):
+        for key in CONTEXT_KEYS:
+            value = section.get(key) if isinstance(section, Mapping) else None
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def check_context(prompt_tokens: int, max_tokens: int, limit: int | None, model_id: str) -> None:
+    """Refuse, before any forward pass, a request that cannot fit the model's context.
+
+    Raises:
+        ContextLengthError: ``prompt_tokens + max_tokens`` exceeds ``limit``.
+    """
+    if limit is not None and prompt_tokens + max_tokens > limit:
+        raise ContextLengthError(
+            f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+            f"{prompt_tokens + max_tokens} tokens do not fit {model_id}'s context of {limit} "
+            "tokens. Shorten the conversation or lower max_tokens."
+        )
 
 
 def resolve_model(ref: str | Path) -> str:
@@ -134,6 +198,7 @@ class TextBackend:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
+        self.context_length = context_length(read_config(model_id) or {})
 
     def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:
         """A fresh mlx-lm ``BatchGenerator`` for this model."""

@@ -14,41 +14,18 @@ decodes. Two of its limits shape the adapter:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from mlxnb._engine.backend import Prompt, load_error, resolve_model
+from mlxnb._engine.backend import Prompt, context_length, load_error, read_config, resolve_model
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._images import Image
 from mlxnb.errors import InvalidRequestError
 
 ModelKind = Literal["text", "vision"]
 VISION_CONFIG_KEYS = ("vision_config", "image_token_id", "image_token_index")
-
-
-def read_config(ref: str | Path) -> dict[str, Any] | None:
-    """The model's ``config.json`` from its directory or the local Hugging Face cache, if any."""
-    path = Path(str(ref)).expanduser()
-    if path.is_dir():
-        found: Path | None = path / "config.json"
-    else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(str(ref), "config.json")
-        except Exception:  # not a repo id, or no hub library: the loader reports it
-            cached = None
-        found = Path(cached) if isinstance(cached, str) else None
-    if found is None or not found.is_file():
-        return None
-    try:
-        config: dict[str, Any] = json.loads(found.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return config
 
 
 def model_kind(ref: str | Path, kind: str | None = None) -> ModelKind:
@@ -196,6 +173,7 @@ class VisionBackend:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
+        self.context_length = context_length(read_config(model_id) or {})
 
     def render(
         self,

@@ -2,6 +2,7 @@
 
 | raised                 | status | type                    | code              |
 | ---------------------- | ------ | ----------------------- | ----------------- |
+| ContextLengthError     | 400    | invalid_request_error   | context_length_exceeded |
 | InvalidRequestError    | 400    | invalid_request_error   | invalid_request   |
 | (schema validation)    | 422    | invalid_request_error   | invalid_value     |
 | (unknown model)        | 404    | invalid_request_error   | model_not_found   |
@@ -18,7 +19,13 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
+from mlxnb.errors import (
+    ContextLengthError,
+    EngineBusyError,
+    EngineClosedError,
+    InvalidRequestError,
+    MlxnbError,
+)
 
 log = logging.getLogger("mlxnb.server")
 
@@ -69,6 +76,10 @@ def api_error(error: BaseException) -> ApiError:
     """Map an exception raised while starting a generation onto an :class:`ApiError`."""
     if isinstance(error, ApiError):
         return error
+    if isinstance(error, ContextLengthError):
+        return ApiError(
+            400, str(error), "invalid_request_error", "context_length_exceeded", "messages"
+        )
     if isinstance(error, InvalidRequestError):
         return ApiError(400, str(error), "invalid_request_error", "invalid_request")
     if isinstance(error, EngineBusyError):
