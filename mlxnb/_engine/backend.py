@@ -45,18 +45,23 @@ def _looks_like_repo_id(ref: str) -> bool:
 
 
 def read_config(ref: str | Path) -> dict[str, Any] | None:
-    """The model's ``config.json`` from its directory or the local Hugging Face cache, if any."""
+    """The model's ``config.json``, or ``None`` when there is none to read.
+
+    From its directory; for a repo id from the Hugging Face cache, fetching that one small file
+    when it is not there yet (the loader would fetch it anyway; ``HF_HUB_OFFLINE`` is respected).
+    """
     path = Path(str(ref)).expanduser()
     if path.is_dir():
         found: Path | None = path / "config.json"
-    else:
+    elif _looks_like_repo_id(str(ref)):
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import hf_hub_download
 
-            cached = try_to_load_from_cache(str(ref), "config.json")
-        except Exception:  # not a repo id, or no hub library: the loader reports it
-            cached = None
-        found = Path(cached) if isinstance(cached, str) else None
+            found = Path(hf_hub_download(str(ref), "config.json"))
+        except Exception:  # not on the hub, offline, no hub library: the loader reports it
+            found = None
+    else:
+        found = None
     if found is None or not found.is_file():
         return None
     try:

@@ -183,3 +183,20 @@ def test_the_audit_row_counts_and_hashes_the_images(vision_dir: Path, tmp_path: 
     assert [(s["width"], s["height"]) for s in summaries] == [(96, 64), (64, 64)]
     assert len({s["sha256"] for s in summaries}) == 2 and pd.isna(frame["images"].iloc[1])
     audit.close()
+
+
+def test_a_repo_id_is_recognised_from_the_hub_cache(
+    vision_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    from mlxnb._engine.vision import model_kind
+
+    snapshot = tmp_path / "models--org--some-vl" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((vision_dir / "config.json").read_text())
+    (tmp_path / "models--org--some-vl" / "refs").mkdir()
+    (tmp_path / "models--org--some-vl" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_kind("org/some-vl") == "vision"
+    assert model_kind("org/not-cached") == "text"  # offline: the text loader reports it
