@@ -84,6 +84,7 @@ class Active:
         sampler = shared_sampler(options.temperature, options.top_p, options.min_p, options.top_k)
         guard = ProcessorGuard()
         processors = make_logits_processors(
+            logit_bias=dict(options.logit_bias) or None,
             repetition_penalty=options.repetition_penalty,
             presence_penalty=options.presence_penalty,
             frequency_penalty=options.frequency_penalty,

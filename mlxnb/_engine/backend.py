@@ -93,6 +93,20 @@ def context_length(config: Mapping[str, Any]) -> int | None:
     return None
 
 
+def check_logit_bias(bias: Sequence[tuple[int, float]], tokenizer: Any) -> None:
+    """Refuse a ``logit_bias`` naming a token id the tokenizer does not have.
+
+    Raises:
+        InvalidRequestError: An id at or past the vocabulary's end.
+    """
+    size = len(tokenizer)
+    outside = [token for token, _ in bias if token >= size]
+    if outside:
+        raise InvalidRequestError(
+            f"logit_bias names token id {outside[0]}, past the vocabulary (ids 0 to {size - 1})"
+        )
+
+
 def check_context(prompt_tokens: int, max_tokens: int, limit: int | None, model_id: str) -> None:
     """Refuse, before any forward pass, a request that cannot fit the model's context.
 

@@ -271,8 +271,8 @@ class Engine:
             chat_template_kwargs: Further chat-template arguments.
             **sampling: ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
                 ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``,
-                ``stop``, ``logits_processors`` (see :class:`SamplingOptions`); ``None`` means
-                the default.
+                ``stop``, ``logit_bias``, ``logits_processors`` (see :class:`SamplingOptions`);
+                ``None`` means the default.
 
         Yields:
             ThinkingDelta, ContentDelta, ToolCallDelta, ToolCall, ToolCallError, then Done.

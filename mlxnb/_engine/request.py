@@ -33,6 +33,8 @@ class SamplingOptions:
         seed: Seeds MLX's generator when the request starts (reproducible when run alone).
         stop: Strings that end the output (not included in it).
         logits_processors: Extra mlx-lm logits processors for this request.
+        logit_bias: ``(token id, bias)`` pairs added to the logits (OpenAI's ``logit_bias``;
+            -100 bans a token, +100 all but forces it).
     """
 
     max_tokens: int = 512
@@ -46,6 +48,7 @@ class SamplingOptions:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logits_processors: tuple[Any, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,6 +62,10 @@ class SamplingOptions:
                 "repetition_penalty must be > 0",
             ),
             (all(isinstance(s, str) for s in self.stop), "stop must be strings"),
+            (
+                all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
+                "logit_bias maps token ids (integers >= 0) to biases from -100 to 100",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -147,6 +154,11 @@ def sampling_options(defaults: Mapping[str, Any], sampling: Mapping[str, Any]) -
     stop = values.get("stop", ())
     values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
     values["logits_processors"] = tuple(values.get("logits_processors", ()))
+    bias = values.get("logit_bias") or {}
+    try:
+        values["logit_bias"] = tuple(sorted((int(t), float(b)) for t, b in dict(bias).items()))
+    except (TypeError, ValueError) as error:
+        raise InvalidRequestError(f"logit_bias must map token ids to numbers: {error}") from error
     return SamplingOptions(**values)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlxnb._engine.active import Active, Backend
-from mlxnb._engine.backend import check_context
+from mlxnb._engine.backend import check_context, check_logit_bias
 from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
@@ -196,6 +196,7 @@ class Worker:
                 )
             limit, model_id = backend.context_length, backend.model_id
             check_context(len(prompt.tokens), request.options.max_tokens, limit, model_id)
+            check_logit_bias(request.options.logit_bias, backend.tokenizer)
         except MlxnbError as error:
             self._finish_failed(request, error)
             return

@@ -218,8 +218,22 @@ def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
         )
 
 
+def _unsupported(field: str, message: str) -> ApiError:
+    return ApiError(400, f"{field}: {message}", "invalid_request_error", "unsupported_value", field)
+
+
+def _check_chat(body: ChatCompletionRequest) -> None:
+    """Refuse what would change the answer but is not served, naming the field."""
+    if body.parallel_tool_calls is False:
+        raise _unsupported(
+            "parallel_tool_calls", "false is not supported (one call per turn is not enforced)"
+        )
+
+
 def _check_completion(body: CompletionRequest, call: oa.EngineCall) -> None:
     """Refuse what ``/v1/completions`` does not serve, naming the field."""
+    if body.suffix:
+        raise _unsupported("suffix", "fill-in-the-middle is not supported")
     if len(call.prompts) * call.n > MAX_CHOICES:
         raise ApiError(
             422,
@@ -272,6 +286,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
     @app.post("/v1/chat/completions", tags=["openai"], responses=_ERRORS)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         engine = _engine(source, body.model)
+        _check_chat(body)
         call = oa.chat_call(body)
         _check_max_tokens(call, limits)
         rid = f"chatcmpl-{_new_id()}"

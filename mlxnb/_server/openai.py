@@ -97,6 +97,8 @@ def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
         options["top_k"] = max(request.top_k, 0)  # -1 means off, as in vLLM
     if request.stop is not None:
         options["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    if request.logit_bias:
+        options["logit_bias"] = {int(token): bias for token, bias in request.logit_bias.items()}
     return options
 
 
@@ -111,6 +113,8 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
         tools = [t for t in tools if t["function"]["name"] == choice.function.name] or tools
     kwargs = dict(request.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
+    if thinking is None and request.reasoning_effort is not None:
+        thinking = request.reasoning_effort not in ("none", "minimal")
     options = _sampling(request, request.max_completion_tokens or request.max_tokens)
     if kwargs:
         options["chat_template_kwargs"] = kwargs

@@ -139,6 +139,11 @@ class StreamOptions(_In):
     include_usage: bool = False
 
 
+MAX_LOGIT_BIAS = 1024
+TokenKey = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")]
+"""A token id as a JSON object key (OpenAI's ``logit_bias`` keys are strings)."""
+
+
 class _Sampling(_In):
     model: Name
     stream: bool = False
@@ -153,6 +158,9 @@ class _Sampling(_In):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+    logit_bias: dict[TokenKey, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None, max_length=MAX_LOGIT_BIAS
+    )
 
 
 class ChatCompletionRequest(_Sampling):
@@ -166,6 +174,12 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=MAX_TEMPLATE_KWARGS)
     logprobs: Literal[False] | None = Field(None, description="Log-probabilities: unsupported.")
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        None, description="none/minimal turn thinking off; low/medium/high turn it on."
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="false is refused: one call per turn cannot be enforced yet."
+    )
 
 
 class CompletionRequest(_Sampling):
@@ -182,6 +196,7 @@ class CompletionRequest(_Sampling):
     n: int = Field(1, ge=1, le=MAX_N, description="Choices per prompt.")
     best_of: int | None = Field(None, ge=1, description="Only equal to n.")
     echo: bool | None = None
+    suffix: Text | None = Field(None, description="Refused unless empty: no fill-in-the-middle.")
     logprobs: bool | int | None = Field(None, description="Log-probabilities: unsupported.")
 
     @field_validator("prompt", mode="before")
