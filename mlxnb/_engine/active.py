@@ -61,6 +61,16 @@ class Active:
     sampler: Any = None
     processors: list[Any] = field(default_factory=list)
 
+    @property
+    def batch_sampler(self) -> Any:
+        """The sampler to hand a batch decoder: ``None`` (the batch's own argmax) when greedy.
+
+        Both batch decoders fall back to the argmax for ``None``. mlx-lm's then samples the
+        greedy rows in one call; mlx-vlm's, which takes one sampler for the whole batch, needs
+        no per-request sampling processor for them (full-vocabulary work on every token).
+        """
+        return None if self.request.options.temperature == 0 else self.sampler
+
     @classmethod
     def admit(
         cls, request: Request, backend: Backend, prompt: Prompt, cached: int, now: float

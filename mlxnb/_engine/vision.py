@@ -15,11 +15,11 @@ decodes. Two of its limits shape the adapter:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from mlxnb._engine.backend import Prompt, context_length, load_error, read_config, resolve_model
+from mlxnb._engine.backend import Prompt, load_error, read_config, resolve_model
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._images import Image
 from mlxnb.errors import InvalidRequestError
@@ -29,12 +29,24 @@ VISION_CONFIG_KEYS = ("vision_config", "image_token_id", "image_token_index")
 
 
 def model_kind(ref: str | Path, kind: str | None = None) -> ModelKind:
-    """Whether ``ref`` is a text or a vision model.
+    """Whether ``ref`` is a text or a vision model (its ``config.json`` says; see :func:`kind_of`).
 
     Args:
         ref: A model directory or a Hugging Face repo id.
-        kind: ``"text"`` or ``"vision"`` to decide it yourself; ``None`` reads ``config.json``
-            (a vision config or image-token fields mean vision).
+        kind: ``"text"`` or ``"vision"`` to decide it yourself.
+
+    Raises:
+        InvalidRequestError: ``kind`` is neither.
+    """
+    return kind_of(read_config(ref) or {}, kind)
+
+
+def kind_of(config: Mapping[str, Any], kind: str | None = None) -> ModelKind:
+    """Whether a model with this ``config.json`` is a text or a vision model.
+
+    Args:
+        config: The model's config (a vision config or image-token fields mean vision).
+        kind: ``"text"`` or ``"vision"`` to decide it yourself, whatever the config says.
 
     Raises:
         InvalidRequestError: ``kind`` is neither.
@@ -43,7 +55,6 @@ def model_kind(ref: str | Path, kind: str | None = None) -> ModelKind:
         if kind not in ("text", "vision"):
             raise InvalidRequestError(f"kind must be 'text' or 'vision', not {kind!r}")
         return kind  # type: ignore[return-value]
-    config = read_config(ref) or {}
     return "vision" if any(key in config for key in VISION_CONFIG_KEYS) else "text"
 
 
@@ -114,7 +125,6 @@ class VisionBatch:
     """
 
     generator: Any
-    _pending: list[int] = field(default_factory=list)
 
     def insert(
         self,
@@ -167,13 +177,20 @@ class VisionBackend:
     kind: ModelKind = "vision"
     reuses_prompt_cache = False
 
-    def __init__(self, model: Any, processor: Any, tokenizer: Any, model_id: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        tokenizer: Any,
+        model_id: str,
+        context_length: int | None = None,
+    ) -> None:
         self.model = model
         self.processor = processor
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
-        self.context_length = context_length(read_config(model_id) or {})
+        self.context_length = context_length
 
     def render(
         self,

@@ -234,17 +234,11 @@ class Worker:
             max_tokens=[options.max_tokens],
             caches=[cache],
             all_tokens=[prompt.tokens[:cached]],
-            samplers=[self._batch_sampler(active)],
+            samplers=[active.batch_sampler],
             logits_processors=[active.processors],
             **prompt.generator_kwargs,
         )
         self._active[uid] = active
-
-    def _batch_sampler(self, active: Active) -> Any:
-        # mlx-vlm's batch takes the argmax; a request that samples does it in a processor of its
-        # own, and a greedy one needs none (that processor costs full-vocabulary work per token).
-        greedy = active.request.options.temperature == 0
-        return None if greedy and isinstance(self.backend, VisionBackend) else active.sampler
 
     def _solo(self) -> tuple[int, Active] | None:
         for uid, active in self._active.items():
@@ -275,7 +269,7 @@ class Worker:
             max_tokens=[active.max_tokens - active.generated],
             caches=[cache],
             all_tokens=[held],
-            samplers=[active.sampler],
+            samplers=[active.batch_sampler],
             logits_processors=[active.processors],
         )
         self._active[new_uid] = active
