@@ -212,12 +212,14 @@ class TextBackend:
     kind: Literal["text", "vision"] = "text"
     reuses_prompt_cache = True
 
-    def __init__(self, model: Any, tokenizer: Any, model_id: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, model_id: str, context_length: int | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
-        self.context_length = context_length(read_config(model_id) or {})
+        self.context_length = context_length
 
     def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:
         """A fresh mlx-lm ``BatchGenerator`` for this model."""

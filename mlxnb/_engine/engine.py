@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
-from mlxnb._engine.backend import TextBackend, load_text_model
+from mlxnb._engine.backend import TextBackend, context_length, load_text_model, read_config
 from mlxnb._engine.delivery import AsyncSink, SyncSink, unpack
 from mlxnb._engine.recording import failed_turn, record_turn
 from mlxnb._engine.request import (
@@ -25,7 +25,7 @@ from mlxnb._engine.request import (
     sampling_options,
 )
 from mlxnb._engine.structured import compile_json_schema
-from mlxnb._engine.vision import VisionBackend, load_vision_model, model_kind
+from mlxnb._engine.vision import VisionBackend, kind_of, load_vision_model
 from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
 from mlxnb._images import Image, ImagePolicy, no_vision_error
@@ -102,10 +102,12 @@ class Engine:
             self.wait_ready()
 
     def _load_backend(self) -> Backend:
-        if model_kind(self.model_id, self._kind) == "vision":
-            return VisionBackend(*load_vision_model(self.model_id))
+        config = read_config(self.model_id) or {}  # read once: the kind and the context length
+        limit = context_length(config)
+        if kind_of(config, self._kind) == "vision":
+            return VisionBackend(*load_vision_model(self.model_id), context_length=limit)
         model, tokenizer, model_id = load_text_model(self.model_id)
-        return TextBackend(model, tokenizer, model_id)
+        return TextBackend(model, tokenizer, model_id, context_length=limit)
 
     @property
     def kind(self) -> str:
