@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,58 @@ def write_random_weights(
         dtype: ``float32``, ``bfloat16`` or ``float16``.
     """
     import mlx.core as mx
-    from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes
 
     mx.random.seed(seed)
     model_class, args_class = _get_classes(config)
-    model = model_class(args_class.from_dict(config))
+    save_weights(directory, model_class(args_class.from_dict(config)), dtype)
+
+
+def save_weights(directory: Path, model: Any, dtype: str) -> None:
+    """Save a freshly made model's (random) parameters as ``model.safetensors`` in ``dtype``."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
     weights = {k: v.astype(getattr(mx, dtype)) for k, v in tree_flatten(model.parameters())}
     mx.eval(weights)
     mx.save_safetensors(str(directory / "model.safetensors"), weights, {"format": "mlx"})
+
+
+def built_model_dir(
+    path: str | Path | None, shape: dict[str, Any], name: str, write: Callable[[Path], None]
+) -> Path:
+    """A model directory, built once: cached by ``shape`` unless ``path`` is given.
+
+    ``write`` fills a staging directory that is published with one rename, so a build that
+    fails or is interrupted never leaves a half-written model behind.
+
+    Args:
+        path: Target directory, or ``None`` for a cache directory keyed by ``shape``.
+        shape: Everything the files depend on.
+        name: Start of the cached directory's name.
+        write: Writes the model files into the directory it is given.
+
+    Returns:
+        The model directory.
+    """
+    if path is None:
+        key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+        target = cache_dir("models") / f"{name}-{key}"
+    else:
+        target = Path(path)
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def tiny_model(
@@ -140,17 +184,8 @@ def tiny_model(
         "seed": seed,
         **({"dtype": dtype} if dtype != "float32" else {}),
     }
-    if path is None:
-        key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
-        target = cache_dir("models") / f"tiny-{arch}-{key}"
-    else:
-        target = Path(path)
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
-        return target
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    try:
+    def write(staging: Path) -> None:
         vocab_size = write_tokenizer(staging, tokenizer)
         config = model_config(
             arch,
@@ -165,10 +200,5 @@ def tiny_model(
         config["torch_dtype"] = dtype
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         write_random_weights(staging, config, seed, dtype)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return built_model_dir(path, shape, f"tiny-{arch}", write)

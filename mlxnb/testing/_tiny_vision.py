@@ -11,14 +11,11 @@ images small (a 64x64 image becomes four image tokens), so tests run fast on a C
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlxnb._paths import cache_dir
+from mlxnb.testing._tiny import built_model_dir, save_weights
 from mlxnb.testing._tokenizers import write_tokenizer
 
 #: Bumped whenever the files written below change, so cached directories are rebuilt.
@@ -401,7 +398,6 @@ def write_random_vision_weights(
         dtype: ``float32``, ``bfloat16`` or ``float16``.
     """
     import mlx.core as mx
-    from mlx.utils import tree_flatten
     from mlx_vlm.utils import get_model_and_args, update_module_configs
 
     mx.random.seed(seed)
@@ -413,10 +409,7 @@ def write_random_vision_weights(
     model_config = update_module_configs(
         model_config, module, params, ["text", "vision", "perceiver", "projector", "audio"]
     )
-    model = module.Model(model_config)
-    weights = {k: v.astype(getattr(mx, dtype)) for k, v in tree_flatten(model.parameters())}
-    mx.eval(weights)
-    mx.save_safetensors(str(directory / "model.safetensors"), weights, {"format": "mlx"})
+    save_weights(directory, module.Model(model_config), dtype)
 
 
 def tiny_vision_model(
@@ -502,17 +495,8 @@ def tiny_vision_model(
         "seed": seed,
         "dtype": dtype,
     }
-    if path is None:
-        key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
-        target = cache_dir("models") / f"tiny-{arch}-{key}"
-    else:
-        target = Path(path)
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
-        return target
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-vision-", dir=target.parent))
-    try:
+    def write(staging: Path) -> None:
         vocab_size = write_tokenizer(staging, tokenizer)
         token_ids = _add_vision_tokens(staging)
         vocab_size = max(vocab_size, max(token_ids.values()) + 1)
@@ -537,10 +521,5 @@ def tiny_vision_model(
         ).items():
             (staging / name).write_text(json.dumps(content, indent=2))
         write_random_vision_weights(staging, config, seed, dtype)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return built_model_dir(path, shape, f"tiny-{arch}", write)
