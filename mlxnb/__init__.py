@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING, Any
 from mlxnb import scorers
 from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._chat import ChatTurn, Conversation
-from mlxnb._engine import Engine, load
+from mlxnb._engine import (
+    Engine,
+    ModelHandle,
+    ModelPool,
+    Profile,
+    default_pool,
+    load,
+    models,
+    profile,
+    unload,
+)
 from mlxnb._engine.models import default_model
 from mlxnb._evaluate import aevaluate, evaluate
 from mlxnb._tools import Tool, ToolResult, tool
@@ -24,6 +34,7 @@ from mlxnb.errors import (
     GenerationError,
     InsecureServerWarning,
     InvalidRequestError,
+    MemoryBudgetError,
     MlxnbError,
     ModelLoadError,
     ModelNotFoundError,
@@ -89,9 +100,13 @@ __all__ = [
     "InsecureServerWarning",
     "InvalidRequestError",
     "Limits",
+    "MemoryBudgetError",
     "MlxnbError",
+    "ModelHandle",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelPool",
+    "Profile",
     "ServerHandle",
     "ServerStartError",
     "ThinkingDelta",
@@ -109,10 +124,14 @@ __all__ = [
     "chat",
     "create_app",
     "default_model",
+    "default_pool",
     "evaluate",
     "load",
+    "models",
+    "profile",
     "read_export",
     "scorers",
     "serve",
     "tool",
+    "unload",
 ]

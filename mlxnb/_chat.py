@@ -13,12 +13,24 @@ import copy
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlxnb._chat_turn import ChatEvent, ChatTurn, RoundStart, TurnProgress, sum_usage
+from mlxnb._chat_turn import (
+    ChatEvent,
+    ChatTurn,
+    ContextTrimmed,
+    RoundStart,
+    TurnProgress,
+    sum_usage,
+)
 from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_conversation_id
 from mlxnb._images import PYTHON_POLICY, load_images, no_vision_error, user_message
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
-from mlxnb.errors import ConversationBusyError, EmptyHistoryError, InvalidRequestError
+from mlxnb.errors import (
+    ContextLengthError,
+    ConversationBusyError,
+    EmptyHistoryError,
+    InvalidRequestError,
+)
 from mlxnb.events import (
     Event,
     FinishReason,
@@ -32,6 +44,7 @@ __all__ = [
     "ChatEngine",
     "ChatEvent",
     "ChatTurn",
+    "ContextTrimmed",
     "Conversation",
     "GenerationOptions",
     "RoundStart",
@@ -54,9 +67,6 @@ class ChatEngine(Protocol):
     @property
     def supports_thinking(self) -> bool:
         """Whether the model has thinking markers."""
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until loaded; raise the load error if loading failed."""
 
     def stream(
         self,
@@ -81,6 +91,11 @@ class Conversation:
         generation_options: Extra ``engine.stream`` options (``max_tokens``, ``temperature``…),
             or a factory returning them, called once per request.
         source: Audit source recorded with each request.
+        truncate: When the history no longer fits the model's context (the engine refuses the
+            request with :class:`~mlxnb.errors.ContextLengthError`), leave out the oldest turns
+            (the system prompt always stays) until it fits, and say so with a
+            :class:`ContextTrimmed` event. Off by default: the turn then ends with the error.
+            The history itself keeps every message.
     """
 
     def __init__(
@@ -93,10 +108,14 @@ class Conversation:
         enable_thinking: bool | None = None,
         generation_options: GenerationOptions | None = None,
         source: str = "python",
+        truncate: bool = False,
     ) -> None:
         if max_tool_rounds < 0:
             raise InvalidRequestError("max_tool_rounds must be >= 0")
-        self.engine = engine
+        self._busy = False
+        self._skip = 0  # oldest turns the requests leave out (truncate=True), per engine
+        self._engine = engine
+        self.truncate = truncate
         self.system = system
         self.tools: dict[str, Tool] = as_tools(tools)
         self.max_tool_rounds = max_tool_rounds
@@ -107,8 +126,23 @@ class Conversation:
         self._messages: list[dict[str, Any]] = []
         self._starts: list[int] = []
         self._turns: list[ChatTurn] = []
-        self._busy = False
         self.clear()
+
+    @property
+    def engine(self) -> ChatEngine:
+        """The engine that answers; set it to go on with another model (the history stays).
+
+        Raises:
+            ConversationBusyError: On setting, while a turn is running.
+        """
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: ChatEngine) -> None:
+        self._check_idle()
+        if engine is not self._engine:
+            self._engine = engine
+            self._skip = 0  # another model: another context length
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -131,6 +165,7 @@ class Conversation:
         self._messages = [{"role": "system", "content": self.system}] if self.system else []
         self._starts.clear()
         self._turns.clear()
+        self._skip = 0
 
     def undo(self) -> str:
         """Remove the last turn from the history and return its user text (to regenerate).
@@ -147,6 +182,7 @@ class Conversation:
         message = self._messages[start]
         del self._messages[start:]
         self._turns.pop()
+        self._skip = min(self._skip, max(len(self._starts) - 1, 0))
         return message
 
     async def stream_again(
@@ -234,16 +270,17 @@ class Conversation:
                 yield RoundStart(round_no)
                 builder = TurnBuilder()
                 progress.new_round()
-                events = self.engine.stream(self._messages, schemas, thinking, **self._options())
-                try:
+                events = self._request(schemas, thinking)
+                async with contextlib.aclosing(events):
                     async for event in events:
+                        if isinstance(event, ContextTrimmed):
+                            if event.left_out != progress.left_out:
+                                progress.left_out = event.left_out
+                                yield event
+                            continue
                         progress.observe(event)
                         builder.add(event)
                         yield event
-                finally:
-                    closer = getattr(events, "aclose", None)
-                    if closer is not None:
-                        await closer()
                 turn, builder = builder.build(), None
                 progress.rounds.append(turn)
                 self._messages.append(turn.to_message())
@@ -270,6 +307,40 @@ class Conversation:
         self._turns.append(chat_turn)
         self._busy = False
         yield chat_turn
+
+    async def _request(
+        self, schemas: list[dict[str, Any]] | None, thinking: bool | None
+    ) -> AsyncGenerator[Event | ContextTrimmed, None]:
+        """One round's events; with ``truncate``, the oldest turns go until the request fits.
+
+        The engine checks the context before any work (``ContextLengthError`` comes before the
+        first event), so a refused attempt costs a prompt render only. How many turns were left
+        out is kept for the next request, which starts from there.
+        """
+        while True:
+            head = self._starts[0] if self._starts else len(self._messages)
+            cut = self._starts[self._skip] if self._skip else head
+            messages = self._messages[:head] + self._messages[cut:]
+            events = self.engine.stream(messages, schemas, thinking, **self._options())
+            try:
+                try:
+                    first = await anext(aiter(events))
+                except StopAsyncIteration:
+                    return
+                except ContextLengthError:
+                    if not self.truncate or self._skip >= len(self._starts) - 1:
+                        raise  # nothing older to leave out: the current turn alone is too long
+                    self._skip += 1
+                    continue
+                yield ContextTrimmed(cut - head)
+                yield first
+                async for event in events:
+                    yield event
+                return
+            finally:
+                closer = getattr(events, "aclose", None)
+                if closer is not None:
+                    await closer()
 
     def _close_partial(
         self,

@@ -33,6 +33,21 @@ class RoundStart:
 
 
 @dataclass(frozen=True)
+class ContextTrimmed:
+    """Older messages were left out of the request so that it fits the model's context.
+
+    Only a :class:`~mlxnb.Conversation` made with ``truncate=True`` does this; it comes before
+    the round's first event. The history keeps every message; only the request is shorter.
+
+    Attributes:
+        left_out: How many earlier messages (after the system prompt) the request leaves out.
+    """
+
+    left_out: int
+    type: Literal["context_trimmed"] = field(default="context_trimmed", init=False)
+
+
+@dataclass(frozen=True)
 class ChatTurn:
     """A finished chat turn: the user's message and everything the model did about it.
 
@@ -47,6 +62,8 @@ class ChatTurn:
         seconds: Wall time of the whole turn.
         thinking_seconds: Time spent reasoning (``None`` when the model did not think).
         error: What went wrong, for ``finish_reason == "error"`` or a hit round limit.
+        left_out: Earlier messages left out of the last request to fit the context
+            (``truncate=True`` only).
     """
 
     user: str
@@ -59,6 +76,7 @@ class ChatTurn:
     seconds: float
     thinking_seconds: float | None = None
     error: str | None = None
+    left_out: int = 0
     type: Literal["chat_turn"] = field(default="chat_turn", init=False)
 
     @property
@@ -89,7 +107,7 @@ class ChatTurn:
         }
 
 
-ChatEvent = Event | RoundStart | ToolResult | ChatTurn
+ChatEvent = Event | RoundStart | ContextTrimmed | ToolResult | ChatTurn
 """What :meth:`Conversation.stream` yields; the last item is always the :class:`ChatTurn`."""
 
 
@@ -130,6 +148,7 @@ class TurnProgress:
         self.thought = False
         self._think_start: float | None = None
         self.deltas = 0
+        self.left_out = 0
 
     def new_round(self) -> None:
         self.round_start = time.perf_counter()
@@ -181,4 +200,5 @@ class TurnProgress:
             seconds=time.perf_counter() - self.start,
             thinking_seconds=self.thinking if self.thought else None,
             error=error,
+            left_out=self.left_out,
         )

@@ -8,6 +8,7 @@ interrupted run resumes without redoing them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from mlxnb._blocking import run_blocking
-from mlxnb._engine import Engine, load
+from mlxnb._engine import Engine, ModelHandle, ModelPool, default_pool
 from mlxnb._engine.request import RequestMeta
 from mlxnb._evaluate_rows import (
     RESULT_DTYPES,
@@ -34,7 +35,7 @@ from mlxnb._evaluate_rows import (
     task_key,
 )
 from mlxnb._ids import new_run_id
-from mlxnb.errors import InvalidRequestError
+from mlxnb.errors import InvalidRequestError, MlxnbError, ModelNotFoundError
 from mlxnb.events import Turn
 
 
@@ -42,7 +43,7 @@ from mlxnb.events import Turn
 class EvaluationRun:
     """The state of one :func:`evaluate` call; rows survive interruption."""
 
-    engines: dict[str, Engine]
+    engines: dict[str, Engine | ModelHandle]
     tasks: list[RowTask]
     tools: Any
     enable_thinking: bool | None
@@ -53,6 +54,7 @@ class EvaluationRun:
     progress: bool
     run_id: str
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    release: Callable[[str], None] = lambda label: None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False
 
@@ -95,7 +97,19 @@ class EvaluationRun:
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.1f}", refresh=False)
             bar.update(1)
 
-        pending = [asyncio.ensure_future(one(task)) for task in todo]
+        try:
+            # One model at a time (all its rows batched, then it is released) so several
+            # models never have to be resident together.
+            for label in dict.fromkeys(task.model for task in self.tasks):
+                try:
+                    await self._gather([one(task) for task in todo if task.model == label])
+                finally:
+                    self.release(label)
+        finally:
+            bar.close()
+
+    async def _gather(self, rows: list[Any]) -> None:
+        pending = [asyncio.ensure_future(row) for row in rows]
         try:
             await asyncio.gather(*pending)
         except asyncio.CancelledError:
@@ -104,8 +118,6 @@ class EvaluationRun:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             raise
-        finally:
-            bar.close()
 
     async def _run(self, task: RowTask) -> dict[str, Any]:
         engine = self.engines[task.model]
@@ -163,22 +175,49 @@ class EvaluationRun:
         return frame
 
 
-def _engines(model: Any) -> tuple[dict[str, Engine], list[Engine]]:
+@dataclass(frozen=True)
+class _Models:
+    """The models of one evaluation by row label, and which of them it loads itself."""
+
+    engines: dict[str, Engine | ModelHandle]
+    pool: ModelPool
+    loaded_here: frozenset[str]
+
+    def release(self, label: str) -> None:
+        """Unload a model this evaluation loaded, once its rows are done."""
+        if label in self.loaded_here:
+            with contextlib.suppress(MlxnbError):  # busy elsewhere: the pool keeps it
+                self.pool.unload(label)
+
+
+def _models(model: Any, pool: ModelPool | None) -> _Models:
+    pool = pool or default_pool()
     specs = model if isinstance(model, (list, tuple)) else [model]
-    engines: dict[str, Engine] = {}
-    owned: list[Engine] = []
+    engines: dict[str, Engine | ModelHandle] = {}
+    loaded_here: set[str] = set()
     for spec in specs:
         if spec is None:
             from mlxnb._engine.models import default_model
 
             spec = default_model()
-        if isinstance(spec, Engine):
-            engine = spec
-        else:
-            engine = load(spec)
-            owned.append(engine)
-        engines[engine.model_id] = engine
-    return engines, owned
+        if isinstance(spec, (Engine, ModelHandle)):
+            engines[spec.model_id] = spec
+            continue
+        try:
+            model_name, profile = pool.lookup(str(spec))
+            name = profile.name if profile is not None else model_name
+        except ModelNotFoundError:
+            name = pool.register(spec)  # Python may name any local model or repo
+        handle = pool.handle(name)
+        if pool.state(handle.model)["state"] not in (
+            "ready",
+            "resolving",
+            "downloading",
+            "loading",
+        ):
+            loaded_here.add(handle.model_id)
+        engines[handle.model_id] = handle
+    return _Models(engines, pool, frozenset(loaded_here))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,15 +242,17 @@ class EvaluationSpec:
     run_id: str | None = None
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     sampling: Mapping[str, Any] = field(default_factory=dict)
+    pool: ModelPool | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.concurrency < 1:
             raise InvalidRequestError("n and concurrency must be at least 1")
 
 
-def _prepare(spec: EvaluationSpec) -> tuple[EvaluationRun, list[Engine]]:
+def _prepare(spec: EvaluationSpec) -> EvaluationRun:
     inputs = input_rows(spec.prompts, spec.system, spec.images)
-    engines, owned = _engines(spec.model)
+    models = _models(spec.model, spec.pool)
+    engines = models.engines
     tasks: list[RowTask] = []
     for label, params, (index, (row, messages)), sample in itertools.product(
         engines, grid_points(spec.grid), enumerate(inputs), range(spec.n)
@@ -230,9 +271,10 @@ def _prepare(spec: EvaluationSpec) -> tuple[EvaluationRun, list[Engine]]:
         progress=spec.progress,
         run_id=spec.run_id or new_run_id(),
         row_options=spec.row_options,
+        release=models.release,
     )
     run.load_checkpoint()
-    return run, owned
+    return run
 
 
 async def aevaluate(
@@ -251,16 +293,13 @@ async def aevaluate(
     enable_thinking: bool | None = None,
     run_id: str | None = None,
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    pool: ModelPool | None = None,
     **sampling: Any,
 ) -> pd.DataFrame:
     """Async twin of :func:`evaluate`; cancelling it keeps finished rows in the checkpoint."""
     # The parameters are the spec's fields by name; the dataclass rejects any drift.
-    run, owned = _prepare(EvaluationSpec(**locals()))
-    try:
-        await run.execute()
-    finally:
-        for engine in owned:
-            engine.close()
+    run = _prepare(EvaluationSpec(**locals()))
+    await run.execute()
     return run.frame()
 
 
@@ -280,6 +319,7 @@ def evaluate(
     enable_thinking: bool | None = None,
     run_id: str | None = None,
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    pool: ModelPool | None = None,
     **sampling: Any,
 ) -> pd.DataFrame:
     """Run many prompts through one or more models and return a tidy DataFrame.
@@ -293,8 +333,10 @@ def evaluate(
     Args:
         prompts: Strings, message lists, or a DataFrame with a ``prompt`` or ``messages``
             column (other columns, such as ``expected``, are kept).
-        model: A model path / repo id / :class:`Engine`, or a list of them to compare;
-            ``None`` uses :func:`mlxnb.default_model`. Models loaded here are closed after.
+        model: A model or profile name, a path / repo id, an :class:`Engine`, or a list of
+            them to compare; ``None`` uses :func:`mlxnb.default_model`. Rows run model by
+            model (all of one model's rows batched, then the next), and a model the pool had
+            not loaded is unloaded after its rows, so models are never resident together.
         system: A system prompt put before every conversation.
         images: A column of ``prompts`` holding each row's image(s) (PIL images, numpy
             arrays, figures, paths, bytes, data URLs; None for none); needs a vision model.
@@ -310,6 +352,8 @@ def evaluate(
         run_id: Names the run in the audit log (generated when omitted).
         row_options: Per-row request options computed from the input row, e.g.
             ``lambda row: {"max_tokens": row["budget"]}``.
+        pool: The model pool that loads models by name (default: the kernel's); its memory
+            budget bounds what is resident.
         **sampling: Sampling options for every row (``max_tokens``, ``temperature``, …).
 
     Returns:
@@ -319,7 +363,7 @@ def evaluate(
         ``tokens_per_s``, ``error``, ``run_id`` and one column per scorer.
     """
     # The parameters are the spec's fields by name; the dataclass rejects any drift.
-    run, owned = _prepare(EvaluationSpec(**locals()))
+    run = _prepare(EvaluationSpec(**locals()))
     try:
         run_blocking(run.execute(), name="mlxnb-evaluate")
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -328,7 +372,4 @@ def evaluate(
             f"evaluation interrupted: returning {len(run.rows)} of {len(run.tasks)} rows",
             stacklevel=2,
         )
-    finally:
-        for engine in owned:
-            engine.close()
     return run.frame()

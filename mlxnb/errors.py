@@ -6,10 +6,12 @@ Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
     ├── DependencyError      an optional dependency is missing; says what to install
     ├── ModelNotFoundError   no model at the path / repo id (names what was tried)
     ├── ModelLoadError       the model exists but could not be loaded
+    │   └── MemoryBudgetError    it would not fit the pool's memory budget (also a MemoryError)
     ├── EngineClosedError    a request reached an engine after ``close()``
-    ├── EngineBusyError      the engine's request queue is full
+    ├── EngineBusyError      the request queue is full, or a request waited too long for memory
     ├── InvalidRequestError  a request is malformed (also a ValueError)
     │   ├── ContextLengthError   prompt + max_tokens over the model's context (before prefill)
+    │   ├── KvBudgetError        prompt + max_tokens of KV cache over the KV budget (before prefill)
     │   ├── UnknownOptionError   an option that does not exist (also a TypeError)
     │   └── WrongTypeError       an argument of the wrong type (also a TypeError)
     ├── ConversationBusyError    a reply is running or the model still loading (RuntimeError)
@@ -39,12 +41,16 @@ class ModelLoadError(MlxnbError):
     """The model was found but could not be loaded."""
 
 
+class MemoryBudgetError(ModelLoadError, MemoryError):
+    """Loading a model would exceed the pool's memory budget, even after unloading idle ones."""
+
+
 class EngineClosedError(MlxnbError, RuntimeError):
     """A request was made to an engine that has been closed."""
 
 
 class EngineBusyError(MlxnbError, RuntimeError):
-    """The engine's request queue is full; try again later."""
+    """The engine's request queue is full, or a request waited too long for memory; retry later."""
 
 
 class GenerationError(MlxnbError, RuntimeError):
@@ -69,6 +75,14 @@ class InvalidRequestError(MlxnbError, ValueError):
 
 class ContextLengthError(InvalidRequestError):
     """The prompt plus ``max_tokens`` does not fit the model's context (refused before prefill)."""
+
+
+class KvBudgetError(InvalidRequestError):
+    """The request's KV cache (prompt plus ``max_tokens``) could never fit the engine's KV budget.
+
+    Refused before prefill; a request that fits alone but not beside the running ones waits
+    instead (and ends with :class:`EngineBusyError` if it waits too long).
+    """
 
 
 class UnknownOptionError(InvalidRequestError, TypeError):

@@ -19,11 +19,12 @@ from typing import Any, Literal
 from mlxnb.errors import AuditError
 from mlxnb.events import Turn
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the audit row schema (stored in every row and in the database header).
 
 1. The first schema.
 2. ``image_count`` and ``images`` (vision requests): older rows read as ``0`` and null.
+3. ``sampling`` (the effective sampling settings): older rows read as null.
 """
 
 Status = Literal["ok", "cancelled", "error"]
@@ -109,6 +110,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("schema_version", "int"),
     Column("image_count", "int", since=2, default=0),
     Column("images", "str?", since=2),
+    Column("sampling", "str?", since=3),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 
@@ -163,6 +165,10 @@ class TurnRecord:
             there are none. A list cut to fit ``max_text_chars`` ends in ``{"omitted": n}``
             for the ``n`` summaries dropped from its end, so it always accounts for
             ``image_count`` images.
+        sampling: JSON text, the sampling settings the request ran with after defaults were
+            applied (request, then the model's ``generation_config.json``, then mlxnb's):
+            ``{"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", ...}``;
+            ``None`` when the request was refused before its settings were checked.
     """
 
     request_id: str
@@ -192,6 +198,7 @@ class TurnRecord:
     schema_version: int = SCHEMA_VERSION
     image_count: int = 0
     images: str | None = None
+    sampling: str | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None or self.started_at.utcoffset() is None:
@@ -210,6 +217,7 @@ class TurnRecord:
             "error_type",
             "error_message",
             "images",
+            "sampling",
         ):
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
@@ -244,6 +252,7 @@ class TurnRecord:
         run_id: str | None = None,
         error_type: str | None = None,
         images: Sequence[Mapping[str, Any]] = (),
+        sampling: Mapping[str, Any] | None = None,
     ) -> TurnRecord:
         """The record of a finished :class:`~mlxnb.events.Turn`.
 
@@ -262,6 +271,7 @@ class TurnRecord:
             images: One summary per image of the request, in request order
                 (:meth:`mlxnb._images.Image.summary`: ``sha256``, ``format``, ``width``,
                 ``height``, ``bytes``); stored as JSON, never the image bytes.
+            sampling: The effective sampling settings (stored as JSON), if known.
 
         Returns:
             The record; ``status`` is ``cancelled`` or ``error`` for those finish reasons and
@@ -306,6 +316,7 @@ class TurnRecord:
             reasoning=turn.reasoning,
             image_count=len(images),
             images=stored_images,
+            sampling=sampling_json(sampling),
         )
 
     def to_row(self) -> tuple[Any, ...]:
@@ -338,6 +349,7 @@ class TurnRecord:
             self.schema_version,
             self.image_count,
             self.images,
+            self.sampling,
         )
 
     @classmethod
@@ -346,6 +358,20 @@ class TurnRecord:
         values = dict(zip(COLUMN_NAMES, row, strict=True))
         values["started_at"] = parse_time(values["started_at"])
         return cls(**values)
+
+
+def sampling_json(sampling: Mapping[str, Any] | None) -> str | None:
+    """Sampling settings as the stored JSON text (keys sorted), or ``None``.
+
+    Raises:
+        ValueError: The settings are not JSON-serialisable.
+    """
+    if sampling is None:
+        return None
+    try:
+        return json.dumps(dict(sampling), sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"sampling settings must be JSON-serialisable: {exc}") from exc
 
 
 OMITTED = "omitted"

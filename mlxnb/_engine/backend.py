@@ -32,11 +32,14 @@ class Prompt:
         initial_state: ``"reasoning"`` when the prompt ends inside a thinking block.
         generator_kwargs: Extra arguments for the batch decoder's ``insert`` (a vision model's
             input embeddings).
+        system_tokens: How many leading tokens hold the system prompt (``0``: none marked): the
+            prompt cache keeps that prefix as a ``"system"`` entry, evicted last.
     """
 
     tokens: list[int]
     initial_state: str
     generator_kwargs: dict[str, Any] = field(default_factory=dict)
+    system_tokens: int = 0
 
 
 def _looks_like_repo_id(ref: str) -> bool:
@@ -44,20 +47,20 @@ def _looks_like_repo_id(ref: str) -> bool:
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
 
 
-def read_config(ref: str | Path) -> dict[str, Any] | None:
-    """The model's ``config.json``, or ``None`` when there is none to read.
+def read_config(ref: str | Path, name: str = "config.json") -> dict[str, Any] | None:
+    """The model's ``config.json`` (or another JSON file ``name``), or ``None`` when there is none.
 
     From its directory; for a repo id from the Hugging Face cache, fetching that one small file
     when it is not there yet (the loader would fetch it anyway; ``HF_HUB_OFFLINE`` is respected).
     """
     path = Path(str(ref)).expanduser()
     if path.is_dir():
-        found: Path | None = path / "config.json"
+        found: Path | None = path / name
     elif _looks_like_repo_id(str(ref)):
         try:
             from huggingface_hub import hf_hub_download
 
-            found = Path(hf_hub_download(str(ref), "config.json"))
+            found = Path(hf_hub_download(str(ref), name))
         except Exception:  # not on the hub, offline, no hub library: the loader reports it
             found = None
     else:
@@ -65,10 +68,43 @@ def read_config(ref: str | Path) -> dict[str, Any] | None:
     if found is None or not found.is_file():
         return None
     try:
-        config: dict[str, Any] = json.loads(found.read_text(encoding="utf-8"))
+        config = json.loads(found.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return config
+    return config if isinstance(config, dict) else None
+
+
+GENERATION_KEYS = {
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "min_p": float,
+    "repetition_penalty": float,
+}
+"""The sampling settings a model's ``generation_config.json`` may give, and their types."""
+
+
+def generation_defaults(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The sampling defaults a model's ``generation_config.json`` recommends.
+
+    Only :data:`GENERATION_KEYS` are taken, and only when the file does not turn sampling off
+    (``"do_sample": false`` means greedy decoding to transformers, whatever else it says).
+    A value that is not a number of the right kind is skipped; range checks come later, with
+    the request's own settings (:func:`mlxnb._engine.request.sampling_options`).
+    """
+    if not config or config.get("do_sample") is False:
+        return {}
+    defaults: dict[str, Any] = {}
+    for key, kind in GENERATION_KEYS.items():
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if kind is int and value != int(value):
+            continue
+        defaults[key] = kind(value)
+    if defaults.get("repetition_penalty") == 1.0:
+        del defaults["repetition_penalty"]  # 1.0 is no penalty: no processor needed
+    return defaults
 
 
 CONTEXT_KEYS = (
@@ -213,13 +249,24 @@ class TextBackend:
     reuses_prompt_cache = True
 
     def __init__(
-        self, model: Any, tokenizer: Any, model_id: str, context_length: int | None = None
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_id: str,
+        context_length: int | None = None,
+        generation_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
         self.context_length = context_length
+        self.generation_defaults = dict(generation_defaults or {})
+
+    @property
+    def language_model(self) -> Any:
+        """The model whose KV cache requests fill."""
+        return self.model
 
     def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:
         """A fresh mlx-lm ``BatchGenerator`` for this model."""
@@ -271,7 +318,41 @@ class TextBackend:
         tokens = list(tokens)
         if not tokens:
             raise InvalidRequestError("the rendered prompt is empty")
-        return Prompt(tokens, initial_state_for(tokens, self.tokenizer))
+        templated = getattr(self.tokenizer, "chat_template", None)
+        system = self._system_tokens(normalized, tools, kwargs, tokens) if templated else 0
+        return Prompt(tokens, initial_state_for(tokens, self.tokenizer), system_tokens=system)
+
+    def _system_tokens(
+        self,
+        messages: list[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        kwargs: Mapping[str, Any],
+        tokens: list[int],
+    ) -> int:
+        """How many leading prompt tokens are the system prompt's, as mlx-lm's server finds it.
+
+        The system messages are rendered before an empty user message; the prompt shares that
+        rendering up to where the user's text begins. Only for a chat that ends in a user
+        message: other prompts are one segment in mlx-lm's server too.
+        """
+        count = 0
+        while count < len(messages) and messages[count].get("role") == "system":
+            count += 1
+        if count == 0 or messages[-1].get("role") != "user":
+            return 0
+        try:
+            system = self.tokenizer.apply_chat_template(
+                [*messages[:count], {"role": "user", "content": ""}],
+                tools=list(tools) if tools else None,
+                add_generation_prompt=False,
+                **kwargs,
+            )
+        except Exception:  # the template insists on more: no system entry, nothing else lost
+            return 0
+        for index, (ours, theirs) in enumerate(zip(system, tokens, strict=False)):
+            if ours != theirs:
+                return index
+        return 0
 
     @cached_property
     def vocab_size(self) -> int:

@@ -14,14 +14,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
-from mlxnb._engine.backend import TextBackend, context_length, load_text_model, read_config
+from mlxnb._engine.backend import (
+    TextBackend,
+    context_length,
+    generation_defaults,
+    load_text_model,
+    read_config,
+)
+from mlxnb._engine.catalog import model_name
 from mlxnb._engine.delivery import AsyncSink, SyncSink, unpack
+from mlxnb._engine.memory import KvBudget, MemorySettings, MemoryStats
 from mlxnb._engine.recording import failed_turn, record_turn
 from mlxnb._engine.request import (
+    UNCHECKED_OPTIONS,
     Request,
     RequestMeta,
     RequestOptions,
-    SamplingOptions,
+    default_max_tokens,
     sampling_options,
 )
 from mlxnb._engine.structured import compile_json_schema
@@ -49,7 +58,8 @@ class Engine:
         model: A local model directory or a Hugging Face repo id.
         max_batch: Most sequences decoded together.
         max_pending: Most requests queued or running; more raise :class:`EngineBusyError`.
-        max_tokens: Default ``max_tokens`` for requests that do not say.
+        max_tokens: Default ``max_tokens`` for requests that do not say. ``None``: 4096 for a
+            model that thinks (its reasoning counts), else 1024.
         prompt_cache_size: Conversations whose KV cache is kept, so follow-up turns only
             process their new tokens.
         prefill_step: Prompt tokens per forward pass while prefilling (cancellation and new
@@ -59,6 +69,19 @@ class Engine:
             is faster than a batch of one, off for the CPU, where it is not.
         audit: Where turns are recorded: an :class:`~mlxnb.AuditLog`, ``None`` for the
             default log (``$MLXNB_AUDIT`` or the per-user data directory), ``False`` for none.
+        name: The model's name in audit rows, API responses and listings (default: the repo
+            id, or the directory's name; never an absolute path).
+        prompt_cache_bytes: Most bytes of KV the prompt cache keeps (``None``: an eighth of the
+            device's memory); system prompts are evicted last.
+        memory_limit: MLX's memory limit in bytes (``mx.set_memory_limit``; ``None``: MLX's).
+        cache_limit: MLX's buffer-cache limit in bytes (``mx.set_cache_limit``; ``None``: MLX's).
+        kv_budget_bytes: Bytes of KV cache the running requests may project together (prompt
+            plus ``max_tokens`` each, padded as a batch pads them). A request that does not fit
+            waits; one that could never fit is refused before prefill (``KvBudgetError``).
+            ``"auto"``: three quarters of the device's memory less the weights and the prompt
+            cache (at least a sixteenth of it); ``None`` or ``0``: no budget.
+        admission_timeout: Seconds a request may wait for KV memory before it ends with
+            :class:`EngineBusyError` (429 over HTTP).
         wait: Block until the model is loaded (load errors are raised here).
     """
 
@@ -68,16 +91,23 @@ class Engine:
         *,
         max_batch: int = 32,
         max_pending: int = 256,
-        max_tokens: int = 512,
+        max_tokens: int | None = None,
         prompt_cache_size: int = 16,
         prefill_step: int = 2048,
         solo_fast_path: bool | None = None,
         audit: AuditLog | Literal[False] | None = None,
         kind: str | None = None,
         allow_remote_images: bool = False,
+        name: str | None = None,
+        prompt_cache_bytes: int | None = None,
+        memory_limit: int | None = None,
+        cache_limit: int | None = None,
+        kv_budget_bytes: KvBudget = "auto",
+        admission_timeout: float = 30.0,
         wait: bool = True,
     ) -> None:
-        self.model_id = str(model)
+        self.path = str(model)
+        self.model_id = name or model_name(model)
         self._kind = kind
         self.allow_remote_images = allow_remote_images
         self.max_tokens = max_tokens
@@ -93,6 +123,8 @@ class Engine:
             prefill_step=prefill_step,
             prompt_cache_size=prompt_cache_size,
             solo_fast_path=solo_fast_path,
+            memory=MemorySettings(prompt_cache_bytes, memory_limit, cache_limit, kv_budget_bytes),
+            admission_timeout=admission_timeout,
         )
         self._worker = Worker(self._load_backend, config, self._on_finished)
         # At interpreter exit a still-open engine is closed (mlxnb._engine.threads), so a late
@@ -102,12 +134,16 @@ class Engine:
             self.wait_ready()
 
     def _load_backend(self) -> Backend:
-        config = read_config(self.model_id) or {}  # read once: the kind and the context length
+        config = read_config(self.path) or {}  # read once: the kind and the context length
         limit = context_length(config)
+        sampling = generation_defaults(read_config(self.path, "generation_config.json"))
         if kind_of(config, self._kind) == "vision":
-            return VisionBackend(*load_vision_model(self.model_id), context_length=limit)
-        model, tokenizer, model_id = load_text_model(self.model_id)
-        return TextBackend(model, tokenizer, model_id, context_length=limit)
+            model, processor, tokenizer, _ = load_vision_model(self.path)
+            return VisionBackend(
+                model, processor, tokenizer, self.model_id, limit, generation_defaults=sampling
+            )
+        model, tokenizer, _ = load_text_model(self.path)
+        return TextBackend(model, tokenizer, self.model_id, limit, generation_defaults=sampling)
 
     @property
     def kind(self) -> str:
@@ -190,7 +226,7 @@ class Engine:
             tools=list(tools) if tools else None,
             enable_thinking=enable_thinking,
             template_kwargs=request.chat_template_kwargs,
-            options=SamplingOptions(),
+            options=UNCHECKED_OPTIONS,
             meta=request.meta,
             request_id=request.meta.request_id or new_request_id(),
             sink=sink,
@@ -202,7 +238,7 @@ class Engine:
                 normalized = normalize_messages(messages, policy=self._image_policy(request.meta))
                 self._check_images(normalized.images)
                 submitted.messages, submitted.images = normalized.messages, normalized.images
-            defaults = {"max_tokens": self.max_tokens}
+            defaults = self._sampling_defaults()
             submitted.options = sampling_options(defaults, request.sampling)
             if request.json_schema is not None:
                 submitted.grammar = compile_json_schema(dict(request.json_schema))
@@ -220,6 +256,25 @@ class Engine:
                 return submitted
         self._refuse(submitted, error)
         raise error
+
+    def _sampling_defaults(self) -> dict[str, Any]:
+        """What a request that sets nothing gets: the model's generation config, then ours."""
+        backend = self._worker.backend
+        recommended = backend.generation_defaults if backend is not None else {}
+        thinking = backend is not None and bool(backend.tokenizer.has_thinking)
+        return {**recommended, "max_tokens": self.max_tokens or default_max_tokens(thinking)}
+
+    def memory(self, timeout: float = 10.0) -> MemoryStats:
+        """What the model holds in memory now: MLX's counters, the weights, the prompt cache.
+
+        Read on the worker thread (the only thread that touches MLX), between two steps.
+
+        Raises:
+            EngineClosedError: The engine was closed.
+            TimeoutError: The worker did not answer within ``timeout`` seconds.
+        """
+        self._loaded_backend()
+        return self._worker.ask(self._worker.memory_stats, timeout)
 
     def _image_policy(self, meta: RequestMeta) -> ImagePolicy:
         remote = self.allow_remote_images
@@ -239,9 +294,7 @@ class Engine:
     ) -> None:
         with self._lock:
             self._pending -= 1
-        backend = self._worker.backend
-        model_id = backend.model_id if backend is not None else self.model_id
-        record_turn(self.audit, request, model_id, builder, duration, error)
+        record_turn(self.audit, request, self.model_id, builder, duration, error)
 
     async def stream(
         self,
@@ -380,6 +433,20 @@ class Engine:
         self._worker.stop()
         self._worker.finished.wait(timeout)
 
+    def close_if_idle(self) -> bool:
+        """Close the engine only if no request is queued or running; returns whether it did.
+
+        Atomic with submission: a request arriving meanwhile either runs first (and the engine
+        stays open) or is refused with :class:`EngineClosedError`.
+        """
+        with self._lock:
+            if self._closed or self._pending:
+                return self._closed
+            self._closed = True
+        self._worker.stop()
+        self._worker.finished.wait(10.0)
+        return True
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
@@ -399,22 +466,3 @@ class Engine:
 def _raw_prompt(prompt: str | Sequence[int] | None) -> str | tuple[Any, ...] | None:
     """A raw prompt as the request keeps it: token ids copied (the worker checks them)."""
     return prompt if prompt is None or isinstance(prompt, str) else tuple(prompt)
-
-
-def load(model: str | Path, **options: Any) -> Engine:
-    """Load a model and start its engine.
-
-    Args:
-        model: A local model directory (e.g. from :func:`mlxnb.testing.tiny_model`) or a
-            Hugging Face repo id such as ``"mlx-community/Qwen3-0.6B-4bit"``.
-        **options: See :class:`Engine`.
-
-    Returns:
-        The ready engine.
-
-    Raises:
-        ModelNotFoundError: Nothing found at the path / repo id (the message says what was
-            tried).
-        ModelLoadError: The model exists but could not be loaded.
-    """
-    return Engine(model, **options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from mlxnb._audit import AuditLog, TurnRecord
-from mlxnb._engine.request import Request
+from mlxnb._engine.request import UNCHECKED_OPTIONS, Request, effective_settings
 from mlxnb.events import Done, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb")
@@ -51,6 +51,9 @@ def record_turn(
             run_id=meta.run_id,
             error_type=type(error).__name__ if error is not None else None,
             images=[image.summary() for image in request.images],
+            sampling=None
+            if request.options is UNCHECKED_OPTIONS
+            else effective_settings(request.options),
         )
         audit.append(record)
     except Exception:  # an audit failure must not take generation down; it is logged

@@ -72,6 +72,46 @@ class SamplingOptions:
                 raise InvalidRequestError(message)
 
 
+UNCHECKED_OPTIONS = SamplingOptions()
+"""A request's options until they are validated (a refused request records no settings)."""
+
+MAX_TOKENS = 1024
+"""Default ``max_tokens`` for a model that does not think."""
+THINKING_MAX_TOKENS = 4096
+"""Default ``max_tokens`` for a model that thinks: its reasoning comes out of the same budget."""
+
+
+def default_max_tokens(thinking: bool) -> int:
+    """The ``max_tokens`` a request gets when neither it nor the engine sets one."""
+    return THINKING_MAX_TOKENS if thinking else MAX_TOKENS
+
+
+def effective_settings(options: SamplingOptions) -> dict[str, Any]:
+    """The settings a request ran with, as plain JSON values (for its audit row).
+
+    Logits processors and ``logit_bias`` entries are counted, not listed (code, and a table
+    that may cover the vocabulary).
+    """
+    settings: dict[str, Any] = {
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "top_k": options.top_k,
+        "min_p": options.min_p,
+        "repetition_penalty": options.repetition_penalty,
+        "presence_penalty": options.presence_penalty,
+        "frequency_penalty": options.frequency_penalty,
+        "seed": options.seed,
+    }
+    if options.stop:
+        settings["stop"] = list(options.stop)
+    if options.logit_bias:
+        settings["logit_bias"] = len(options.logit_bias)
+    if options.logits_processors:
+        settings["logits_processors"] = len(options.logits_processors)
+    return settings
+
+
 @dataclass(frozen=True)
 class RequestMeta:
     """Who asks, for the audit row: the one value every front door fills in.

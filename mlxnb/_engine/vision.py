@@ -184,6 +184,7 @@ class VisionBackend:
         tokenizer: Any,
         model_id: str,
         context_length: int | None = None,
+        generation_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -191,6 +192,12 @@ class VisionBackend:
         self.model_id = model_id
         self.markers = Markers.from_tokenizer(tokenizer)
         self.context_length = context_length
+        self.generation_defaults = dict(generation_defaults or {})
+
+    @property
+    def language_model(self) -> Any:
+        """The model whose KV cache requests fill (the vision tower keeps none)."""
+        return self.model.language_model
 
     def render(
         self,

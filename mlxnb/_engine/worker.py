@@ -4,7 +4,9 @@ Requests arrive on a queue. The worker renders their prompts, looks up the promp
 inserts them into mlx-lm's ``BatchGenerator``, which batches every active request into one
 forward pass per step (continuous batching). After each step it checks every request's cancel
 flag, so a cancelled request leaves the batch within one step. Each admitted request's state is
-an :class:`~mlxnb._engine.active.Active`.
+an :class:`~mlxnb._engine.active.Active`. A rendered request whose KV cache would not fit the
+budget beside the running ones waits (:mod:`mlxnb._engine.admission`). Callers' questions (such
+as :meth:`mlxnb.Engine.memory`) come through the same queue and are answered between steps.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from mlxnb._engine.active import Active, Backend
-from mlxnb._engine.backend import check_context, check_logit_bias
+from mlxnb._engine.admission import Admission, Waiting
+from mlxnb._engine.backend import Prompt, check_context, check_logit_bias
 from mlxnb._engine.delivery import Outbox
+from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
 from mlxnb._engine.solo import SoloDecoder
@@ -30,6 +35,15 @@ from mlxnb.events import Done, Event, TurnBuilder, Usage
 
 _CLOSE = object()
 Finished = Callable[[Request, TurnBuilder, float, BaseException | None], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Question:
+    """A caller's question, answered on the worker thread between steps."""
+
+    ask: Callable[[], Any]
+    answer: Future[Any] = field(default_factory=Future)
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,9 @@ class WorkerConfig:
             (:mod:`mlxnb._engine.solo`), handing it to the batch when another request arrives.
             ``None`` turns it on for GPUs only: measured faster there (0.65 -> 0.99 of raw on
             an H100), slower on the CPU (0.94 against 0.985 for a batch of one).
+        memory: The prompt cache's byte cap, MLX's limits and the KV budget.
+        admission_timeout: Seconds a request may wait for KV memory before it ends with
+            ``EngineBusyError``.
     """
 
     max_batch: int = 32
@@ -52,6 +69,8 @@ class WorkerConfig:
     prefill_step: int = 2048
     prompt_cache_size: int = 16
     solo_fast_path: bool | None = None
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    admission_timeout: float = 30.0
 
 
 class Worker:
@@ -80,6 +99,9 @@ class Worker:
         self._generator: Any = None
         self._cache: Any = None
         self._solo_uids = 0
+        self._admission = Admission(None, None, config.admission_timeout)
+        self._system_segments: set[int] = set()  # uids whose system prefix is still to store
+        self._weights_bytes = 0
 
     def start(self, stop: Callable[[], None] | None = None) -> None:
         """Start the loop on an engine thread (it loads the model first).
@@ -104,6 +126,37 @@ class Worker:
         """Queue a request (any thread)."""
         self._commands.put(request)
 
+    def ask(self, question: Callable[[], T], timeout: float) -> T:
+        """Run ``question`` on the worker thread between steps and return its answer (any thread).
+
+        Raises:
+            EngineClosedError: The worker has stopped (or stops before answering).
+            TimeoutError: No answer within ``timeout`` seconds.
+        """
+        if self.finished.is_set():
+            raise EngineClosedError("the engine is closed")
+        asked = _Question(question)
+        self._commands.put(asked)
+        answer: T = asked.answer.result(timeout)
+        return answer
+
+    def memory_stats(self) -> MemoryStats:
+        """What the model holds in memory now (on the worker thread: it asks MLX)."""
+        mx, cache, admission = self._mx, self._cache, self._admission
+        return MemoryStats(
+            active_bytes=int(mx.get_active_memory()),
+            cache_bytes=int(mx.get_cache_memory()),
+            peak_bytes=int(mx.get_peak_memory()),
+            weights_bytes=self._weights_bytes,
+            prompt_cache_bytes=cache.nbytes,
+            prompt_cache_entries=len(cache),
+            prompt_cache_system_bytes=cache.stats_by_type()["system"]["n_bytes"],
+            prompt_cache_limit_bytes=cache.max_bytes,
+            kv_bytes_per_token=None if admission.kv is None else admission.kv.per_token,
+            kv_budget_bytes=admission.budget,
+            waiting=len(admission),
+        )
+
     def stop(self) -> None:
         """Ask the loop to end; active and queued requests end with EngineClosedError."""
         self._commands.put(_CLOSE)
@@ -116,30 +169,45 @@ class Worker:
             self.loaded.set()
             self._drain_after_failure(error)
             return
-        self.loaded.set()
         import mlx.core as mx
 
         self._mx = mx
+        try:
+            self._plan_memory()
+        except BaseException as error:  # as a load failure: reported to every caller
+            self.backend, self.load_error = None, error
+            self.loaded.set()
+            self._drain_after_failure(error)
+            return
+        self.loaded.set()
         solo = self._config.solo_fast_path
         self._solo_enabled = solo if solo is not None else mx.default_device().type == mx.gpu
         # mlx-vlm's batch decoder takes no per-request KV cache: no prompt cache, no hand-over.
         self._solo_enabled = self._solo_enabled and self.backend.reuses_prompt_cache
-        self._cache = self._new_prompt_cache()
         self._generator = self._new_generator()
         while True:
-            commands = self._next_commands(block=not self._active)
-            requests = [c for c in commands if c is not _CLOSE]
-            closing = len(requests) < len(commands)
+            commands = self._next_commands(block=not self._active and not self._admission)
+            requests = [c for c in commands if isinstance(c, Request)]
+            closing = any(c is _CLOSE for c in commands)
+            for command in commands:
+                if isinstance(command, _Question):
+                    _answer(command)
+            self._admit_waiting()
             for request in requests:
                 self._admit(request, alone=len(requests) == 1)
             self._reap_cancelled()
             if closing:
                 closed = EngineClosedError("the engine was closed")
                 self._fail_all(closed)
+                for entry in self._admission.entries():
+                    self._admission.take(entry)
+                    self._finish_failed(entry.request, closed)
                 # close() refuses new requests before asking us to stop: drain what is queued.
                 for command in self._next_commands(block=False):
-                    if command is not _CLOSE:
+                    if isinstance(command, Request):
                         self._finish_failed(command, closed)
+                    elif isinstance(command, _Question):
+                        command.answer.set_exception(closed)
                 self._outbox.flush()
                 return
             if self._active:
@@ -148,7 +216,19 @@ class Worker:
                 except Exception as error:  # every active request learns of it
                     self._fail_all(GenerationError(f"generation failed: {error}"), cause=error)
                     self._generator = self._new_generator()
+                    self._system_segments.clear()
             self._outbox.flush()
+
+    def _plan_memory(self) -> None:
+        assert self.backend is not None
+        settings = self._config.memory
+        apply_limits(self._mx, settings)
+        kv_model = self.backend.language_model
+        plan = plan_memory(self._mx, self.backend.model, kv_model, settings)
+        self._weights_bytes = plan.weights_bytes
+        self._cache = PromptCache(self._config.prompt_cache_size, plan.prompt_cache_bytes)
+        timeout = self._config.admission_timeout
+        self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout)
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
@@ -163,13 +243,11 @@ class Worker:
             command = self._commands.get()
             if command is _CLOSE:
                 return
+            if isinstance(command, _Question):
+                command.answer.set_exception(error)
+                continue
             self._finish_failed(command, error)
             self._outbox.flush()
-
-    def _new_prompt_cache(self) -> Any:
-        from mlx_lm.models.cache import LRUPromptCache
-
-        return LRUPromptCache(max_size=self._config.prompt_cache_size)
 
     def _new_generator(self) -> Any:
         assert self.backend is not None
@@ -195,11 +273,54 @@ class Worker:
                     request.images,
                 )
             limit, model_id = backend.context_length, backend.model_id
-            check_context(len(prompt.tokens), request.options.max_tokens, limit, model_id)
+            max_tokens = request.options.max_tokens
+            check_context(len(prompt.tokens), max_tokens, limit, model_id)
+            self._admission.check_alone(len(prompt.tokens), max_tokens, model_id)
             check_logit_bias(request.options.logit_bias, backend.tokenizer)
         except MlxnbError as error:
             self._finish_failed(request, error)
             return
+        tokens = len(prompt.tokens) + request.options.max_tokens
+        if self._admission and not self._active:
+            self._admit_waiting()  # they came first
+        if len(self._admission) or not self._admission.fits(self._projections(), tokens):
+            # Behind others that wait, or beside running requests it does not fit: it waits.
+            self._admission.wait(request, prompt, time.perf_counter())
+            self._admit_waiting()
+            return
+        self._start(request, prompt, alone)
+
+    def _projections(self) -> list[int]:
+        """The most tokens each running request's KV cache will hold."""
+        return [active.prompt_tokens + active.max_tokens for active in self._active.values()]
+
+    def _admit_waiting(self) -> None:
+        """Start the waiting requests that fit now; end those cancelled or waiting too long."""
+        now = time.perf_counter()
+        for entry in self._admission.entries():
+            expired = self._admission.expired(entry, now)
+            if entry.request.cancel.is_set():
+                self._admission.take(entry)
+                self._end_unstarted(entry)
+            elif expired is not None:
+                self._admission.take(entry)
+                self._finish_failed(entry.request, expired)
+            elif not self._active or self._admission.fits(self._projections(), entry.tokens):
+                self._admission.take(entry)
+                self._start(entry.request, entry.prompt, alone=not self._active)
+
+    def _end_unstarted(self, entry: Waiting) -> None:
+        """End a waiting request its caller cancelled: audited as cancelled, nothing computed."""
+        request = entry.request
+        done = Done("cancelled", Usage(prompt_tokens=len(entry.prompt.tokens)))
+        builder = TurnBuilder()
+        builder.add(done)
+        self._on_finished(request, builder, time.perf_counter() - request.submitted, None)
+        self._outbox.put(request.sink, request.cancel, [done])
+
+    def _start(self, request: Request, prompt: Prompt, alone: bool) -> None:
+        assert self.backend is not None
+        backend = self.backend
         options = request.options
         cache, rest = None, prompt.tokens
         if backend.reuses_prompt_cache:
@@ -207,10 +328,13 @@ class Worker:
         if cache is not None and not rest:
             cache, rest = self._back_off_one(cache, prompt.tokens)
         cached = len(prompt.tokens) - len(rest)
+        # The system prompt's prefix is stored on its own when the batch has prefilled it.
+        system = prompt.system_tokens if backend.reuses_prompt_cache else 0
+        store_system = cached < system < len(prompt.tokens)
         if options.seed is not None:
             self._mx.random.seed(options.seed)
         active = Active.admit(request, backend, prompt, cached, time.perf_counter())
-        if alone and self._solo_enabled and not self._active:
+        if alone and self._solo_enabled and not self._active and not store_system:
             if cache is None:
                 from mlx_lm.models.cache import make_prompt_cache
 
@@ -229,15 +353,19 @@ class Worker:
             self._active[self._solo_uids] = active
             return
         self._hand_over_solo()
-        (uid,) = self._generator.insert(
-            [rest],
-            max_tokens=[options.max_tokens],
-            caches=[cache],
-            all_tokens=[prompt.tokens[:cached]],
-            samplers=[active.batch_sampler],
-            logits_processors=[active.processors],
-            **prompt.generator_kwargs,
-        )
+        arguments = {
+            "max_tokens": [options.max_tokens],
+            "caches": [cache],
+            "all_tokens": [prompt.tokens[:cached]],
+            "samplers": [active.batch_sampler],
+            "logits_processors": [active.processors],
+        }
+        if store_system:
+            segments = [prompt.tokens[cached:system], prompt.tokens[system:]]
+            (uid,) = self._generator.insert_segments([segments], **arguments)
+            self._system_segments.add(uid)
+        else:
+            (uid,) = self._generator.insert([rest], **arguments, **prompt.generator_kwargs)
         self._active[uid] = active
 
     def _solo(self) -> tuple[int, Active] | None:
@@ -298,7 +426,9 @@ class Worker:
             elif token is not None:
                 self._on_token(uid, token, self._solo_reason(active, token))
             return
-        _, responses = self._generator.next()
+        prefilled, responses = self._generator.next()
+        if self._system_segments:
+            self._store_system_prefixes(prefilled)
         for response in responses:
             member = self._active.get(response.uid)
             if member is None:
@@ -335,10 +465,21 @@ class Worker:
         for cache, tokens in self._generator.remove([uid], return_prompt_caches=True).values():
             self._store_cache(cache, tokens)
 
-    def _store_cache(self, cache: Any, tokens: list[int]) -> None:
+    def _store_cache(self, cache: Any, tokens: list[int], cache_type: str = "assistant") -> None:
         assert self.backend is not None
         if tokens and cache is not None:
-            self._cache.insert_cache(self.backend.model_id, list(tokens), cache)
+            self._cache.insert_cache(self.backend.model_id, list(tokens), cache, cache_type)
+
+    def _store_system_prefixes(self, prefilled: list[Any]) -> None:
+        """Store the KV of system prompts whose segment the batch has just prefilled."""
+        done = [
+            r.uid
+            for r in prefilled
+            if r.end_of_segment and not r.end_of_prompt and r.uid in self._system_segments
+        ]
+        self._system_segments.difference_update(done)
+        for cache, tokens in self._generator.extract_cache(done).values():
+            self._store_cache(cache, tokens, "system")
 
     def _deliver(self, uid: int, events: list[Event], reason: str | None) -> None:
         active = self._active[uid]
@@ -352,6 +493,7 @@ class Worker:
         if reason is not None:
             # Recorded before the last event goes out: once a caller sees Done, its row exists.
             del self._active[uid]
+            self._system_segments.discard(uid)
             self._finished(active, None)
         if events:
             self._outbox.put(active.request.sink, active.request.cancel, events)
@@ -369,6 +511,7 @@ class Worker:
             self._generator.remove([uid])
         error = GenerationError(f"generation failed: {type(cause).__name__}: {cause}")
         error.__cause__ = cause
+        self._system_segments.discard(uid)
         self._end_with_error(self._active.pop(uid), error)
 
     def _fail_all(self, error: MlxnbError, cause: BaseException | None = None) -> None:
@@ -393,3 +536,10 @@ class Worker:
     def _finished(self, active: Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted
         self._on_finished(active.request, active.builder, duration, error)
+
+
+def _answer(question: _Question) -> None:
+    try:
+        question.answer.set_result(question.ask())
+    except Exception as error:  # the asker gets it, the worker carries on
+        question.answer.set_exception(error)

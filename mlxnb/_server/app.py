@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastapi import FastAPI, Request
@@ -61,38 +60,53 @@ class ServedEngine(Protocol):
 
 
 if TYPE_CHECKING:  # mypy checks that the real engine fits the seam
-    from mlxnb._engine import Engine
+    from mlxnb._engine import Engine, ModelHandle
 
     _engine_fits: type[ServedEngine] = Engine
+    _handle_fits: type[ServedEngine] = ModelHandle
 
 
 class EngineSource(Protocol):
     """What :func:`create_app` serves: model ids, and the engine for one of them.
 
-    A single :class:`~mlxnb.Engine` is adapted to this; a model pool implements it.
+    A single :class:`~mlxnb.Engine` is adapted to this; :class:`~mlxnb.ModelPool` implements it
+    (its handles load a model on its first request, which waits for the load).
     """
 
     def model_ids(self) -> list[str]:
-        """The ids ``GET /v1/models`` lists."""
+        """The ids ``GET /v1/models`` lists: the only ones requests may use."""
         ...
 
     def engine_for(self, model: str) -> ServedEngine:
         """The engine serving ``model``; raises :class:`ModelNotFoundError` for others."""
         ...
 
+    def state(self, model: str) -> Mapping[str, Any]:
+        """What ``GET /v1/models/{id}`` adds to the card: ``state``, ``kind`` and the like."""
+        ...
+
 
 class _OneEngine:
     def __init__(self, engine: ServedEngine) -> None:
         self.engine = engine
-        self._names = {str(engine.model_id), Path(str(engine.model_id)).name}
 
     def model_ids(self) -> list[str]:
         return [str(self.engine.model_id)]
 
     def engine_for(self, model: str) -> ServedEngine:
-        if model not in self._names:
+        if model != str(self.engine.model_id):
             raise ModelNotFoundError(model)
         return self.engine
+
+    def state(self, model: str) -> Mapping[str, Any]:
+        engine = self.engine_for(model)
+        return {"state": "unloaded" if engine.closed else "ready" if engine.ready else "loading"}
+
+
+if TYPE_CHECKING:
+    from mlxnb._engine import ModelPool
+
+    _pool_fits: type[EngineSource] = ModelPool
 
 
 def _as_source(target: ServedEngine | EngineSource) -> EngineSource:
@@ -268,20 +282,23 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
 
     @app.get("/health", tags=["server"])
     async def health() -> JSONResponse:
-        engines = [source.engine_for(m) for m in source.model_ids()]
-        closed = any(getattr(e, "closed", False) for e in engines)
-        ready = all(getattr(e, "ready", True) for e in engines)
-        status = "closed" if closed else ("ok" if ready else "loading")
+        states = [str(source.state(m).get("state")) for m in source.model_ids()]
+        status = "ok" if "ready" in states or not isinstance(source, _OneEngine) else states[0]
+        status = "closed" if status == "unloaded" else status
         body = {"status": status, "models": source.model_ids(), "active": stats.active}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
+    def card(model: str) -> dict[str, Any]:
+        return {**oa.model_card(model, created), **source.state(model), "id": model}
+
     @app.get("/v1/models", tags=["openai"], responses=_ERRORS)
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [oa.model_card(m, created) for m in source.model_ids()]}
+        return {"object": "list", "data": [card(m) for m in source.model_ids()]}
 
     @app.get("/v1/models/{model:path}", tags=["openai"], responses=_ERRORS)
     async def model(model: str) -> dict[str, Any]:
-        return oa.model_card(str(_engine(source, model).model_id), created)
+        _engine(source, model)  # 404 listing what is served
+        return card(model)
 
     @app.post("/v1/chat/completions", tags=["openai"], responses=_ERRORS)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:

@@ -173,7 +173,7 @@ class ServerHandle:
 
 
 def serve(
-    engine: ServedEngine | EngineSource,
+    engine: ServedEngine | EngineSource | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -186,7 +186,10 @@ def serve(
     """Serve ``engine`` as an OpenAI-compatible API from a background thread; returns at once.
 
     Args:
-        engine: An :class:`~mlxnb.Engine` or a model pool.
+        engine: An :class:`~mlxnb.Engine` (only it is served) or a :class:`~mlxnb.ModelPool`;
+            ``None`` serves the kernel's pool: every model and profile registered in it
+            (loaded with :func:`mlxnb.load`, or by :meth:`~mlxnb.ModelPool.register`), each
+            loaded on its first request. Nothing else can be asked for over HTTP.
         host: Address to listen on; loopback by default. Another address without ``api_key``
             triggers an :class:`InsecureServerWarning`.
         port: TCP port; ``0`` picks a free one (see ``.port`` / ``.url``).
@@ -209,6 +212,10 @@ def serve(
     import uvicorn
 
     warn_if_exposed(host, api_key)
+    if engine is None:
+        from mlxnb._engine import default_pool
+
+        engine = default_pool()
     app = create_app(engine, api_key=api_key, cors_origins=cors_origins, limits=limits)
     sock = bind_socket(host, port)
     config = uvicorn.Config(

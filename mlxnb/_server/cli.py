@@ -1,6 +1,8 @@
-"""Command line: ``mlxnb serve [MODEL]`` runs the OpenAI-compatible API standalone.
+"""Command line: ``mlxnb serve [MODEL ...]`` runs the OpenAI-compatible API standalone.
 
-The same app as :func:`mlxnb.serve`, in the foreground: Ctrl-C stops it and closes the engine.
+The same app as :func:`mlxnb.serve`, in the foreground: Ctrl-C stops it and closes the engines.
+Several models are served by name from one pool: the first loads at start, the others on their
+first request, within the memory budget.
 """
 
 from __future__ import annotations
@@ -19,7 +21,18 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a model as an OpenAI-compatible API",
         description="Serve MODEL at http://HOST:PORT/v1 (OpenAI-compatible).",
     )
-    serve.add_argument("model", nargs="?", help="model directory or repo id (default: mlxnb's)")
+    serve.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="model directories or repo ids, served by name (default: mlxnb's model)",
+    )
+    serve.add_argument(
+        "--budget-gb",
+        type=float,
+        help="most GiB of weights resident at once (default: 60%% of memory)",
+    )
+    serve.add_argument("--max-models", type=int, help="most models resident at once")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument(
@@ -41,32 +54,35 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mlxnb._engine import load
+    from mlxnb._engine import ModelPool
     from mlxnb._server.app import create_app
     from mlxnb._server.background import bind_socket, warn_if_exposed
 
     warn_if_exposed(args.host, args.api_key)
     sock = bind_socket(args.host, args.port)  # fail on a busy port before loading a model
-    model = args.model
-    if model is None:
+    models = list(args.models)
+    if not models:
         from mlxnb._engine.models import default_model
 
-        model = default_model()
-    print(f"mlxnb: loading {model} …", file=sys.stderr, flush=True)
-    engine = load(model)
+        models = [default_model()]
+    budget = None if args.budget_gb is None else int(args.budget_gb * 2**30)
+    pool = ModelPool(budget_bytes=budget, max_models=args.max_models)
     try:
-        app = create_app(engine, api_key=args.api_key, cors_origins=args.cors_origins)
+        names = [pool.register(model) for model in models]
+        print(f"mlxnb: loading {models[0]} …", file=sys.stderr, flush=True)
+        pool.engine(names[0])  # fail before serving when the first model cannot load
+        app = create_app(pool, api_key=args.api_key, cors_origins=args.cors_origins)
         host = args.host if ":" not in args.host else f"[{args.host}]"
         port = sock.getsockname()[1]
         print(
-            f"mlxnb: serving {engine.model_id} at http://{host}:{port}/v1",
+            f"mlxnb: serving {', '.join(names)} at http://{host}:{port}/v1",
             file=sys.stderr,
             flush=True,
         )
         config = uvicorn.Config(app, log_level=args.log_level, lifespan="off", ws="none")
         uvicorn.Server(config).run(sockets=[sock])
     finally:
-        engine.close()
+        pool.close()
         sock.close()
     return 0
 

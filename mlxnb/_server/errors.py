@@ -3,10 +3,11 @@
 | raised                 | status | type                    | code              |
 | ---------------------- | ------ | ----------------------- | ----------------- |
 | ContextLengthError     | 400    | invalid_request_error   | context_length_exceeded |
+| KvBudgetError          | 400    | invalid_request_error   | kv_budget_exceeded |
 | InvalidRequestError    | 400    | invalid_request_error   | invalid_request   |
 | (schema validation)    | 422    | invalid_request_error   | invalid_value     |
 | (unknown model)        | 404    | invalid_request_error   | model_not_found   |
-| EngineBusyError        | 429    | rate_limit_error        | engine_busy       |
+| EngineBusyError        | 429    | rate_limit_error        | engine_busy (with Retry-After) |
 | EngineClosedError      | 503    | server_error            | engine_closed     |
 | other MlxnbError       | 500    | server_error            | the class name    |
 """
@@ -24,6 +25,7 @@ from mlxnb.errors import (
     EngineBusyError,
     EngineClosedError,
     InvalidRequestError,
+    KvBudgetError,
     MlxnbError,
 )
 
@@ -79,6 +81,10 @@ def api_error(error: BaseException) -> ApiError:
     if isinstance(error, ContextLengthError):
         return ApiError(
             400, str(error), "invalid_request_error", "context_length_exceeded", "messages"
+        )
+    if isinstance(error, KvBudgetError):
+        return ApiError(
+            400, str(error), "invalid_request_error", "kv_budget_exceeded", "max_tokens"
         )
     if isinstance(error, InvalidRequestError):
         return ApiError(400, str(error), "invalid_request_error", "invalid_request")

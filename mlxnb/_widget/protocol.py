@@ -2,9 +2,11 @@
 
 The recorder turns events into ops, the reducer folds ops into a transcript turn, and the
 batcher coalesces ops into few comm messages. A transcript turn is ``{"id", "user", "images",
-"parts", "status", "error", "stats"}``; ``images`` holds small JPEG thumbnails (``data:`` URLs)
-of the images sent with the user's message, never the images themselves, so a saved notebook
-stays small. No op changes ``images``: the ``start`` message announces them with the turn.
+"parts", "status", "error", "stats"}`` plus ``"model"`` (the model that answered) and, after a
+``left_out`` op, ``"left_out"`` (earlier messages the request left out to fit the context);
+``images`` holds small JPEG thumbnails (``data:`` URLs) of the images sent with the user's
+message, never the images themselves, so a saved notebook stays small. No op changes
+``images`` or ``model``: the ``start`` message announces them with the turn.
 
 ``widgets/src/protocol.js`` implements the same reducer for the page; both are tested against
 ``widgets/tests/fixtures/protocol.json`` so the live view and the saved transcript agree.
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mlxnb._chat import ChatEvent, ChatTurn, RoundStart
+from mlxnb._chat import ChatEvent, ChatTurn, ContextTrimmed, RoundStart
 from mlxnb._tools import ToolResult
 from mlxnb.events import (
     ContentDelta,
@@ -86,6 +88,8 @@ def apply_op(turn: dict[str, Any], op: Sequence[Any]) -> None:
     elif kind == "tool_result":
         part = _tool_part(parts, op[1])
         part.update(result=op[2], error=op[3], status="error" if op[3] else "done")
+    elif kind == "left_out":
+        turn["left_out"] = op[1]
     elif kind == "end":
         turn.update(status=op[1], error=op[2], stats=op[3])
 
@@ -183,6 +187,7 @@ class OpRecorder:
         batcher: Where ops go.
         clock: Time source for the thinking timer.
         images: Thumbnails (``data:`` URLs) of the images sent with the message.
+        model: The name of the model that answers (the page labels the answer with it).
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class OpRecorder:
         clock: Callable[[], float] = time.perf_counter,
         *,
         images: Sequence[str] = (),
+        model: str | None = None,
     ) -> None:
         self.turn: dict[str, Any] = {
             "id": turn_id,
@@ -203,6 +209,8 @@ class OpRecorder:
             "error": None,
             "stats": None,
         }
+        if model is not None:
+            self.turn["model"] = model
         self._batcher = batcher
         self._clock = clock
         self._round = 0
@@ -222,6 +230,9 @@ class OpRecorder:
         """Record one event."""
         if isinstance(event, RoundStart):
             self._round = event.round
+            return
+        if isinstance(event, ContextTrimmed):
+            self._op("left_out", event.left_out)
             return
         if isinstance(event, ThinkingDelta):
             if self._think_start is None:

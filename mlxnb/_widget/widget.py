@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ import anywidget
 import traitlets
 
 from mlxnb._chat import ChatEngine, ChatEvent, ChatTurn, Conversation
+from mlxnb._engine import ModelHandle, ModelPool, default_pool
 from mlxnb._ids import new_message_id
 from mlxnb._images import (
     HTTP_POLICY,
@@ -32,6 +33,7 @@ from mlxnb._images import (
     load_images,
     no_vision_error,
 )
+from mlxnb._widget.models import ModelChoice, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
 from mlxnb.errors import (
     ConversationBusyError,
@@ -44,6 +46,8 @@ from mlxnb.errors import (
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlxnb._engine.download import LoadProgress
 
 _STATIC = Path(__file__).parent.parent / "static"
 _UNBUILT_ESM = """export default { render({ el }) {
@@ -67,13 +71,22 @@ class ChatWidget(anywidget.AnyWidget):
     Display it as a cell's last expression. With a vision model, images can be attached (a
     button, drag and drop, paste) and are shown as thumbnails in the conversation. Python
     ``tools`` are described to the model from their signature and docstring and run in the
-    kernel. Everything the page does is also available from Python: :meth:`ask`, :meth:`stop`,
-    :meth:`regenerate`, :meth:`clear`, :attr:`messages`, :meth:`to_dataframe`.
+    kernel. A picker in the header switches model mid-conversation (the history stays; each
+    answer is labelled with the model that wrote it). Everything the page does is also
+    available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
+    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`.
 
     Args:
-        engine: The engine (:func:`mlxnb.load`; it may still be loading).
+        engine: The engine (:func:`mlxnb.load`; it may still be loading), a pool's
+            :class:`~mlxnb.ModelHandle`, or a model or profile name the pool knows.
+        models: The names the picker offers. Default: the pool's models and profiles when
+            ``engine`` is a name or a handle, else only the engine's own model (no picker).
+        pool: Where picked names are loaded (default: the handle's pool, else the kernel's).
         enable_thinking: Initial state of the thinking toggle.
         flush_interval: Seconds between streamed batches.
+        truncate: When the conversation outgrows the model's context, leave out its oldest
+            turns (the system prompt stays) and mark that in the chat, instead of ending the
+            turn with a :class:`~mlxnb.errors.ContextLengthError`.
         **conversation_options: Passed to :class:`~mlxnb.Conversation`: ``system``, ``tools``,
             ``max_tool_rounds``, ``generation_options``.
     """
@@ -85,6 +98,8 @@ class ChatWidget(anywidget.AnyWidget):
     status = traitlets.Unicode("loading").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     model_name = traitlets.Unicode("").tag(sync=True)
+    models = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    load_progress = traitlets.Dict().tag(sync=True)
     enable_thinking = traitlets.Bool(True).tag(sync=True)
     supports_thinking = traitlets.Bool(False).tag(sync=True)
     supports_images = traitlets.Bool(False).tag(sync=True)
@@ -92,16 +107,22 @@ class ChatWidget(anywidget.AnyWidget):
 
     def __init__(
         self,
-        engine: ChatEngine,
+        engine: ChatEngine | str,
         *,
+        models: Sequence[str] | None = None,
+        pool: ModelPool | None = None,
         enable_thinking: bool = True,
         flush_interval: float = 0.04,
+        truncate: bool = False,
         **conversation_options: Any,
     ) -> None:
         super().__init__()
-        self.engine = engine
-        self.conversation = Conversation(engine, source="widget", **conversation_options)
-        self.model_name = engine.model_id
+        chosen = pooled(engine, pool or default_pool()) if isinstance(engine, str) else engine
+        self._choice = ModelChoice(chosen, models, pool)
+        self.engine: ChatEngine = chosen
+        self.conversation = Conversation(
+            chosen, source="widget", truncate=truncate, **conversation_options
+        )
         self.enable_thinking = enable_thinking
         self.tool_names = list(self.conversation.tools)
         self.flush_interval = flush_interval
@@ -109,35 +130,121 @@ class ChatWidget(anywidget.AnyWidget):
         self._stopping = False
         self._running = False
         self._kind: str | None = None
+        self._ready_for: object = None  # the engine whose model was seen loaded (or failed)
+        self._load_error: BaseException | None = None
+        self._unwatch: Callable[[], None] | None = None
+        self._loading: asyncio.Task[None] | None = None
         self.on_msg(self._on_frontend_message)
-        if not self._check_ready():
-            # without a running loop (a plain script) readiness is checked again on first use
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(self._await_ready())
+        self._attach(chosen)
+
+    # -- the model ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model (or profile) answering now; set it to switch, as the picker does.
+
+        The conversation goes on with the new model (its history stays). Setting it starts
+        loading the model; the page shows its progress.
+
+        Raises:
+            ConversationBusyError: A reply is being generated (stop it first).
+            ModelNotFoundError: Neither offered by the widget nor known to its pool.
+        """
+        return self.model_name
+
+    @model.setter
+    def model(self, name: str) -> None:
+        if self.busy:
+            raise ConversationBusyError(
+                f"a reply is being generated; stop it before switching to {name}"
+            )
+        if name != self.model_name:
+            self._attach(self._choice.engine_for(name))
+
+    def _attach(self, engine: ChatEngine) -> None:
+        """Make ``engine`` the one that answers; show its load progress until it is ready."""
+        self.conversation.engine = engine
+        self.engine = engine
+        self.model_name = engine.model_id
+        self.models = self._choice.names(engine.model_id)
+        self._kind, self._ready_for, self._load_error = None, None, None
+        self.error, self.load_progress = "", {}
+        self.supports_images = self.supports_thinking = False  # until the model is loaded
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # a plain script: no loop, no live progress
+            loop = asyncio.get_running_loop()
+        if isinstance(engine, ModelHandle) and isinstance(engine.pool, ModelPool) and loop:
+            running = loop
+
+            def progressed(event: LoadProgress) -> None:  # on the pool's loader thread
+                with contextlib.suppress(RuntimeError):  # the kernel's loop has closed
+                    running.call_soon_threadsafe(self._show_progress, engine, event)
+
+            self._unwatch = engine.pool.watch(engine.model, progressed)
+        self.status = "loading"
+        if not self._check_ready() and loop is not None:
+            self._loading = loop.create_task(self._await_ready())  # held: tasks are weak refs
+
+    def _show_progress(self, engine: ChatEngine, event: LoadProgress) -> None:
+        if engine is not self.engine:
+            return  # a model switched away from
+        if event.stage in ("resolving", "downloading", "loading"):
+            self.load_progress = {
+                "model": self.model_name,
+                "stage": event.stage,
+                "fraction": event.fraction,
+                "message": event.message,
+            }
+        else:
+            self.load_progress = {}
+            self._check_ready()
+
+    def _refresh_models(self) -> None:
+        self.models = self._choice.names(self.model_name)
 
     # -- readiness ---------------------------------------------------------------------------
 
     def _check_ready(self) -> bool:
         """Update ``status`` from the engine; True once loading has finished either way."""
-        if not self.engine.ready:
-            self.status = "loading"
-            return False
-        try:
-            self.engine.wait_ready(0)
-        except Exception as exc:
-            self.error = f"Could not load {self.engine.model_id}: {type(exc).__name__}: {exc}"
-            self.status = "error"
+        if self._ready_for is self.engine:
             return True
-        self.supports_thinking = bool(self.engine.supports_thinking)
-        if self._kind is None:
-            with contextlib.suppress(MlxnbError):  # a closed engine: its requests say so
-                self._kind = getattr(self.engine, "kind", None)
-            self.supports_images = self._kind == "vision"
+        found = readiness(self.engine)
+        if found.state == "loading":
+            if self.status != "generating":
+                self.status = "loading"
+            return False
+        if found.state == "error":
+            assert found.error is not None
+            self._fail(found.error)
+            return True
+        self._ready_for = self.engine
+        self.supports_thinking = bool(found.engine.supports_thinking)
+        with contextlib.suppress(MlxnbError):  # a closed engine: its requests say so
+            self._kind = getattr(found.engine, "kind", None)
+        self.supports_images = self._kind == "vision"
+        self.load_progress = {}
         if self.status in ("loading", "error"):
             self.status = "ready"
         return True
 
+    def _fail(self, error: BaseException) -> None:
+        self._ready_for, self._load_error = self.engine, error
+        self.error = f"Could not load {self.model_name}: {type(error).__name__}: {error}"
+        self.load_progress = {}
+        self.status = "error"
+
     async def _await_ready(self) -> None:
+        engine = self.engine
+        if isinstance(engine, ModelHandle) and self._ready_for is not engine:
+            try:  # starts the load (again, after a failure) and waits for it
+                await engine.pool.aengine(engine.model)
+            except Exception as exc:
+                if engine is self.engine:
+                    self._fail(exc)
+                return
         while not self._check_ready():
             await asyncio.sleep(0.05)
 
@@ -157,6 +264,10 @@ class ChatWidget(anywidget.AnyWidget):
                 self.stop()
             elif kind == "clear":
                 self.clear()
+            elif kind == "model":
+                self.model = str(content.get("name", ""))
+            elif kind == "models":
+                self._refresh_models()
         except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
             self.send({"type": "refused", "message": str(exc)})
 
@@ -217,13 +328,19 @@ class ChatWidget(anywidget.AnyWidget):
             if task is not None:
                 task.cancel()
         turn_id = new_message_id()
+        model = self.model_name
         self.status = "generating"
-        self.send({"type": "start", "turn": {"id": turn_id, "user": text, "images": thumbnails}})
+        self.send(
+            {
+                "type": "start",
+                "turn": {"id": turn_id, "user": text, "images": thumbnails, "model": model},
+            }
+        )
         batcher = Batcher(
             lambda ops: self.send({"type": "ops", "id": turn_id, "ops": ops}),
             interval=self.flush_interval,
         )
-        recorder = OpRecorder(turn_id, text, batcher, images=thumbnails)
+        recorder = OpRecorder(turn_id, text, batcher, images=thumbnails, model=model)
         thinking = self.enable_thinking if self.supports_thinking else None
         turns = self.conversation.turns
         before = turns[-1] if turns else None  # regenerating drops it: compare, do not count
@@ -261,8 +378,8 @@ class ChatWidget(anywidget.AnyWidget):
             RuntimeError: A reply is already being generated.
         """
         await self._await_ready()
-        if self.status == "error":
-            self.engine.wait_ready(0)
+        if self.status == "error" and self._load_error is not None:
+            raise self._load_error
         return await self._finished(self._start(text, images))
 
     async def regenerate(self) -> ChatTurn:
@@ -288,6 +405,10 @@ class ChatWidget(anywidget.AnyWidget):
         """Stop generating (if busy) and close the widget's views."""
         if getattr(self, "_task", None) is not None:
             self.stop()
+        unwatch = getattr(self, "_unwatch", None)
+        if unwatch is not None:
+            unwatch()
+            self._unwatch = None
         super().close()
 
     def clear(self) -> None:
@@ -313,20 +434,25 @@ class ChatWidget(anywidget.AnyWidget):
 
 
 def chat(model: ChatEngine | str | os.PathLike[str], **options: Any) -> ChatWidget:
-    """Open a chat widget on a model or engine in one line.
+    """Open a chat widget on a model, a profile or an engine in one line.
 
-    A path or repo id starts loading in the background; the widget shows 'loading model…'
-    meanwhile, and the error in the chat if loading fails.
+    A name (a registered model or a profile, see :func:`mlxnb.profile`), a local directory or
+    a Hugging Face repo id goes through the kernel's model pool: it starts loading in the
+    background while the widget shows the progress (and the error in the chat if loading
+    fails), and the picker in the header offers the pool's other models and profiles.
 
     Args:
-        model: An engine, a local model directory or a Hugging Face repo id.
-        **options: Passed to :class:`ChatWidget` (``system``, ``tools``…).
+        model: A model or profile name, a local model directory, a Hugging Face repo id, or an
+            engine.
+        **options: Passed to :class:`ChatWidget` (``system``, ``tools``, ``models``,
+            ``truncate``…).
 
     Returns:
         The widget (display it as the cell's last expression).
+
+    Raises:
+        ModelNotFoundError: A bare name the pool does not know (the message lists the names).
     """
     if isinstance(model, str | os.PathLike):
-        from mlxnb._engine import load
-
-        model = load(os.fspath(model), wait=False)
+        return ChatWidget(pooled(model, options.pop("pool", None) or default_pool()), **options)
     return ChatWidget(model, **options)

@@ -28,7 +28,7 @@ from audit_helpers import (
 )
 
 from mlxnb._audit import SCHEMA_VERSION, AuditLog, TurnRecord, read_export
-from mlxnb._audit.record import COLUMN_NAMES
+from mlxnb._audit.record import COLUMN_NAMES, COLUMNS
 from mlxnb._audit.store import TABLE
 from mlxnb.errors import AuditError
 from mlxnb.events import ToolCall
@@ -286,3 +286,31 @@ def test_an_old_export_still_needs_the_old_columns(filled: AuditLog, tmp_path: P
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with pytest.raises(AuditError, match="reasoning"):
         read_export(path)
+
+
+# --- files from version 2 (images, no sampling) -------------------------------------------------
+
+
+def test_a_version_2_file_gains_the_sampling_column(db_path: Path, make_record: MakeRecord) -> None:
+    columns = [c for c in COLUMNS if c.since <= 2]
+    names = ", ".join(c.name for c in columns)
+    old = make_record(images=image_summaries(1), model="v2")
+    values = dict(zip(COLUMN_NAMES, old.to_row(), strict=True)) | {"schema_version": 2}
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as con:
+        con.execute(f"CREATE TABLE {TABLE} ({', '.join(c.sql for c in columns)})")
+        con.execute("PRAGMA user_version=2")
+        con.execute(
+            f"INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' * len(columns))})",
+            tuple(values[c.name] for c in columns),
+        )
+    new = make_record(sampling={"temperature": 0.6, "max_tokens": 64}, model="v3")
+    with AuditLog(db_path) as log:
+        log.append(new)
+        frame = log.df
+        assert list(log) == [dataclasses.replace(old, schema_version=2), new]
+    assert user_version(db_path) == SCHEMA_VERSION == 3
+    assert table_columns(db_path) == list(COLUMN_NAMES)
+    assert frame["sampling"].iloc[0] is pd.NA
+    assert json.loads(frame["sampling"].iloc[1]) == {"temperature": 0.6, "max_tokens": 64}
+    assert list(frame["image_count"]) == [1, 0]
+    assert isinstance(frame["sampling"].dtype, pd.StringDtype)

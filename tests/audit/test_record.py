@@ -23,17 +23,27 @@ def test_record_fields_are_the_schema_columns() -> None:
     assert len(set(COLUMN_NAMES)) == len(COLUMNS)
 
 
-def test_image_columns_are_new_in_version_2_at_the_end() -> None:
-    assert SCHEMA_VERSION == 2
-    assert COLUMN_NAMES[-2:] == NEW_COLUMNS == ("image_count", "images")
-    assert [(c.kind, c.since, c.default) for c in COLUMNS[-2:]] == [
+def test_later_columns_are_at_the_end_with_their_versions() -> None:
+    assert SCHEMA_VERSION == 3
+    assert COLUMN_NAMES[-3:] == NEW_COLUMNS == ("image_count", "images", "sampling")
+    assert [(c.kind, c.since, c.default) for c in COLUMNS[-3:]] == [
         ("int", 2, 0),
         ("str?", 2, None),
+        ("str?", 3, None),
     ]
-    assert [c.dtype for c in COLUMNS[-2:]] == ["Int64", "string"]
-    assert COLUMNS[-2].sql == "image_count INTEGER NOT NULL DEFAULT 0"
-    assert COLUMNS[-1].sql == "images TEXT"
-    assert all(c.since == 1 for c in COLUMNS[:-2])
+    assert [c.dtype for c in COLUMNS[-3:]] == ["Int64", "string", "string"]
+    assert COLUMNS[-3].sql == "image_count INTEGER NOT NULL DEFAULT 0"
+    assert COLUMNS[-2].sql == "images TEXT"
+    assert COLUMNS[-1].sql == "sampling TEXT"
+    assert all(c.since == 1 for c in COLUMNS[:-3])
+
+
+def test_sampling_is_stored_as_sorted_json(make_record: MakeRecord) -> None:
+    record = make_record(sampling={"top_p": 0.9, "temperature": 0.6, "seed": None})
+    assert record.sampling == '{"seed": null, "temperature": 0.6, "top_p": 0.9}'
+    assert make_record().sampling is None
+    with pytest.raises(AuditError, match="JSON"):
+        make_record(sampling={"temperature": float("nan")})
 
 
 def test_a_later_column_that_is_not_nullable_needs_a_default() -> None:
@@ -164,13 +174,13 @@ def test_from_turn_keeps_image_summaries_in_order(make_record: MakeRecord) -> No
         summaries[1]["sha256"],
     ]
     assert TurnRecord.from_row(record.to_row()) == record
-    assert record.to_row()[-2:] == (2, record.images)
+    assert record.to_row()[-3:] == (2, record.images, None)
 
 
 def test_from_turn_without_images_has_none(make_record: MakeRecord) -> None:
     for record in (make_record(), make_record(images=()), make_record(images=[])):
         assert (record.image_count, record.images) == (0, None)
-        assert record.to_row()[-2:] == (0, None)
+        assert record.to_row()[-3:] == (0, None, None)
 
 
 def test_from_turn_accepts_any_sequence_of_mappings(make_record: MakeRecord) -> None:

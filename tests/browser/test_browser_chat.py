@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import time
 from collections.abc import Callable
 
 import pytest
@@ -309,4 +310,66 @@ def test_a_pasted_image_is_sent_and_answered(open_chat: OpenChat, lab_page: LabP
     assert seen[0] == "[('PNG', 400, 300), ('PNG', 2048, 1024)]", "large images are scaled down"
     assert seen[1] == hashlib.sha256(small).hexdigest(), "a small PNG arrives byte for byte"
     assert all(int(size) < 30_000 for size in seen[2].strip("[]").split(", "))
+    assert lab_page.errors == []
+
+
+PICKER_SETUP = """\
+from mlxnb._engine import ModelPool
+from mlxnb._widget import ChatWidget
+from mlxnb.testing import forced_output, tiny_model
+
+pool = ModelPool(engine_options={"audit": False})
+first, second = pool.register(tiny_model()), pool.register(tiny_model(seed=1))
+replies = iter(["Hello from the **first** model.", "Now the **second** one speaks."])
+
+
+def options():
+    tokenizer = pool.handle(widget.model).tokenizer  # the model is loaded by now
+    return {"logits_processors": [forced_output(tokenizer, next(replies))], "max_tokens": 200}
+
+
+widget = ChatWidget(pool.handle(first), generation_options=options)
+widget
+"""
+
+
+def test_switching_model_in_the_picker_keeps_the_conversation(lab_page: LabPage) -> None:
+    lab_page.open_notebook([PICKER_SETUP])
+    chat = Chat(lab_page)
+    chat.root.wait_for()
+    page = lab_page.page
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=mlxnb-chat]').dataset.status === 'ready'"
+    )
+    first, second = chat.kernel("print(first, second)").split()
+    picker = chat.model_picker
+    assert picker.is_visible() and picker.input_value() == first
+    assert [o.get_attribute("value") for o in picker.locator("option").all()] == [first, second]
+    chat.say("Who are you?")
+    turn = chat.wait_finished(0)
+    assert turn.get_by_test_id("answer-model").inner_text() == first
+    picker.select_option(second)
+    deadline = time.monotonic() + 60
+    while (state := chat.kernel("print(widget.status, widget.model == second)")) != "ready True\n":
+        assert time.monotonic() < deadline, state
+        page.wait_for_timeout(100)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=mlxnb-chat]').dataset.status === 'ready'"
+    )
+    assert picker.input_value() == second and chat.load_progress.is_hidden()
+    chat.say("And now?")
+    answer = chat.wait_finished(1)
+    chat.shot("switched-model")
+    turns = chat.root.get_by_test_id("turn")
+    assert turns.count() == 2, "the earlier turn is still shown"
+    assert turns.nth(0).get_by_test_id("content").inner_text() == "Hello from the first model."
+    assert turns.nth(0).get_by_test_id("answer-model").inner_text() == first
+    assert answer.get_by_test_id("answer-model").inner_text() == second
+    assert answer.get_by_test_id("content").locator("strong").inner_text() == "second"
+    assert (
+        chat.kernel("print([e['model'] == n for e, n in zip(widget.transcript, (first, second))])")
+        == "[True, True]\n"
+    )
+    roles = chat.kernel("print([m['role'] for m in widget.messages])")
+    assert roles == "['user', 'assistant', 'user', 'assistant']\n", "the history was kept"
     assert lab_page.errors == []

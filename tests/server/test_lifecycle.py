@@ -122,7 +122,7 @@ def test_exposed_host_without_key_warns(host: str, key: str | None, warns: bool)
     assert [w.category for w in caught] == ([InsecureServerWarning] if warns else [])
 
 
-def test_cli_serves_the_same_api(model_id: str) -> None:
+def test_cli_serves_the_same_api(engine: mlxnb.Engine, model_id: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -131,7 +131,7 @@ def test_cli_serves_the_same_api(model_id: str) -> None:
         "-m",
         "mlxnb",
         "serve",
-        model_id,
+        engine.path,
         "--port",
         str(port),
         "--api-key",

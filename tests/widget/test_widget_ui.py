@@ -13,6 +13,7 @@ from widget_fakes import Script, Wire, from_page
 from widget_scripts import ANSWER, BOOM_CALL, THINK_ANSWER, WEATHER_CALL, boom, get_weather
 
 import mlxnb
+from mlxnb._engine import ModelPool
 from mlxnb._widget import ChatWidget, chat
 from mlxnb._widget.protocol import apply_op
 from mlxnb.errors import ModelNotFoundError
@@ -39,7 +40,9 @@ def make(engine: mlxnb.Engine, script: Script) -> Iterator[Make]:
         widget.close()
 
 
-def replay(entry_id: str, user: str, ops: list[list[Any]]) -> dict[str, Any]:
+def replay(
+    entry_id: str, user: str, ops: list[list[Any]], model: str | None = None
+) -> dict[str, Any]:
     turn: dict[str, Any] = {
         "id": entry_id,
         "user": user,
@@ -49,6 +52,8 @@ def replay(entry_id: str, user: str, ops: list[list[Any]]) -> dict[str, Any]:
         "error": None,
         "stats": None,
     }
+    if model is not None:
+        turn["model"] = model
     for op in ops:
         apply_op(turn, op)
     return turn
@@ -95,9 +100,10 @@ async def test_a_message_from_the_page_streams_then_lands_in_the_transcript(make
     entry = widget.transcript[-1]
     assert start == {
         "type": "start",
-        "turn": {"id": entry["id"], "user": "Show me code", "images": []},
+        "turn": {"id": entry["id"], "user": "Show me code", "images": [], "model": widget.model},
     }
-    assert replay(entry["id"], "Show me code", wire.ops()) == entry
+    assert entry["model"] == widget.engine.model_id
+    assert replay(entry["id"], "Show me code", wire.ops(), model=widget.model) == entry
     assert [p["kind"] for p in entry["parts"]] == ["thinking", "content"]
     assert entry["parts"][0]["text"].strip() == "The user wants code."
     assert entry["parts"][0]["seconds"] > 0
@@ -220,19 +226,21 @@ async def test_loading_then_ready(make: Make) -> None:
 
 
 async def test_a_missing_model_is_reported_in_the_chat() -> None:
-    widget = chat("/nonexistent/model-dir")
+    pool = ModelPool(engine_options={"audit": False})
+    widget = chat("/nonexistent/model-dir", pool=pool)
     wire = Wire(widget)
     try:
         await wait_for(lambda: widget.status != "loading")
         assert widget.status == "error"
-        assert widget.error.startswith("Could not load /nonexistent/model-dir: ModelNotFoundError")
+        assert widget.error.startswith("Could not load model-dir: ModelNotFoundError")
+        assert "/nonexistent/model-dir" in widget.error
         from_page(widget, {"type": "send", "text": "hi"})
         assert wire.customs("refused")[0]["message"] == widget.error
         with pytest.raises(ModelNotFoundError):
             await widget.ask("hi")
     finally:
         widget.close()
-        widget.engine.close()  # type: ignore[attr-defined]
+        pool.close()
 
 
 @pytest.mark.parametrize(

@@ -114,3 +114,30 @@ export function shortModelName(modelId) {
 export function thinkingLabel(seconds) {
   return seconds === null ? "Thinking…" : `Thought for ${seconds.toFixed(1)} s`;
 }
+
+/**
+ * The divider shown above a turn whose request left earlier messages out.
+ * @param {number} count
+ * @returns {string}
+ */
+export function leftOutLabel(count) {
+  const messages = count === 1 ? "1 earlier message" : `${count} earlier messages`;
+  return `${messages} left out to fit the context`;
+}
+
+/** @type {Record<import("./protocol.js").LoadStage, string>} */
+const STAGE_TEXT = { resolving: "Finding", downloading: "Downloading", loading: "Loading" };
+
+/**
+ * What the progress bar says while a model is fetched or loaded ("" when nothing is).
+ * @param {Partial<import("./protocol.js").LoadProgress>} progress
+ * @returns {string}
+ */
+export function progressLabel(progress) {
+  if (!progress.stage) return "";
+  const stage = STAGE_TEXT[progress.stage] ?? progress.stage;
+  const name = shortModelName(progress.model ?? "");
+  const fraction = typeof progress.fraction === "number" ? progress.fraction : null;
+  const percent = fraction === null ? "" : ` ${Math.round(fraction * 100)}%`;
+  return `${stage} ${name || "model"}…${percent}`;
+}

@@ -22,10 +22,13 @@
  * @typedef {"streaming" | "done" | "cancelled" | "error"} TurnStatus
  *
  * `images`: thumbnails (small JPEG `data:` URLs) of the images sent with the user's message;
- * absent in transcripts saved before images existed. No op changes them.
+ * absent in transcripts saved before images existed. `model`: the name of the model that
+ * answered (absent in older transcripts). No op changes either. `left_out`: how many earlier
+ * messages the request left out to fit the model's context (set by a `left_out` op; only when
+ * the widget truncates).
  * @typedef {{
- *   id: string, user: string, images?: string[], parts: Part[], status: TurnStatus,
- *   error: string | null, stats: Stats | null
+ *   id: string, user: string, images?: string[], model?: string, left_out?: number,
+ *   parts: Part[], status: TurnStatus, error: string | null, stats: Stats | null
  * }} Turn
  */
 
@@ -40,27 +43,39 @@
  * ]} ToolCallOp
  * @typedef {["tool_error", key: string, raw: string, error: string]} ToolErrorOp
  * @typedef {["tool_result", key: string, result: string, error: string | null]} ToolResultOp
+ * @typedef {["left_out", messages: number]} LeftOutOp
  * @typedef {["end", status: TurnStatus, error: string | null, stats: Stats | null]} EndOp
  * @typedef {ThinkOp | ThinkEndOp | TextOp | ToolDeltaOp | ToolCallOp | ToolErrorOp
- *   | ToolResultOp | EndOp} Op
+ *   | ToolResultOp | LeftOutOp | EndOp} Op
  */
 
 /**
  * Custom messages, kernel → view (ChatWidget.send in widget.py).
- * @typedef {{type: "start", turn: {id: string, user: string, images?: string[]}}} StartMessage
+ * @typedef {{
+ *   type: "start", turn: {id: string, user: string, images?: string[], model?: string}
+ * }} StartMessage
  * @typedef {{type: "ops", id: string, ops: Op[]}} OpsMessage
  * @typedef {{type: "refused", message: string}} RefusedMessage
  * @typedef {StartMessage | OpsMessage | RefusedMessage} KernelMessage
  *
  * Custom messages, view → kernel (ChatWidget._on_frontend_message). `images` are `data:` URLs
  * of the attached images (scaled down in the browser, see images.js); left out when none.
+ * `model` switches the conversation to another model (a name from the `models` trait);
+ * `models` asks the kernel to refresh that list (the picker is being opened).
  * @typedef {{type: "send", text: string, images?: string[]}} SendRequest
- * @typedef {SendRequest | {type: "regenerate"} | {type: "stop"} | {type: "clear"}} ViewRequest
+ * @typedef {{type: "model", name: string}} ModelRequest
+ * @typedef {SendRequest | ModelRequest | {type: "models"} | {type: "regenerate"} | {type: "stop"}
+ *   | {type: "clear"}} ViewRequest
  *
- * The synced traits of ChatWidget.
+ * The synced traits of ChatWidget. `load_progress` is empty unless a model is being fetched or
+ * loaded; `fraction` is null when the size is unknown.
  * @typedef {"loading" | "ready" | "generating" | "error"} WidgetStatus
+ * @typedef {"resolving" | "downloading" | "loading"} LoadStage
+ * @typedef {{model: string, stage: LoadStage, fraction: number | null, message: string}}
+ *   LoadProgress
  * @typedef {{
  *   transcript: Turn[], status: WidgetStatus, error: string, model_name: string,
+ *   models: string[], load_progress: LoadProgress | Record<string, never>,
  *   enable_thinking: boolean, supports_thinking: boolean, supports_images: boolean,
  *   tool_names: string[]
  * }} WidgetState
@@ -71,10 +86,14 @@
  * @param {string} id
  * @param {string} user
  * @param {string[]} [images] thumbnails of the images sent with the message
+ * @param {string} [model] the model that answers
  * @returns {Turn}
  */
-export function newTurn(id, user, images = []) {
-  return { id, user, images, parts: [], status: "streaming", error: null, stats: null };
+export function newTurn(id, user, images = [], model = undefined) {
+  /** @type {Turn} */
+  const turn = { id, user, images, parts: [], status: "streaming", error: null, stats: null };
+  if (model !== undefined) turn.model = model;
+  return turn;
 }
 
 /**
@@ -172,6 +191,10 @@ export function applyOp(turn, op) {
       part.error = op[3];
       part.status = op[3] ? "error" : "done";
       return i;
+    }
+    case "left_out": {
+      turn.left_out = op[1];
+      return -1;
     }
     case "end": {
       turn.status = op[1];

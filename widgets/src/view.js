@@ -1,18 +1,17 @@
 // @ts-check
-// The chat view: DOM for the transcript (a synced traitlet) plus the turn streaming now (custom
-// messages), and the input row with its pending images. Every piece of model output goes in as
-// text, or through renderMarkdown's sanitiser; images only as `data:` URLs (isImageDataUrl).
+// The chat view: the header (model picker, status), the transcript (a synced traitlet) plus the
+// turn streaming now (custom messages, drawn by turn.js), and the input row with its pending
+// images.
 
 import { ImageAttacher } from "./attach.js";
 import { h } from "./dom.js";
-import { describeTool, formatStats, shortModelName, thinkingLabel } from "./format.js";
-import { isImageDataUrl } from "./images.js";
-import { renderMarkdown } from "./markdown.js";
+import { shortModelName } from "./format.js";
+import { ModelPicker } from "./picker.js";
 import { applyOps, newTurn } from "./protocol.js";
+import { TurnView } from "./turn.js";
 
 /**
  * @typedef {import("./protocol.js").Turn} Turn
- * @typedef {import("./protocol.js").Part} Part
  * @typedef {import("./protocol.js").KernelMessage} KernelMessage
  * @typedef {import("./protocol.js").ViewRequest} ViewRequest
  * @typedef {import("./protocol.js").SendRequest} SendRequest
@@ -47,205 +46,6 @@ const STATUS_TEXT = {
   generating: "Generating…",
   error: "Error",
 };
-
-/**
- * @param {string} text
- * @returns {Promise<void>}
- */
-async function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return;
-  }
-  const area = h("textarea");
-  area.value = text;
-  document.body.append(area);
-  area.select();
-  document.execCommand("copy");
-  area.remove();
-}
-
-/**
- * Render markdown into `node` and give every code block a copy button.
- * @param {HTMLElement} node
- * @param {string} text
- */
-function fillMarkdown(node, text) {
-  node.innerHTML = renderMarkdown(text);
-  for (const pre of node.querySelectorAll("pre")) {
-    const code = pre.textContent ?? "";
-    const button = h(
-      "button",
-      { class: "mlxnb-copy", "data-testid": "copy", type: "button" },
-      "Copy",
-    );
-    button.addEventListener("click", () => {
-      copyText(code).then(
-        () => {
-          button.textContent = "Copied";
-        },
-        () => {
-          button.textContent = "Copy failed";
-        },
-      );
-    });
-    pre.prepend(button);
-  }
-}
-
-/**
- * A DOM node for one part; `updatePart` fills it.
- * @param {Part} part
- * @returns {HTMLElement}
- */
-function createPart(part) {
-  if (part.kind === "thinking") {
-    const details = h("details", { class: "mlxnb-thinking", "data-testid": "thinking" });
-    details.append(h("summary", { "data-testid": "thinking-summary" }));
-    details.append(h("div", { class: "mlxnb-thinking-text", "data-testid": "thinking-text" }));
-    details.addEventListener("toggle", () => {
-      if (details.dataset.programmatic) delete details.dataset.programmatic;
-      else details.dataset.touched = "1";
-    });
-    return details;
-  }
-  if (part.kind === "content") {
-    return h("div", { class: "mlxnb-content mlxnb-markdown", "data-testid": "content" });
-  }
-  const box = h("div", { class: "mlxnb-tool", "data-testid": "tool-call" });
-  const head = h("div", { class: "mlxnb-tool-head" });
-  head.append(h("span", { class: "mlxnb-tool-label" }, "tool"));
-  head.append(h("code", { class: "mlxnb-tool-name", "data-testid": "tool-name" }));
-  head.append(h("span", { class: "mlxnb-badge", "data-testid": "tool-status" }));
-  box.append(head);
-  box.append(h("pre", { class: "mlxnb-tool-args", "data-testid": "tool-args" }));
-  box.append(h("pre", { class: "mlxnb-tool-result", "data-testid": "tool-result", hidden: "" }));
-  return box;
-}
-
-/**
- * @param {HTMLElement} node
- * @param {boolean} open
- */
-function setOpen(node, open) {
-  const details = /** @type {HTMLDetailsElement} */ (node);
-  if (details.open !== open && !details.dataset.touched) {
-    details.dataset.programmatic = "1";
-    details.open = open;
-  }
-}
-
-/**
- * Bring a part's node up to date (markdown is re-rendered only when its text changed).
- * @param {HTMLElement} node
- * @param {Part} part
- */
-function updatePart(node, part) {
-  if (part.kind === "thinking") {
-    const live = part.seconds === null;
-    node.dataset.state = live ? "live" : "done";
-    /** @type {HTMLElement} */ (node.firstChild).textContent = thinkingLabel(part.seconds);
-    /** @type {HTMLElement} */ (node.lastChild).textContent = part.text;
-    setOpen(node, live);
-    return;
-  }
-  if (part.kind === "content") {
-    if (node.dataset.rendered !== String(part.text.length)) {
-      fillMarkdown(node, part.text);
-      node.dataset.rendered = String(part.text.length);
-    }
-    return;
-  }
-  const { name, args } = describeTool(part);
-  node.dataset.status = part.status;
-  const q = (/** @type {string} */ id) =>
-    /** @type {HTMLElement} */ (node.querySelector(`[data-testid="${id}"]`));
-  q("tool-name").textContent = name;
-  q("tool-status").textContent = part.status;
-  q("tool-args").textContent = args;
-  const result = q("tool-result");
-  const shown = part.error ?? part.result;
-  result.hidden = shown === null;
-  result.textContent = shown ?? "";
-  result.classList.toggle("mlxnb-tool-failed", part.error !== null);
-}
-
-/**
- * The user's message: thumbnails of its images (if any), then its text.
- * @param {Turn} turn
- * @returns {HTMLElement}
- */
-function userMessage(turn) {
-  const node = h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" });
-  const images = (turn.images ?? []).filter(isImageDataUrl);
-  if (images.length) {
-    const row = h("div", { class: "mlxnb-user-images", "data-testid": "user-images" });
-    images.forEach((url, i) => {
-      const alt =
-        images.length > 1 ? `Attached image ${i + 1} of ${images.length}` : "Attached image";
-      row.append(
-        h("img", { src: url, alt, class: "mlxnb-user-image", "data-testid": "user-image" }),
-      );
-    });
-    node.append(row);
-  }
-  if (turn.user) node.append(document.createTextNode(turn.user));
-  return node;
-}
-
-/** One turn's DOM: the user's message, then the assistant's parts, error and stats. */
-class TurnView {
-  /** @param {Turn} turn */
-  constructor(turn) {
-    this.turn = turn;
-    /** @type {HTMLElement[]} */
-    this.partNodes = [];
-    this.el = h("div", { class: "mlxnb-turn", "data-testid": "turn", "data-turn-id": turn.id });
-    this.el.append(userMessage(turn));
-    this.body = h("div", {
-      class: "mlxnb-msg mlxnb-assistant",
-      "data-testid": "assistant-message",
-    });
-    this.parts = h("div", { class: "mlxnb-parts" });
-    this.error = h("div", { class: "mlxnb-error", "data-testid": "turn-error", hidden: "" });
-    this.stats = h("div", { class: "mlxnb-stats", "data-testid": "stats" });
-    this.body.append(this.parts, this.error, this.stats);
-    this.el.append(this.body);
-    for (let i = 0; i < turn.parts.length; i++) this.updatePart(i);
-    this.updateTurn();
-  }
-
-  /** @param {number} index */
-  updatePart(index) {
-    const part = this.turn.parts[index];
-    if (!part) return;
-    let node = this.partNodes[index];
-    if (!node) {
-      node = createPart(part);
-      this.partNodes[index] = node;
-      this.parts.append(node);
-    }
-    updatePart(node, part);
-  }
-
-  updateTurn() {
-    const { status, error, stats } = this.turn;
-    this.el.dataset.status = status;
-    this.error.hidden = !error;
-    this.error.textContent = error ?? "";
-    let text = formatStats(stats);
-    if (status === "cancelled") text = text ? `stopped · ${text}` : "stopped";
-    this.stats.textContent = text;
-  }
-
-  /** @param {Set<number>} changed */
-  update(changed) {
-    for (const index of changed) {
-      if (index === -1) this.updateTurn();
-      else this.updatePart(index);
-    }
-  }
-}
 
 /** The whole widget: header, transcript, live turn, pending images and input row. */
 export class ChatView {
@@ -282,8 +82,13 @@ export class ChatView {
       { type: "button", "data-testid": "clear", class: "mlxnb-button" },
       "Clear",
     );
+    this.picker = new ModelPicker({
+      pick: (name) => this.model.send({ type: "model", name }),
+      opening: () => this.model.send({ type: "models" }),
+    });
     header.append(
       this.modelName,
+      this.picker.select,
       this.statusText,
       h("span", { class: "mlxnb-spacer" }),
       toggle,
@@ -340,7 +145,15 @@ export class ChatView {
       this.stopButton,
       this.regenButton,
     );
-    root.append(header, this.banner, this.log, this.notice, this.attacher.list, inputRow);
+    root.append(
+      header,
+      this.picker.progress,
+      this.banner,
+      this.log,
+      this.notice,
+      this.attacher.list,
+      inputRow,
+    );
     this.root = root;
     this.el.append(root);
     this.bindControls();
@@ -357,6 +170,8 @@ export class ChatView {
       ],
       ["change:error", () => this.updateControls()],
       ["change:model_name", () => this.updateControls()],
+      ["change:models", () => this.updateControls()],
+      ["change:load_progress", () => this.updateControls()],
       ["change:enable_thinking", () => this.updateControls()],
       ["change:supports_thinking", () => this.updateControls()],
       ["change:supports_images", () => this.updateControls()],
@@ -449,7 +264,8 @@ export class ChatView {
       this.pending = false;
       this.draft = null;
       this.live?.el.remove();
-      this.live = new TurnView(newTurn(msg.turn.id, msg.turn.user, msg.turn.images ?? []));
+      const { id, user, images, model } = msg.turn;
+      this.live = new TurnView(newTurn(id, user, images ?? [], model));
       this.log.querySelector('[data-testid="empty"]')?.remove();
       this.append(this.live.el);
     } else if (msg.type === "ops" && this.live && this.live.turn.id === msg.id) {
@@ -500,6 +316,13 @@ export class ChatView {
     const modelName = this.model.get("model_name") ?? "";
     this.modelName.textContent = shortModelName(modelName);
     this.modelName.title = modelName;
+    this.picker.update({
+      models: this.model.get("models") ?? [],
+      current: modelName,
+      disabled: generating,
+      progress: this.model.get("load_progress") ?? {},
+    });
+    this.modelName.hidden = !this.picker.select.hidden;
     this.statusText.textContent = generating
       ? STATUS_TEXT.generating
       : (STATUS_TEXT[status] ?? status);

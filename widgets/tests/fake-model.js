@@ -18,6 +18,8 @@ export class FakeModel {
       status: "ready",
       error: "",
       model_name: "tiny-model",
+      models: ["tiny-model"],
+      load_progress: {},
       enable_thinking: true,
       supports_thinking: true,
       supports_images: false,

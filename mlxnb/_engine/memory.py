@@ -1,0 +1,271 @@
+"""Memory on the worker: the device's size, MLX's limits, the KV footprint, the prompt cache.
+
+Everything here that touches MLX runs on the engine's worker thread (MLX state belongs to the
+thread that made it): the worker sizes its budgets once, after loading (:func:`plan_memory`),
+and answers :meth:`mlxnb.Engine.memory` with a :class:`MemoryStats` it reads itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+PROMPT_CACHE_SHARE = 1 / 8
+"""Default prompt-cache cap, as a share of the device's memory."""
+KV_SHARE = 3 / 4
+"""Default KV budget: this share of the device's memory, less the weights and the prompt cache."""
+KV_FLOOR_SHARE = 1 / 16
+"""The default KV budget never goes below this share of the device's memory."""
+
+KvBudget = int | Literal["auto"] | None
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """What an engine's model holds in memory now, read on its worker thread.
+
+    Attributes:
+        active_bytes: Memory MLX holds in live arrays (weights, KV caches, activations).
+        cache_bytes: Memory MLX keeps in its buffer cache for reuse (freed arrays).
+        peak_bytes: The most ``active_bytes`` has been since the process started.
+        weights_bytes: The model's parameters (measured once, at load).
+        prompt_cache_bytes: The prompt cache's KV entries (capped by ``prompt_cache_bytes``).
+        prompt_cache_entries: Entries in the prompt cache.
+        prompt_cache_system_bytes: Of ``prompt_cache_bytes``, the system prompts' entries.
+        prompt_cache_limit_bytes: The prompt cache's cap.
+        kv_bytes_per_token: KV-cache bytes one token of a sequence adds (``None``: unknown).
+        kv_budget_bytes: The KV budget requests are admitted against (``None``: no budget).
+        waiting: Requests waiting for KV memory.
+    """
+
+    active_bytes: int
+    cache_bytes: int
+    peak_bytes: int
+    weights_bytes: int
+    prompt_cache_bytes: int
+    prompt_cache_entries: int
+    prompt_cache_system_bytes: int
+    prompt_cache_limit_bytes: int
+    kv_bytes_per_token: int | None
+    kv_budget_bytes: int | None
+    waiting: int
+
+
+@dataclass(frozen=True)
+class KvFootprint:
+    """What a sequence's KV cache costs, measured from the loaded model.
+
+    Attributes:
+        per_token: Bytes each token of a sequence adds (attention layers).
+        per_sequence: Bytes a sequence holds whatever its length (recurrent layers' state).
+    """
+
+    per_token: int
+    per_sequence: int = 0
+
+    def batch_bytes(self, lengths: Sequence[int]) -> int:
+        """The KV memory of sequences of these lengths decoded together.
+
+        mlx-lm's batch caches pad every row to the longest one, so a batch costs its size times
+        its longest sequence, not the sum of their lengths.
+        """
+        if not lengths:
+            return 0
+        return len(lengths) * (max(lengths) * self.per_token + self.per_sequence)
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """The engine's memory options, as given (see :class:`mlxnb.Engine`)."""
+
+    prompt_cache_bytes: int | None = None
+    memory_limit: int | None = None
+    cache_limit: int | None = None
+    kv_budget_bytes: KvBudget = "auto"
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The budgets the worker runs with, sized once after loading.
+
+    Attributes:
+        device_bytes: The device's memory (Metal's recommended working set, else the RAM).
+        weights_bytes: The model's parameters.
+        prompt_cache_bytes: The prompt cache's cap.
+        kv: The model's KV footprint (``None`` when it could not be measured).
+        kv_budget_bytes: The KV budget (``None``: admission by KV memory is off).
+    """
+
+    device_bytes: int
+    weights_bytes: int
+    prompt_cache_bytes: int
+    kv: KvFootprint | None
+    kv_budget_bytes: int | None
+
+
+def physical_memory() -> int:
+    """The machine's RAM in bytes (no MLX: safe on any thread)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+
+
+def device_memory(mx: Any) -> int:
+    """The memory a model may use: Metal's recommended working set, else the RAM (worker only)."""
+    try:
+        info = mx.device_info()
+    except Exception:  # an MLX without device_info, or no device to ask
+        info = {}
+    for key in ("max_recommended_working_set_size", "memory_size"):
+        value = info.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return physical_memory()
+
+
+def weights_bytes(model: Any) -> int:
+    """The bytes of a model's parameters."""
+    from mlx.utils import tree_flatten
+
+    return sum(int(value.nbytes) for _, value in tree_flatten(model.parameters()))
+
+
+def measure_kv(model: Any) -> KvFootprint | None:
+    """Measure a model's KV footprint from a real cache after one token (worker only).
+
+    One forward pass of one token through a fresh ``make_prompt_cache`` cache covers every
+    cache kind mlx-lm makes: attention caches grow per token (their per-token cost is their
+    bytes over their allocated length), others hold fixed state per sequence. Sliding-window
+    caches are counted as growing without bound, which over-estimates and so errs safe.
+
+    Returns:
+        The footprint, or ``None`` when the model cannot be measured this way.
+    """
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    try:
+        cache = make_prompt_cache(model)
+        model(mx.array([[0]], dtype=mx.uint32), cache=cache)
+        mx.eval([layer.state for layer in cache])
+    except Exception:  # a model that needs more than tokens and a cache (some vision models)
+        return None
+    per_token = 0.0
+    per_sequence = 0
+    for layer in cache:
+        keys = getattr(layer, "keys", None)
+        first = keys[0] if isinstance(keys, (tuple, list)) and keys else keys
+        length = first.shape[2] if isinstance(first, mx.array) and first.ndim == 4 else 0
+        if length > 0:
+            per_token += layer.nbytes / length
+        else:
+            per_sequence += int(layer.nbytes)
+    if per_token <= 0 and per_sequence <= 0:
+        return None
+    return KvFootprint(max(1, round(per_token)), per_sequence)
+
+
+def apply_limits(mx: Any, settings: MemorySettings) -> None:
+    """Set MLX's memory and buffer-cache limits, where the settings give them (worker only)."""
+    if settings.memory_limit is not None:
+        mx.set_memory_limit(settings.memory_limit)
+    if settings.cache_limit is not None:
+        mx.set_cache_limit(settings.cache_limit)
+
+
+def plan_memory(mx: Any, model: Any, kv_model: Any | None, settings: MemorySettings) -> MemoryPlan:
+    """Size the prompt cache and the KV budget for a loaded model (worker only).
+
+    Args:
+        mx: ``mlx.core``.
+        model: The whole model (its weights are counted).
+        kv_model: The language model whose KV cache requests fill (``None``: not measured).
+        settings: The engine's options.
+
+    The defaults: the prompt cache gets :data:`PROMPT_CACHE_SHARE` of the device's memory;
+    the KV budget is :data:`KV_SHARE` of it less the weights and the prompt cache's cap, but
+    never below :data:`KV_FLOOR_SHARE` of it.
+    """
+    device = device_memory(mx)
+    weights = weights_bytes(model)
+    cap = settings.prompt_cache_bytes
+    prompt_cache = int(device * PROMPT_CACHE_SHARE) if cap is None else max(0, cap)
+    kv = measure_kv(kv_model) if kv_model is not None else None
+    budget = settings.kv_budget_bytes
+    if budget == "auto":
+        budget = max(int(device * KV_SHARE) - weights - prompt_cache, int(device * KV_FLOOR_SHARE))
+    elif not budget:  # None or 0: off
+        budget = None
+    return MemoryPlan(device, weights, prompt_cache, kv, budget if kv is not None else None)
+
+
+class PromptCache:
+    """mlx-lm's ``LRUPromptCache``, capped in entries and bytes, keeping system prompts longest.
+
+    Entries are typed as mlx-lm's server types them: ``"system"`` for a system prompt's prefix,
+    ``"assistant"`` for a finished turn. Eviction takes assistant entries before system ones.
+    mlx-lm drops every stored prefix of an entry it inserts (the longer entry can be trimmed to
+    serve it); here a system prefix survives that, so once its conversations are evicted, a
+    new conversation with the same system prompt still starts from its cache.
+
+    Args:
+        max_size: Most entries.
+        max_bytes: Most bytes of KV held by the entries together.
+    """
+
+    def __init__(self, max_size: int, max_bytes: int) -> None:
+        from mlx_lm.models.cache import LRUPromptCache
+
+        self._lru = LRUPromptCache(max_size=max_size, max_bytes=max_bytes)
+        self.max_bytes = max_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of KV held by the entries."""
+        return int(self._lru.nbytes)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def stats_by_type(self) -> dict[str, dict[str, int]]:
+        """Entries and bytes per entry type (``assistant``, ``user``, ``system``)."""
+        stats: dict[str, dict[str, int]] = self._lru.stats_by_type()
+        return stats
+
+    def fetch_nearest_cache(self, model: Any, tokens: list[int]) -> tuple[Any, list[int]]:
+        """A copy of the cache sharing the longest prefix with ``tokens``, and the rest."""
+        cache, rest = self._lru.fetch_nearest_cache(model, tokens)
+        return cache, list(rest)
+
+    def insert_cache(
+        self, model: Any, tokens: list[int], cache: Any, cache_type: str = "assistant"
+    ) -> None:
+        """Store ``cache`` (holding exactly ``tokens``), evicting to stay within the caps."""
+        kept = self._detach_system_prefixes(model, tokens)
+        self._lru.insert_cache(model, tokens, cache, cache_type=cache_type)
+        for prefix, entry in kept:
+            self._lru.insert_cache(model, prefix, entry.prompt_cache, cache_type="system")
+
+    def _detach_system_prefixes(self, model: Any, tokens: list[int]) -> list[tuple[list[int], Any]]:
+        # Taken out before mlx-lm's insert (which would drop them as prefixes), put back after.
+        lru = self._lru
+        node = lru._trie._trie.get(model)
+        found: list[tuple[list[int], Any]] = []
+        for length, token in enumerate(tokens):
+            if node is None:
+                break
+            entry = node.get("__value__")
+            if length > 0 and entry is not None and entry.cache_type == "system":
+                found.append((tokens[:length], entry))
+            node = node.get(token)
+        for prefix, entry in found:
+            lru._trie.pop(model, prefix)
+            lru._lru.remove(model, prefix)
+            lru._n_bytes -= entry.nbytes
+            lru._n_bytes_by_type["system"] -= entry.nbytes
+        return found

@@ -1,0 +1,90 @@
+"""The kernel's model pool and the module-level functions over it (``mlxnb.load`` and friends)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlxnb._engine.engine import Engine
+from mlxnb._engine.pool import ModelPool
+from mlxnb._engine.profiles import Profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_default: ModelPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> ModelPool:
+    """The kernel's pool, behind :func:`mlxnb.load`, profiles and the doors' model names."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ModelPool(hf_cache=True)
+        return _default
+
+
+def load(model: str | Path, **options: Any) -> Engine:
+    """Load a model (once per kernel) and return its engine.
+
+    The kernel's model pool keeps it: loading the same model again, or naming it in the widget's
+    picker, ``evaluate()`` or an HTTP request, uses the same engine. Models loaded here are
+    pinned (never evicted to make room); close one with ``engine.close()`` or
+    :func:`unload`.
+
+    Args:
+        model: A local model directory (e.g. from :func:`mlxnb.testing.tiny_model`) or a
+            Hugging Face repo id such as ``"mlx-community/Qwen3-0.6B-4bit"``.
+        **options: ``name=`` and ``pin=`` for the pool; the rest see :class:`Engine`.
+
+    Returns:
+        The ready engine.
+
+    Raises:
+        ModelNotFoundError: Nothing found at the path / repo id (the message says what was
+            tried).
+        ModelLoadError: The model exists but could not be loaded (``MemoryBudgetError`` when it
+            would not fit the pool's memory budget).
+    """
+    return default_pool().load(model, **options)
+
+
+def models() -> pd.DataFrame:
+    """The kernel's models and profiles: id, kind, state, memory, requests served, last used."""
+    return default_pool().models()
+
+
+def unload(name: str) -> None:
+    """Close a model's engine in the kernel's pool (it loads again when next used)."""
+    default_pool().unload(name)
+
+
+def profile(
+    name: str,
+    model: str | Path,
+    *,
+    system: str | None = None,
+    enable_thinking: bool | None = None,
+    **sampling: Any,
+) -> Profile:
+    """Register a profile: a model plus defaults, usable by name in every door.
+
+    ``mlxnb.chat("coder")``, ``evaluate(model="coder")`` and an HTTP request with
+    ``"model": "coder"`` all run the profile's model with its defaults; a request's own
+    settings win.
+
+    Args:
+        name: The profile's name.
+        model: A registered model name, a local directory or a repo id.
+        system: System prompt put first when a conversation has none.
+        enable_thinking: Thinking on or off unless a request says.
+        **sampling: Defaults such as ``temperature=0.2``, ``max_tokens=2048``.
+
+    Returns:
+        The registered :class:`Profile`.
+    """
+    return default_pool().add_profile(
+        Profile(name, str(model), system=system, enable_thinking=enable_thinking, sampling=sampling)
+    )

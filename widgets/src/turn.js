@@ -1,0 +1,239 @@
+// @ts-check
+// One turn's DOM: the user's message, then the assistant's answer (its model, parts, error and
+// statistics). Every piece of model output goes in as text, or through renderMarkdown's
+// sanitiser; images only as `data:` URLs (isImageDataUrl).
+
+import { h } from "./dom.js";
+import {
+  describeTool,
+  formatStats,
+  leftOutLabel,
+  shortModelName,
+  thinkingLabel,
+} from "./format.js";
+import { isImageDataUrl } from "./images.js";
+import { renderMarkdown } from "./markdown.js";
+
+/**
+ * @typedef {import("./protocol.js").Turn} Turn
+ * @typedef {import("./protocol.js").Part} Part
+ */
+
+/**
+ * @param {string} text
+ * @returns {Promise<void>}
+ */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h("textarea");
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  document.execCommand("copy");
+  area.remove();
+}
+
+/**
+ * Render markdown into `node` and give every code block a copy button.
+ * @param {HTMLElement} node
+ * @param {string} text
+ */
+function fillMarkdown(node, text) {
+  node.innerHTML = renderMarkdown(text);
+  for (const pre of node.querySelectorAll("pre")) {
+    const code = pre.textContent ?? "";
+    const button = h(
+      "button",
+      { class: "mlxnb-copy", "data-testid": "copy", type: "button" },
+      "Copy",
+    );
+    button.addEventListener("click", () => {
+      copyText(code).then(
+        () => {
+          button.textContent = "Copied";
+        },
+        () => {
+          button.textContent = "Copy failed";
+        },
+      );
+    });
+    pre.prepend(button);
+  }
+}
+
+/**
+ * A DOM node for one part; `updatePart` fills it.
+ * @param {Part} part
+ * @returns {HTMLElement}
+ */
+function createPart(part) {
+  if (part.kind === "thinking") {
+    const details = h("details", { class: "mlxnb-thinking", "data-testid": "thinking" });
+    details.append(h("summary", { "data-testid": "thinking-summary" }));
+    details.append(h("div", { class: "mlxnb-thinking-text", "data-testid": "thinking-text" }));
+    details.addEventListener("toggle", () => {
+      if (details.dataset.programmatic) delete details.dataset.programmatic;
+      else details.dataset.touched = "1";
+    });
+    return details;
+  }
+  if (part.kind === "content") {
+    return h("div", { class: "mlxnb-content mlxnb-markdown", "data-testid": "content" });
+  }
+  const box = h("div", { class: "mlxnb-tool", "data-testid": "tool-call" });
+  const head = h("div", { class: "mlxnb-tool-head" });
+  head.append(h("span", { class: "mlxnb-tool-label" }, "tool"));
+  head.append(h("code", { class: "mlxnb-tool-name", "data-testid": "tool-name" }));
+  head.append(h("span", { class: "mlxnb-badge", "data-testid": "tool-status" }));
+  box.append(head);
+  box.append(h("pre", { class: "mlxnb-tool-args", "data-testid": "tool-args" }));
+  box.append(h("pre", { class: "mlxnb-tool-result", "data-testid": "tool-result", hidden: "" }));
+  return box;
+}
+
+/**
+ * @param {HTMLElement} node
+ * @param {boolean} open
+ */
+function setOpen(node, open) {
+  const details = /** @type {HTMLDetailsElement} */ (node);
+  if (details.open !== open && !details.dataset.touched) {
+    details.dataset.programmatic = "1";
+    details.open = open;
+  }
+}
+
+/**
+ * Bring a part's node up to date (markdown is re-rendered only when its text changed).
+ * @param {HTMLElement} node
+ * @param {Part} part
+ */
+function updatePart(node, part) {
+  if (part.kind === "thinking") {
+    const live = part.seconds === null;
+    node.dataset.state = live ? "live" : "done";
+    /** @type {HTMLElement} */ (node.firstChild).textContent = thinkingLabel(part.seconds);
+    /** @type {HTMLElement} */ (node.lastChild).textContent = part.text;
+    setOpen(node, live);
+    return;
+  }
+  if (part.kind === "content") {
+    if (node.dataset.rendered !== String(part.text.length)) {
+      fillMarkdown(node, part.text);
+      node.dataset.rendered = String(part.text.length);
+    }
+    return;
+  }
+  const { name, args } = describeTool(part);
+  node.dataset.status = part.status;
+  const q = (/** @type {string} */ id) =>
+    /** @type {HTMLElement} */ (node.querySelector(`[data-testid="${id}"]`));
+  q("tool-name").textContent = name;
+  q("tool-status").textContent = part.status;
+  q("tool-args").textContent = args;
+  const result = q("tool-result");
+  const shown = part.error ?? part.result;
+  result.hidden = shown === null;
+  result.textContent = shown ?? "";
+  result.classList.toggle("mlxnb-tool-failed", part.error !== null);
+}
+
+/**
+ * The user's message: thumbnails of its images (if any), then its text.
+ * @param {Turn} turn
+ * @returns {HTMLElement}
+ */
+function userMessage(turn) {
+  const node = h("div", { class: "mlxnb-msg mlxnb-user", "data-testid": "user-message" });
+  const images = (turn.images ?? []).filter(isImageDataUrl);
+  if (images.length) {
+    const row = h("div", { class: "mlxnb-user-images", "data-testid": "user-images" });
+    images.forEach((url, i) => {
+      const alt =
+        images.length > 1 ? `Attached image ${i + 1} of ${images.length}` : "Attached image";
+      row.append(
+        h("img", { src: url, alt, class: "mlxnb-user-image", "data-testid": "user-image" }),
+      );
+    });
+    node.append(row);
+  }
+  if (turn.user) node.append(document.createTextNode(turn.user));
+  return node;
+}
+
+/**
+ * One turn's DOM: a divider when the request left earlier messages out, the user's message,
+ * then the assistant's answer: the model that wrote it, its parts, error and stats.
+ */
+export class TurnView {
+  /** @param {Turn} turn */
+  constructor(turn) {
+    this.turn = turn;
+    /** @type {HTMLElement[]} */
+    this.partNodes = [];
+    this.el = h("div", { class: "mlxnb-turn", "data-testid": "turn", "data-turn-id": turn.id });
+    this.leftOut = h("div", {
+      class: "mlxnb-left-out",
+      "data-testid": "left-out",
+      role: "note",
+      hidden: "",
+    });
+    this.el.append(this.leftOut, userMessage(turn));
+    this.body = h("div", {
+      class: "mlxnb-msg mlxnb-assistant",
+      "data-testid": "assistant-message",
+    });
+    if (turn.model) {
+      const label = h(
+        "div",
+        { class: "mlxnb-answer-model", "data-testid": "answer-model", title: turn.model },
+        shortModelName(turn.model),
+      );
+      this.body.append(label);
+    }
+    this.parts = h("div", { class: "mlxnb-parts" });
+    this.error = h("div", { class: "mlxnb-error", "data-testid": "turn-error", hidden: "" });
+    this.stats = h("div", { class: "mlxnb-stats", "data-testid": "stats" });
+    this.body.append(this.parts, this.error, this.stats);
+    this.el.append(this.body);
+    for (let i = 0; i < turn.parts.length; i++) this.updatePart(i);
+    this.updateTurn();
+  }
+
+  /** @param {number} index */
+  updatePart(index) {
+    const part = this.turn.parts[index];
+    if (!part) return;
+    let node = this.partNodes[index];
+    if (!node) {
+      node = createPart(part);
+      this.partNodes[index] = node;
+      this.parts.append(node);
+    }
+    updatePart(node, part);
+  }
+
+  updateTurn() {
+    const { status, error, stats } = this.turn;
+    this.el.dataset.status = status;
+    const leftOut = this.turn.left_out ?? 0;
+    this.leftOut.hidden = leftOut <= 0;
+    this.leftOut.textContent = leftOut > 0 ? leftOutLabel(leftOut) : "";
+    this.error.hidden = !error;
+    this.error.textContent = error ?? "";
+    let text = formatStats(stats);
+    if (status === "cancelled") text = text ? `stopped · ${text}` : "stopped";
+    this.stats.textContent = text;
+  }
+
+  /** @param {Set<number>} changed */
+  update(changed) {
+    for (const index of changed) {
+      if (index === -1) this.updateTurn();
+      else this.updatePart(index);
+    }
+  }
+}
