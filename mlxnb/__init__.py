@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from mlxnb import scorers
 from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._chat import ChatTurn, Conversation
+from mlxnb._chat_turn import ContextTrimmed
 from mlxnb._engine import (
     Engine,
+    MemoryStats,
     ModelHandle,
     ModelPool,
     Profile,
@@ -34,6 +36,7 @@ from mlxnb.errors import (
     GenerationError,
     InsecureServerWarning,
     InvalidRequestError,
+    KvBudgetError,
     MemoryBudgetError,
     MlxnbError,
     ModelLoadError,
@@ -89,6 +92,7 @@ __all__ = [
     "ChatTurn",
     "ChatWidget",
     "ContentDelta",
+    "ContextTrimmed",
     "Conversation",
     "DependencyError",
     "Done",
@@ -99,8 +103,10 @@ __all__ = [
     "GenerationError",
     "InsecureServerWarning",
     "InvalidRequestError",
+    "KvBudgetError",
     "Limits",
     "MemoryBudgetError",
+    "MemoryStats",
     "MlxnbError",
     "ModelHandle",
     "ModelLoadError",

@@ -20,6 +20,7 @@ _CAPPED = tuple(
 _capped = operator.itemgetter(*_CAPPED)
 _TOOL_CALLS = COLUMN_NAMES.index("tool_calls")
 _IMAGES = COLUMN_NAMES.index("images")
+_SAMPLING = COLUMN_NAMES.index("sampling")
 _BLANKED = (COLUMN_NAMES.index("content"), COLUMN_NAMES.index("reasoning"))
 
 
@@ -91,6 +92,8 @@ def stored_row(record: TurnRecord, log_content: bool, cap: int) -> tuple[Any, ..
                 values[i] = _tool_names(text, cap)
             elif i == _IMAGES:
                 values[i] = _image_summaries(text, cap)
+            elif i == _SAMPLING:
+                values[i] = None  # cut JSON would not parse: none rather than a broken value
             else:
                 values[i] = _truncate(text, cap)
     return tuple(values)

@@ -113,6 +113,7 @@ class Engine:
         self.max_tokens = max_tokens
         self._max_pending = max_pending
         self._pending = 0
+        self.requests_served = 0  # finished requests (done, cancelled or failed)
         self._lock = threading.Lock()
         self._closed = False
         if audit is None:
@@ -294,6 +295,7 @@ class Engine:
     ) -> None:
         with self._lock:
             self._pending -= 1
+            self.requests_served += 1
         record_turn(self.audit, request, self.model_id, builder, duration, error)
 
     async def stream(

@@ -144,7 +144,7 @@ class ModelPool(ModelRegistry):
         with self._lock:
             wanted = {**self.engine_options, **options}
             entry = self._entries[name]
-            if options and entry.options != wanted:
+            if entry.options != wanted:  # no options means the defaults, not "any"
                 entry = self._entries[self._twin(entry, wanted, pin)]
         self._start(entry.name)
         if not wait:
@@ -195,7 +195,8 @@ class ModelPool(ModelRegistry):
             entry = self._entries[name]
             if entry.loading or (entry.resident and entry.error is None):
                 return entry
-            entry.engine, entry.error, entry.stage = None, None, "resolving"
+            entry.drop_engine()  # closed by its user, or never loaded
+            entry.error, entry.stage = None, "resolving"
             entry.done.clear()
             entry.loads += 1
         threading.Thread(
@@ -287,7 +288,8 @@ class ModelPool(ModelRegistry):
         engine = entry.engine
         if engine is None or not engine.close_if_idle():
             return False
-        entry.engine, entry.stage, entry.progress = None, "unloaded", None
+        entry.drop_engine()
+        entry.stage, entry.progress = "unloaded", None
         self.unloads += 1
         return True
 
@@ -319,12 +321,11 @@ class ModelPool(ModelRegistry):
                         self._unload(entry)
 
     def touch(self, name: str) -> None:
-        """Mark a model used now (handles call this per request)."""
+        """Mark a model used now (handles call this per request; LRU order)."""
         with self._lock:
             entry = self._entries.get(name)
             if entry is not None:
                 entry.last_used = time.time()
-                entry.served += 1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -341,7 +342,7 @@ class ModelPool(ModelRegistry):
                 "state": state_name(entry),
                 "memory_bytes": entry.estimate if entry.resident else 0,
                 "pinned": entry.pinned,
-                "requests_served": entry.served,
+                "requests_served": entry.requests_served(),
                 "last_used": entry.last_used or None,
             }
             if progress is not None and progress.stage in ("downloading", "loading"):

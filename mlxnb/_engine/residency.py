@@ -45,7 +45,7 @@ class PoolEntry:
     estimate: int = 0
     kind: str | None = None
     loads: int = 0
-    served: int = 0
+    served_before: int = 0  # by engines of this model already closed
     last_used: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
     watchers: list[Watcher] = field(default_factory=list)
@@ -57,6 +57,16 @@ class PoolEntry:
     @property
     def loading(self) -> bool:
         return self.stage in ("resolving", "downloading", "loading")
+
+    def requests_served(self) -> int:
+        """Requests this model finished, over all the engines it had."""
+        return self.served_before + (self.engine.requests_served if self.engine else 0)
+
+    def drop_engine(self) -> None:
+        """Forget a closed (or closing) engine, keeping its count."""
+        if self.engine is not None:
+            self.served_before += self.engine.requests_served
+        self.engine = None
 
     def evictable(self) -> bool:
         """Loaded (not loading), unpinned, and serving no request."""

@@ -20,7 +20,9 @@ from starlette.exceptions import HTTPException
 from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_request_id
 from mlxnb._server import openai as oa
+from mlxnb._server.anthropic import for_path
 from mlxnb._server.errors import ApiError, ErrorBody, error_body, validation_error
+from mlxnb._server.messages_route import add_messages_routes
 from mlxnb._server.middleware import Guard
 from mlxnb._server.response import Generation, ServerStats
 from mlxnb._server.schemas import MAX_CHOICES, ChatCompletionRequest, CompletionRequest
@@ -170,7 +172,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        return validation_error(error.errors()).response()
+        return for_path(request.url.path, validation_error(error.errors())).response()
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
@@ -179,6 +181,7 @@ def create_app(
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     add_routes(app, source, limits)
+    add_messages_routes(app, source, limits, app.state.stats)
     return app
 
 

@@ -7,18 +7,21 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from mlxnb._server.anthropic import for_path
 from mlxnb._server.errors import ApiError
 
 
 class Guard:
     """ASGI middleware: the API key on ``/v1`` routes and a bounded request body.
 
-    The body is read here once (413 past the limit) and replayed to the app, so nothing
-    downstream ever holds more than the limit.
+    The key is taken as ``Authorization: Bearer KEY`` (OpenAI's clients) or ``x-api-key: KEY``
+    (Anthropic's). The body is read here once (413 past the limit) and replayed to the app, so
+    nothing downstream ever holds more than the limit. Errors on ``/v1/messages`` are
+    Anthropic-shaped, like the rest of that route's.
 
     Args:
         app: The wrapped ASGI app.
-        api_key: Required bearer token on ``/v1`` routes, or ``None``.
+        api_key: Required API key on ``/v1`` routes, or ``None``.
         max_body_bytes: Largest accepted body.
     """
 
@@ -36,11 +39,11 @@ class Guard:
         if self._expected is not None and guarded and not self._authorized(scope):
             error = ApiError(
                 401,
-                "missing or wrong API key (Authorization: Bearer …)",
+                "missing or wrong API key (Authorization: Bearer … or x-api-key: …)",
                 "authentication_error",
                 "invalid_api_key",
             )
-            response = error.response()
+            response = for_path(path, error).response()
             response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)
             return
@@ -56,15 +59,21 @@ class Guard:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, token = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(token, self._expected)
+                if scheme.lower() == b"bearer" and hmac.compare_digest(token, self._expected):
+                    return True
+            elif name == b"x-api-key" and hmac.compare_digest(value, self._expected):
+                return True
         return False
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        too_big = ApiError(
-            413,
-            f"request body larger than {self._max} bytes",
-            "invalid_request_error",
-            "request_too_large",
+        too_big = for_path(
+            scope["path"],
+            ApiError(
+                413,
+                f"request body larger than {self._max} bytes",
+                "invalid_request_error",
+                "request_too_large",
+            ),
         )
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self._max:

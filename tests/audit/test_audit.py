@@ -466,6 +466,27 @@ def test_capped_tool_calls_stay_valid_json(make_record: MakeRecord, make_turn: M
     assert [call["name"] for call in parsed] == [f"tool{i}" for i in range(len(parsed))]
 
 
+def test_capped_sampling_is_dropped_whole_never_cut(
+    make_record: MakeRecord, make_turn: MakeTurn
+) -> None:
+    record = make_record(make_turn(error="e", finish_reason="error"))
+    sampling = json.dumps({"stop": ["z" * 200], "temperature": 0.7})
+    record = TurnRecord.from_row(
+        tuple(
+            sampling if name == "sampling" else value
+            for name, value in zip(COLUMN_NAMES, record.to_row(), strict=True)
+        )
+    )
+    with AuditLog(":memory:", max_text_chars=80) as log:
+        log.append(record)
+        stored = log.get(record.request_id)
+    assert stored is not None and stored.sampling is None
+    with AuditLog(":memory:", max_text_chars=1000) as roomy:
+        roomy.append(record)
+        kept = roomy.get(record.request_id)
+    assert kept is not None and json.loads(kept.sampling or "") == json.loads(sampling)
+
+
 def test_short_text_is_untouched(
     log: AuditLog, make_record: MakeRecord, make_turn: MakeTurn
 ) -> None:

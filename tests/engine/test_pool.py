@@ -256,13 +256,14 @@ def test_models_frame_reports_state_memory_and_use(
     a, b = (pool.register(path) for path in models[:2])
     pool.add_profile(Profile("coder", a))
     pool.handle("coder").generate(HELLO)
+    pool.engine(a).generate(HELLO)  # straight through the engine: counted too
     frame = pool.models().set_index("id")
     assert list(frame.index) == [a, b, "coder"]
     assert frame.loc[a, "state"] == "ready" and frame.loc[b, "state"] == "registered"
     assert frame.loc[a, "kind"] == "text"
     assert frame.loc[a, "memory_bytes"] == estimate_bytes(models[0])
     assert frame.loc[b, "memory_bytes"] == 0
-    assert frame.loc[a, "requests_served"] == 1
+    assert frame.loc[a, "requests_served"] == 2
     assert bool(frame.loc["coder", "is_profile"]) and frame.loc["coder", "model"] == a
     assert frame["last_used"].dtype.kind == "M"
 
@@ -273,10 +274,12 @@ def test_unload_then_the_next_request_loads_again(
     pool = make_pool()
     name = pool.register(models[0])
     first = pool.engine(name)
+    first.generate(HELLO)
     pool.unload(name)
     assert first.closed and pool.state(name)["state"] == "unloaded"
     pool.handle(name).generate(HELLO)
     assert len(loads) == 2
+    assert pool.state(name)["requests_served"] == 2  # counted across both engines
 
 
 def test_idle_models_unload_when_asked_to(

@@ -1,0 +1,141 @@
+"""``POST /v1/messages``: Anthropic's Messages API served from the same engines as ``/v1``.
+
+The body is validated (:mod:`mlxnb._server.anthropic_schemas`), translated
+(:mod:`mlxnb._server.anthropic`), and served by :class:`~mlxnb._server.response.Generation` like
+the OpenAI routes: the first event is awaited before headers, so refusals keep their status, and
+a client that leaves cancels the request. Every error on this route is Anthropic-shaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from mlxnb._engine.request import RequestMeta
+from mlxnb._ids import new_request_id
+from mlxnb._server.anthropic import (
+    MESSAGES_PATH,
+    MessageEvents,
+    MessagesError,
+    invalid,
+    message_body,
+    messages_call,
+    messages_error,
+    sse,
+)
+from mlxnb._server.anthropic_schemas import MessagesRequest
+from mlxnb._server.errors import api_error
+from mlxnb._server.response import Generation, ServerStats
+from mlxnb.errors import ModelNotFoundError
+from mlxnb.events import Done, Event
+
+
+class _Engine(Protocol):
+    model_id: str
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Event]: ...
+
+
+class _Source(Protocol):
+    # The slice of app.EngineSource this route uses (app imports this module, not the reverse).
+    def model_ids(self) -> list[str]: ...
+
+    def engine_for(self, model: str) -> Any: ...
+
+
+class _Limits(Protocol):
+    @property
+    def max_tokens(self) -> int: ...
+
+
+def _engine(source: _Source, model: str) -> _Engine:
+    try:
+        engine: _Engine = source.engine_for(model)
+    except (ModelNotFoundError, KeyError):
+        available = ", ".join(source.model_ids()) or "none"
+        message = f"model {model!r} not found; available: {available}"
+        raise MessagesError(404, message, "not_found_error", "model_not_found", "model") from None
+    return engine
+
+
+async def _guarded(
+    events: AsyncIterator[Event], streamed: bool, fail: Callable[[str], None]
+) -> AsyncIterator[Event]:
+    """``events`` with their failures in Anthropic's shape.
+
+    A failure before the first event, or anywhere in a non-streamed reply, is raised as a
+    :class:`MessagesError` (``Generation`` answers it with its status). Once a stream has
+    begun, a failure is handed to ``fail`` and the stream ends, so the stream's closing
+    ``error`` event (:meth:`MessageEvents.end`) reports it: the SDK raises on that event and
+    would skip ``Generation``'s own, OpenAI-shaped one.
+    """
+    started = False
+    try:
+        async for event in events:
+            if isinstance(event, Done) and event.finish_reason == "error":
+                message = event.error or "generation failed"
+                if started and streamed:
+                    fail(message)
+                    return
+                raise MessagesError(500, message, "api_error", "generation_failed")
+            started = True
+            yield event
+    except MessagesError:
+        raise
+    except Exception as error:
+        failure = api_error(error)
+        if started and streamed:
+            fail(failure.message)
+            return
+        raise messages_error(failure) from error
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()  # cancels the engine request if the reply ended early
+
+
+def add_messages_routes(app: FastAPI, source: _Source, limits: _Limits, stats: ServerStats) -> None:
+    """Register ``POST /v1/messages`` on ``app``."""
+
+    @app.post(MESSAGES_PATH, tags=["anthropic"])
+    async def messages(body: MessagesRequest, request: Request) -> Response:
+        engine = _engine(source, body.model)
+        if body.max_tokens > limits.max_tokens:
+            raise invalid("max_tokens", f"at most {limits.max_tokens} on this server")
+        call = messages_call(body)
+        rid = f"msg_{new_request_id().replace('-', '')}"
+        name = str(engine.model_id)
+        out = MessageEvents(rid, name)
+        client = request.client
+        meta = RequestMeta(
+            source="server",
+            endpoint=MESSAGES_PATH,
+            client=f"{client.host}:{client.port}" if client else None,
+            request_id=rid,
+            trusted=False,  # an HTTP request never makes the kernel read a local file
+        )
+        events = engine.stream(
+            call.messages,
+            call.tools,
+            call.enable_thinking,
+            meta=meta,
+            json_schema=call.json_schema,
+            **call.options,
+        )
+        return Generation(
+            [_guarded(events, body.stream, out.fail)],
+            stats,
+            stream=(lambda: [sse(e) for e in out.start()]) if body.stream else None,
+            render=lambda index, event: [sse(e) for e in out.event(event)],
+            end=lambda: [sse(e) for e in out.end()],
+            fold=lambda choices: message_body(choices[0], id=rid, model=name),
+        )
