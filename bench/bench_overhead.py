@@ -10,7 +10,7 @@ measures, on a model small enough that overhead dominates, from the first token 
   CPU time per token (asked of the worker itself, so it works on any OS), the consumer's CPU
   time per token, and the wall time per token.
 
-It prints the overhead (engine worker CPU − raw CPU, µs per token; target ≤ 50), the time the
+It prints the overhead (engine worker CPU - raw CPU, µs per token; target ≤ 50), the time the
 launching thread is off the CPU per token (waiting for the GIL or for the device), and engine ÷
 raw tokens/s, each the median of alternating pairs after a warm-up, with their spread.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ import mlx_lm
 import mlxnb
 from bench.models import SHAPES, bench_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
+from mlxnb._engine.delivery import Outbox, _hand_over
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
@@ -85,20 +85,43 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     return Run(done.usage.completion_tokens - 1, wall, launcher, consumer)
 
 
+class DirectWakeups:
+    """The worker wakes each consumer's loop itself (how delivery worked before the notifier)."""
+
+    def send(self, batches: Any) -> None:
+        for loop, items in batches.items():
+            loop.call_soon_threadsafe(_hand_over, items)
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run alternating pairs, print the table, return the raw numbers and figures."""
     path = bench_model(args.shape, args.dtype)
-    engine = mlxnb.load(path, audit=False, prompt_cache_size=0, kv_budget_bytes=None)
+    options: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
+    engine = mlxnb.load(path, **options)
+    direct = None
+    if args.direct_wakeups:
+        # A second engine whose worker wakes consumer loops itself: the A/B for the notifier.
+        direct = mlxnb.Engine(path, name="direct-wakeups", **options)
+        direct._worker._outbox = Outbox(DirectWakeups())  # type: ignore[arg-type]
     model, tokenizer = mlx_lm.load(str(path))
     raw_run(model, tokenizer, 16)
-    asyncio.run(engine_run(engine, 16))
+    for warm in (engine, direct):
+        if warm is not None:
+            asyncio.run(engine_run(warm, 16))
     pairs: list[tuple[Run, Run]] = []
+    direct_pairs: list[tuple[Run, Run]] = []
     for _ in range(args.pairs):
         raw = raw_run(model, tokenizer, args.tokens)
-        ours = asyncio.run(engine_run(engine, args.tokens))
-        pairs.append((raw, ours))
+        pairs.append((raw, asyncio.run(engine_run(engine, args.tokens))))
+        if direct is not None:
+            direct_pairs.append((raw, asyncio.run(engine_run(direct, args.tokens))))
     engine.close()
-    return report(args, pairs)
+    results = report(args, pairs)
+    if direct is not None:
+        direct.close()
+        print("\nthe same, with the worker waking consumer loops itself (no notifier thread):")
+        results["direct_wakeups"] = report(args, direct_pairs)
+    return results
 
 
 def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
@@ -114,7 +137,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
         "raw_cpu_us": figure("raw: launching thread CPU per token", raw_cpu, unit="us"),
         "engine_cpu_us": figure("engine: worker thread CPU per token", our_cpu, unit="us"),
         "overhead_us": figure(
-            "overhead, worker CPU − raw CPU per token", overhead, unit="us", target="<= 50"
+            "overhead, worker CPU - raw CPU per token", overhead, unit="us", target="<= 50"
         ),
         "raw_off_cpu_us": figure("raw: launching thread off CPU per token", raw_off, unit="us"),
         "engine_off_cpu_us": figure("engine: worker off CPU per token", our_off, unit="us"),
@@ -153,6 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--direct-wakeups",
+        action="store_true",
+        help="also measure an engine whose worker wakes consumer loops itself (A/B)",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     results = new_report("overhead", args)

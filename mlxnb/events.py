@@ -23,6 +23,7 @@ class Usage:
         prompt_tokens: Tokens in the rendered prompt.
         completion_tokens: Tokens generated.
         cached_tokens: Prompt tokens served from the prompt cache (not recomputed).
+        reasoning_tokens: Of the generated tokens, those inside a thinking block.
         time_to_first_token: Seconds from the request entering the engine to the first token.
         prompt_tps: Prompt tokens processed per second.
         generation_tps: Generated tokens per second (after the first token).
@@ -32,6 +33,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     time_to_first_token: float | None = None
     prompt_tps: float | None = None
     generation_tps: float | None = None
@@ -119,6 +121,24 @@ class ToolCallError:
 
 
 @dataclass(frozen=True)
+class PrefillProgress:
+    """How much of the prompt is processed, before the first token.
+
+    Sent only to requests that ask (``engine.stream(..., prefill_progress=True)``; the server's
+    streaming endpoints do, to keep clients from timing out on long prompts); a turn's fold
+    ignores it.
+
+    Attributes:
+        processed: Prompt tokens processed (or being processed) so far.
+        total: Prompt tokens in all.
+    """
+
+    processed: int
+    total: int
+    type: Literal["prefill"] = field(default="prefill", init=False)
+
+
+@dataclass(frozen=True)
 class Done:
     """The last event of every stream.
 
@@ -126,15 +146,19 @@ class Done:
         finish_reason: ``stop``, ``length``, ``tool_calls``, ``cancelled`` or ``error``.
         usage: Token counts and timings.
         error: The error message when ``finish_reason == "error"``.
+        stop_sequence: The stop string that ended the output, when one did.
     """
 
     finish_reason: FinishReason
     usage: Usage
     error: str | None = None
+    stop_sequence: str | None = None
     type: Literal["done"] = field(default="done", init=False)
 
 
-Event = ThinkingDelta | ContentDelta | ToolCallDelta | ToolCall | ToolCallError | Done
+Event = (
+    ThinkingDelta | ContentDelta | ToolCallDelta | ToolCall | ToolCallError | PrefillProgress | Done
+)
 """Any event of a generation stream."""
 
 

@@ -38,6 +38,7 @@ class Active:
         first_token: When its first token came out (None before).
         last_token: When its latest token came out (None before the first).
         generated: Tokens generated so far.
+        reasoning_tokens: Of those, how many were generated inside a thinking block.
         guard: Catches a failing logits processor, so only this request fails.
         solo: Its single-sequence decoder while it runs alone (:mod:`mlxnb._engine.solo`).
         max_tokens: Most tokens it may generate.
@@ -55,6 +56,7 @@ class Active:
     first_token: float | None = None
     last_token: float | None = None
     generated: int = 0
+    reasoning_tokens: int = 0
     guard: ProcessorGuard = field(default_factory=lambda: ProcessorGuard())
     solo: SoloDecoder | None = None
     max_tokens: int = 0
@@ -143,6 +145,7 @@ class Active:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.generated,
             cached_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens,
             time_to_first_token=None if first is None else first - self.request.submitted,
             prompt_tps=None if first is None else prefill / max(first - self.admitted, 1e-9),
             generation_tps=(

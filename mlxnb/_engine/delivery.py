@@ -56,16 +56,21 @@ class SyncSink:
 _Queued = tuple[AsyncSink, threading.Event, Item]
 
 
+Batches = dict[asyncio.AbstractEventLoop, list[_Queued]]
+
+
 class Outbox:
     """Collects one generation step's items and hands them over in one wake-up per loop.
 
     With many streams on one event loop (a server, an evaluation run), one
     ``call_soon_threadsafe`` per stream per token would wake that loop N times a step and
-    contend for the GIL with the worker; one batch per loop per step wakes it once.
+    contend for the GIL with the worker; one batch per loop per step wakes it once. The
+    wake-up itself is made by the :class:`Notifier` thread, not the worker.
     """
 
-    def __init__(self) -> None:
-        self._by_loop: dict[asyncio.AbstractEventLoop, list[_Queued]] = {}
+    def __init__(self, notifier: Notifier | None = None) -> None:
+        self._by_loop: Batches = {}
+        self._notifier = notifier or shared_notifier()
 
     def put(self, sink: AsyncSink | SyncSink, cancel: threading.Event, item: Item) -> None:
         """Queue ``item`` for a consumer (blocking consumers get it at once).
@@ -82,13 +87,70 @@ class Outbox:
 
     def flush(self) -> None:
         """Send what was queued; consumers whose loop is gone are cancelled."""
-        batches, self._by_loop = self._by_loop, {}
-        for loop, items in batches.items():
-            try:
-                loop.call_soon_threadsafe(_hand_over, items)
-            except RuntimeError:
-                for _, cancel, _ in items:
-                    cancel.set()
+        if self._by_loop:
+            batches, self._by_loop = self._by_loop, {}
+            self._notifier.send(batches)
+
+
+class Notifier:
+    """Wakes consumers' event loops from a thread of its own.
+
+    Waking a loop (``call_soon_threadsafe``) writes to its self-pipe, which releases the GIL;
+    the woken loop then holds it while it runs, and a worker that woke it would wait for the
+    GIL before it can launch the next step (measured at several hundred microseconds per token
+    on two cores). Handing the batch to this thread costs the worker no GIL hand-off: the
+    notifier runs when the worker releases the GIL anyway, while it waits for the device.
+    Batches for one loop keep their order; several pending ones merge into one wake-up.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Batches] = queue.SimpleQueue()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def send(self, batches: Batches) -> None:
+        """Queue one step's batches for delivery (from any thread; never blocks)."""
+        if not self._started:
+            self._start()
+        self._queue.put(batches)
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._started:
+                # Touches no MLX, so a daemon thread may end with the interpreter.
+                threading.Thread(target=self._run, name="mlxnb-notifier", daemon=True).start()
+                self._started = True
+
+    def _run(self) -> None:
+        while True:
+            merged: Batches = {}
+            batches: Batches | None = self._queue.get()
+            while batches is not None:
+                for loop, items in batches.items():
+                    merged.setdefault(loop, []).extend(items)
+                try:
+                    batches = self._queue.get_nowait()
+                except queue.Empty:
+                    batches = None
+            for loop, items in merged.items():
+                try:
+                    loop.call_soon_threadsafe(_hand_over, items)
+                except RuntimeError:
+                    for _, cancel, _ in items:
+                        cancel.set()
+
+
+_notifier: Notifier | None = None
+_notifier_lock = threading.Lock()
+
+
+def shared_notifier() -> Notifier:
+    """The process's notifier (one thread wakes every loop for every engine)."""
+    global _notifier
+    with _notifier_lock:
+        if _notifier is None:
+            _notifier = Notifier()
+        return _notifier
 
 
 def _hand_over(items: list[_Queued]) -> None:

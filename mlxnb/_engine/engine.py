@@ -34,6 +34,7 @@ from mlxnb._engine.request import (
     sampling_options,
 )
 from mlxnb._engine.structured import compile_json_schema
+from mlxnb._engine.tool_choice import ToolChoice, plan_tools
 from mlxnb._engine.vision import VisionBackend, kind_of, load_vision_model
 from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
@@ -232,6 +233,7 @@ class Engine:
             request_id=request.meta.request_id or new_request_id(),
             sink=sink,
             prompt=request.prompt,
+            prefill_progress=request.prefill_progress,
         )
         try:
             # Checked here, on the caller's thread, so a bad request costs the worker nothing.
@@ -243,6 +245,16 @@ class Engine:
             submitted.options = sampling_options(defaults, request.sampling)
             if request.json_schema is not None:
                 submitted.grammar = compile_json_schema(dict(request.json_schema))
+            if request.tool_choice is not None or not request.parallel_tool_calls:
+                plan = plan_tools(
+                    tools,
+                    request.tool_choice,
+                    request.parallel_tool_calls,
+                    self._loaded_backend().tokenizer,
+                    has_json_schema=request.json_schema is not None,
+                )
+                submitted.tools = plan.tools
+                submitted.grammar = plan.grammar or submitted.grammar
         except MlxnbError as invalid:
             self._refuse(submitted, invalid)
             raise
@@ -308,6 +320,9 @@ class Engine:
         prompt: str | Sequence[int] | None = None,
         json_schema: Mapping[str, Any] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        tool_choice: ToolChoice | None = None,
+        parallel_tool_calls: bool = True,
+        prefill_progress: bool = False,
         **sampling: Any,
     ) -> AsyncIterator[Event]:
         """Generate a reply as an async stream of events.
@@ -326,6 +341,14 @@ class Engine:
             json_schema: The answer must be JSON matching this schema (``{"type": "object"}``
                 for any object); reasoning stays free.
             chat_template_kwargs: Further chat-template arguments.
+            tool_choice: ``"auto"`` (default: the model decides), ``"none"`` (the tools are
+                hidden), ``"required"`` (the answer is tool calls) or ``{"name": "fn"}`` (calls
+                of ``fn``); forced calls follow the model's own format and each tool's JSON
+                schema, after free reasoning. Models whose calls are not JSON between markers
+                refuse forced calls.
+            parallel_tool_calls: ``False``: at most one tool call (generation ends after it).
+            prefill_progress: Also yield :class:`~mlxnb.events.PrefillProgress` events while
+                the prompt is processed (before the first token).
             **sampling: ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
                 ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``,
                 ``stop``, ``logit_bias``, ``logits_processors`` (see :class:`SamplingOptions`);
@@ -341,7 +364,14 @@ class Engine:
             GenerationError: The worker failed while generating.
         """
         options = RequestOptions(
-            meta or RequestMeta(), _raw_prompt(prompt), json_schema, chat_template_kwargs, sampling
+            meta or RequestMeta(),
+            _raw_prompt(prompt),
+            json_schema,
+            chat_template_kwargs,
+            sampling,
+            tool_choice,
+            parallel_tool_calls,
+            prefill_progress,
         )
         if not self.ready:
             await self.await_ready()
@@ -373,11 +403,21 @@ class Engine:
         prompt: str | Sequence[int] | None = None,
         json_schema: Mapping[str, Any] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        tool_choice: ToolChoice | None = None,
+        parallel_tool_calls: bool = True,
+        prefill_progress: bool = False,
         **sampling: Any,
     ) -> Iterator[Event]:
         """Blocking twin of :meth:`stream` for scripts and threads; same arguments and events."""
         options = RequestOptions(
-            meta or RequestMeta(), _raw_prompt(prompt), json_schema, chat_template_kwargs, sampling
+            meta or RequestMeta(),
+            _raw_prompt(prompt),
+            json_schema,
+            chat_template_kwargs,
+            sampling,
+            tool_choice,
+            parallel_tool_calls,
+            prefill_progress,
         )
         sink = SyncSink()
         self.wait_ready()

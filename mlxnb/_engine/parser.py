@@ -50,6 +50,10 @@ class Markers:
         )
 
 
+STOPPED = "\x00stopped:"
+"""Prefix of the terminal state a stop string leads to (followed by the string)."""
+
+
 def build_state_machine(markers: Markers, stop: Sequence[str] = ()) -> TextStateMachine:
     """Build the text state machine for ``markers`` with ``stop`` strings as terminal edges."""
     transitions: dict[str, list[tuple[str, str | None]]] = {NORMAL: [], REASONING: [], TOOL: []}
@@ -62,8 +66,10 @@ def build_state_machine(markers: Markers, stop: Sequence[str] = ()) -> TextState
         if markers.tool_end:
             transitions[TOOL].append((markers.tool_end, NORMAL))
     for word in dict.fromkeys(s for s in stop if s):
-        transitions[NORMAL].append((word, None))
-        transitions[REASONING].append((word, None))
+        # Each stop string ends in a state of its own, so the parser knows which one matched.
+        transitions[NORMAL].append((word, STOPPED + word))
+        transitions[REASONING].append((word, STOPPED + word))
+        transitions[STOPPED + word] = []
     return TextStateMachine(transitions)
 
 
@@ -104,6 +110,12 @@ class EventParser:
         self._blocks = 0
         self._calls = 0
         self.stopped = False
+        self.stop_sequence: str | None = None
+
+    @property
+    def in_reasoning(self) -> bool:
+        """Whether the text fed so far ends inside a thinking block."""
+        return bool(self._state[0] == REASONING)
 
     @property
     def made_tool_calls(self) -> bool:
@@ -128,14 +140,15 @@ class EventParser:
             self._current = NORMAL
         return events
 
-    def _segments_to_events(self, segments: Iterable[tuple[str | None, str]]) -> list[Event]:
+    def _segments_to_events(self, segments: Iterable[tuple[str, str]]) -> list[Event]:
         events: list[Event] = []
         for state, text in segments:
             if state != self._current:
                 if self._current == TOOL:
                     events.extend(self._close_tool_call())
-                if state is None:
+                if state.startswith(STOPPED):
                     self.stopped = True
+                    self.stop_sequence = state.removeprefix(STOPPED)
                     return events
                 self._current = state
                 self._block_start = True
@@ -145,7 +158,7 @@ class EventParser:
                 events.extend(self._text_event(state, text))
         return events
 
-    def _text_event(self, state: str | None, text: str) -> list[Event]:
+    def _text_event(self, state: str, text: str) -> list[Event]:
         if state == TOOL:
             self._tool_text.append(text)
             return [ToolCallDelta(self._blocks, text)]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mlxnb._engine.catalog import (
     estimate_bytes,
 )
-from mlxnb._engine.download import LoadProgress, resolve_model
+from mlxnb._engine.download import LoadProgress, notebook_progress, resolve_model
 from mlxnb._engine.engine import Engine
 from mlxnb._engine.registry import ModelRegistry
 from mlxnb._engine.residency import (
@@ -146,19 +146,22 @@ class ModelPool(ModelRegistry):
             entry = self._entries[name]
             if entry.options != wanted:  # no options means the defaults, not "any"
                 entry = self._entries[self._twin(entry, wanted, pin)]
+        unsubscribe = self.watch(entry.name, _DownloadBar(entry.name))
         self._start(entry.name)
-        if not wait:
-            while entry.engine is None and not entry.done.wait(0.01):
-                pass
-            if entry.engine is not None:
-                return entry.engine
         try:
+            if not wait:
+                while entry.engine is None and not entry.done.wait(0.01):
+                    pass
+                if entry.engine is not None:
+                    return entry.engine
             return self.engine(entry.name)
         except BaseException:
             if entry.name not in known:
                 with self._lock:
                     self._entries.pop(entry.name, None)
             raise
+        finally:
+            unsubscribe()
 
     def _twin(self, entry: PoolEntry, options: dict[str, Any], pin: bool) -> str:
         """The entry with these engine options for ``entry``'s model (made if needed)."""
@@ -408,3 +411,16 @@ class ModelPool(ModelRegistry):
             resident = [e.name for e in self._entries.values() if e.resident]
         known, profiles = len(self._entries), len(self._profiles)
         return f"ModelPool(resident={resident}, known={known}, profiles={profiles})"
+
+
+class _DownloadBar:
+    """A notebook progress bar for a load, shown only once it downloads (local loads are quick)."""
+
+    def __init__(self, name: str) -> None:
+        self._bar = notebook_progress(name)
+        self._shown = False
+
+    def __call__(self, event: LoadProgress) -> None:
+        self._shown = self._shown or event.stage == "downloading"
+        if self._shown:
+            self._bar(event)

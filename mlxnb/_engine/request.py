@@ -153,6 +153,7 @@ class Request:
         prompt: A raw completion prompt (no chat template): text or token ids, else ``None``.
         grammar: A compiled JSON-schema grammar the answer must follow, else ``None``.
         images: The images the messages carry, in order (vision models only).
+        prefill_progress: Send :class:`~mlxnb.events.PrefillProgress` events while prefilling.
         cancel: Set by the consumer to stop generation at the next step.
         submitted: ``perf_counter`` time of submission.
         started_at: Wall-clock time of submission (UTC).
@@ -169,6 +170,7 @@ class Request:
     prompt: str | tuple[Any, ...] | None = None
     grammar: str | None = None
     images: tuple[Image, ...] = ()
+    prefill_progress: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -204,10 +206,17 @@ def sampling_options(defaults: Mapping[str, Any], sampling: Mapping[str, Any]) -
 
 @dataclass(frozen=True)
 class RequestOptions:
-    """The keyword arguments of :meth:`Engine.stream` other than sampling, gathered once."""
+    """The keyword arguments of :meth:`Engine.stream` other than sampling, gathered once.
+
+    ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or a named function (see
+    :mod:`mlxnb._engine.tool_choice`); ``parallel_tool_calls=False`` allows at most one call.
+    """
 
     meta: RequestMeta
     prompt: str | tuple[Any, ...] | None
     json_schema: Mapping[str, Any] | None
     chat_template_kwargs: Mapping[str, Any] | None
     sampling: Mapping[str, Any]
+    tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    prefill_progress: bool = False

@@ -31,7 +31,7 @@ from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
-from mlxnb.events import Done, Event, TurnBuilder, Usage
+from mlxnb.events import Done, Event, PrefillProgress, TurnBuilder, Usage
 
 _CLOSE = object()
 Finished = Callable[[Request, TurnBuilder, float, BaseException | None], None]
@@ -429,6 +429,8 @@ class Worker:
         prefilled, responses = self._generator.next()
         if self._system_segments:
             self._store_system_prefixes(prefilled)
+        if prefilled:
+            self._report_prefill(prefilled)
         for response in responses:
             member = self._active.get(response.uid)
             if member is None:
@@ -440,17 +442,33 @@ class Worker:
                 self._store_cache(response.prompt_cache, response.all_tokens)
             self._on_token(response.uid, response.token, response.finish_reason)
 
+    def _report_prefill(self, prefilled: list[Any]) -> None:
+        """Tell the requests that asked how far their prompt's processing has come."""
+        for response in prefilled:
+            member = self._active.get(response.uid)
+            progress = getattr(response, "progress", None)
+            if member is None or not member.request.prefill_progress or not progress:
+                continue
+            if not response.end_of_prompt:
+                request = member.request
+                event = PrefillProgress(int(progress[0]), int(progress[1]))
+                self._outbox.put(request.sink, request.cancel, [event])
+
     def _on_token(self, uid: int, token: int, reason: str | None) -> None:
         """Detokenize and parse one generated token; finish the request when it ends."""
         active = self._active[uid]
         active.count_token(time.perf_counter())
+        parser = active.parser
+        thinking = parser.in_reasoning
         detokenizer = active.detokenizer
         if reason != "stop":
             detokenizer.add_token(token)
         if reason is not None:
             detokenizer.finalize()
-        events = active.parser.feed(detokenizer.last_segment)
-        if reason is None and active.parser.stopped:
+        events = parser.feed(detokenizer.last_segment)
+        if thinking or parser.in_reasoning:  # a thinking block's markers count as its tokens
+            active.reasoning_tokens += 1
+        if reason is None and parser.stopped:
             reason = "stop"
             self._remove(uid)
         elif reason is not None and active.solo is not None:
@@ -487,7 +505,8 @@ class Worker:
             events = events + active.parser.finish()
             if reason == "stop" and active.parser.made_tool_calls:
                 reason = "tool_calls"
-            events.append(Done(reason, self._usage(active)))  # type: ignore[arg-type]
+            stop = active.parser.stop_sequence
+            events.append(Done(reason, self._usage(active), stop_sequence=stop))  # type: ignore[arg-type]
         for event in events:
             active.builder.add(event)
         if reason is not None:

@@ -176,21 +176,10 @@ def messages_call(request: MessagesRequest) -> EngineCall:
     """Translate a ``/v1/messages`` body into engine arguments.
 
     Raises:
-        MessagesError: A ``tool_choice`` the engine cannot enforce, a block in the wrong role,
-            or a final assistant message to continue (prefill).
+        MessagesError: A block in the wrong role, or a final assistant message to continue
+            (prefill).
     """
     choice = request.tool_choice
-    if isinstance(choice, ToolChoiceAny | ToolChoiceTool):
-        raise invalid(
-            "tool_choice",
-            f"{choice.type!r} is not supported (the engine cannot force a tool call yet); "
-            "use 'auto' or 'none'",
-        )
-    if not isinstance(choice, ToolChoiceNone | None) and choice.disable_parallel_tool_use:
-        raise invalid(
-            "tool_choice.disable_parallel_tool_use",
-            "true is not supported (one call per turn is not enforced)",
-        )
     if request.messages[-1].role == "assistant":
         raise invalid(
             f"messages.{len(request.messages) - 1}",
@@ -226,6 +215,13 @@ def messages_call(request: MessagesRequest) -> EngineCall:
         else isinstance(thinking, ThinkingEnabled)
     )
     options: dict[str, Any] = {"max_tokens": request.max_tokens}
+    # The engine forces the call (its grammar follows the model's own tool-call format).
+    if isinstance(choice, ToolChoiceAny):
+        options["tool_choice"] = "required"
+    elif isinstance(choice, ToolChoiceTool):
+        options["tool_choice"] = {"name": choice.name}
+    if not isinstance(choice, ToolChoiceNone | None) and choice.disable_parallel_tool_use:
+        options["parallel_tool_calls"] = False
     for name in ("temperature", "top_p", "top_k"):
         if (value := getattr(request, name)) is not None:
             options[name] = value
@@ -249,9 +245,8 @@ def usage_body(usage: Usage) -> dict[str, Any]:
 
 
 def stop_sequence(done: Done) -> str | None:
-    """The stop sequence that ended the turn, when the engine reports it (``None`` otherwise)."""
-    matched = getattr(done, "stop_sequence", None)  # not on Done yet: see the module's callers
-    return matched if isinstance(matched, str) else None
+    """The stop sequence that ended the turn, if one did."""
+    return done.stop_sequence
 
 
 def stop_reason(done: Done) -> str:

@@ -132,14 +132,14 @@ class ToolChoiceNone(_In):
 
 
 class ToolChoiceAny(_In):
-    """Some tool must be called (refused: the engine cannot enforce it yet)."""
+    """Some tool must be called (the engine forces a call)."""
 
     type: Literal["any"]
     disable_parallel_tool_use: bool | None = None
 
 
 class ToolChoiceTool(_In):
-    """This tool must be called (refused: the engine cannot enforce it yet)."""
+    """This tool must be called (the engine forces a call of it)."""
 
     type: Literal["tool"]
     name: FunctionName

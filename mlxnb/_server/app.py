@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from mlxnb._engine.request import RequestMeta
+from mlxnb._engine.tool_choice import check_tool_choice
 from mlxnb._ids import new_request_id
 from mlxnb._server import openai as oa
 from mlxnb._server.anthropic import for_path
@@ -25,8 +26,9 @@ from mlxnb._server.errors import ApiError, ErrorBody, error_body, validation_err
 from mlxnb._server.messages_route import add_messages_routes
 from mlxnb._server.middleware import Guard
 from mlxnb._server.response import Generation, ServerStats
+from mlxnb._server.responses_route import add_responses_routes
 from mlxnb._server.schemas import MAX_CHOICES, ChatCompletionRequest, CompletionRequest
-from mlxnb.errors import ModelNotFoundError, WrongTypeError
+from mlxnb.errors import InvalidRequestError, ModelNotFoundError, WrongTypeError
 from mlxnb.events import Event
 
 
@@ -143,7 +145,8 @@ def create_app(
 
     Args:
         engine_or_pool: An :class:`~mlxnb.Engine`, or an :class:`EngineSource` serving many.
-        api_key: When set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``.
+        api_key: When set, every ``/v1`` route requires ``Authorization: Bearer <api_key>`` (or
+            ``x-api-key: <api_key>``, as the Anthropic SDK sends it).
         cors_origins: Origins allowed to call the API from a browser (CORS is off without).
         limits: Body size and ``max_tokens`` limits.
 
@@ -162,8 +165,8 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
         )
 
     @app.exception_handler(ApiError)
@@ -182,6 +185,7 @@ def create_app(
 
     add_routes(app, source, limits)
     add_messages_routes(app, source, limits, app.state.stats)
+    add_responses_routes(app, source, limits, app.state.stats)
     return app
 
 
@@ -240,11 +244,17 @@ def _unsupported(field: str, message: str) -> ApiError:
 
 
 def _check_chat(body: ChatCompletionRequest) -> None:
-    """Refuse what would change the answer but is not served, naming the field."""
-    if body.parallel_tool_calls is False:
-        raise _unsupported(
-            "parallel_tool_calls", "false is not supported (one call per turn is not enforced)"
-        )
+    """Refuse a ``tool_choice`` the tools cannot satisfy, naming the field.
+
+    The engine checks the same for every door; here the error can also say which field.
+    """
+    tools = [tool.model_dump() for tool in body.tools or []]
+    try:
+        check_tool_choice(tools, oa.tool_choice(body))
+    except InvalidRequestError as error:
+        raise ApiError(
+            400, f"tool_choice: {error}", "invalid_request_error", "invalid_value", "tool_choice"
+        ) from None
 
 
 def _check_completion(body: CompletionRequest, call: oa.EngineCall) -> None:
@@ -318,6 +328,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
             call.tools,
             call.enable_thinking,
             meta=_meta(request, rid),
+            prefill_progress=bool(body.stream),
             json_schema=call.json_schema,
             **call.options,
         )
@@ -357,6 +368,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
                 [],
                 prompt=prompt,
                 meta=_meta(request, rid if len(choices) == 1 else f"{rid}-{index}"),
+                prefill_progress=bool(body.stream),
                 **options,
             )
             for index, (prompt, options) in enumerate(choices)

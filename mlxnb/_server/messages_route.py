@@ -129,6 +129,7 @@ def add_messages_routes(app: FastAPI, source: _Source, limits: _Limits, stats: S
             call.enable_thinking,
             meta=meta,
             json_schema=call.json_schema,
+            prefill_progress=bool(body.stream),
             **call.options,
         )
         return Generation(

@@ -15,9 +15,9 @@ from typing import Any, cast
 from mlxnb._server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
-    NamedToolChoice,
     _Sampling,
 )
+from mlxnb._server.tool_stream import ToolCallWire
 from mlxnb.events import (
     ContentDelta,
     Done,
@@ -42,7 +42,8 @@ class EngineCall:
         messages: Chat messages (empty for a text completion).
         tools: Tool definitions for the chat template.
         enable_thinking: ``chat_template_kwargs["enable_thinking"]`` when given.
-        options: Sampling options and ``chat_template_kwargs`` for ``engine.stream``.
+        options: Sampling options, ``chat_template_kwargs``, ``tool_choice`` and
+            ``parallel_tool_calls`` (when set) for ``engine.stream``.
         json_schema: Schema the answer must match (``{}`` for any JSON object; ``None`` = free).
         prompts: The raw prompts of a text completion (empty for a chat).
         n: Choices per prompt.
@@ -106,11 +107,6 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     """Translate a chat request into engine arguments."""
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
-    choice = request.tool_choice
-    if choice == "none":
-        tools = None
-    elif isinstance(choice, NamedToolChoice) and tools:
-        tools = [t for t in tools if t["function"]["name"] == choice.function.name] or tools
     kwargs = dict(request.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
     if thinking is None and request.reasoning_effort is not None:
@@ -118,6 +114,12 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     options = _sampling(request, request.max_completion_tokens or request.max_tokens)
     if kwargs:
         options["chat_template_kwargs"] = kwargs
+    # The engine enforces both (a named or required choice constrains generation); passed only
+    # when set, so an engine that predates them still serves plain requests.
+    if request.tool_choice is not None:
+        options["tool_choice"] = tool_choice(request)
+    if request.parallel_tool_calls is False:
+        options["parallel_tool_calls"] = False
     schema: dict[str, Any] | None = None
     if request.response_format is not None and request.response_format.type != "text":
         spec = request.response_format.json_schema
@@ -127,6 +129,12 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     return EngineCall(
         messages, tools, thinking if isinstance(thinking, bool) else None, options, schema
     )
+
+
+def tool_choice(request: ChatCompletionRequest) -> str | dict[str, Any] | None:
+    """The request's ``tool_choice`` as the engine takes it (a named one as a plain dict)."""
+    choice = request.tool_choice
+    return choice if choice is None or isinstance(choice, str) else choice.model_dump()
 
 
 def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
@@ -155,6 +163,7 @@ def usage_body(usage: EngineUsage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -173,6 +182,7 @@ def total_usage(usages: Sequence[EngineUsage], n: int = 1) -> EngineUsage:
         prompt_tokens=sum(u.prompt_tokens for u in firsts),
         completion_tokens=sum(u.completion_tokens for u in usages),
         cached_tokens=sum(u.cached_tokens for u in firsts),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
     )
 
 
@@ -215,6 +225,7 @@ class ChatChunks:
     model: str
     include_usage: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
+    _tools: ToolCallWire = field(default_factory=ToolCallWire, init=False, repr=False)
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         """A chunk carrying ``delta`` (and a finish reason on the last one)."""
@@ -234,16 +245,18 @@ class ChatChunks:
         return self.chunk({"role": "assistant", "content": ""})
 
     def event(self, event: Event) -> list[dict[str, Any]]:
-        """The chunks for one event (raw tool-call text has no OpenAI equivalent: none)."""
+        """The chunks for one event; tool calls stream as written (:mod:`.tool_stream`)."""
         if isinstance(event, ContentDelta):
             return [self.chunk({"content": event.text})]
         if isinstance(event, ThinkingDelta):
             return [self.chunk({"reasoning_content": event.text})]
-        if isinstance(event, ToolCall):
-            return [self.chunk({"tool_calls": [{"index": event.index, **event.to_openai()}]})]
-        if isinstance(event, ToolCallError):
-            # Like other OpenAI-compatible servers: an unparseable call stays visible as text.
-            return [self.chunk({"content": event.raw})]
+        if isinstance(event, ToolCallDelta | ToolCall | ToolCallError):
+            entries = self._tools.feed(event)
+            chunks = [self.chunk({"tool_calls": entries})] if entries else []
+            if isinstance(event, ToolCallError):
+                # Like other OpenAI-compatible servers: an unparseable call stays visible as text.
+                chunks.append(self.chunk({"content": event.raw}))
+            return chunks
         if isinstance(event, Done):
             return self.done(event)
         return []
@@ -265,8 +278,14 @@ class ChatChunks:
 
 
 def chat_completion(events: list[Event], *, id: str, model: str, created: int) -> dict[str, Any]:
-    """A finished stream of events as a ``chat.completion`` body (same text as streamed)."""
+    """A finished stream of events as a ``chat.completion`` body (same text as streamed).
+
+    Tool-call arguments are the strings the stream sends (:mod:`.tool_stream`).
+    """
     turn = collect(events)
+    tools = ToolCallWire()
+    for event in events:
+        tools.feed(event)
     content = "".join(
         e.text if isinstance(e, ContentDelta) else e.raw
         for e in events
@@ -275,8 +294,8 @@ def chat_completion(events: list[Event], *, id: str, model: str, created: int) -
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if turn.reasoning:
         message["reasoning_content"] = turn.reasoning
-    if turn.tool_calls:
-        message["tool_calls"] = [call.to_openai() for call in turn.tool_calls]
+    if tools.calls:
+        message["tool_calls"] = [call.to_openai() for call in tools.calls]
         message["content"] = content or None
     return {
         "id": id,

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from mlxnb._server import openai as oa
 from mlxnb._server.errors import ApiError, api_error, error_body
-from mlxnb.events import Done, Event, Usage
+from mlxnb.events import Done, Event, PrefillProgress, Usage
 
 log = logging.getLogger("mlxnb.server")
 
@@ -209,7 +209,8 @@ class Generation(Response):
                     error = ApiError(500, message, "server_error", "generation_failed")
                     await self._fail(error, send)
                     return
-                choices[index].append(event)
+                if not isinstance(event, PrefillProgress):
+                    choices[index].append(event)
         except Exception as error:
             await self._fail(api_error(error), send)
             return
@@ -236,6 +237,12 @@ class Generation(Response):
                     body = error_body(_failure(event), "server_error", "generation_failed")
                     await _send_body(send, [oa.sse(body)])
                     break
+                if isinstance(event, PrefillProgress):
+                    # An SSE comment: clients ignore it, and it keeps a long prefill from
+                    # running into their read timeout (as mlx_lm.server does).
+                    progress = f": prefill {event.processed}/{event.total}\n\n"
+                    await _send_body(send, [progress.encode()])
+                    continue
                 await _send_body(send, self._render(index, event))
             else:
                 await _send_body(send, self._end())

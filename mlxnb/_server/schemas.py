@@ -178,7 +178,7 @@ class ChatCompletionRequest(_Sampling):
         None, description="none/minimal turn thinking off; low/medium/high turn it on."
     )
     parallel_tool_calls: bool | None = Field(
-        None, description="false is refused: one call per turn cannot be enforced yet."
+        None, description="false: at most one tool call (generation ends after it)."
     )
 
 

@@ -56,6 +56,8 @@ class FakeCall:
         json_schema: The schema the answer was asked to match, if any.
         chat_template_kwargs: Further chat-template arguments, if any.
         sampling: The sampling options, as passed (``max_tokens``, ``temperature``...).
+        tool_choice: The tool choice, as passed (recorded, not enforced).
+        parallel_tool_calls: Whether several tool calls were allowed, as passed.
         events: The events handed to the consumer so far.
         outcome: ``finished`` once the ``Done`` event was consumed, ``cancelled`` when the
             consumer closed the stream before that (``break``, ``aclose()``, a cancelled task),
@@ -70,6 +72,8 @@ class FakeCall:
     json_schema: Mapping[str, Any] | None
     chat_template_kwargs: Mapping[str, Any] | None
     sampling: dict[str, Any]
+    tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool = True
     events: list[Event] = field(default_factory=list)
     outcome: Outcome = "streaming"
 
@@ -270,6 +274,9 @@ class FakeEngine:
         prompt: str | None = None,
         json_schema: Mapping[str, Any] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = True,
+        prefill_progress: bool = False,
         **sampling: Any,
     ) -> AsyncIterator[Event]:
         """Stream the next scripted reply, as :meth:`mlxnb.Engine.stream` streams a turn.
@@ -284,6 +291,9 @@ class FakeEngine:
             prompt: Raw text completion (``messages`` ignored).
             json_schema: The schema the answer should match (recorded, not enforced).
             chat_template_kwargs: Further chat-template arguments.
+            tool_choice: ``auto``, ``none``, ``required`` or a named function (recorded).
+            parallel_tool_calls: Whether several calls are allowed (recorded).
+            prefill_progress: Accepted; a fake has no prefill to report.
             **sampling: Sampling options, checked as the real engine checks them.
 
         Yields:
@@ -302,6 +312,8 @@ class FakeEngine:
             prompt=prompt,
             json_schema=json_schema,
             chat_template_kwargs=chat_template_kwargs,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             **sampling,
         )
         await self.await_ready()
@@ -326,6 +338,9 @@ class FakeEngine:
         prompt: str | None = None,
         json_schema: Mapping[str, Any] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool = True,
+        prefill_progress: bool = False,
         **sampling: Any,
     ) -> Iterator[Event]:
         """Blocking twin of :meth:`stream`; same arguments and events."""
@@ -337,6 +352,8 @@ class FakeEngine:
             prompt=prompt,
             json_schema=json_schema,
             chat_template_kwargs=chat_template_kwargs,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             **sampling,
         )
         self.wait_ready()
@@ -414,6 +431,8 @@ def _call(
     prompt: str | None,
     json_schema: Mapping[str, Any] | None,
     chat_template_kwargs: Mapping[str, Any] | None,
+    tool_choice: str | Mapping[str, Any] | None,
+    parallel_tool_calls: bool,
     **sampling: Any,
 ) -> FakeCall:
     return FakeCall(
@@ -425,6 +444,8 @@ def _call(
         json_schema=json_schema,
         chat_template_kwargs=chat_template_kwargs,
         sampling=dict(sampling),
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
     )
 
 

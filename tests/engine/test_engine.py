@@ -437,3 +437,14 @@ async def test_solo_and_batched_decoding_agree(tiny_model_dir: Path, solo: bool)
     )
     assert turn.usage.completion_tokens == script_tokens + 1
     assert follow.usage.cached_tokens > 0 and follow.finish_reason == "length"
+
+
+@pytest.mark.parametrize("thinking", ["", "<think>\nA few words of thought.\n</think>\n\n"])
+def test_reasoning_tokens_count_the_tokens_inside_thinking(
+    engine: mlxnb.Engine, force: Callable[..., ForcedOutput], thinking: str
+) -> None:
+    turn = engine.generate(HI, logits_processors=[force(thinking + "The answer.")])
+    opened = len(engine.tokenizer.encode(thinking)) if thinking else 0
+    # The streaming detokenizer may hold a token's text back by one token.
+    assert abs(turn.usage.reasoning_tokens - opened) <= (1 if thinking else 0)
+    assert turn.usage.completion_tokens > turn.usage.reasoning_tokens

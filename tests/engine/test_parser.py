@@ -191,3 +191,19 @@ def test_text_after_stop_is_ignored() -> None:
     second = parser.feed("Dxyz")
     assert parser.stopped
     assert merged(first + second + parser.feed("more") + parser.finish()) == [ContentDelta("abc")]
+
+
+@pytest.mark.parametrize("split", range(1, 12))
+def test_the_matched_stop_string_is_known_at_any_split(split: int) -> None:
+    parser = EventParser(QWEN, stop=("STOP", "END", "ENDING"))
+    text = "abc END more"
+    events = parser.feed(text[:split]) + parser.feed(text[split:]) + parser.finish()
+    assert parser.stop_sequence == "END"
+    assert merged(events) == [ContentDelta("abc ")]
+
+
+def test_no_stop_string_matched_leaves_none() -> None:
+    parser = EventParser(QWEN, stop=("STOP",))
+    parser.feed("plain text")
+    parser.finish()
+    assert parser.stop_sequence is None and not parser.stopped

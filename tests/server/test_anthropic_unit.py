@@ -133,14 +133,26 @@ def test_tools_sampling_and_thinking_become_engine_arguments() -> None:
 
 
 @pytest.mark.parametrize(
+    ("choice", "options"),
+    [
+        ({"type": "any"}, {"tool_choice": "required"}),
+        ({"type": "tool", "name": "w"}, {"tool_choice": {"name": "w"}}),
+        ({"type": "auto", "disable_parallel_tool_use": True}, {"parallel_tool_calls": False}),
+        (
+            {"type": "any", "disable_parallel_tool_use": True},
+            {"tool_choice": "required", "parallel_tool_calls": False},
+        ),
+    ],
+)
+def test_forced_choices_reach_the_engine(choice: dict[str, Any], options: dict[str, Any]) -> None:
+    tool = {"name": "w", "input_schema": {"type": "object"}}
+    call = an.messages_call(request(tools=[tool], tool_choice=choice))
+    assert {k: v for k, v in call.options.items() if k != "max_tokens"} == options
+
+
+@pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"tool_choice": {"type": "any"}}, "tool_choice"),
-        ({"tool_choice": {"type": "tool", "name": "w"}}, "tool_choice"),
-        (
-            {"tool_choice": {"type": "auto", "disable_parallel_tool_use": True}},
-            "tool_choice.disable_parallel_tool_use",
-        ),
         (
             {
                 "messages": [

@@ -176,9 +176,9 @@ def test_stop_sequences_end_the_answer_before_them(
     assert json.loads(row.sampling)["stop"] == ["STOP", "never"]
 
 
-@pytest.mark.xfail(reason="the engine does not report which stop string matched", strict=True)
-def test_a_matched_stop_sequence_is_reported(ask: Any) -> None:
-    message = ask("say:alpha beta STOP gamma", stop_sequences=["STOP"])
+@both
+def test_a_matched_stop_sequence_is_reported(ask: Any, stream: bool) -> None:
+    message = ask("say:alpha beta STOP gamma", stream=stream, stop_sequences=["never", "STOP"])
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "STOP")
 
 
@@ -393,20 +393,54 @@ def test_a_body_without_max_tokens_or_json_is_a_400(server: ServerHandle, model_
     assert "max_tokens" in missing.json()["error"]["message"]
 
 
+CITY = {
+    "name": "pick_city",
+    "description": "Pick a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+        "required": ["city"],
+        "additionalProperties": False,  # or the random model adds keys until max_tokens
+    },
+}
+
+
 @pytest.mark.parametrize(
-    ("choice", "field"),
+    "choice",
     [
-        ({"type": "any"}, "tool_choice"),
-        ({"type": "tool", "name": "get_weather"}, "tool_choice"),
-        ({"type": "auto", "disable_parallel_tool_use": True}, "disable_parallel_tool_use"),
+        {"type": "any"},
+        {"type": "tool", "name": "pick_city"},
+        {"type": "any", "disable_parallel_tool_use": True},
     ],
 )
-def test_tool_choices_the_engine_cannot_enforce_are_refused(
-    ask: Any, choice: dict[str, Any], field: str
-) -> None:
+def test_forced_tool_choices_make_the_random_model_call(ask: Any, choice: dict[str, Any]) -> None:
+    # No "say:" script: the random-weight model answers, and only the grammar makes it call.
+    message = ask(
+        "Pick one.",
+        tools=[WEATHER, CITY] if choice["type"] == "tool" else [CITY],
+        tool_choice=choice,
+        thinking={"type": "disabled"},
+        max_tokens=64,
+    )
+    calls = [block for block in message.content if block.type == "tool_use"]
+    assert calls
+    assert all(
+        call.name == "pick_city" and call.input["city"] in ("Paris", "Oslo") for call in calls
+    )
+    if choice.get("disable_parallel_tool_use"):
+        # One call, then only the end: the random model would otherwise call on and on.
+        assert len(calls) == 1 and message.stop_reason == "tool_use"
+
+
+def test_without_a_forced_choice_the_random_model_does_not_call(ask: Any) -> None:
+    message = ask("Pick one.", tools=[CITY], thinking={"type": "disabled"}, max_tokens=16)
+    assert not any(block.type == "tool_use" for block in message.content)
+
+
+def test_a_named_tool_that_is_not_offered_is_refused(ask: Any) -> None:
     with pytest.raises(anthropic.BadRequestError) as caught:
-        ask("say:Hi", tools=[WEATHER], tool_choice=choice)
-    assert_error(caught.value, 400, "invalid_request_error", field)
+        ask("Pick one.", tools=[CITY], tool_choice={"type": "tool", "name": "get_weather"})
+    assert "get_weather" in str(caught.value)
 
 
 def test_blocks_in_the_wrong_role_are_refused(ask: Any) -> None:

@@ -59,7 +59,6 @@ def test_a_logit_bias_past_the_vocabulary_is_a_400(http: httpx.Client, chat_body
 @pytest.mark.parametrize(
     ("path", "extra", "field"),
     [
-        ("/v1/chat/completions", {"parallel_tool_calls": False}, "parallel_tool_calls"),
         ("/v1/completions", {"suffix": " world"}, "suffix"),
     ],
 )

@@ -256,3 +256,15 @@ def test_text_completion_continues_the_raw_prompt(
         text = "".join(c.choices[0].text for c in chunks if c.choices)
         finish = chunks[-1].choices[0].finish_reason
     assert (text, finish) == ("Once upon a time", "stop")
+
+
+def test_streamed_tool_call_arguments_are_exactly_the_whole_answers(
+    client: openai.OpenAI, model_id: str
+) -> None:
+    # Spacing and key order as the model wrote them, not re-serialised: both ways agree.
+    raw = '{"city":  "Zürich",\n "when": {"day": 2, "hours": [9, 17]}}'
+    text = f'<tool_call>\n{{"name": "get_weather", "arguments": {raw}}}\n</tool_call>'
+    messages = [{"role": "user", "content": f"say:{text}"}]
+    whole, streamed = (ask(client, model_id, messages, s, tools=TOOLS) for s in (False, True))
+    assert whole.tool_calls[0]["arguments"] == streamed.tool_calls[0]["arguments"] == raw
+    assert whole.finish_reason == streamed.finish_reason == "tool_calls"
