@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxnb._engine.backend import Prompt, TextBackend
-from mlxnb._engine.parser import EventParser
+from mlxnb._engine.parser import REASONING, EventParser
 from mlxnb._engine.request import Request
 from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
 from mlxnb._engine.solo import SoloDecoder
+from mlxnb._engine.thinking_budget import ThinkingBudget
 from mlxnb._engine.vision import VisionBackend
 from mlxnb.events import TurnBuilder, Usage
 
@@ -101,6 +102,15 @@ class Active:
             presence_penalty=options.presence_penalty,
             frequency_penalty=options.frequency_penalty,
         ) + list(options.logits_processors)
+        tokenizer = backend.tokenizer
+        if options.thinking_budget is not None and backend.markers.think_start is not None:
+            budget = ThinkingBudget(
+                options.thinking_budget,
+                tokenizer.think_start_tokens,
+                tokenizer.think_end_tokens,
+                thinking=prompt.initial_state == REASONING,
+            )
+            processors.append(budget)
         if request.grammar is not None:
             from mlxnb._engine.structured import JsonSchemaProcessor
 

@@ -35,6 +35,8 @@ class SamplingOptions:
         logits_processors: Extra mlx-lm logits processors for this request.
         logit_bias: ``(token id, bias)`` pairs added to the logits (OpenAI's ``logit_bias``;
             -100 bans a token, +100 all but forces it).
+        thinking_budget: Most tokens inside a thinking block; then its closing marker is
+            forced and the answer follows (``None``: no budget; ``0``: close it at once).
     """
 
     max_tokens: int = 512
@@ -49,6 +51,7 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     logits_processors: tuple[Any, ...] = ()
     logit_bias: tuple[tuple[int, float], ...] = ()
+    thinking_budget: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -62,6 +65,11 @@ class SamplingOptions:
                 "repetition_penalty must be > 0",
             ),
             (all(isinstance(s, str) for s in self.stop), "stop must be strings"),
+            (
+                self.thinking_budget is None
+                or (isinstance(self.thinking_budget, int) and self.thinking_budget >= 0),
+                "thinking_budget must be a whole number >= 0",
+            ),
             (
                 all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
                 "logit_bias maps token ids (integers >= 0) to biases from -100 to 100",

@@ -443,11 +443,17 @@ class Worker:
             self._on_token(response.uid, response.token, response.finish_reason)
 
     def _report_prefill(self, prefilled: list[Any]) -> None:
-        """Tell the requests that asked how far their prompt's processing has come."""
+        """Tell the requests that asked how far their prompt's processing has come.
+
+        Only prompts that take more than one forward pass report: a shorter one's first token
+        follows at once.
+        """
         for response in prefilled:
             member = self._active.get(response.uid)
             progress = getattr(response, "progress", None)
             if member is None or not member.request.prefill_progress or not progress:
+                continue
+            if progress[1] <= self._config.prefill_step:
                 continue
             if not response.end_of_prompt:
                 request = member.request

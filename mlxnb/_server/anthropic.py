@@ -208,13 +208,14 @@ def messages_call(request: MessagesRequest) -> EngineCall:
     if isinstance(choice, ToolChoiceNone):
         tools = None
     thinking = request.thinking
-    # budget_tokens cannot be enforced yet: thinking counts against max_tokens like the answer.
     enable_thinking = (
         None
         if thinking is None or isinstance(thinking, ThinkingAdaptive)
         else isinstance(thinking, ThinkingEnabled)
     )
     options: dict[str, Any] = {"max_tokens": request.max_tokens}
+    if isinstance(thinking, ThinkingEnabled):
+        options["thinking_budget"] = thinking.budget_tokens
     # The engine forces the call (its grammar follows the model's own tool-call format).
     if isinstance(choice, ToolChoiceAny):
         options["tool_choice"] = "required"

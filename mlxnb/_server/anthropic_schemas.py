@@ -153,7 +153,7 @@ ToolChoice = Annotated[
 
 
 class ThinkingEnabled(_In):
-    """Thinking on; ``budget_tokens`` is accepted but not enforced by the engine."""
+    """Thinking on, for at most ``budget_tokens`` tokens (then the block is closed)."""
 
     type: Literal["enabled"]
     budget_tokens: int = Field(ge=1, le=MAX_TOKENS)

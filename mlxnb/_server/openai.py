@@ -103,15 +103,37 @@ def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
     return options
 
 
+EFFORT_BUDGETS: dict[str, int | None] = {
+    "none": 0,
+    "minimal": 0,
+    "low": 1024,
+    "medium": 4096,
+    "high": None,
+    "xhigh": None,
+}
+"""Thinking tokens allowed per ``reasoning_effort`` (``None``: no budget; 0: thinking off)."""
+
+
+def effort_options(effort: str | None) -> tuple[bool | None, dict[str, Any]]:
+    """``reasoning_effort`` as the thinking switch and the engine's ``thinking_budget``."""
+    if effort is None:
+        return None, {}
+    budget = EFFORT_BUDGETS.get(effort)
+    if budget == 0:
+        return False, {}
+    return True, {} if budget is None else {"thinking_budget": budget}
+
+
 def chat_call(request: ChatCompletionRequest) -> EngineCall:
     """Translate a chat request into engine arguments."""
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
     kwargs = dict(request.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
-    if thinking is None and request.reasoning_effort is not None:
-        thinking = request.reasoning_effort not in ("none", "minimal")
     options = _sampling(request, request.max_completion_tokens or request.max_tokens)
+    if thinking is None:
+        thinking, budget = effort_options(request.reasoning_effort)
+        options.update(budget)
     if kwargs:
         options["chat_template_kwargs"] = kwargs
     # The engine enforces both (a named or required choice constrains generation); passed only

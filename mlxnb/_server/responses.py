@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxnb._server.errors import ApiError
-from mlxnb._server.openai import EngineCall
+from mlxnb._server.openai import EngineCall, effort_options
 from mlxnb._server.responses_schemas import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -171,8 +171,8 @@ def responses_call(request: ResponsesRequest, history: Sequence[InputItem] = ())
     if request.instructions is not None:
         messages.insert(0, {"role": "system", "content": request.instructions})
     effort = request.reasoning.effort if request.reasoning is not None else None
-    thinking = None if effort is None else effort not in ("none", "minimal")
-    options: dict[str, Any] = {"max_tokens": request.max_output_tokens}
+    thinking, budget = effort_options(effort)
+    options: dict[str, Any] = {"max_tokens": request.max_output_tokens, **budget}
     for name in ("temperature", "top_p"):
         if (value := getattr(request, name)) is not None:
             options[name] = value

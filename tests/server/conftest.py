@@ -81,6 +81,8 @@ class Scripted:
             return forced_output(tokenizer, f"Result: {content}")
         if content.startswith("say:"):
             return forced_output(tokenizer, content.removeprefix("say:"))
+        if content.startswith("think:"):  # opens a thinking block the random model never closes
+            return forced_output(tokenizer, "<think>\n", then="free")
         if content.startswith("spin:"):
             spinner = Spinner(sorted(tokenizer.eos_token_ids))
             self.spinners.append(spinner)

@@ -123,7 +123,13 @@ def test_tools_sampling_and_thinking_become_engine_arguments() -> None:
             "function": {"name": "w", "description": "Weather.", "parameters": {"type": "object"}},
         }
     ]
-    assert call.options == {"max_tokens": 8, "temperature": 0.3, "top_k": 5, "stop": ["END"]}
+    assert call.options == {
+        "max_tokens": 8,
+        "temperature": 0.3,
+        "top_k": 5,
+        "stop": ["END"],
+        "thinking_budget": 2048,  # enforced by the engine
+    }
     assert call.enable_thinking is True and call.json_schema is None
     assert an.messages_call(request(tools=[tool], tool_choice={"type": "none"})).tools is None
     assert an.messages_call(request(thinking={"type": "disabled"})).enable_thinking is False

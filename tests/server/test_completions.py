@@ -44,7 +44,11 @@ def texts(body: dict[str, Any]) -> list[str]:
 
 def events_of(response: httpx.Response) -> list[Any]:
     assert response.status_code == 200, response.text
-    lines = [line.removeprefix("data: ") for line in response.text.splitlines() if line]
+    lines = [
+        line.removeprefix("data: ")
+        for line in response.text.splitlines()
+        if line and not line.startswith(":")
+    ]
     assert lines[-1] == "[DONE]"
     return [json.loads(line) for line in lines[:-1]]
 

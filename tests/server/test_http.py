@@ -226,7 +226,11 @@ def test_failure_inside_generation_ends_only_that_request(
         assert "boom" in error["message"]
         return
     assert response.status_code == 200
-    events = [line.removeprefix("data: ") for line in response.text.splitlines() if line]
+    events = [
+        line.removeprefix("data: ")
+        for line in response.text.splitlines()
+        if line and not line.startswith(":")
+    ]
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert "boom" in error["message"]

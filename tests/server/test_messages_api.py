@@ -577,3 +577,12 @@ def test_a_body_over_the_limit_is_a_413_in_anthropic_shape(
     response = httpx.post(f"{base_url(server)}/v1/messages", json=body, timeout=60)
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "request_too_large"
+
+
+def test_budget_tokens_closes_the_thinking_block(ask: Any) -> None:
+    # "think:" opens a block the random-weight model never closes by itself.
+    capped = ask("think:", thinking={"type": "enabled", "budget_tokens": 4}, max_tokens=40)
+    kinds = [block.type for block in capped.content]
+    assert kinds[0] == "thinking" and "text" in kinds
+    uncapped = ask("think:", thinking={"type": "enabled", "budget_tokens": 1024}, max_tokens=40)
+    assert [block.type for block in uncapped.content] == ["thinking"]

@@ -190,3 +190,22 @@ def test_cancelled_reads_as_stop_and_error_body_shape() -> None:
         "error": {"message": "m", "type": "t", "param": "p", "code": "c"}
     }
     assert oa.sse("[DONE]") == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    ("effort", "thinking", "budget"),
+    [
+        (None, None, None),
+        ("none", False, None),
+        ("minimal", False, None),
+        ("low", True, 1024),
+        ("medium", True, 4096),
+        ("high", True, None),
+    ],
+)
+def test_reasoning_effort_is_thinking_with_a_budget(
+    effort: Any, thinking: bool | None, budget: int | None
+) -> None:
+    call = oa.chat_call(chat_request(reasoning_effort=effort))
+    assert call.enable_thinking is thinking
+    assert call.options.get("thinking_budget") == budget

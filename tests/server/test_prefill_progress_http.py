@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,22 @@ def test_the_official_clients_ignore_the_comments(
         ) as stream:
             message = stream.get_final_message()
         assert message.stop_reason == "max_tokens"
+
+
+def test_a_client_whose_read_timeout_is_shorter_than_the_prefill_gets_its_answer() -> None:
+    # Two prompt tokens per forward pass: thousands of passes before the first token.
+    engine = mlxnb.Engine(tiny_model(), name="crawl", audit=False, prefill_step=2, max_tokens=2)
+    prompt = "0 " + "Keepers trim the lamp wick every night. " * 150
+    with engine, mlxnb.serve(engine) as handle:
+        timeout = httpx.Timeout(60.0, read=0.5)
+        with openai.OpenAI(
+            base_url=handle.url, api_key="x", max_retries=0, timeout=timeout
+        ) as client:
+            started = time.perf_counter()
+            stream = client.chat.completions.create(
+                model="crawl", messages=[{"role": "user", "content": prompt}], stream=True
+            )
+            chunks = list(stream)
+            took = time.perf_counter() - started
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert took > 0.5  # the prefill alone outlasted the read timeout

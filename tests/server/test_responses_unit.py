@@ -144,7 +144,8 @@ def test_options_reach_the_engine_call(
 ) -> None:
     call = rs.responses_call(request(max_output_tokens=7, temperature=0.3, **fields))
     assert (call.enable_thinking, call.json_schema, call.tools) == (thinking, schema, tools)
-    assert call.options == {"max_tokens": 7, "temperature": 0.3}
+    budget = {"thinking_budget": 1024} if fields.get("reasoning") == {"effort": "low"} else {}
+    assert call.options == {"max_tokens": 7, "temperature": 0.3, **budget}
 
 
 def translate(events: list[Event]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

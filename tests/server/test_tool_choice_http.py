@@ -204,7 +204,11 @@ def test_a_call_that_is_not_one_json_object_is_sent_whole_when_parsed() -> None:
 
 
 def sse(response: httpx.Response) -> list[dict[str, Any]]:
-    lines = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+    lines = [
+        line.removeprefix("data: ")
+        for line in response.iter_lines()
+        if line and not line.startswith(":")
+    ]
     assert lines[-1] == "[DONE]"
     return [json.loads(line) for line in lines[:-1]]
 
