@@ -23,21 +23,21 @@ class Usage:
         prompt_tokens: Tokens in the rendered prompt.
         completion_tokens: Tokens generated.
         cached_tokens: Prompt tokens served from the prompt cache (not recomputed).
-        reasoning_tokens: Of the generated tokens, those inside a thinking block.
         time_to_first_token: Seconds from the request entering the engine to the first token.
         prompt_tps: Prompt tokens processed per second.
         generation_tps: Generated tokens per second (after the first token).
         peak_memory_gb: Peak MLX memory in GB during the turn.
+        reasoning_tokens: Of the generated tokens, those inside a thinking block.
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    reasoning_tokens: int = 0
     time_to_first_token: float | None = None
     prompt_tps: float | None = None
     generation_tps: float | None = None
     peak_memory_gb: float | None = None
+    reasoning_tokens: int = 0  # last, so positional construction keeps its meaning
 
     @property
     def total_tokens(self) -> int:
