@@ -5,7 +5,8 @@ translates engine events to wire shapes; ``errors``, ``middleware`` and ``respon
 HTTP plumbing; ``background`` runs uvicorn in a kernel thread; ``cli`` is ``mlxnb serve``.
 """
 
-from mlxnb._server.app import EngineSource, Limits, create_app
+from mlxnb._server.app import create_app
 from mlxnb._server.background import ServerHandle, serve
+from mlxnb._server.source import EngineSource, Limits
 
 __all__ = ["EngineSource", "Limits", "ServerHandle", "create_app", "serve"]

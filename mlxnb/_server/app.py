@@ -8,16 +8,13 @@ generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._server.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.tool_choice import check_tool_choice
 from mlxnb._ids import new_request_id
 from mlxnb._server import openai as oa
@@ -28,110 +25,15 @@ from mlxnb._server.middleware import Guard
 from mlxnb._server.response import Generation, ServerStats
 from mlxnb._server.responses_route import add_responses_routes
 from mlxnb._server.schemas import MAX_CHOICES, ChatCompletionRequest, CompletionRequest
-from mlxnb.errors import InvalidRequestError, ModelNotFoundError, WrongTypeError
-from mlxnb.events import Event
-
-
-class ServedEngine(Protocol):
-    """What the server needs of an engine (:class:`mlxnb.Engine` has it all)."""
-
-    model_id: str
-
-    @property
-    def ready(self) -> bool:
-        """Whether loading has finished."""
-        ...
-
-    @property
-    def closed(self) -> bool:
-        """Whether the engine was closed."""
-        ...
-
-    @property
-    def tokenizer(self) -> Any:
-        """The model's mlx-lm ``TokenizerWrapper`` (decodes echoed token-id prompts)."""
-        ...
-
-    def stream(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        enable_thinking: bool | None = None,
-        **options: Any,
-    ) -> AsyncIterator[Event]:
-        """Generate one reply as events."""
-        ...
-
-
-if TYPE_CHECKING:  # mypy checks that the real engine fits the seam
-    from mlxnb._engine import Engine, ModelHandle
-
-    _engine_fits: type[ServedEngine] = Engine
-    _handle_fits: type[ServedEngine] = ModelHandle
-
-
-class EngineSource(Protocol):
-    """What :func:`create_app` serves: model ids, and the engine for one of them.
-
-    A single :class:`~mlxnb.Engine` is adapted to this; :class:`~mlxnb.ModelPool` implements it
-    (its handles load a model on its first request, which waits for the load).
-    """
-
-    def model_ids(self) -> list[str]:
-        """The ids ``GET /v1/models`` lists: the only ones requests may use."""
-        ...
-
-    def engine_for(self, model: str) -> ServedEngine:
-        """The engine serving ``model``; raises :class:`ModelNotFoundError` for others."""
-        ...
-
-    def state(self, model: str) -> Mapping[str, Any]:
-        """What ``GET /v1/models/{id}`` adds to the card: ``state``, ``kind`` and the like."""
-        ...
-
-
-class _OneEngine:
-    def __init__(self, engine: ServedEngine) -> None:
-        self.engine = engine
-
-    def model_ids(self) -> list[str]:
-        return [str(self.engine.model_id)]
-
-    def engine_for(self, model: str) -> ServedEngine:
-        if model != str(self.engine.model_id):
-            raise ModelNotFoundError(model)
-        return self.engine
-
-    def state(self, model: str) -> Mapping[str, Any]:
-        engine = self.engine_for(model)
-        return {"state": "unloaded" if engine.closed else "ready" if engine.ready else "loading"}
-
-
-if TYPE_CHECKING:
-    from mlxnb._engine import ModelPool
-
-    _pool_fits: type[EngineSource] = ModelPool
-
-
-def _as_source(target: ServedEngine | EngineSource) -> EngineSource:
-    if hasattr(target, "model_ids") and hasattr(target, "engine_for"):
-        return cast(EngineSource, target)
-    if hasattr(target, "stream") and hasattr(target, "model_id"):
-        return _OneEngine(target)
-    raise WrongTypeError(f"create_app needs an Engine or a model pool, not {type(target).__name__}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits the server enforces beyond the schema's own.
-
-    Attributes:
-        max_body_bytes: Largest request body (413 above).
-        max_tokens: Largest ``max_tokens`` a request may ask for (422 above).
-    """
-
-    max_body_bytes: int = 32 * 1024 * 1024  # room for a 20 MB image as a base64 data URL
-    max_tokens: int = 32_768
+from mlxnb._server.source import (
+    EngineSource,
+    Limits,
+    ServedEngine,
+    SingleEngine,
+    as_source,
+    http_meta,
+)
+from mlxnb.errors import InvalidRequestError, ModelNotFoundError
 
 
 def create_app(
@@ -153,7 +55,7 @@ def create_app(
     Returns:
         A new FastAPI app; ``app.state.stats`` holds its :class:`ServerStats`.
     """
-    source = _as_source(engine_or_pool)
+    source = as_source(engine_or_pool)
     limits = limits or Limits()
     app = FastAPI(title="mlxnb", version="1", docs_url=None, redoc_url=None)
     app.state.stats = ServerStats()
@@ -214,17 +116,6 @@ def _engine(source: EngineSource, model: str) -> ServedEngine:
             "invalid_request_error",
             "model_not_found",
         ) from None
-
-
-def _meta(request: Request, request_id: str) -> RequestMeta:
-    client = request.client
-    return RequestMeta(
-        source="server",
-        endpoint=request.url.path,
-        client=f"{client.host}:{client.port}" if client else None,
-        request_id=request_id,
-        trusted=False,  # an HTTP request never makes the kernel read a local file
-    )
 
 
 def _check_max_tokens(call: oa.EngineCall, limits: Limits) -> None:
@@ -296,7 +187,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
     @app.get("/health", tags=["server"])
     async def health() -> JSONResponse:
         states = [str(source.state(m).get("state")) for m in source.model_ids()]
-        status = "ok" if "ready" in states or not isinstance(source, _OneEngine) else states[0]
+        status = "ok" if "ready" in states or not isinstance(source, SingleEngine) else states[0]
         status = "closed" if status == "unloaded" else status
         body = {"status": status, "models": source.model_ids(), "active": stats.active}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
@@ -327,7 +218,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
             call.messages,
             call.tools,
             call.enable_thinking,
-            meta=_meta(request, rid),
+            meta=http_meta(request, rid),
             prefill_progress=bool(body.stream),
             json_schema=call.json_schema,
             **call.options,
@@ -367,7 +258,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
             engine.stream(
                 [],
                 prompt=prompt,
-                meta=_meta(request, rid if len(choices) == 1 else f"{rid}-{index}"),
+                meta=http_meta(request, rid if len(choices) == 1 else f"{rid}-{index}"),
                 prefill_progress=bool(body.stream),
                 **options,
             )

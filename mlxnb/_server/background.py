@@ -18,7 +18,8 @@ import time
 import warnings
 from typing import Any
 
-from mlxnb._server.app import EngineSource, Limits, ServedEngine, create_app
+from mlxnb._server.app import create_app
+from mlxnb._server.source import EngineSource, Limits, ServedEngine
 from mlxnb.errors import InsecureServerWarning, ServerStartError
 
 log = logging.getLogger("mlxnb.server")

@@ -8,13 +8,11 @@ a client that leaves cancels the request. Every error on this route is Anthropic
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_request_id
 from mlxnb._server.anthropic import (
     MESSAGES_PATH,
@@ -29,37 +27,14 @@ from mlxnb._server.anthropic import (
 from mlxnb._server.anthropic_schemas import MessagesRequest
 from mlxnb._server.errors import api_error
 from mlxnb._server.response import Generation, ServerStats
+from mlxnb._server.source import EngineSource, Limits, ServedEngine, http_meta
 from mlxnb.errors import ModelNotFoundError
 from mlxnb.events import Done, Event
 
 
-class _Engine(Protocol):
-    model_id: str
-
-    def stream(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        enable_thinking: bool | None = None,
-        **options: Any,
-    ) -> AsyncIterator[Event]: ...
-
-
-class _Source(Protocol):
-    # The slice of app.EngineSource this route uses (app imports this module, not the reverse).
-    def model_ids(self) -> list[str]: ...
-
-    def engine_for(self, model: str) -> Any: ...
-
-
-class _Limits(Protocol):
-    @property
-    def max_tokens(self) -> int: ...
-
-
-def _engine(source: _Source, model: str) -> _Engine:
+def _engine(source: EngineSource, model: str) -> ServedEngine:
     try:
-        engine: _Engine = source.engine_for(model)
+        engine: ServedEngine = source.engine_for(model)
     except (ModelNotFoundError, KeyError):
         available = ", ".join(source.model_ids()) or "none"
         message = f"model {model!r} not found; available: {available}"
@@ -103,7 +78,9 @@ async def _guarded(
             await close()  # cancels the engine request if the reply ended early
 
 
-def add_messages_routes(app: FastAPI, source: _Source, limits: _Limits, stats: ServerStats) -> None:
+def add_messages_routes(
+    app: FastAPI, source: EngineSource, limits: Limits, stats: ServerStats
+) -> None:
     """Register ``POST /v1/messages`` on ``app``."""
 
     @app.post(MESSAGES_PATH, tags=["anthropic"])
@@ -115,14 +92,7 @@ def add_messages_routes(app: FastAPI, source: _Source, limits: _Limits, stats: S
         rid = f"msg_{new_request_id().replace('-', '')}"
         name = str(engine.model_id)
         out = MessageEvents(rid, name)
-        client = request.client
-        meta = RequestMeta(
-            source="server",
-            endpoint=MESSAGES_PATH,
-            client=f"{client.host}:{client.port}" if client else None,
-            request_id=rid,
-            trusted=False,  # an HTTP request never makes the kernel read a local file
-        )
+        meta = http_meta(request, rid, endpoint=MESSAGES_PATH)
         events = engine.stream(
             call.messages,
             call.tools,

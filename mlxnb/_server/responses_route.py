@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
-from mlxnb._engine.request import RequestMeta
 from mlxnb._ids import new_request_id
 from mlxnb._server.errors import ApiError, ErrorBody
 from mlxnb._server.response import Generation, ServerStats
@@ -33,6 +32,7 @@ from mlxnb._server.responses import (
     unsupported,
 )
 from mlxnb._server.responses_schemas import InputItem, ReasoningConfig, ResponsesRequest
+from mlxnb._server.source import EngineSource, Limits, ServedEngine, http_meta
 from mlxnb.errors import ModelNotFoundError
 from mlxnb.events import Done, Event
 
@@ -40,36 +40,6 @@ STORE_CAPACITY = 1024
 """Responses one app keeps for ``previous_response_id`` (the least recently used go first)."""
 
 _ITEMS: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
-
-
-class _Engine(Protocol):
-    model_id: str
-
-    @property
-    def ready(self) -> bool: ...
-
-    @property
-    def tokenizer(self) -> Any: ...
-
-    def stream(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        enable_thinking: bool | None = None,
-        **options: Any,
-    ) -> AsyncIterator[Event]: ...
-
-
-class _Source(Protocol):
-    # The slice of app.EngineSource this route uses (app imports this module, not the reverse).
-    def model_ids(self) -> list[str]: ...
-
-    def engine_for(self, model: str) -> Any: ...
-
-
-class _Limits(Protocol):
-    @property
-    def max_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -184,9 +154,9 @@ def skeleton(request: ResponsesRequest, *, id: str, model: str, created: int) ->
     }
 
 
-def _engine(source: _Source, model: str) -> _Engine:
+def _engine(source: EngineSource, model: str) -> ServedEngine:
     try:
-        engine: _Engine = source.engine_for(model)
+        engine: ServedEngine = source.engine_for(model)
     except (ModelNotFoundError, KeyError):
         available = ", ".join(source.model_ids()) or "none"
         message = f"model {model!r} not found; available: {available}"
@@ -242,8 +212,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def add_responses_routes(
     app: FastAPI,
-    source: _Source,
-    limits: _Limits,
+    source: EngineSource,
+    limits: Limits,
     stats: ServerStats,
     *,
     capacity: int = STORE_CAPACITY,
@@ -289,15 +259,7 @@ def add_responses_routes(
             skeleton(body, id=rid, model=name, created=int(time.time())),
             on_finish=finish,
         )
-        client = request.client
-        meta = RequestMeta(
-            source="server",
-            conversation_id=conversation,
-            endpoint=RESPONSES_PATH,
-            client=f"{client.host}:{client.port}" if client else None,
-            request_id=rid,
-            trusted=False,  # an HTTP request never makes the kernel read a local file
-        )
+        meta = http_meta(request, rid, endpoint=RESPONSES_PATH, conversation_id=conversation)
         events = engine.stream(
             call.messages,
             call.tools,
