@@ -40,6 +40,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["--shape", "tiny", "--tokens", "8", "--streams", "2", "--repeats", "2"],
     ),
     (
+        "bench.bench_overhead",
+        ["--shape", "tiny", "--pairs", "12", "--direct-wakeups"],
+        ["--shape", "tiny", "--tokens", "16", "--pairs", "2"],
+    ),
+    (
         "bench.bench_evaluate",
         [],
         ["--shape", "tiny", "--prompts", "2", "--tokens", "8", "--concurrency", "2"],
