@@ -59,6 +59,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         [],
         ["--shape", "tiny", "--tokens", "8", "--repeats", "2", "--rows", "2", "--concurrency", "2"],
     ),
+    (
+        "bench.bench_prompt_cache",
+        ["--shape", "mid", "--prefix", "4000", "--pairs", "3"],
+        ["--shape", "tiny", "--prefix", "300", "--pairs", "1"],
+    ),
     ("bench.bench_audit", [], ["--rows", "1000"]),
     # 1 s of streaming: shorter runs inflate messages/s past its target (edge effect).
     ("bench.bench_widget", [], ["--tokens", "2000", "--runs", "1"]),

@@ -23,6 +23,7 @@ from mlxnb._engine.backend import (
 )
 from mlxnb._engine.catalog import model_name
 from mlxnb._engine.delivery import AsyncSink, SyncSink, unpack
+from mlxnb._engine.disk_cache import DiskPromptCache, model_fingerprint
 from mlxnb._engine.memory import KvBudget, MemorySettings, MemoryStats
 from mlxnb._engine.recording import failed_turn, record_turn
 from mlxnb._engine.request import (
@@ -83,6 +84,10 @@ class Engine:
             cache (at least a sixteenth of it); ``None`` or ``0``: no budget.
         admission_timeout: Seconds a request may wait for KV memory before it ends with
             :class:`EngineBusyError` (429 over HTTP).
+        prompt_cache_dir: Keep system prompts' KV caches in this folder (those of 256 tokens or
+            more, written while the engine is idle), and load this model's at start: a long
+            system prompt processed once is reused by the next kernel. ``None``: off.
+        prompt_cache_dir_bytes: Most bytes the folder may hold (least recently used go first).
         wait: Block until the model is loaded (load errors are raised here).
     """
 
@@ -105,6 +110,8 @@ class Engine:
         cache_limit: int | None = None,
         kv_budget_bytes: KvBudget = "auto",
         admission_timeout: float = 30.0,
+        prompt_cache_dir: str | Path | None = None,
+        prompt_cache_dir_bytes: int = 2 << 30,
         wait: bool = True,
     ) -> None:
         self.path = str(model)
@@ -127,7 +134,13 @@ class Engine:
             solo_fast_path=solo_fast_path,
             memory=MemorySettings(prompt_cache_bytes, memory_limit, cache_limit, kv_budget_bytes),
             admission_timeout=admission_timeout,
+            disk_cache=(
+                DiskPromptCache(Path(prompt_cache_dir).expanduser(), prompt_cache_dir_bytes)
+                if prompt_cache_dir is not None
+                else None
+            ),
         )
+        self._disk_cache = config.disk_cache
         self._worker = Worker(self._load_backend, config, self._on_finished)
         # At interpreter exit a still-open engine is closed (mlxnb._engine.threads), so a late
         # request raises EngineClosedError instead of waiting on a stopped worker.
@@ -136,6 +149,8 @@ class Engine:
             self.wait_ready()
 
     def _load_backend(self) -> Backend:
+        if self._disk_cache is not None:
+            self._disk_cache.bind(model_fingerprint(self.path, self.model_id))
         config = read_config(self.path) or {}  # read once: the kind and the context length
         limit = context_length(config)
         sampling = generation_defaults(read_config(self.path, "generation_config.json"))

@@ -12,6 +12,7 @@ as :meth:`mlxnb.Engine.memory`) come through the same queue and are answered bet
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from mlxnb._engine.active import Active, Backend
 from mlxnb._engine.admission import Admission, Waiting
 from mlxnb._engine.backend import Prompt, check_context, check_logit_bias
 from mlxnb._engine.delivery import Outbox
+from mlxnb._engine.disk_cache import DiskPromptCache
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
@@ -33,6 +35,7 @@ from mlxnb._engine.vision import VisionBackend
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
 from mlxnb.events import Done, Event, PrefillProgress, TurnBuilder, Usage
 
+log = logging.getLogger("mlxnb.engine")
 _CLOSE = object()
 Finished = Callable[[Request, TurnBuilder, float, BaseException | None], None]
 T = TypeVar("T")
@@ -62,6 +65,7 @@ class WorkerConfig:
         memory: The prompt cache's byte cap, MLX's limits and the KV budget.
         admission_timeout: Seconds a request may wait for KV memory before it ends with
             ``EngineBusyError``.
+        disk_cache: Where system-prompt caches are kept across kernels (``None``: nowhere).
     """
 
     max_batch: int = 32
@@ -71,6 +75,7 @@ class WorkerConfig:
     solo_fast_path: bool | None = None
     memory: MemorySettings = field(default_factory=MemorySettings)
     admission_timeout: float = 30.0
+    disk_cache: DiskPromptCache | None = None
 
 
 class Worker:
@@ -186,7 +191,10 @@ class Worker:
         self._solo_enabled = self._solo_enabled and self.backend.reuses_prompt_cache
         self._generator = self._new_generator()
         while True:
-            commands = self._next_commands(block=not self._active and not self._admission)
+            idle = not self._active and not self._admission
+            if idle:
+                self._save_to_disk()
+            commands = self._next_commands(block=idle)
             requests = [c for c in commands if isinstance(c, Request)]
             closing = any(c is _CLOSE for c in commands)
             for command in commands:
@@ -227,6 +235,11 @@ class Worker:
         plan = plan_memory(self._mx, self.backend.model, kv_model, settings)
         self._weights_bytes = plan.weights_bytes
         self._cache = PromptCache(self._config.prompt_cache_size, plan.prompt_cache_bytes)
+        disk = self._config.disk_cache
+        if disk is not None and self.backend.reuses_prompt_cache:
+            # Last kernel's system prompts: their first turn here skips their prefill.
+            for tokens, cache in disk.load(plan.prompt_cache_bytes):
+                self._store_cache(cache, tokens, "system")
         timeout = self._config.admission_timeout
         self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout)
 
@@ -502,8 +515,11 @@ class Worker:
             if r.end_of_segment and not r.end_of_prompt and r.uid in self._system_segments
         ]
         self._system_segments.difference_update(done)
+        disk = self._config.disk_cache
         for cache, tokens in self._generator.extract_cache(done).values():
             self._store_cache(cache, tokens, "system")
+            if disk is not None:
+                disk.queue(tokens, cache)
 
     def _deliver(self, uid: int, events: list[Event], reason: str | None) -> None:
         active = self._active[uid]
@@ -522,6 +538,16 @@ class Worker:
             self._finished(active, None)
         if events:
             self._outbox.put(active.request.sink, active.request.cancel, events)
+
+    def _save_to_disk(self) -> None:
+        """Write queued system-prompt caches while no request is waiting on this thread."""
+        disk = self._config.disk_cache
+        if disk is None or not disk.pending:
+            return
+        try:
+            disk.flush()
+        except Exception:  # a full or read-only disk must not stop generation
+            log.exception("mlxnb: could not save prompt caches to %s", disk.directory)
 
     def _reap_cancelled(self) -> None:
         for uid in [u for u, a in self._active.items() if a.request.cancel.is_set()]:

@@ -255,7 +255,10 @@ def test_full_queue_gets_429_not_a_wait(
             "messages": [{"role": "user", "content": "spin:"}],
         }
         with http.stream("POST", url, json=body) as spinning:
-            first = next(spinning.iter_lines())
+            # Keep the line iterator: dropping it closes the stream, and the server would
+            # cancel the spinning request (a race the refusal below could lose).
+            lines = spinning.iter_lines()
+            first = next(lines)
             assert spinning.status_code == 200 and first.startswith("data: "), first[:300]
             refused = http.post(url, json={**body, "stream": False, "max_tokens": 1})
             assert_openai_error(refused, 429, "engine_busy")
