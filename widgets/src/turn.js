@@ -72,11 +72,14 @@ function fillMarkdown(node, text) {
 function createPart(part) {
   if (part.kind === "thinking") {
     const details = h("details", { class: "mlxnb-thinking", "data-testid": "thinking" });
-    details.append(h("summary", { "data-testid": "thinking-summary" }));
+    const summary = h("summary", { "data-testid": "thinking-summary" });
+    details.append(summary);
     details.append(h("div", { class: "mlxnb-thinking-text", "data-testid": "thinking-text" }));
-    details.addEventListener("toggle", () => {
-      if (details.dataset.programmatic) delete details.dataset.programmatic;
-      else details.dataset.touched = "1";
+    // Only a person opens or closes the pane by the summary (a click, or Enter/Space, which
+    // click it); from then on the stream leaves it as they set it. "toggle" events cannot
+    // tell: they fire later, for programmatic changes too, and two quick changes race.
+    summary.addEventListener("click", () => {
+      details.dataset.touched = "1";
     });
     return details;
   }
@@ -101,7 +104,6 @@ function createPart(part) {
 function setOpen(node, open) {
   const details = /** @type {HTMLDetailsElement} */ (node);
   if (details.open !== open && !details.dataset.touched) {
-    details.dataset.programmatic = "1";
     details.open = open;
   }
 }
