@@ -8,7 +8,7 @@ carries a ``type`` discriminator.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -250,5 +250,13 @@ def collect(events: Iterable[Event]) -> Turn:
     """Fold an iterable of events into a :class:`Turn`."""
     builder = TurnBuilder()
     for event in events:
+        builder.add(event)
+    return builder.build()
+
+
+async def acollect(events: AsyncIterable[Event]) -> Turn:
+    """Fold an async stream of events into a :class:`Turn` (the twin of :func:`collect`)."""
+    builder = TurnBuilder()
+    async for event in events:
         builder.add(event)
     return builder.build()

@@ -42,7 +42,7 @@ from mlxnb._ids import new_request_id
 from mlxnb._images import Image, ImagePolicy, no_vision_error
 from mlxnb._messages import carries_images, normalize_messages
 from mlxnb.errors import EngineBusyError, EngineClosedError, MlxnbError
-from mlxnb.events import Event, Turn, TurnBuilder
+from mlxnb.events import Event, Turn, TurnBuilder, acollect, collect
 
 Messages = Sequence[Mapping[str, Any]]
 Backend = TextBackend | VisionBackend
@@ -461,10 +461,7 @@ class Engine:
 
         Ctrl-C (or a kernel interrupt) cancels the request. Same arguments as :meth:`stream`.
         """
-        builder = TurnBuilder()
-        for event in self.stream_sync(messages, tools, enable_thinking, **options):
-            builder.add(event)
-        return builder.build()
+        return collect(self.stream_sync(messages, tools, enable_thinking, **options))
 
     async def agenerate(
         self,
@@ -474,10 +471,7 @@ class Engine:
         **options: Any,
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
-        builder = TurnBuilder()
-        async for event in self.stream(messages, tools, enable_thinking, **options):
-            builder.add(event)
-        return builder.build()
+        return await acollect(self.stream(messages, tools, enable_thinking, **options))
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mlxnb._engine.profiles import Profile
 from mlxnb.errors import EngineClosedError
-from mlxnb.events import Event, Turn, TurnBuilder
+from mlxnb.events import Event, Turn, acollect, collect
 
 if TYPE_CHECKING:
     from mlxnb._engine.engine import Engine
@@ -162,10 +162,7 @@ class ModelHandle:
         **options: Any,
     ) -> Turn:
         """Like :meth:`Engine.generate`, with the profile's defaults."""
-        builder = TurnBuilder()
-        for event in self.stream_sync(messages, tools, enable_thinking, **options):
-            builder.add(event)
-        return builder.build()
+        return collect(self.stream_sync(messages, tools, enable_thinking, **options))
 
     async def agenerate(
         self,
@@ -175,10 +172,7 @@ class ModelHandle:
         **options: Any,
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
-        builder = TurnBuilder()
-        async for event in self.stream(messages, tools, enable_thinking, **options):
-            builder.add(event)
-        return builder.build()
+        return await acollect(self.stream(messages, tools, enable_thinking, **options))
 
     def __repr__(self) -> str:
         profile = f", profile of {self.model!r}" if self.profile is not None else ""

@@ -30,8 +30,9 @@ from mlxnb.events import (
     ToolCall,
     ToolCallDelta,
     Turn,
-    TurnBuilder,
     Usage,
+    acollect,
+    collect,
 )
 
 Step = Event | BaseException
@@ -379,10 +380,7 @@ class FakeEngine:
 
         Same arguments as :meth:`stream`.
         """
-        builder = TurnBuilder()
-        for event in self.stream_sync(messages, tools, enable_thinking, **options):
-            builder.add(event)
-        return builder.build()
+        return collect(self.stream_sync(messages, tools, enable_thinking, **options))
 
     async def agenerate(
         self,
@@ -392,10 +390,7 @@ class FakeEngine:
         **options: Any,
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
-        builder = TurnBuilder()
-        async for event in self.stream(messages, tools, enable_thinking, **options):
-            builder.add(event)
-        return builder.build()
+        return await acollect(self.stream(messages, tools, enable_thinking, **options))
 
     # -- lifetime --------------------------------------------------------------------------
 
