@@ -214,15 +214,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
         name = str(engine.model_id)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = oa.ChatChunks(rid, name, include_usage=include_usage)
-        events = engine.stream(
-            call.messages,
-            call.tools,
-            call.enable_thinking,
-            meta=http_meta(request, rid),
-            prefill_progress=bool(body.stream),
-            json_schema=call.json_schema,
-            **call.options,
-        )
+        events = call.stream(engine, http_meta(request, rid), streamed=bool(body.stream))
         return Generation(
             [events],
             stats,

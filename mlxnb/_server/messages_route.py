@@ -93,15 +93,7 @@ def add_messages_routes(
         name = str(engine.model_id)
         out = MessageEvents(rid, name)
         meta = http_meta(request, rid, endpoint=MESSAGES_PATH)
-        events = engine.stream(
-            call.messages,
-            call.tools,
-            call.enable_thinking,
-            meta=meta,
-            json_schema=call.json_schema,
-            prefill_progress=bool(body.stream),
-            **call.options,
-        )
+        events = call.stream(engine, meta, streamed=bool(body.stream))
         return Generation(
             [_guarded(events, body.stream, out.fail)],
             stats,

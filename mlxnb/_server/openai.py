@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from mlxnb._engine.request import RequestMeta
 from mlxnb._server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -56,6 +57,19 @@ class EngineCall:
     json_schema: dict[str, Any] | None = None
     prompts: tuple[Prompt, ...] = ()
     n: int = 1
+
+    def stream(self, engine: Any, meta: RequestMeta, *, streamed: bool) -> AsyncIterator[Event]:
+        """Ask ``engine`` for this chat call's events (prefill progress only when streamed)."""
+        stream: AsyncIterator[Event] = engine.stream(
+            self.messages,
+            self.tools,
+            self.enable_thinking,
+            meta=meta,
+            json_schema=self.json_schema,
+            prefill_progress=streamed,
+            **self.options,
+        )
+        return stream
 
     def choices(self) -> list[tuple[Prompt, dict[str, Any]]]:
         """Each choice of a text completion as ``(prompt, options)``, in OpenAI's order.

@@ -260,15 +260,7 @@ def add_responses_routes(
             on_finish=finish,
         )
         meta = http_meta(request, rid, endpoint=RESPONSES_PATH, conversation_id=conversation)
-        events = engine.stream(
-            call.messages,
-            call.tools,
-            call.enable_thinking,
-            meta=meta,
-            json_schema=call.json_schema,
-            prefill_progress=bool(body.stream),
-            **call.options,
-        )
+        events = call.stream(engine, meta, streamed=bool(body.stream))
         return Generation(
             [_guarded(events, out.fail) if body.stream else events],
             stats,
