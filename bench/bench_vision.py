@@ -170,7 +170,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
 
     path = bench_vision_model(args.shape, args.dtype)
-    engine = mlxnb.load(path, audit=False, prompt_cache_size=0)
+    solo = {"auto": None, "on": True, "off": False}[args.solo]
+    engine = mlxnb.load(path, audit=False, prompt_cache_size=0, solo_fast_path=solo)
     # mlx-vlm's own load of the same directory for the raw baseline (same thread as its runs).
     model, processor = mlx_vlm.load(str(path))
     eos = engine.tokenizer.eos_token_ids
@@ -214,7 +215,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"\nvision benchmark — shape {args.shape} {args.dtype} on {mx.default_device()}, "
         f"{IMAGE_SIDE}x{IMAGE_SIDE} image, {args.tokens} tokens, {args.repeats} pairs "
         f"(median), {args.rows} rows x {args.eval_repeats}, concurrency {args.concurrency}, "
-        f"{mlxnb.__version__}"
+        f"solo {args.solo}, {mlxnb.__version__}"
     )
     rows = [
         ("raw mlx_vlm.stream_generate tokens/s", _median_spread(figures["raw_tps"], ".1f")),
@@ -332,6 +333,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-repeats", type=int, default=1, help="loop/evaluate pairs, part 2")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--solo",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="a lone request on its own decoder (on), in the batch (off), or the engine's default",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     report = new_report("vision", args)

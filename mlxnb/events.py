@@ -28,6 +28,8 @@ class Usage:
         generation_tps: Generated tokens per second (after the first token).
         peak_memory_gb: Peak MLX memory in GB during the turn.
         reasoning_tokens: Of the generated tokens, those inside a thinking block.
+        draft_tokens: Tokens drafted by prompt-lookup decoding (``prompt_lookup=``).
+        accepted_draft_tokens: Of those, how many the model confirmed (each saved a step).
     """
 
     prompt_tokens: int = 0
@@ -37,12 +39,20 @@ class Usage:
     prompt_tps: float | None = None
     generation_tps: float | None = None
     peak_memory_gb: float | None = None
-    reasoning_tokens: int = 0  # last, so positional construction keeps its meaning
+    # Added later, so positional construction of the fields above keeps its meaning.
+    reasoning_tokens: int = 0
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def draft_acceptance(self) -> float | None:
+        """Accepted ÷ drafted tokens, or ``None`` when nothing was drafted."""
+        return self.accepted_draft_tokens / self.draft_tokens if self.draft_tokens else None
 
 
 @dataclass(frozen=True)

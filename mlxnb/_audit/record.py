@@ -19,12 +19,14 @@ from typing import Any, Literal
 from mlxnb.errors import AuditError
 from mlxnb.events import Turn
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the audit row schema (stored in every row and in the database header).
 
 1. The first schema.
 2. ``image_count`` and ``images`` (vision requests): older rows read as ``0`` and null.
 3. ``sampling`` (the effective sampling settings): older rows read as null.
+4. ``draft_tokens`` and ``accepted_draft_tokens`` (prompt-lookup decoding): older rows read
+   as ``0``.
 """
 
 Status = Literal["ok", "cancelled", "error"]
@@ -111,6 +113,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("image_count", "int", since=2, default=0),
     Column("images", "str?", since=2),
     Column("sampling", "str?", since=3),
+    Column("draft_tokens", "int", since=4, default=0),
+    Column("accepted_draft_tokens", "int", since=4, default=0),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 
@@ -169,6 +173,9 @@ class TurnRecord:
             applied (request, then the model's ``generation_config.json``, then mlxnb's):
             ``{"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", ...}``;
             ``None`` when the request was refused before its settings were checked.
+        draft_tokens: Tokens drafted by prompt-lookup decoding (``0`` when it was off).
+        accepted_draft_tokens: Of those, how many the model confirmed; the acceptance rate is
+            ``accepted_draft_tokens / draft_tokens``.
     """
 
     request_id: str
@@ -199,6 +206,8 @@ class TurnRecord:
     image_count: int = 0
     images: str | None = None
     sampling: str | None = None
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None or self.started_at.utcoffset() is None:
@@ -317,6 +326,8 @@ class TurnRecord:
             image_count=len(images),
             images=stored_images,
             sampling=sampling_json(sampling),
+            draft_tokens=usage.draft_tokens,
+            accepted_draft_tokens=usage.accepted_draft_tokens,
         )
 
     def to_row(self) -> tuple[Any, ...]:
@@ -350,6 +361,8 @@ class TurnRecord:
             self.image_count,
             self.images,
             self.sampling,
+            self.draft_tokens,
+            self.accepted_draft_tokens,
         )
 
     @classmethod

@@ -45,6 +45,8 @@ class Active:
         max_tokens: Most tokens it may generate.
         sampler: Its mlx-lm sampler.
         processors: Its guarded logits processors.
+        drafted: Prompt-lookup draft tokens proposed for it.
+        accepted: Of those, how many the model confirmed.
     """
 
     request: Request
@@ -63,6 +65,23 @@ class Active:
     max_tokens: int = 0
     sampler: Any = None
     processors: list[Any] = field(default_factory=list)
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def drafts_allowed(self) -> bool:
+        """Whether drafts may be checked for it: its logits processors hold no state.
+
+        A draft's positions run through the processors even when the draft is rejected, so a
+        processor that counts its calls (a caller's own, a JSON grammar, a thinking budget)
+        would drift; mlx-lm's penalties and ``logit_bias`` only read the tokens they are given.
+        """
+        options = self.request.options
+        return (
+            not options.logits_processors
+            and options.thinking_budget is None
+            and self.request.grammar is None
+        )
 
     @property
     def batch_sampler(self) -> Any:
@@ -164,4 +183,6 @@ class Active:
                 else None
             ),
             peak_memory_gb=peak_memory_gb,
+            draft_tokens=self.drafted,
+            accepted_draft_tokens=self.accepted,
         )

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from mlxnb._engine.lookup import LookupDecoder
 from mlxnb._engine.parser import Markers, initial_state_for
+from mlxnb._engine.solo import SoloDecoder
 from mlxnb.errors import (
     ContextLengthError,
     InvalidRequestError,
@@ -267,6 +269,53 @@ class TextBackend:
     def language_model(self) -> Any:
         """The model whose KV cache requests fill."""
         return self.model
+
+    def new_solo(
+        self,
+        prompt: Prompt,
+        sampler: Callable[[Any], Any],
+        processors: Sequence[Any],
+        stream: Any,
+        prefill_step: int,
+        cache: list[Any] | None = None,
+        rest: Sequence[int] | None = None,
+        draft_tokens: int = 0,
+        max_tokens: int = 0,
+    ) -> SoloDecoder:
+        """A single-sequence decoder for a request that runs alone.
+
+        Args:
+            prompt: The request's prompt.
+            sampler: Its sampler.
+            processors: Its logits processors.
+            stream: The MLX stream to compute on.
+            prefill_step: Prompt tokens per model call while prefilling.
+            cache: A prompt-cache hit holding the prompt's first tokens (``None``: empty).
+            rest: The prompt tokens ``cache`` does not hold (all of them without a cache).
+            draft_tokens: Prompt-lookup drafts per step (:mod:`mlxnb._engine.lookup`; 0: off).
+            max_tokens: Tokens the request may still generate (bounds the drafts).
+        """
+        if cache is None:
+            from mlx_lm.models.cache import make_prompt_cache
+
+            cache = make_prompt_cache(self.model)
+        rest = prompt.tokens if rest is None else rest
+        if draft_tokens:
+            return LookupDecoder(
+                self.model,
+                cache,
+                prompt.tokens,
+                rest,
+                sampler,
+                processors,
+                stream,
+                prefill_step,
+                draft_tokens=draft_tokens,
+                max_tokens=max_tokens,
+            )
+        return SoloDecoder(
+            self.model, cache, prompt.tokens, rest, sampler, processors, stream, prefill_step
+        )
 
     def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:
         """A fresh mlx-lm ``BatchGenerator`` for this model."""

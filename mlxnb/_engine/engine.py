@@ -66,8 +66,9 @@ class Engine:
             process their new tokens.
         prefill_step: Prompt tokens per forward pass while prefilling (cancellation and new
             arrivals are checked between passes).
-        solo_fast_path: Decode a request that runs alone with mlx-lm's single-sequence step
-            (it joins the batch when another request arrives). ``None``: on for GPUs, where it
+        solo_fast_path: Decode a request that runs alone with a single-sequence step (a text
+            request joins the batch when another request arrives; a vision request, which
+            mlx-vlm's batch cannot adopt, decodes beside it). ``None``: on for GPUs, where it
             is faster than a batch of one, off for the CPU, where it is not.
         audit: Where turns are recorded: an :class:`~mlxnb.AuditLog`, ``None`` for the
             default log (``$MLXNB_AUDIT`` or the per-user data directory), ``False`` for none.

@@ -37,6 +37,9 @@ class SamplingOptions:
             -100 bans a token, +100 all but forces it).
         thinking_budget: Most tokens inside a thinking block; then its closing marker is
             forced and the answer follows (``None``: no budget; ``0``: close it at once).
+        prompt_lookup: Prompt-lookup decoding while the request runs alone: up to this many
+            tokens drafted per step from earlier n-grams of the prompt and answer, checked in
+            one model call (``0``: off). The output is unchanged; see :mod:`mlxnb._engine.lookup`.
     """
 
     max_tokens: int = 512
@@ -52,6 +55,7 @@ class SamplingOptions:
     logits_processors: tuple[Any, ...] = ()
     logit_bias: tuple[tuple[int, float], ...] = ()
     thinking_budget: int | None = None
+    prompt_lookup: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -69,6 +73,10 @@ class SamplingOptions:
                 self.thinking_budget is None
                 or (isinstance(self.thinking_budget, int) and self.thinking_budget >= 0),
                 "thinking_budget must be a whole number >= 0",
+            ),
+            (
+                isinstance(self.prompt_lookup, int) and 0 <= self.prompt_lookup <= 64,
+                "prompt_lookup must be a whole number of draft tokens from 0 to 64",
             ),
             (
                 all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
@@ -117,6 +125,8 @@ def effective_settings(options: SamplingOptions) -> dict[str, Any]:
         settings["logit_bias"] = len(options.logit_bias)
     if options.logits_processors:
         settings["logits_processors"] = len(options.logits_processors)
+    if options.prompt_lookup:
+        settings["prompt_lookup"] = options.prompt_lookup
     return settings
 
 

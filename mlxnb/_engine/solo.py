@@ -29,6 +29,12 @@ class SoloDecoder:
         prefill_step: Prompt tokens per model call while prefilling.
     """
 
+    #: Whether :meth:`hand_over` can move this sequence into the batch decoder.
+    hands_over = True
+    #: Draft tokens proposed and accepted (only speculative decoders draft).
+    drafted = 0
+    accepted = 0
+
     def __init__(
         self,
         model: Any,
@@ -55,18 +61,21 @@ class SoloDecoder:
         self._context = mx.array(self.tokens[: len(self.tokens) - len(rest)], dtype=mx.uint32)
         self._pending: Any = None
 
-    def advance(self) -> int | None:
-        """Run one model call: a prefill chunk (returns ``None``) or a decode step (its token)."""
+    @property
+    def held(self) -> list[int]:
+        """The tokens the KV cache holds (what a prompt cache may store it under)."""
+        if self._pending is None:
+            unfed = len(self._unprefilled) + len(self._last_prompt)
+            return self.tokens[: len(self.tokens) - unfed]
+        return list(self.tokens)
+
+    def advance(self) -> list[int]:
+        """Run one model call: a prefill chunk (no tokens) or a decode step (its token)."""
         mx = self._mx
         with mx.stream(self._stream):
             if self._unprefilled:
-                chunk = self._unprefilled[: self._prefill_step]
-                self._unprefilled = self._unprefilled[len(chunk) :]
-                inputs = mx.array(chunk, dtype=mx.uint32)
-                self._model(inputs[None], cache=self.cache)
-                self._context = mx.concatenate([self._context, inputs])
-                mx.eval([c.state for c in self.cache])
-                return None
+                self._prefill_chunk()
+                return []
             if self._pending is None:
                 self._pending = self._step(mx.array(self._last_prompt, dtype=mx.uint32))
                 # Its own evaluation, so reading it does not wait for the step queued after it.
@@ -77,7 +86,7 @@ class SoloDecoder:
             mx.async_eval(self._pending)
             value = int(token.item())
         self.tokens.append(value)
-        return value
+        return [value]
 
     def hand_over(self) -> tuple[int | None, list[int], list[Any], list[int]]:
         """Stop here and give the sequence to the batch, losing no work.
@@ -89,14 +98,30 @@ class SoloDecoder:
             not prefilled yet); ``cache`` holds exactly the tokens ``held``.
         """
         if self._pending is None:
-            feed = self._unprefilled + self._last_prompt
-            return None, feed, self.cache, self.tokens[: len(self.tokens) - len(feed)]
+            return None, self._unprefilled + self._last_prompt, self.cache, self.held
         ahead = int(self._pending.item())
         return ahead, [ahead], self.cache, list(self.tokens)
 
+    def _prefill_chunk(self) -> None:
+        mx = self._mx
+        chunk = self._unprefilled[: self._prefill_step]
+        self._unprefilled = self._unprefilled[len(chunk) :]
+        inputs = mx.array(chunk, dtype=mx.uint32)
+        self._prefill(inputs)
+        self._context = mx.concatenate([self._context, inputs])
+        mx.eval([c.state for c in self.cache])
+
+    def _prefill(self, inputs: Any) -> None:
+        """Feed prompt tokens (a 1-D array) into the cache; their logits are not needed."""
+        self._model(inputs[None], cache=self.cache)
+
+    def _logits(self, inputs: Any) -> Any:
+        """The next token's logits (``1 x vocabulary``) after feeding ``inputs`` (1-D)."""
+        return self._model(inputs.reshape(1, -1), cache=self.cache)[:, -1, :]
+
     def _step(self, inputs: Any) -> Any:
         mx = self._mx
-        logits = self._model(inputs.reshape(1, -1), cache=self.cache)[:, -1, :]
+        logits = self._logits(inputs)
         if self._processors:
             self._context = mx.concatenate([self._context, inputs.reshape(-1)])
             for processor in self._processors:

@@ -7,9 +7,11 @@ decodes. Two of its limits shape the adapter:
 
 - It takes one sampler for the whole batch, so each request samples inside its own logits
   processor (:class:`SampleInProcessor`, last in its list) and the batch only takes the argmax.
-- It takes no per-request KV cache, so vision requests do not reuse the prompt cache; and it
-  prefills one prompt at a time, because mlx-vlm 0.7.10 mis-merges Qwen3-VL's deepstack inputs
-  when it prefills several image prompts together (wrong tokens, measured against solo runs).
+- It takes no per-request KV cache, so vision requests do not reuse the prompt cache, and a
+  lone request decoded on its own (:mod:`mlxnb._engine.vision_solo`) cannot join the batch
+  later; and it prefills one prompt at a time, because mlx-vlm 0.7.10 mis-merges Qwen3-VL's
+  deepstack inputs when it prefills several image prompts together (wrong tokens, measured
+  against solo runs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 
 from mlxnb._engine.backend import Prompt, load_error, read_config, resolve_model
 from mlxnb._engine.parser import Markers, initial_state_for
+from mlxnb._engine.vision_solo import VisionSoloDecoder
 from mlxnb._images import Image
 from mlxnb.errors import InvalidRequestError
 
@@ -83,6 +86,10 @@ def load_vision_model(ref: str | Path) -> tuple[Any, Any, Any, str]:
 
 
 _PASSED_APART = ("input_ids", "pixel_values", "attention_mask")
+# A chunk longer than any prompt: mlx-vlm's batch decoder then prefills all but the last token
+# in one pass. (``None`` would also mean one pass, but its path computes the logits of every
+# prompt position: 3.7x the time to first token on the CPU.)
+ONE_PASS = 1 << 30
 
 
 class _Response(NamedTuple):
@@ -125,6 +132,11 @@ class VisionBatch:
     """
 
     generator: Any
+
+    @property
+    def stream(self) -> Any:
+        """The MLX stream the batch computes on (a lone sequence decodes on it too)."""
+        return self.generator.stream
 
     def insert(
         self,
@@ -195,6 +207,11 @@ class VisionBackend:
         self.generation_defaults = dict(generation_defaults or {})
 
     @property
+    def _has_deepstack(self) -> bool:
+        vision_config = getattr(self.model.config, "vision_config", None)
+        return bool(getattr(vision_config, "deepstack_visual_indexes", None))
+
+    @property
     def language_model(self) -> Any:
         """The model whose KV cache requests fill (the vision tower keeps none)."""
         return self.model.language_model
@@ -261,8 +278,47 @@ class VisionBackend:
             {"prompt_kwargs": [{**extra, **embedded}]},
         )
 
+    def new_solo(
+        self,
+        prompt: Prompt,
+        sampler: Callable[[Any], Any],
+        processors: Sequence[Any],
+        stream: Any,
+        prefill_step: int,
+        cache: list[Any] | None = None,
+        rest: Sequence[int] | None = None,
+        draft_tokens: int = 0,
+        max_tokens: int = 0,
+    ) -> VisionSoloDecoder:
+        """A single-sequence decoder for a request that runs alone.
+
+        Args as :meth:`TextBackend.new_solo <mlxnb._engine.backend.TextBackend.new_solo>`;
+        vision requests reuse no prompt cache, so ``cache`` and ``rest`` are ignored, and they
+        decode without prompt-lookup drafts (``draft_tokens`` is ignored too).
+        """
+        from mlx_vlm.models.cache import make_prompt_cache
+
+        language_model = self.model.language_model
+        (prompt_kwargs,) = prompt.generator_kwargs["prompt_kwargs"]
+        return VisionSoloDecoder(
+            language_model,
+            make_prompt_cache(language_model),
+            prompt.tokens,
+            prompt_kwargs,
+            sampler,
+            processors,
+            stream,
+            prefill_step,
+        )
+
     def new_generator(self, max_batch: int, prefill_step: int) -> VisionBatch:
-        """A fresh batch decoder for this model."""
+        """A fresh batch decoder for this model.
+
+        Models with deepstack visual features (Qwen3-VL) prefill each prompt in one pass: mlx-vlm
+        0.7.10's batch decoder slices their visual mask per chunk but not the features, so a
+        prompt longer than one chunk gets wrong tokens (measured against
+        ``mlx_vlm.stream_generate``, which is right at any chunk size).
+        """
         from mlx_vlm.generate import BatchGenerator
 
         eos = sorted(self.tokenizer.eos_token_ids)
@@ -272,7 +328,7 @@ class VisionBackend:
             stop_tokens=eos,
             completion_batch_size=max_batch,
             prefill_batch_size=1,
-            prefill_step_size=prefill_step,
+            prefill_step_size=ONE_PASS if self._has_deepstack else prefill_step,
             compute_logprobs=False,
             greedy_sampling=True,
         )

@@ -29,7 +29,6 @@ from mlxnb._engine.disk_cache import DiskPromptCache
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
-from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
 from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
@@ -58,8 +57,9 @@ class WorkerConfig:
         prefill_batch: Most prompts processed together.
         prefill_step: Prompt tokens per forward pass while prefilling (cancel checks between).
         prompt_cache_size: Conversations whose KV cache is kept for reuse.
-        solo_fast_path: Decode a request that runs alone with mlx-lm's single-sequence step
-            (:mod:`mlxnb._engine.solo`), handing it to the batch when another request arrives.
+        solo_fast_path: Decode a request that runs alone with a single-sequence step
+            (:mod:`mlxnb._engine.solo`, :mod:`mlxnb._engine.vision_solo`), handing a text
+            request to the batch when another request arrives.
             ``None`` turns it on for GPUs only: measured faster there (0.65 -> 0.99 of raw on
             an H100), slower on the CPU (0.94 against 0.985 for a batch of one).
         memory: The prompt cache's byte cap, MLX's limits and the KV budget.
@@ -187,8 +187,6 @@ class Worker:
         self.loaded.set()
         solo = self._config.solo_fast_path
         self._solo_enabled = solo if solo is not None else mx.default_device().type == mx.gpu
-        # mlx-vlm's batch decoder takes no per-request KV cache: no prompt cache, no hand-over.
-        self._solo_enabled = self._solo_enabled and self.backend.reuses_prompt_cache
         self._generator = self._new_generator()
         while True:
             idle = not self._active and not self._admission
@@ -347,20 +345,22 @@ class Worker:
         if options.seed is not None:
             self._mx.random.seed(options.seed)
         active = Active.admit(request, backend, prompt, cached, time.perf_counter())
-        if alone and self._solo_enabled and not self._active and not store_system:
-            if cache is None:
-                from mlx_lm.models.cache import make_prompt_cache
-
-                cache = make_prompt_cache(backend.model)
-            active.solo = SoloDecoder(
-                backend.model,
-                cache,
-                prompt.tokens,
-                rest,
+        drafts = options.prompt_lookup if active.drafts_allowed else 0
+        solo = self._solo_enabled or drafts > 0
+        # An evaluation run's other rows follow at once: its first row would leave the lone
+        # path within steps (a vision row, which cannot join the batch, would stay beside it).
+        in_run = request.meta.run_id is not None
+        if alone and solo and not in_run and not self._active and not store_system:
+            active.solo = backend.new_solo(
+                prompt,
                 active.sampler,
                 active.processors,
                 self._generator.stream,
                 self._config.prefill_step,
+                cache=cache,
+                rest=rest,
+                draft_tokens=drafts,
+                max_tokens=options.max_tokens,
             )
             self._solo_uids -= 1
             self._active[self._solo_uids] = active
@@ -394,6 +394,8 @@ class Worker:
             return
         uid, active = found
         assert active.solo is not None
+        if not active.solo.hands_over:
+            return
         ahead, feed, cache, held = active.solo.hand_over()
         if active.guard.failure is not None:
             # The step computed ahead ran this request's failing processor: it ends here.
@@ -432,13 +434,19 @@ class Worker:
         found = self._solo()
         if found is not None:
             uid, active = found
-            assert active.solo is not None
-            token = active.solo.advance()
+            solo = active.solo
+            assert solo is not None
+            tokens = solo.advance()
+            active.drafted, active.accepted = solo.drafted, solo.accepted
             if active.guard.failure is not None:
                 self._fail_one(uid, active.guard.failure, in_batch=False)
-            elif token is not None:
+            for token in tokens:
+                if uid not in self._active:  # ended on an earlier token of this step
+                    break
                 self._on_token(uid, token, self._solo_reason(active, token))
-            return
+            # A decoder that cannot join the batch shares the step with it.
+            if not any(member.solo is None for member in self._active.values()):
+                return
         prefilled, responses = self._generator.next()
         if self._system_segments:
             self._store_system_prefixes(prefilled)
@@ -491,20 +499,20 @@ class Worker:
             reason = "stop"
             self._remove(uid)
         elif reason is not None and active.solo is not None:
-            self._store_cache(active.solo.cache, active.solo.tokens)
+            self._store_cache(active.solo.cache, active.solo.held)
         self._deliver(uid, events, reason)
 
     def _remove(self, uid: int) -> None:
         solo = self._active[uid].solo
         if solo is not None:
-            self._store_cache(solo.cache, solo.tokens)
+            self._store_cache(solo.cache, solo.held)
             return
         for cache, tokens in self._generator.remove([uid], return_prompt_caches=True).values():
             self._store_cache(cache, tokens)
 
     def _store_cache(self, cache: Any, tokens: list[int], cache_type: str = "assistant") -> None:
         assert self.backend is not None
-        if tokens and cache is not None:
+        if tokens and cache is not None and self.backend.reuses_prompt_cache:
             self._cache.insert_cache(self.backend.model_id, list(tokens), cache, cache_type)
 
     def _store_system_prefixes(self, prefilled: list[Any]) -> None:

@@ -102,7 +102,7 @@ def sample_seed(seed: int, sample: int) -> int:
 
 def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
     options: dict[str, Any] = {"max_tokens": max_tokens}
-    for name in ("temperature", "top_p", "min_p", "seed", "repetition_penalty"):
+    for name in ("temperature", "top_p", "min_p", "seed", "repetition_penalty", "prompt_lookup"):
         if (value := getattr(request, name)) is not None:
             options[name] = value
     for name in ("presence_penalty", "frequency_penalty"):
@@ -199,7 +199,12 @@ def usage_body(usage: EngineUsage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "completion_tokens_details": {
+            "reasoning_tokens": usage.reasoning_tokens,
+            # OpenAI's names for predicted-output tokens; here the drafts of prompt lookup.
+            "accepted_prediction_tokens": usage.accepted_draft_tokens,
+            "rejected_prediction_tokens": usage.draft_tokens - usage.accepted_draft_tokens,
+        },
     }
 
 
@@ -219,6 +224,8 @@ def total_usage(usages: Sequence[EngineUsage], n: int = 1) -> EngineUsage:
         completion_tokens=sum(u.completion_tokens for u in usages),
         cached_tokens=sum(u.cached_tokens for u in firsts),
         reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        draft_tokens=sum(u.draft_tokens for u in usages),
+        accepted_draft_tokens=sum(u.accepted_draft_tokens for u in usages),
     )
 
 

@@ -158,6 +158,9 @@ class _Sampling(_In):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+    prompt_lookup: int | None = Field(
+        None, ge=0, le=64, description="mlxnb: prompt-lookup draft tokens per step (0: off)."
+    )
     logit_bias: dict[TokenKey, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
         None, max_length=MAX_LOGIT_BIAS
     )

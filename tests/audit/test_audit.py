@@ -28,6 +28,8 @@ EXPECTED_DTYPES = {
             "tool_call_errors",
             "schema_version",
             "image_count",
+            "draft_tokens",
+            "accepted_draft_tokens",
         ],
         "Int64",
     ),

@@ -24,18 +24,31 @@ def test_record_fields_are_the_schema_columns() -> None:
 
 
 def test_later_columns_are_at_the_end_with_their_versions() -> None:
-    assert SCHEMA_VERSION == 3
-    assert COLUMN_NAMES[-3:] == NEW_COLUMNS == ("image_count", "images", "sampling")
-    assert [(c.kind, c.since, c.default) for c in COLUMNS[-3:]] == [
+    assert SCHEMA_VERSION == 4
+    assert (
+        COLUMN_NAMES[-5:]
+        == NEW_COLUMNS
+        == (
+            "image_count",
+            "images",
+            "sampling",
+            "draft_tokens",
+            "accepted_draft_tokens",
+        )
+    )
+    assert [(c.kind, c.since, c.default) for c in COLUMNS[-5:]] == [
         ("int", 2, 0),
         ("str?", 2, None),
         ("str?", 3, None),
+        ("int", 4, 0),
+        ("int", 4, 0),
     ]
-    assert [c.dtype for c in COLUMNS[-3:]] == ["Int64", "string", "string"]
-    assert COLUMNS[-3].sql == "image_count INTEGER NOT NULL DEFAULT 0"
-    assert COLUMNS[-2].sql == "images TEXT"
-    assert COLUMNS[-1].sql == "sampling TEXT"
-    assert all(c.since == 1 for c in COLUMNS[:-3])
+    assert [c.dtype for c in COLUMNS[-5:]] == ["Int64", "string", "string", "Int64", "Int64"]
+    assert COLUMNS[-5].sql == "image_count INTEGER NOT NULL DEFAULT 0"
+    assert COLUMNS[-4].sql == "images TEXT"
+    assert COLUMNS[-3].sql == "sampling TEXT"
+    assert COLUMNS[-1].sql == "accepted_draft_tokens INTEGER NOT NULL DEFAULT 0"
+    assert all(c.since == 1 for c in COLUMNS[:-5])
 
 
 def test_sampling_is_stored_as_sorted_json(make_record: MakeRecord) -> None:
@@ -174,13 +187,13 @@ def test_from_turn_keeps_image_summaries_in_order(make_record: MakeRecord) -> No
         summaries[1]["sha256"],
     ]
     assert TurnRecord.from_row(record.to_row()) == record
-    assert record.to_row()[-3:] == (2, record.images, None)
+    assert record.to_row()[-5:] == (2, record.images, None, 0, 0)
 
 
 def test_from_turn_without_images_has_none(make_record: MakeRecord) -> None:
     for record in (make_record(), make_record(images=()), make_record(images=[])):
         assert (record.image_count, record.images) == (0, None)
-        assert record.to_row()[-3:] == (0, None, None)
+        assert record.to_row()[-5:] == (0, None, None, 0, 0)
 
 
 def test_from_turn_accepts_any_sequence_of_mappings(make_record: MakeRecord) -> None:

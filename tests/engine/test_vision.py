@@ -24,9 +24,11 @@ def vision_dir() -> Path:
     return tiny_vision_model()
 
 
-@pytest.fixture(scope="module")
-def vision(vision_dir: Path) -> Iterator[mlxnb.Engine]:
-    with mlxnb.load(vision_dir, audit=False) as shared:
+@pytest.fixture(scope="module", params=["batched", "solo"])
+def vision(vision_dir: Path, request: pytest.FixtureRequest) -> Iterator[mlxnb.Engine]:
+    """The engine both ways a lone request can decode: in the batch, or on its own."""
+    solo = request.param == "solo"
+    with mlxnb.load(vision_dir, solo_fast_path=solo, audit=False) as shared:
         yield shared
 
 
@@ -121,6 +123,72 @@ async def test_a_second_image_in_a_later_turn(vision: mlxnb.Engine) -> None:
     assert kinds == [["image", "text"], ["image", "text"]]
     # Both images are in the second prompt: it is longer than the first by more than one image.
     assert second.usage.prompt_tokens > first.usage.prompt_tokens + 4
+
+
+def raw_mlx_vlm_answer(model_dir: Path, image: np.ndarray, tokens: int, step: int) -> str:
+    import mlx_vlm
+    from mlx_vlm.prompt_utils import apply_chat_template
+    from PIL import Image
+
+    model, processor = mlx_vlm.load(str(model_dir))
+    prompt = apply_chat_template(
+        processor, model.config, "What is it?", num_images=1, enable_thinking=False
+    )
+    pieces = mlx_vlm.stream_generate(
+        model,
+        processor,
+        prompt,
+        image=[Image.fromarray(image)],
+        max_tokens=tokens,
+        temperature=0.0,
+        prefill_step_size=step,
+    )
+    return "".join(piece.text for piece in pieces)
+
+
+@pytest.mark.parametrize("prefill_step", [8, 2048])
+@pytest.mark.parametrize("solo", [True, False], ids=["solo", "batched"])
+def test_greedy_tokens_are_raw_mlx_vlm_s(vision_dir: Path, solo: bool, prefill_step: int) -> None:
+    # A prompt longer than one chunk once caught mlx-vlm's batch decoder slicing the deepstack
+    # features out of step with the visual mask; the solo path must agree with raw at any chunk.
+    image = picture(11)
+    with mlxnb.load(
+        vision_dir, solo_fast_path=solo, prefill_step=prefill_step, audit=False
+    ) as engine:
+        turn = engine.generate(
+            asking("What is it?", image),
+            max_tokens=12,
+            temperature=0.0,
+            chat_template_kwargs=NO_THINKING,
+        )
+    assert turn.usage.prompt_tokens > 16
+    assert turn.content.strip() == raw_mlx_vlm_answer(vision_dir, image, 12, 2048).strip()
+
+
+async def test_a_lone_stream_keeps_decoding_while_a_batch_forms_beside_it(
+    vision_dir: Path,
+) -> None:
+    with mlxnb.load(vision_dir, solo_fast_path=True, audit=False) as engine:
+        scripts = [f"Answer {i}: " + " ".join(["word"] * (30 - 8 * i)) + "." for i in range(3)]
+        first_tokens = asyncio.Event()
+
+        async def one(i: int, image: np.ndarray | None) -> str:
+            if i:
+                await first_tokens.wait()
+            messages = asking(f"Q{i}", image) if image is not None else asking(f"Q{i}")
+            force = forced_output(engine.tokenizer, scripts[i])
+            text = ""
+            async for event in engine.stream(
+                messages, logits_processors=[force], max_tokens=64, chat_template_kwargs=NO_THINKING
+            ):
+                if isinstance(event, ContentDelta):
+                    text += event.text
+                    if i == 0 and len(text) > 10:
+                        first_tokens.set()
+            return text
+
+        answers = await asyncio.gather(one(0, picture(12)), one(1, picture(13)), one(2, None))
+    assert [a.strip() for a in answers] == scripts
 
 
 def test_evaluate_runs_an_image_column(vision: mlxnb.Engine) -> None:

@@ -113,6 +113,22 @@ def test_chat_returns_the_forced_answer_with_usage(
 
 
 @both
+def test_prompt_lookup_reports_its_drafts_as_prediction_tokens(
+    client: openai.OpenAI, model_id: str, stream: bool
+) -> None:
+    text = "def add(a, b):\n    return a + b\n" * 4
+    messages = [{"role": "user", "content": f"Copy this:\n{text}"}]
+    options: dict[str, Any] = {"temperature": 0, "max_tokens": 48}
+    plain = ask(client, model_id, messages, stream, **options)
+    drafted = ask(client, model_id, messages, stream, **options, extra_body={"prompt_lookup": 8})
+    assert drafted.content == plain.content
+    details = drafted.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens > 0
+    assert details.rejected_prediction_tokens >= 0
+    assert plain.usage.completion_tokens_details.accepted_prediction_tokens == 0
+
+
+@both
 def test_max_tokens_ends_with_length(client: openai.OpenAI, model_id: str, stream: bool) -> None:
     messages = [{"role": "user", "content": "say:one two three four five six seven eight"}]
     reply = ask(client, model_id, messages, stream, max_completion_tokens=3)

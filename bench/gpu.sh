@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Benchmarks on a Linux machine with an NVIDIA GPU and no network (MLX's CUDA backend).
+#
+#   bash bench/gpu.sh pack             here: fetch the wheels, split the CUDA one (see below)
+#   bash bench/gpu.sh stage            there: keep part one of the CUDA backend in /tmp/gpu
+#   bash bench/gpu.sh run BENCH ARGS   there: unpack the rest, run python -m bench.BENCH ARGS
+#
+# Why three steps: the mlx-cuda wheel is ~90 MB and one transfer carries at most 64 MiB, so it
+# travels xz-compressed in two parts (.gpu/p1 with `stage`, .gpu/p2 with `run`), each in a
+# git-ignored folder the transfer carries by name. `run` writes its JSON report into $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MLX=0.32.4 MLX_LM=0.32.2 MLX_VLM=0.7.10 PY=3.12
+SITE=/tmp/gpu/site
+
+pack() {
+  rm -rf .gpu && mkdir -p .gpu/p1 .gpu/p2/wheels .gpu/cuda
+  "${PIP:-pip}" download --quiet --no-deps --only-binary=:all: --python-version "$PY" --implementation cp \
+    --platform manylinux_2_35_x86_64 -d .gpu/dl "mlx==$MLX" "mlx-cuda-13==$MLX" \
+    "mlx-lm==$MLX_LM" "mlx-vlm==$MLX_VLM"
+  python3 -m zipfile -e .gpu/dl/mlx_cuda_13-*.whl .gpu/cuda
+  (cd .gpu/cuda && tar cf - . | xz -9 -T2) | split -b 38M - .gpu/part.
+  mv .gpu/part.aa .gpu/p1/cuda.part && mv .gpu/part.ab .gpu/p2/cuda.part
+  find .gpu/dl -name '*.whl' ! -name 'mlx_cuda*' -exec cp {} .gpu/p2/wheels/ \;
+  tar cf - -C "${MLXNB_CACHE:-$HOME/.cache/mlxnb}" tokenizers | xz -T2 > .gpu/p2/tokenizers.tar.xz
+  rm -rf .gpu/dl .gpu/cuda
+  du -sh .gpu/p1 .gpu/p2
+}
+
+stage() {
+  mkdir -p /tmp/gpu && cp .gpu/p1/cuda.part /tmp/gpu/cuda.part.1
+}
+
+unpack() {
+  [ -d "$SITE/mlx" ] && return
+  mkdir -p "$SITE" /tmp/gpu/cache
+  cat /tmp/gpu/cuda.part.1 .gpu/p2/cuda.part | xz -d | tar xf - -C "$SITE"
+  for wheel in .gpu/p2/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$SITE"; done
+  xz -d < .gpu/p2/tokenizers.tar.xz | tar xf - -C /tmp/gpu/cache
+  mkdir -p ~/.cache/huggingface/hub
+}
+
+run() {
+  unpack
+  local bench=$1; shift
+  export PYTHONPATH="$SITE:$PWD" MLXNB_CACHE=/tmp/gpu/cache HF_HUB_OFFLINE=1
+  python3 -c 'import mlx.core as mx; print("device:", mx.default_device())'
+  python3 -m "bench.$bench" "$@" --json "${OUT:-/tmp}/$bench.json"
+}
+
+"$@"
