@@ -31,9 +31,21 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def bench_model(shape: str, dtype: str = "float32") -> Path:
-    """Build (once, cached) the random-weight model of ``shape``."""
-    return tiny_model(**SHAPES[shape], dtype=dtype)
+def bench_model(shape: str, dtype: str = "float32", bits: int | None = None) -> Path:
+    """Build (once, cached) the random-weight model of ``shape``, quantized to ``bits`` if set.
+
+    Quantized models (what people run on a Mac) are converted by ``mlx_lm.convert`` next to
+    the full-precision one, with its default group size.
+    """
+    path = tiny_model(**SHAPES[shape], dtype=dtype)
+    if bits is None:
+        return path
+    quantized = path.with_name(f"{path.name}-q{bits}")
+    if not (quantized / "config.json").exists():
+        from mlx_lm import convert
+
+        convert(str(path), str(quantized), quantize=True, q_bits=bits)
+    return quantized
 
 
 VISION_SHAPES: dict[str, dict[str, Any]] = {

@@ -73,12 +73,13 @@ class Active:
         """Whether drafts may be checked for it: its logits processors hold no state.
 
         A draft's positions run through the processors even when the draft is rejected, so a
-        processor that counts its calls (a caller's own, a JSON grammar, a thinking budget)
-        would drift; mlx-lm's penalties and ``logit_bias`` only read the tokens they are given.
+        processor that counts its calls (a JSON grammar, a thinking budget, most callers' own)
+        would drift. mlx-lm's penalties and ``logit_bias`` only read the tokens they are given,
+        and so does a caller's processor that says so with a true ``stateless`` attribute.
         """
         options = self.request.options
         return (
-            not options.logits_processors
+            all(getattr(p, "stateless", False) is True for p in options.logits_processors)
             and options.thinking_budget is None
             and self.request.grammar is None
         )

@@ -91,6 +91,32 @@ def test_a_processor_with_state_turns_drafts_off(lookup_engine: mlxnb.Engine) ->
     assert (turn.content, turn.usage.draft_tokens) == (script, 0)
 
 
+class Prefer:
+    """A logits processor that only reads its arguments, and says so."""
+
+    stateless = True
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+
+        chosen = mx.arange(logits.shape[-1]) == self.token
+        return mx.where(chosen, logits + 30.0, logits)
+
+
+def test_a_stateless_processor_keeps_drafts_on(lookup_engine: mlxnb.Engine) -> None:
+    (token,) = lookup_engine.tokenizer.encode(" add", add_special_tokens=False)
+    options = {"max_tokens": 32, "logits_processors": [Prefer(token)]}
+    plain = answer(lookup_engine, COPY, max_tokens=32)
+    without = answer(lookup_engine, COPY, **options)
+    drafted = answer(lookup_engine, COPY, prompt_lookup=8, **options)
+    assert without.content != plain.content and "add" in without.content  # it applies...
+    assert drafted.content == without.content  # ...at every drafted position too
+    assert drafted.usage.draft_tokens > 0
+
+
 async def test_a_drafting_request_joins_the_batch_when_another_arrives(
     lookup_engine: mlxnb.Engine,
 ) -> None:
