@@ -11,7 +11,10 @@ Two workloads, each in alternating runs after a warm-up, all greedy:
    function would write it): drafts from the prompt hold until an edit, then recover. Engine
    with drafts ÷ engine without, both paying the same processor per token.
 
-Run: ``python -m bench.bench_lookup [--shape mid] [--bits 4] [--pairs 12] [--json PATH]``.
+3. **draft model** (``--draft-bits 4``): the model's own output again, drafted for by its
+   quantized twin (``mlxnb.load(model, draft_model=twin)``): engine with the draft model ÷ raw.
+
+Run: ``python -m bench.bench_lookup [--shape mid] [--bits 4] [--draft-bits 4] [--pairs 12]``.
 """
 
 from __future__ import annotations
@@ -164,6 +167,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             edit[name].append(run)
     engine.close()
     edited = {run.text.strip() for runs in edit.values() for run in runs}
+    drafted: list[Run] = []
+    if args.draft_bits:
+        twin = bench_model(args.shape, args.dtype, bits=args.draft_bits)
+        with mlxnb.load(path, audit=False, prompt_cache_size=0, draft_model=twin) as speculative:
+            asyncio.run(engine_run(speculative, 32, 0))
+            for _ in range(args.pairs):
+                drafted.append(asyncio.run(engine_run(speculative, args.tokens, 0)))
+                raw_again = raw_run(model, tokenizer, args.tokens)
+                own.setdefault("raw_beside_draft", []).append(raw_again)
 
     def ratios(a: list[Run], b: list[Run]) -> list[float]:
         return [x.tps / y.tps for x, y in zip(a, b, strict=True)]
@@ -199,6 +211,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             unit="tokens",
         ),
     }
+    if drafted:
+        figures["draft_vs_raw"] = figure(
+            f"draft model ({args.draft_bits}-bit twin) ÷ raw",
+            ratios(drafted, own["raw_beside_draft"]),
+            unit="x",
+            target="> 1",
+        )
+        figures["draft_acceptance"] = figure(
+            "draft model: drafts accepted", [acceptance(drafted)], unit="fraction"
+        )
     print(
         f"\nprompt-lookup benchmark — shape {args.shape} {args.dtype}"
         f"{f' {args.bits}-bit' if args.bits else ''} on {mx.default_device()}, "
@@ -215,10 +237,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"    {name:<7} {statistics.median(r.tps for r in edit[name]):8.1f} tok/s")
     for key in ("edit_lookup_vs_plain", "edit_acceptance", "edit_tokens_per_call"):
         print(f"    {figures[key]['label']:<52} {figures[key]['value']:.3f}")
-    runs = {
-        side: [r.__dict__ | {"text": None} for r in runs]
-        for side, runs in {**{f"own_{k}": v for k, v in own.items()}, **edit}.items()
-    }
+    if drafted:
+        same_draft = {r.text for r in drafted} <= same
+        print(f"  draft model ({args.tokens} tokens; same text as plain: {same_draft})")
+        for key in ("draft_vs_raw", "draft_acceptance"):
+            print(f"    {figures[key]['label']:<52} {figures[key]['value']:.3f}")
+    sides = {**{f"own_{k}": v for k, v in own.items()}, **edit, "draft": drafted}
+    runs = {side: [r.__dict__ | {"text": None} for r in runs] for side, runs in sides.items()}
     return {"runs": runs, "figures": figures}
 
 
@@ -233,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens per own-output run")
     parser.add_argument("--pairs", type=int, default=6, help="alternating runs per side")
     parser.add_argument("--draft-tokens", type=int, default=8)
+    parser.add_argument(
+        "--draft-bits", type=int, choices=[4, 8], default=None, help="draft-model workload"
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     report = new_report("lookup", args)

@@ -14,9 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from mlxnb._engine.lookup import LookupDecoder
+from mlxnb._engine.lookup import NgramIndex
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._engine.solo import SoloDecoder
+from mlxnb._engine.speculative import Drafter, FirstDraft, ModelDrafter, SpeculativeDecoder
 from mlxnb.errors import (
     ContextLengthError,
     InvalidRequestError,
@@ -214,6 +215,23 @@ def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
     return model, tokenizer, text
 
 
+def load_draft_model(ref: str | Path, tokenizer: Any) -> Any:
+    """Load a draft model for speculative decoding, checking that it shares ``tokenizer``.
+
+    Raises:
+        ModelNotFoundError: Nothing at the path, and not a repo id that can be found.
+        ModelLoadError: It cannot be loaded, or its vocabulary differs from the main model's
+            (its drafts would be other tokens).
+    """
+    model, draft_tokenizer, text = load_text_model(ref)
+    if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ModelLoadError(
+            f"draft model {text!r} has another tokenizer than the model it drafts for: "
+            "a draft model must share the model's vocabulary"
+        )
+    return model
+
+
 def _is_hub_miss(error: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(error)}
     misses = {
@@ -249,6 +267,9 @@ class TextBackend:
 
     kind: Literal["text", "vision"] = "text"
     reuses_prompt_cache = True
+    #: A small model with the same tokenizer whose drafts speed up lone requests, if any.
+    draft_model: Any = None
+    num_draft_tokens = 3
 
     def __init__(
         self,
@@ -279,7 +300,8 @@ class TextBackend:
         prefill_step: int,
         cache: list[Any] | None = None,
         rest: Sequence[int] | None = None,
-        draft_tokens: int = 0,
+        prompt_lookup: int = 0,
+        speculate: bool = False,
         max_tokens: int = 0,
     ) -> SoloDecoder:
         """A single-sequence decoder for a request that runs alone.
@@ -292,7 +314,9 @@ class TextBackend:
             prefill_step: Prompt tokens per model call while prefilling.
             cache: A prompt-cache hit holding the prompt's first tokens (``None``: empty).
             rest: The prompt tokens ``cache`` does not hold (all of them without a cache).
-            draft_tokens: Prompt-lookup drafts per step (:mod:`mlxnb._engine.lookup`; 0: off).
+            prompt_lookup: Prompt-lookup drafts per step (:mod:`mlxnb._engine.lookup`; 0: off).
+            speculate: Whether drafts may be checked at all (its processors hold no state);
+                with a draft model, they are.
             max_tokens: Tokens the request may still generate (bounds the drafts).
         """
         if cache is None:
@@ -300,21 +324,21 @@ class TextBackend:
 
             cache = make_prompt_cache(self.model)
         rest = prompt.tokens if rest is None else rest
-        if draft_tokens:
-            return LookupDecoder(
-                self.model,
-                cache,
-                prompt.tokens,
-                rest,
-                sampler,
-                processors,
-                stream,
-                prefill_step,
-                draft_tokens=draft_tokens,
-                max_tokens=max_tokens,
-            )
-        return SoloDecoder(
-            self.model, cache, prompt.tokens, rest, sampler, processors, stream, prefill_step
+        arguments = (self.model, cache, prompt.tokens, rest, sampler, processors, stream)
+        drafters: list[Drafter] = []
+        if speculate and prompt_lookup:
+            drafters.append(NgramIndex(()))
+        if speculate and self.draft_model is not None:
+            drafters.append(ModelDrafter(self.draft_model, prefill_step))
+        if not drafters:
+            return SoloDecoder(*arguments, prefill_step)
+        width = max(prompt_lookup, self.num_draft_tokens if self.draft_model is not None else 0)
+        return SpeculativeDecoder(
+            *arguments,
+            prefill_step,
+            drafter=drafters[0] if len(drafters) == 1 else FirstDraft(drafters),
+            draft_tokens=width,
+            max_tokens=max_tokens,
         )
 
     def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:

@@ -18,6 +18,7 @@ from mlxnb._engine.backend import (
     TextBackend,
     context_length,
     generation_defaults,
+    load_draft_model,
     load_text_model,
     read_config,
 )
@@ -41,7 +42,7 @@ from mlxnb._engine.worker import Worker, WorkerConfig
 from mlxnb._ids import new_request_id
 from mlxnb._images import Image, ImagePolicy, no_vision_error
 from mlxnb._messages import carries_images, normalize_messages
-from mlxnb.errors import EngineBusyError, EngineClosedError, MlxnbError
+from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
 from mlxnb.events import Event, Turn, TurnBuilder, acollect, collect
 
 Messages = Sequence[Mapping[str, Any]]
@@ -89,6 +90,11 @@ class Engine:
             more, written while the engine is idle), and load this model's at start: a long
             system prompt processed once is reused by the next kernel. ``None``: off.
         prompt_cache_dir_bytes: Most bytes the folder may hold (least recently used go first).
+        draft_model: A small text model with the same tokenizer (a directory or a repo id):
+            while a request runs alone, it drafts ``num_draft_tokens`` tokens that the model
+            checks in one call (speculative decoding; the output is unchanged). Requests with
+            stateful logits processors, a JSON schema or a thinking budget decode without it.
+        num_draft_tokens: Tokens the draft model proposes per step.
         wait: Block until the model is loaded (load errors are raised here).
     """
 
@@ -113,8 +119,14 @@ class Engine:
         admission_timeout: float = 30.0,
         prompt_cache_dir: str | Path | None = None,
         prompt_cache_dir_bytes: int = 2 << 30,
+        draft_model: str | Path | None = None,
+        num_draft_tokens: int = 3,
         wait: bool = True,
     ) -> None:
+        if not isinstance(num_draft_tokens, int) or not 1 <= num_draft_tokens <= 64:
+            raise InvalidRequestError("num_draft_tokens must be a whole number from 1 to 64")
+        self._draft_model = draft_model
+        self._num_draft_tokens = num_draft_tokens
         self.path = str(model)
         self.model_id = name or model_name(model)
         self._kind = kind
@@ -156,12 +168,18 @@ class Engine:
         limit = context_length(config)
         sampling = generation_defaults(read_config(self.path, "generation_config.json"))
         if kind_of(config, self._kind) == "vision":
+            if self._draft_model is not None:
+                raise InvalidRequestError("draft_model works with text models only")
             model, processor, tokenizer, _ = load_vision_model(self.path)
             return VisionBackend(
                 model, processor, tokenizer, self.model_id, limit, generation_defaults=sampling
             )
         model, tokenizer, _ = load_text_model(self.path)
-        return TextBackend(model, tokenizer, self.model_id, limit, generation_defaults=sampling)
+        backend = TextBackend(model, tokenizer, self.model_id, limit, sampling)
+        if self._draft_model is not None:
+            backend.draft_model = load_draft_model(self._draft_model, tokenizer)
+            backend.num_draft_tokens = self._num_draft_tokens
+        return backend
 
     @property
     def kind(self) -> str:

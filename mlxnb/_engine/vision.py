@@ -188,6 +188,7 @@ class VisionBackend:
 
     kind: ModelKind = "vision"
     reuses_prompt_cache = False
+    draft_model: Any = None  # no speculative decoding for vision models
 
     def __init__(
         self,
@@ -287,14 +288,15 @@ class VisionBackend:
         prefill_step: int,
         cache: list[Any] | None = None,
         rest: Sequence[int] | None = None,
-        draft_tokens: int = 0,
+        prompt_lookup: int = 0,
+        speculate: bool = False,
         max_tokens: int = 0,
     ) -> VisionSoloDecoder:
         """A single-sequence decoder for a request that runs alone.
 
         Args as :meth:`TextBackend.new_solo <mlxnb._engine.backend.TextBackend.new_solo>`;
         vision requests reuse no prompt cache, so ``cache`` and ``rest`` are ignored, and they
-        decode without prompt-lookup drafts (``draft_tokens`` is ignored too).
+        decode without drafts (``prompt_lookup`` and ``speculate`` are ignored too).
         """
         from mlx_vlm.models.cache import make_prompt_cache
 

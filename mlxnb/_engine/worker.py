@@ -345,8 +345,9 @@ class Worker:
         if options.seed is not None:
             self._mx.random.seed(options.seed)
         active = Active.admit(request, backend, prompt, cached, time.perf_counter())
-        drafts = options.prompt_lookup if active.drafts_allowed else 0
-        solo = self._solo_enabled or drafts > 0
+        speculate = active.drafts_allowed and backend.kind == "text"
+        drafts = speculate and (options.prompt_lookup > 0 or backend.draft_model is not None)
+        solo = self._solo_enabled or drafts
         # An evaluation run's other rows follow at once: its first row would leave the lone
         # path within steps (a vision row, which cannot join the batch, would stay beside it).
         in_run = request.meta.run_id is not None
@@ -359,7 +360,8 @@ class Worker:
                 self._config.prefill_step,
                 cache=cache,
                 rest=rest,
-                draft_tokens=drafts,
+                prompt_lookup=options.prompt_lookup,
+                speculate=speculate,
                 max_tokens=options.max_tokens,
             )
             self._solo_uids -= 1
