@@ -226,7 +226,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"{f' {args.bits}-bit' if args.bits else ''} on {mx.default_device()}, "
         f"{args.pairs} alternating runs, {lookup} draft tokens, {mlxnb.__version__}"
     )
-    print(f"  own output ({args.tokens} tokens; identical on all three sides: {len(same) == 1})")
+    texts = {side: {run.text for run in runs} for side, runs in own.items()}
+    agree = ", ".join(
+        f"{side} {'==' if texts[side] == texts['raw'] else '!='} raw"
+        for side in ("plain", "lookup")
+    )
+    print(f"  own output ({args.tokens} tokens; {agree}; {len(same)} distinct texts)")
     for name in ("raw", "plain", "lookup"):
         print(f"    {name:<7} {statistics.median(r.tps for r in own[name]):8.1f} tok/s")
     for key in ("own_lookup_vs_raw", "own_plain_vs_raw", "own_acceptance"):
