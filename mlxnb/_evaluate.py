@@ -24,6 +24,7 @@ from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, ModelHandle, ModelPool, default_pool
 from mlxnb._engine.request import RequestMeta
 from mlxnb._evaluate_rows import (
+    LOGPROB_DTYPES,
     RESULT_DTYPES,
     Prompts,
     RowTask,
@@ -166,6 +167,9 @@ class EvaluationRun:
             if column not in frame.columns:
                 frame[column] = pd.Series([None] * len(frame), dtype=dtype)
             else:
+                frame[column] = frame[column].astype(dtype)
+        for column, dtype in LOGPROB_DTYPES.items():
+            if column in frame.columns:
                 frame[column] = frame[column].astype(dtype)
         if "run_id" not in frame.columns:
             frame["run_id"] = self.run_id
@@ -360,7 +364,8 @@ def evaluate(
         One row per (model, grid point, prompt, sample): the input columns, ``model``, the grid
         parameters, ``sample``, ``content``, ``reasoning``, ``tool_calls`` (JSON),
         ``finish_reason``, token counts, ``time_to_first_token``, ``duration``,
-        ``tokens_per_s``, ``error``, ``run_id`` and one column per scorer.
+        ``tokens_per_s``, ``error``, ``run_id`` and one column per scorer; with
+        ``logprobs=True``, also ``mean_logprob``, ``min_logprob`` and ``perplexity``.
     """
     # The parameters are the spec's fields by name; the dataclass rejects any drift.
     run = _prepare(EvaluationSpec(**locals()))

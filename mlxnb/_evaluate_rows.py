@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ RESULT_DTYPES: dict[str, Any] = {
     "tokens_per_s": pd.Float64Dtype(),
     "error": pd.StringDtype(),
 }
+LOGPROB_DTYPES: dict[str, Any] = dict.fromkeys(
+    ("mean_logprob", "min_logprob", "perplexity"), pd.Float64Dtype()
+)
+"""Columns of a run with ``logprobs=True``: over each answer's generated tokens."""
 
 
 @dataclass(frozen=True)
@@ -152,4 +157,14 @@ def result_columns(
         "duration": duration,
         "tokens_per_s": usage.generation_tps,
         "error": turn.error,
+        **logprob_columns(turn),
     }
+
+
+def logprob_columns(turn: Turn) -> dict[str, float]:
+    """Mean and lowest log-probability of the turn's tokens and its perplexity (if it has them)."""
+    values = [entry.logprob for entry in turn.logprobs]
+    if not values:
+        return {}
+    mean = sum(values) / len(values)
+    return {"mean_logprob": mean, "min_logprob": min(values), "perplexity": math.exp(-mean)}

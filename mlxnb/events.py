@@ -8,6 +8,7 @@ carries a ``type`` discriminator.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -149,6 +150,69 @@ class PrefillProgress:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    """One of the most likely tokens at a position.
+
+    Attributes:
+        token: Its text.
+        id: Its token id.
+        logprob: Its log-probability (natural log) after the request's logits processors.
+    """
+
+    token: str
+    id: int
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token, and the most likely tokens at its place.
+
+    Sent only to requests that ask (``logprobs=True``, ``top_logprobs=k``), one per generated
+    token in order, each just before the text that token adds (the text may come later: the
+    parser holds back what might be a marker). Log-probabilities are those the sampler saw: after
+    logits processors, penalties and ``logit_bias``, before temperature.
+
+    Attributes:
+        token: The generated token's text.
+        id: Its token id.
+        logprob: Its log-probability (natural log).
+        top_logprobs: The ``k`` most likely tokens there, most likely first.
+    """
+
+    token: str
+    id: int
+    logprob: float
+    top_logprobs: tuple[TopLogprob, ...] = ()
+    type: Literal["logprob"] = field(default="logprob", init=False)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The entry in OpenAI's ``logprobs.content`` shape (``-inf`` as OpenAI's -9999.0)."""
+        return {
+            "token": self.token,
+            "logprob": json_logprob(self.logprob),
+            "bytes": list(self.token.encode("utf-8")),
+            "top_logprobs": [
+                {
+                    "token": t.token,
+                    "logprob": json_logprob(t.logprob),
+                    "bytes": list(t.token.encode("utf-8")),
+                }
+                for t in self.top_logprobs
+            ],
+        }
+
+
+LOGPROB_FLOOR = -9999.0
+"""What OpenAI's API reports for a token that cannot occur (JSON has no infinity)."""
+
+
+def json_logprob(value: float) -> float:
+    """``value`` with impossible (``-inf``) and non-numeric values as :data:`LOGPROB_FLOOR`."""
+    return value if math.isfinite(value) and value > LOGPROB_FLOOR else LOGPROB_FLOOR
+
+
+@dataclass(frozen=True)
 class Done:
     """The last event of every stream.
 
@@ -167,7 +231,14 @@ class Done:
 
 
 Event = (
-    ThinkingDelta | ContentDelta | ToolCallDelta | ToolCall | ToolCallError | PrefillProgress | Done
+    ThinkingDelta
+    | ContentDelta
+    | ToolCallDelta
+    | ToolCall
+    | ToolCallError
+    | PrefillProgress
+    | TokenLogprob
+    | Done
 )
 """Any event of a generation stream."""
 
@@ -184,6 +255,8 @@ class Turn:
         finish_reason: Why generation ended.
         usage: Token counts and timings.
         error: Error message for ``finish_reason == "error"``.
+        logprobs: One entry per generated token when the request asked (``logprobs=True``),
+            else empty.
     """
 
     content: str
@@ -193,6 +266,7 @@ class Turn:
     finish_reason: FinishReason
     usage: Usage
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """The turn as an OpenAI-style assistant message (for the next request's history)."""
@@ -217,6 +291,7 @@ class TurnBuilder:
         self._reasoning: list[str] = []
         self._calls: list[ToolCall] = []
         self._errors: list[ToolCallError] = []
+        self._logprobs: list[TokenLogprob] = []
         self.done: Done | None = None
 
     def add(self, event: Event) -> None:
@@ -229,6 +304,8 @@ class TurnBuilder:
             self._calls.append(event)
         elif isinstance(event, ToolCallError):
             self._errors.append(event)
+        elif isinstance(event, TokenLogprob):
+            self._logprobs.append(event)
         elif isinstance(event, Done):
             self.done = event
 
@@ -253,6 +330,7 @@ class TurnBuilder:
             finish_reason=done.finish_reason,
             usage=done.usage,
             error=done.error,
+            logprobs=tuple(self._logprobs),
         )
 
 

@@ -141,6 +141,7 @@ class Active:
             tools=request.tools,
             initial_state=prompt.initial_state,
             stop=options.stop,
+            trim_block_starts=request.prompt is None,  # a raw completion's text is as generated
         )
         return cls(
             request,

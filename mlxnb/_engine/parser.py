@@ -87,6 +87,8 @@ class EventParser:
         initial_state: ``"reasoning"`` when the prompt already opened a thinking block.
         stop: Stop strings; output ends before the first one.
         id_factory: Makes tool-call ids.
+        trim_block_starts: Drop the whitespace a block (the answer, a thinking block) opens
+            with, as chat templates leave it; a raw completion keeps its text as generated.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class EventParser:
         initial_state: str = NORMAL,
         stop: Sequence[str] = (),
         id_factory: Callable[[], str] = new_tool_call_id,
+        trim_block_starts: bool = True,
     ) -> None:
         self._machine = build_state_machine(markers, stop)
         self._state = self._machine.make_state(initial_state)
@@ -105,7 +108,8 @@ class EventParser:
         self._tool_parser = tool_parser
         self._tools = tools
         self._new_id = id_factory
-        self._block_start = True
+        self._trim = trim_block_starts
+        self._block_start = trim_block_starts
         self._tool_text: list[str] = []
         self._blocks = 0
         self._calls = 0
@@ -151,7 +155,7 @@ class EventParser:
                     self.stop_sequence = state.removeprefix(STOPPED)
                     return events
                 self._current = state
-                self._block_start = True
+                self._block_start = self._trim
                 if state == TOOL:
                     self._tool_text = []
             if text:

@@ -16,6 +16,9 @@ from mlxnb._engine.delivery import AsyncSink, SyncSink
 from mlxnb._images import Image
 from mlxnb.errors import InvalidRequestError, UnknownOptionError
 
+MAX_TOP_LOGPROBS = 20
+"""Most alternatives a token's log-probability entry lists (OpenAI's limit)."""
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -37,6 +40,10 @@ class SamplingOptions:
             -100 bans a token, +100 all but forces it).
         thinking_budget: Most tokens inside a thinking block; then its closing marker is
             forced and the answer follows (``None``: no budget; ``0``: close it at once).
+        logprobs: Send a :class:`~mlxnb.events.TokenLogprob` per generated token (and keep
+            them in ``Turn.logprobs``).
+        top_logprobs: How many of the most likely tokens each of those lists (0 to 20; more
+            than 0 turns ``logprobs`` on).
         prompt_lookup: Prompt-lookup decoding while the request runs alone: up to this many
             tokens drafted per step from earlier n-grams of the prompt and answer, checked in
             one model call (``0``: off). The output is unchanged; see :mod:`mlxnb._engine.lookup`.
@@ -55,6 +62,8 @@ class SamplingOptions:
     logits_processors: tuple[Any, ...] = ()
     logit_bias: tuple[tuple[int, float], ...] = ()
     thinking_budget: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
     prompt_lookup: int = 0
 
     def __post_init__(self) -> None:
@@ -75,6 +84,10 @@ class SamplingOptions:
                 "thinking_budget must be a whole number >= 0",
             ),
             (
+                isinstance(self.top_logprobs, int) and 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
+                f"top_logprobs must be a whole number from 0 to {MAX_TOP_LOGPROBS}",
+            ),
+            (
                 isinstance(self.prompt_lookup, int) and 0 <= self.prompt_lookup <= 64,
                 "prompt_lookup must be a whole number of draft tokens from 0 to 64",
             ),
@@ -86,6 +99,11 @@ class SamplingOptions:
         for ok, message in checks:
             if not ok:
                 raise InvalidRequestError(message)
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """Whether the request asked for log-probabilities (``top_logprobs`` implies it)."""
+        return bool(self.logprobs) or self.top_logprobs > 0
 
 
 UNCHECKED_OPTIONS = SamplingOptions()
@@ -127,6 +145,8 @@ def effective_settings(options: SamplingOptions) -> dict[str, Any]:
         settings["logits_processors"] = len(options.logits_processors)
     if options.prompt_lookup:
         settings["prompt_lookup"] = options.prompt_lookup
+    if options.wants_logprobs:
+        settings["top_logprobs"] = options.top_logprobs
     return settings
 
 

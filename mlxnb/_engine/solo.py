@@ -34,6 +34,8 @@ class SoloDecoder:
     #: Draft tokens proposed and accepted (only speculative decoders draft).
     drafted = 0
     accepted = 0
+    #: The log-probability vectors (``1 x vocabulary``) of the tokens last returned or handed.
+    last_logprobs: list[Any] = []  # noqa: RUF012  (replaced, never mutated)
 
     def __init__(
         self,
@@ -79,13 +81,14 @@ class SoloDecoder:
             if self._pending is None:
                 self._pending = self._step(mx.array(self._last_prompt, dtype=mx.uint32))
                 # Its own evaluation, so reading it does not wait for the step queued after it.
-                mx.async_eval(self._pending)
-            token = self._pending
+                mx.async_eval(self._pending[0])
+            token, logprobs = self._pending
             # Queue the next step before reading this one, so the device never waits on Python.
             self._pending = self._step(token)
-            mx.async_eval(self._pending)
+            mx.async_eval(self._pending[0])
             value = int(token.item())
         self.tokens.append(value)
+        self.last_logprobs = [logprobs]
         return [value]
 
     def hand_over(self) -> tuple[int | None, list[int], list[Any], list[int]]:
@@ -99,7 +102,9 @@ class SoloDecoder:
         """
         if self._pending is None:
             return None, self._unprefilled + self._last_prompt, self.cache, self.held
-        ahead = int(self._pending.item())
+        token, logprobs = self._pending
+        ahead = int(token.item())
+        self.last_logprobs = [logprobs]
         return ahead, [ahead], self.cache, list(self.tokens)
 
     def _prefill_chunk(self) -> None:
@@ -119,7 +124,8 @@ class SoloDecoder:
         """The next token's logits (``1 x vocabulary``) after feeding ``inputs`` (1-D)."""
         return self._model(inputs.reshape(1, -1), cache=self.cache)[:, -1, :]
 
-    def _step(self, inputs: Any) -> Any:
+    def _step(self, inputs: Any) -> tuple[Any, Any]:
+        """Queue one decode step: the sampled token and the log-probabilities it came from."""
         mx = self._mx
         logits = self._logits(inputs)
         if self._processors:
@@ -127,4 +133,4 @@ class SoloDecoder:
             for processor in self._processors:
                 logits = processor(self._context, logits)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return self._sampler(logprobs).reshape(-1)[:1].squeeze()
+        return self._sampler(logprobs).reshape(-1)[:1].squeeze(), logprobs

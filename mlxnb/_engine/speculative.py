@@ -178,7 +178,8 @@ class SpeculativeDecoder(SoloDecoder):
             draft = self._drafter.draft(min(self._draft_tokens, self._left - 1))
             inputs = mx.array(fed + draft, dtype=mx.uint32)
             logits = self._model(inputs[None], cache=self.cache)[0]
-            sampled = self._sample(inputs, logits).tolist()
+            tokens, logprobs = self._sample(inputs, logits)
+            sampled = tokens.tolist()
         kept = 0
         while kept < len(draft) and sampled[kept] == draft[kept]:
             kept += 1
@@ -187,6 +188,7 @@ class SpeculativeDecoder(SoloDecoder):
 
             trim_prompt_cache(self.cache, len(draft) - kept)
         produced = [int(token) for token in sampled[: kept + 1]]
+        self.last_logprobs = [logprobs[i : i + 1] for i in range(kept + 1)]
         if self._processors:
             self._context = mx.concatenate([self._context, inputs[: kept + 1]])
         self.drafted += len(draft)
@@ -203,8 +205,11 @@ class SpeculativeDecoder(SoloDecoder):
             return super().hand_over()
         return None, list(self._next_input), self.cache, self.held
 
-    def _sample(self, inputs: Any, logits: Any) -> Any:
-        """The token the model samples at each position (processors see positions in order)."""
+    def _sample(self, inputs: Any, logits: Any) -> tuple[Any, Any]:
+        """The token sampled at each position, and the log-probabilities it came from.
+
+        Processors see the positions in order, each with the tokens before it.
+        """
         mx = self._mx
         if self._processors:
             rows = []
@@ -216,4 +221,4 @@ class SpeculativeDecoder(SoloDecoder):
                 rows.append(row)
             logits = mx.concatenate(rows, axis=0)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return self._sampler(logprobs).reshape(-1)
+        return self._sampler(logprobs).reshape(-1), logprobs

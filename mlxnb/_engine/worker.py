@@ -26,12 +26,13 @@ from mlxnb._engine.admission import Admission, Waiting
 from mlxnb._engine.backend import Prompt, check_context, check_logit_bias
 from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.disk_cache import DiskPromptCache
+from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
-from mlxnb.errors import EngineClosedError, GenerationError, MlxnbError
+from mlxnb.errors import EngineClosedError, GenerationError, InvalidRequestError, MlxnbError
 from mlxnb.events import Done, Event, PrefillProgress, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb.engine")
@@ -273,6 +274,10 @@ class Worker:
         assert self.backend is not None
         backend = self.backend
         try:
+            if backend.kind == "vision" and request.options.wants_logprobs:
+                # mlx-vlm's batch decoder returns no log-probabilities.
+                message = f"{backend.model_id} is a vision model: logprobs are for text models"
+                raise InvalidRequestError(message)
             if request.prompt is not None:
                 prompt = backend.render_text(request.prompt)
             else:
@@ -404,7 +409,8 @@ class Worker:
             self._fail_one(uid, active.guard.failure, in_batch=False)
             return
         if ahead is not None:
-            self._on_token(uid, ahead, self._solo_reason(active, ahead))
+            (logprobs,) = active.solo.last_logprobs
+            self._on_token(uid, ahead, self._solo_reason(active, ahead), logprobs)
             if uid not in self._active:
                 return
         del self._active[uid]
@@ -442,10 +448,10 @@ class Worker:
             active.drafted, active.accepted = solo.drafted, solo.accepted
             if active.guard.failure is not None:
                 self._fail_one(uid, active.guard.failure, in_batch=False)
-            for token in tokens:
+            for token, logprobs in zip(tokens, solo.last_logprobs, strict=True):
                 if uid not in self._active:  # ended on an earlier token of this step
                     break
-                self._on_token(uid, token, self._solo_reason(active, token))
+                self._on_token(uid, token, self._solo_reason(active, token), logprobs)
             # A decoder that cannot join the batch shares the step with it.
             if not any(member.solo is None for member in self._active.values()):
                 return
@@ -463,7 +469,8 @@ class Worker:
                 continue
             if response.finish_reason is not None and response.prompt_cache is not None:
                 self._store_cache(response.prompt_cache, response.all_tokens)
-            self._on_token(response.uid, response.token, response.finish_reason)
+            logprobs = getattr(response, "logprobs", None)
+            self._on_token(response.uid, response.token, response.finish_reason, logprobs)
 
     def _report_prefill(self, prefilled: list[Any]) -> None:
         """Tell the requests that asked how far their prompt's processing has come.
@@ -483,8 +490,11 @@ class Worker:
                 event = PrefillProgress(int(progress[0]), int(progress[1]))
                 self._outbox.put(request.sink, request.cancel, [event])
 
-    def _on_token(self, uid: int, token: int, reason: str | None) -> None:
-        """Detokenize and parse one generated token; finish the request when it ends."""
+    def _on_token(self, uid: int, token: int, reason: str | None, logprobs: Any = None) -> None:
+        """Detokenize and parse one generated token; finish the request when it ends.
+
+        ``logprobs`` is the vector the token was sampled from (read only if the request asked).
+        """
         active = self._active[uid]
         active.count_token(time.perf_counter())
         parser = active.parser
@@ -495,6 +505,11 @@ class Worker:
         if reason is not None:
             detokenizer.finalize()
         events = parser.feed(detokenizer.last_segment)
+        options = active.request.options
+        if options.wants_logprobs and logprobs is not None:
+            assert self.backend is not None
+            entry = token_logprob(self.backend.tokenizer, token, logprobs, options.top_logprobs)
+            events = [entry, *events]
         if thinking or parser.in_reasoning:  # a thinking block's markers count as its tokens
             active.reasoning_tokens += 1
         if reason is None and parser.stopped:

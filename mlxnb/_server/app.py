@@ -169,14 +169,21 @@ def _check_completion(body: CompletionRequest, call: oa.EngineCall) -> None:
             "unsupported_value",
             "best_of",
         )
-    if body.logprobs is not None and body.logprobs is not False:
+    if body.logprobs is not None and (
+        isinstance(body.logprobs, bool) or not 0 <= body.logprobs <= MAX_COMPLETION_LOGPROBS
+    ):
         raise ApiError(
             400,
-            "logprobs: log-probabilities are not supported by this server",
+            f"logprobs: the number of alternatives per token, 0 to {MAX_COMPLETION_LOGPROBS}"
+            f" (got {body.logprobs!r})",
             "invalid_request_error",
-            "unsupported_parameter",
+            "invalid_value",
             "logprobs",
         )
+
+
+MAX_COMPLETION_LOGPROBS = 5
+"""OpenAI's limit for ``/v1/completions``' ``logprobs``."""
 
 
 def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:

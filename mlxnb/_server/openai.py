@@ -24,10 +24,12 @@ from mlxnb.events import (
     Done,
     Event,
     ThinkingDelta,
+    TokenLogprob,
     ToolCall,
     ToolCallDelta,
     ToolCallError,
     collect,
+    json_logprob,
 )
 from mlxnb.events import Usage as EngineUsage
 
@@ -117,6 +119,12 @@ def _sampling(request: _Sampling, max_tokens: int | None) -> dict[str, Any]:
     return options
 
 
+def _chat_logprobs(request: ChatCompletionRequest) -> dict[str, Any]:
+    if not request.logprobs and not request.top_logprobs:
+        return {}
+    return {"logprobs": True, "top_logprobs": request.top_logprobs or 0}
+
+
 EFFORT_BUDGETS: dict[str, int | None] = {
     "none": 0,
     "minimal": 0,
@@ -145,6 +153,7 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     kwargs = dict(request.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
     options = _sampling(request, request.max_completion_tokens or request.max_tokens)
+    options.update(_chat_logprobs(request))
     if thinking is None:
         thinking, budget = effort_options(request.reasoning_effort)
         options.update(budget)
@@ -185,6 +194,8 @@ def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) ->
 def completion_call(request: CompletionRequest) -> EngineCall:
     """Translate a text-completion request into engine arguments (``n`` choices per prompt)."""
     options = _sampling(request, request.max_tokens or 16)
+    if request.logprobs is not None:  # an int from 0 to 5, checked by the route
+        options.update(logprobs=True, top_logprobs=int(request.logprobs))
     prompts = tuple(completion_prompts(request.prompt))
     return EngineCall([], None, None, options, prompts=prompts, n=request.n)
 
@@ -269,15 +280,22 @@ class ChatChunks:
     include_usage: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
     _tools: ToolCallWire = field(default_factory=ToolCallWire, init=False, repr=False)
+    _logprobs: list[TokenLogprob] = field(default_factory=list, init=False, repr=False)
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        """A chunk carrying ``delta`` (and a finish reason on the last one)."""
+        """A chunk carrying ``delta`` (and a finish reason on the last one).
+
+        Log-probabilities of tokens seen since the last chunk ride on it.
+        """
+        logprobs = chat_logprobs(self._logprobs) if self._logprobs else None
+        self._logprobs = []
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [choice],
         }
         if self.include_usage:
             body["usage"] = None
@@ -289,6 +307,9 @@ class ChatChunks:
 
     def event(self, event: Event) -> list[dict[str, Any]]:
         """The chunks for one event; tool calls stream as written (:mod:`.tool_stream`)."""
+        if isinstance(event, TokenLogprob):
+            self._logprobs.append(event)
+            return []
         if isinstance(event, ContentDelta):
             return [self.chunk({"content": event.text})]
         if isinstance(event, ThinkingDelta):
@@ -349,11 +370,32 @@ def chat_completion(events: list[Event], *, id: str, model: str, created: int) -
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": chat_logprobs(turn.logprobs) if turn.logprobs else None,
                 "finish_reason": finish_reason(turn.finish_reason),
             }
         ],
         "usage": usage_body(turn.usage),
+    }
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """Chat's ``logprobs`` object: one ``content`` entry per token."""
+    return {"content": [entry.to_openai() for entry in entries], "refusal": None}
+
+
+def text_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """``/v1/completions``' ``logprobs`` object, the first token at text offset ``offset``."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {
+        "tokens": [entry.token for entry in entries],
+        "token_logprobs": [json_logprob(entry.logprob) for entry in entries],
+        "top_logprobs": [
+            {t.token: json_logprob(t.logprob) for t in entry.top_logprobs} for entry in entries
+        ],
+        "text_offset": offsets,
     }
 
 
@@ -406,12 +448,21 @@ class TextChunks:
     n: int = 1
     echo: Callable[[int], str] | None = None
     _usage: dict[int, EngineUsage] = field(default_factory=dict, init=False, repr=False)
+    _logprobs: dict[int, list[TokenLogprob]] = field(default_factory=dict, init=False, repr=False)
+    _offsets: dict[int, int] = field(default_factory=dict, init=False, repr=False)
 
     def body(self, text: str, finish: str | None = None, index: int = 0) -> dict[str, Any]:
-        """One ``text_completion`` body for choice ``index``."""
+        """One ``text_completion`` body for choice ``index``.
+
+        Log-probabilities of that choice's tokens since its last body ride on it.
+        """
         body = completion_chunk(
             text, id=self.id, model=self.model, created=self.created, finish=finish, index=index
         )
+        if pending := self._logprobs.pop(index, None):
+            offset = self._offsets.get(index, len(self._echoed(index)))
+            body["choices"][0]["logprobs"] = text_logprobs(pending, offset)
+            self._offsets[index] = offset + sum(len(entry.token) for entry in pending)
         if self.include_usage:
             body["usage"] = None
         return body
@@ -427,6 +478,9 @@ class TextChunks:
 
     def event(self, index: int, event: Event) -> list[dict[str, Any]]:
         """The streamed bodies for one event of choice ``index`` (its finish on ``Done``)."""
+        if isinstance(event, TokenLogprob):
+            self._logprobs.setdefault(index, []).append(event)
+            return []
         if isinstance(event, Done):
             self._usage[index] = event.usage
             return [self.body("", finish_reason(event.finish_reason), index)]
@@ -461,7 +515,11 @@ class TextChunks:
                 {
                     "index": index,
                     "text": self._echoed(index) + "".join(map(event_text, events)),
-                    "logprobs": None,
+                    "logprobs": (
+                        text_logprobs(turn.logprobs, len(self._echoed(index)))
+                        if turn.logprobs
+                        else None
+                    ),
                     "finish_reason": finish_reason(turn.finish_reason),
                 }
                 for index, (events, turn) in enumerate(zip(choices, turns, strict=True))

@@ -176,7 +176,10 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormat | None = None
     chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=MAX_TEMPLATE_KWARGS)
-    logprobs: Literal[False] | None = Field(None, description="Log-probabilities: unsupported.")
+    logprobs: bool | None = Field(None, description="Log-probabilities of the output tokens.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Most likely tokens listed at each position."
+    )
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
         None, description="none/minimal turn thinking off; low/medium/high turn it on."
     )
@@ -189,8 +192,9 @@ class CompletionRequest(_Sampling):
     """Body of ``POST /v1/completions``: raw text continuation of one prompt or a batch.
 
     ``prompt`` is a string, a list of strings, a list of token ids or a list of token-id lists;
-    every prompt gets ``n`` choices. ``best_of`` (only equal to ``n``) and ``logprobs`` (not
-    supported) are accepted here so the server can refuse them with a 400 naming the field.
+    every prompt gets ``n`` choices. ``best_of`` (only equal to ``n``) is accepted here so the
+    server can refuse other values with a 400 naming the field, and ``logprobs`` (0 to 5) so
+    a boolean gets a 400 too.
     """
 
     prompt: PromptText | list[PromptText] | TokenIds | list[TokenIds] = Field(
@@ -200,7 +204,9 @@ class CompletionRequest(_Sampling):
     best_of: int | None = Field(None, ge=1, description="Only equal to n.")
     echo: bool | None = None
     suffix: Text | None = Field(None, description="Refused unless empty: no fill-in-the-middle.")
-    logprobs: bool | int | None = Field(None, description="Log-probabilities: unsupported.")
+    logprobs: bool | int | None = Field(
+        None, description="Log-probabilities of the output tokens, with this many alternatives."
+    )
 
     @field_validator("prompt", mode="before")
     @classmethod

@@ -268,7 +268,7 @@ def test_official_client_gets_one_choice_per_prompt(
 
 def test_official_client_refusals_name_the_field(client: openai.OpenAI, model_id: str) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        client.completions.create(model=model_id, prompt=["a", "b"], logprobs=2)
+        client.completions.create(model=model_id, prompt=["a", "b"], logprobs=6)
     assert refused.value.status_code == 400 and refused.value.param == "logprobs"
     with pytest.raises(openai.UnprocessableEntityError) as too_many:
         client.completions.create(model=model_id, prompt="a", n=MAX_N + 1)
@@ -305,8 +305,8 @@ REFUSALS = {
     ),
     "best_of above n": ({"prompt": "a", "best_of": 3}, 400, "best_of", "best_of"),
     "best_of below n": ({"prompt": "a", "n": 2, "best_of": 1}, 400, "best_of", "best_of"),
-    "logprobs": ({"prompt": ["a", "b"], "logprobs": 1}, 400, "logprobs", "logprobs"),
-    "logprobs zero": ({"prompt": "a", "logprobs": 0}, 400, "logprobs", "logprobs"),
+    "logprobs over 5": ({"prompt": ["a", "b"], "logprobs": 6}, 400, "logprobs", "0 to 5"),
+    "logprobs negative": ({"prompt": "a", "logprobs": -1}, 400, "logprobs", "0 to 5"),
     "logprobs true": ({"prompt": "a", "logprobs": True}, 400, "logprobs", "logprobs"),
     "token id past the vocabulary": ({"prompt": [[1], [10**9]]}, 400, None, "vocabulary"),
     "max_tokens over server limit": (
@@ -481,3 +481,40 @@ def test_text_usage_counts_each_prompt_once_and_every_sample() -> None:
     assert body["usage"]["prompt_tokens"] == 10
     assert body["usage"]["completion_tokens"] == 10
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_completion_logprobs_per_choice_in_the_legacy_shape(
+    client: openai.OpenAI, model_id: str, stream: bool
+) -> None:
+    options: dict[str, Any] = {"max_tokens": 5, "temperature": 0, "logprobs": 2}
+    prompts = FREE[:2]
+    per_choice: dict[int, dict[str, list[Any]]] = {}
+    if stream:
+        for chunk in client.completions.create(
+            model=model_id, prompt=prompts, n=2, stream=True, **options
+        ):
+            for choice in chunk.choices:
+                got = per_choice.setdefault(choice.index, {"tokens": [], "top": [], "text": []})
+                got["text"].append(choice.text)
+                if choice.logprobs is not None:
+                    got["tokens"].extend(choice.logprobs.tokens or [])
+                    got["top"].extend(choice.logprobs.top_logprobs or [])
+    else:
+        body = client.completions.create(model=model_id, prompt=prompts, n=2, **options)
+        for choice in body.choices:
+            assert choice.logprobs is not None
+            assert choice.logprobs.text_offset is not None
+            assert choice.logprobs.text_offset[0] == 0
+            per_choice[choice.index] = {
+                "tokens": list(choice.logprobs.tokens or []),
+                "top": list(choice.logprobs.top_logprobs or []),
+                "text": [choice.text],
+            }
+    assert sorted(per_choice) == [0, 1, 2, 3]
+    for got in per_choice.values():
+        assert len(got["tokens"]) == 5 and all(len(top) == 2 for top in got["top"])
+        # mlx-lm's detokenizer drops the space a completion's first token opens with.
+        assert "".join(got["tokens"]).removeprefix(" ") == "".join(got["text"])
+    # Greedy: both samples of a prompt agree, token for token.
+    assert per_choice[0]["tokens"] == per_choice[1]["tokens"]

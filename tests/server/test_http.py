@@ -56,7 +56,7 @@ BAD_REQUESTS = {
         None,
         None,
     ),
-    "logprobs": (body(logprobs=True), 422, None, "logprobs"),
+    "top_logprobs over 20": (body(logprobs=True, top_logprobs=21), 422, None, "top_logprobs"),
     "unknown model": (body(model="no-such-model"), 404, "model_not_found", None),
     "tool-call arguments not json": (
         body(

@@ -284,3 +284,48 @@ def test_streamed_tool_call_arguments_are_exactly_the_whole_answers(
     whole, streamed = (ask(client, model_id, messages, s, tools=TOOLS) for s in (False, True))
     assert whole.tool_calls[0]["arguments"] == streamed.tool_calls[0]["arguments"] == raw
     assert whole.finish_reason == streamed.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_chat_logprobs_come_in_openai_s_shape(
+    client: openai.OpenAI, model_id: str, stream: bool
+) -> None:
+    text = "Forced words here."
+    messages: Any = [{"role": "user", "content": f"say:{text}"}]
+    entries: list[Any] = []
+    usage: Any = None
+    content = ""
+    if stream:
+        chunks = client.chat.completions.create(
+            model=model_id,
+            messages=messages,
+            logprobs=True,
+            top_logprobs=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for chunk in chunks:
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                content += choice.delta.content or ""
+                if choice.logprobs is not None:
+                    entries.extend(choice.logprobs.content or [])
+    else:
+        response = client.chat.completions.create(
+            model=model_id, messages=messages, logprobs=True, top_logprobs=3
+        )
+        content, usage = response.choices[0].message.content or "", response.usage
+        assert response.choices[0].logprobs is not None
+        entries = list(response.choices[0].logprobs.content or [])
+    assert content == text and len(entries) == usage.completion_tokens
+    assert all(entry.logprob == 0.0 and len(entry.top_logprobs) == 3 for entry in entries)
+    assert all(entry.top_logprobs[0].token == entry.token for entry in entries)
+    assert "".join(entry.token for entry in entries).startswith(text)
+    assert entries[0].bytes == list(entries[0].token.encode())
+
+
+def test_chat_without_logprobs_reports_none(client: openai.OpenAI, model_id: str) -> None:
+    response = client.chat.completions.create(
+        model=model_id, messages=[{"role": "user", "content": "say:ok"}]
+    )
+    assert response.choices[0].logprobs is None

@@ -135,7 +135,7 @@ def test_response_format(fmt: Any, schema: Any) -> None:
         {"n": 2},
         {"temperature": -1},
         {"stop": [""]},
-        {"logprobs": True},
+        {"top_logprobs": 21},
         {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
     ],
 )
