@@ -23,6 +23,7 @@ import pandas as pd
 from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, ModelHandle, ModelPool, default_pool
 from mlxnb._engine.request import RequestMeta
+from mlxnb._evaluate_choices import answer_index, choice_columns, row_choices
 from mlxnb._evaluate_rows import (
     LOGPROB_DTYPES,
     RESULT_DTYPES,
@@ -55,6 +56,8 @@ class EvaluationRun:
     progress: bool
     run_id: str
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    choices: str | None = None
+    answer: str | None = None
     release: Callable[[str], None] = lambda label: None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False
@@ -121,6 +124,8 @@ class EvaluationRun:
             raise
 
     async def _run(self, task: RowTask) -> dict[str, Any]:
+        if self.choices is not None:
+            return await self._score(task, self.choices)
         engine = self.engines[task.model]
         started = time.perf_counter()
         turn: Turn | None = None
@@ -145,6 +150,31 @@ class EvaluationRun:
                 row[name] = None
                 warnings.warn(f"scorer {name!r} failed: {exc!r}", stacklevel=2)
         return row
+
+    async def _score(self, task: RowTask, column: str) -> dict[str, Any]:
+        """A multiple-choice row: each choice's log-likelihood after the prompt, no decoding."""
+        engine = self.engines[task.model]
+        started = time.perf_counter()
+        row: dict[str, Any] = {**task.inputs, "model": task.model, "sample": task.sample}
+        try:
+            choices = row_choices(task.inputs, column, task.order)
+            prompt = task.inputs.get("prompt")
+            context = prompt if isinstance(prompt, str) else self._rendered(engine, task)
+            scores = await engine.ascore(context, choices)
+            answer = None
+            if self.answer is not None:
+                answer = answer_index(task.inputs.get(self.answer), choices)
+            row.update(choice_columns(scores, answer, graded=self.answer is not None))
+            row["duration"] = time.perf_counter() - started
+        except Exception as exc:  # a failing row is recorded and the run goes on
+            row.update(result_columns(None, time.perf_counter() - started, exc))
+        return row
+
+    def _rendered(self, engine: Engine | ModelHandle, task: RowTask) -> list[int]:
+        """A chat row's context: its messages through the chat template, ready for the answer."""
+        template = engine.tokenizer.apply_chat_template
+        kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        return list(template(task.messages, add_generation_prompt=True, **kwargs))
 
     def _keep(self, task: RowTask, row: dict[str, Any]) -> None:
         row = {**row, "_key": task.key, "run_id": self.run_id}
@@ -245,8 +275,10 @@ class EvaluationSpec:
     enable_thinking: bool | None = None
     run_id: str | None = None
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-    sampling: Mapping[str, Any] = field(default_factory=dict)
     pool: ModelPool | None = None
+    choices: str | None = None
+    answer: str | None = None
+    sampling: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.concurrency < 1:
@@ -254,6 +286,13 @@ class EvaluationSpec:
 
 
 def _prepare(spec: EvaluationSpec) -> EvaluationRun:
+    for name, column in (("choices", spec.choices), ("answer", spec.answer)):
+        if column is not None and not (
+            isinstance(spec.prompts, pd.DataFrame) and column in spec.prompts.columns
+        ):
+            raise InvalidRequestError(f"{name}={column!r} names a column the prompts lack")
+    if spec.answer is not None and spec.choices is None:
+        raise InvalidRequestError("answer= grades multiple-choice rows: pass choices= too")
     inputs = input_rows(spec.prompts, spec.system, spec.images)
     models = _models(spec.model, spec.pool)
     engines = models.engines
@@ -275,6 +314,8 @@ def _prepare(spec: EvaluationSpec) -> EvaluationRun:
         progress=spec.progress,
         run_id=spec.run_id or new_run_id(),
         row_options=spec.row_options,
+        choices=spec.choices,
+        answer=spec.answer,
         release=models.release,
     )
     run.load_checkpoint()
@@ -298,6 +339,8 @@ async def aevaluate(
     run_id: str | None = None,
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     pool: ModelPool | None = None,
+    choices: str | None = None,
+    answer: str | None = None,
     **sampling: Any,
 ) -> pd.DataFrame:
     """Async twin of :func:`evaluate`; cancelling it keeps finished rows in the checkpoint."""
@@ -324,6 +367,8 @@ def evaluate(
     run_id: str | None = None,
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     pool: ModelPool | None = None,
+    choices: str | None = None,
+    answer: str | None = None,
     **sampling: Any,
 ) -> pd.DataFrame:
     """Run many prompts through one or more models and return a tidy DataFrame.
@@ -358,6 +403,13 @@ def evaluate(
             ``lambda row: {"max_tokens": row["budget"]}``.
         pool: The model pool that loads models by name (default: the kernel's); its memory
             budget bounds what is resident.
+        choices: A column of ``prompts`` listing each row's choices (strings): the row is
+            scored, not generated: each choice's log-likelihood after the prompt (raw text as
+            the context; a chat row through its chat template), batched and sharing the
+            prompt's KV cache. Adds ``logprob_<i>`` and ``logprob_norm_<i>`` (per token) for
+            each choice and ``predicted`` / ``predicted_norm`` (the index of the best one).
+        answer: With ``choices``, a column holding the right choice (its index or its text):
+            adds ``correct`` and ``correct_norm``.
         **sampling: Sampling options for every row (``max_tokens``, ``temperature``, …).
 
     Returns:

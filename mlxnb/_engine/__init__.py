@@ -9,6 +9,7 @@ from mlxnb._engine.handle import ModelHandle
 from mlxnb._engine.memory import MemoryStats
 from mlxnb._engine.pool import ModelPool
 from mlxnb._engine.profiles import Profile
+from mlxnb._engine.scoring import Score
 from mlxnb._engine.shared_pool import default_pool, load, models, profile, unload
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ModelHandle",
     "ModelPool",
     "Profile",
+    "Score",
     "default_pool",
     "load",
     "models",

@@ -35,6 +35,7 @@ from mlxnb._engine.request import (
     default_max_tokens,
     sampling_options,
 )
+from mlxnb._engine.scoring import Score, score_continuations, token_ids
 from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.tool_choice import ToolChoice, plan_tools
 from mlxnb._engine.vision import VisionBackend, kind_of, load_vision_model
@@ -127,6 +128,7 @@ class Engine:
             raise InvalidRequestError("num_draft_tokens must be a whole number from 1 to 64")
         self._draft_model = draft_model
         self._num_draft_tokens = num_draft_tokens
+        self._prefill_step = prefill_step
         self.path = str(model)
         self.model_id = name or model_name(model)
         self._kind = kind
@@ -322,6 +324,48 @@ class Engine:
         """
         self._loaded_backend()
         return self._worker.ask(self._worker.memory_stats, timeout)
+
+    def score(
+        self,
+        context: str | Sequence[int],
+        continuations: Sequence[str | Sequence[int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[Score]:
+        """How likely each continuation is after ``context``, without generating anything.
+
+        The context is prefilled once and shared by a batch of continuations (one model call
+        reads them all); each gets the sum of its tokens' log-probabilities, its token count
+        and whether greedy decoding would have written it. Texts are encoded as they are (no
+        chat template; the context with the tokenizer's special tokens, continuations
+        without), so mind the space a continuation starts with; token ids are used as given.
+        Runs on the worker thread between decoding steps.
+
+        Raises:
+            InvalidRequestError: A vision model, or an empty context or continuation.
+            EngineClosedError: The engine was closed.
+            TimeoutError: No answer within ``timeout`` seconds.
+        """
+        backend = self._loaded_backend()
+        if backend.kind != "text":
+            raise InvalidRequestError(f"{self.model_id} is a vision model: score is for text")
+        tokenizer, model = backend.tokenizer, backend.model
+        context_ids = token_ids(tokenizer, context, special=True)
+        continuation_ids = [token_ids(tokenizer, c, special=False) for c in continuations]
+        step = self._prefill_step
+        return self._worker.ask(
+            lambda: score_continuations(model, context_ids, continuation_ids, step), timeout
+        )
+
+    async def ascore(
+        self,
+        context: str | Sequence[int],
+        continuations: Sequence[str | Sequence[int]],
+        *,
+        timeout: float | None = None,
+    ) -> list[Score]:
+        """Like :meth:`score`, without blocking the event loop."""
+        return await asyncio.to_thread(self.score, context, continuations, timeout=timeout)
 
     def _image_policy(self, meta: RequestMeta) -> ImagePolicy:
         remote = self.allow_remote_images

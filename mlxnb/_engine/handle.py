@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Se
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mlxnb._engine.profiles import Profile
+from mlxnb._engine.scoring import Score
 from mlxnb.errors import EngineClosedError
 from mlxnb.events import Event, Turn, acollect, collect
 
@@ -173,6 +174,14 @@ class ModelHandle:
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
         return await acollect(self.stream(messages, tools, enable_thinking, **options))
+
+    async def ascore(
+        self, context: str | Sequence[int], continuations: Sequence[str | Sequence[int]]
+    ) -> list[Score]:
+        """Like :meth:`Engine.ascore` (a profile's settings do not apply: nothing is sampled)."""
+        engine = await self.pool.aengine(self.model)
+        self.pool.touch(self.model)
+        return await engine.ascore(context, continuations)
 
     def __repr__(self) -> str:
         profile = f", profile of {self.model!r}" if self.profile is not None else ""

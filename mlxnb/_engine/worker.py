@@ -132,7 +132,7 @@ class Worker:
         """Queue a request (any thread)."""
         self._commands.put(request)
 
-    def ask(self, question: Callable[[], T], timeout: float) -> T:
+    def ask(self, question: Callable[[], T], timeout: float | None) -> T:
         """Run ``question`` on the worker thread between steps and return its answer (any thread).
 
         Raises:
