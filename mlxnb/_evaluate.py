@@ -33,6 +33,7 @@ from mlxnb._evaluate_rows import (
     grid_points,
     input_rows,
     result_columns,
+    row_seed,
     scorer_items,
     task_key,
 )
@@ -132,12 +133,15 @@ class EvaluationRun:
         error: BaseException | None = None
         try:
             extra = dict(self.row_options(task.inputs)) if self.row_options else {}
+            options = {**self.sampling, **task.params, **extra}
+            if options.get("seed") is not None:
+                options["seed"] = row_seed(options["seed"], task.key)
             turn = await engine.agenerate(
                 task.messages,
                 self.tools,
                 self.enable_thinking,
                 meta=RequestMeta(source="eval", run_id=self.run_id),
-                **{**self.sampling, **task.params, **extra},
+                **options,
             )
         except Exception as exc:  # a failing row is recorded and the run goes on
             error = exc
@@ -411,6 +415,8 @@ def evaluate(
         answer: With ``choices``, a column holding the right choice (its index or its text):
             adds ``correct`` and ``correct_norm``.
         **sampling: Sampling options for every row (``max_tokens``, ``temperature``, …).
+            ``seed=`` gives each row its own seed derived from it and the row (model, grid
+            point, prompt, sample): the whole run reproduces, in any order or concurrency.
 
     Returns:
         One row per (model, grid point, prompt, sample): the input columns, ``model``, the grid

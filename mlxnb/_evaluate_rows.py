@@ -131,6 +131,12 @@ def task_key(model: str, params: Mapping[str, Any], index: int, sample: int, mes
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
+def row_seed(seed: int, key: str) -> int:
+    """The seed of the row ``key`` in a run seeded with ``seed`` (rows differ; runs repeat)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
 def scorer_items(scorers: ScorerSpec) -> list[tuple[str, Callable[..., Any]]]:
     """Scorers as ``(column name, function)`` pairs."""
     if isinstance(scorers, Mapping):

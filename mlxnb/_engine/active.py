@@ -15,7 +15,7 @@ from typing import Any
 from mlxnb._engine.backend import Prompt, TextBackend
 from mlxnb._engine.parser import REASONING, EventParser
 from mlxnb._engine.request import Request
-from mlxnb._engine.sampling import ProcessorGuard, shared_sampler
+from mlxnb._engine.sampling import ProcessorGuard, SeededSampler, shared_sampler
 from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.thinking_budget import ThinkingBudget
 from mlxnb._engine.vision import VisionBackend
@@ -79,7 +79,9 @@ class Active:
         """
         options = self.request.options
         return (
-            all(getattr(p, "stateless", False) is True for p in options.logits_processors)
+            # A seeded sampler keys each position; a draft's call covers several at once.
+            not (options.seed is not None and options.temperature > 0)
+            and all(getattr(p, "stateless", False) is True for p in options.logits_processors)
             and options.thinking_budget is None
             and self.request.grammar is None
         )
@@ -114,7 +116,9 @@ class Active:
         from mlx_lm.sample_utils import make_logits_processors
 
         options = request.options
-        sampler = shared_sampler(options.temperature, options.top_p, options.min_p, options.top_k)
+        settings = (options.temperature, options.top_p, options.min_p, options.top_k)
+        seed = options.seed if options.temperature > 0 else None
+        sampler = shared_sampler(*settings) if seed is None else SeededSampler(seed, *settings)
         guard = ProcessorGuard()
         processors = make_logits_processors(
             logit_bias=dict(options.logit_bias) or None,

@@ -33,7 +33,8 @@ class SamplingOptions:
         repetition_penalty: Multiplicative penalty on recent tokens (None = off).
         presence_penalty: Additive penalty on tokens already present (None = off).
         frequency_penalty: Additive penalty proportional to frequency (None = off).
-        seed: Seeds MLX's generator when the request starts (reproducible when run alone).
+        seed: The request's own random key per position: the same tokens alone, in any batch
+            or arrival order (on the same model, machine and settings).
         stop: Strings that end the output (not included in it).
         logits_processors: Extra mlx-lm logits processors for this request.
         logit_bias: ``(token id, bias)`` pairs added to the logits (OpenAI's ``logit_bias``;

@@ -347,8 +347,6 @@ class Worker:
         # The system prompt's prefix is stored on its own when the batch has prefilled it.
         system = prompt.system_tokens if backend.reuses_prompt_cache else 0
         store_system = cached < system < len(prompt.tokens)
-        if options.seed is not None:
-            self._mx.random.seed(options.seed)
         active = Active.admit(request, backend, prompt, cached, time.perf_counter())
         speculate = active.drafts_allowed and backend.kind == "text"
         drafts = speculate and (options.prompt_lookup > 0 or backend.draft_model is not None)
