@@ -28,6 +28,7 @@ from mlxnb._engine import (
 )
 from mlxnb._engine.models import default_model
 from mlxnb._evaluate import aevaluate, evaluate
+from mlxnb._evaluate_replay import replay
 from mlxnb._tools import Tool, ToolResult, tool
 from mlxnb._version import __version__
 from mlxnb.errors import (
@@ -144,6 +145,7 @@ __all__ = [
     "models",
     "profile",
     "read_export",
+    "replay",
     "scorers",
     "serve",
     "tool",

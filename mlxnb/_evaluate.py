@@ -133,13 +133,15 @@ class EvaluationRun:
         error: BaseException | None = None
         try:
             extra = dict(self.row_options(task.inputs)) if self.row_options else {}
+            tools = extra.pop("tools", self.tools)
+            thinking = extra.pop("enable_thinking", self.enable_thinking)
             options = {**self.sampling, **task.params, **extra}
             if options.get("seed") is not None:
                 options["seed"] = row_seed(options["seed"], task.key)
             turn = await engine.agenerate(
                 task.messages,
-                self.tools,
-                self.enable_thinking,
+                tools,
+                thinking,
                 meta=RequestMeta(source="eval", run_id=self.run_id),
                 **options,
             )
@@ -404,7 +406,8 @@ def evaluate(
         enable_thinking: Passed to the chat template.
         run_id: Names the run in the audit log (generated when omitted).
         row_options: Per-row request options computed from the input row, e.g.
-            ``lambda row: {"max_tokens": row["budget"]}``.
+            ``lambda row: {"max_tokens": row["budget"]}`` (``tools`` and ``enable_thinking``
+            there replace the run's for that row).
         pool: The model pool that loads models by name (default: the kernel's); its memory
             budget bounds what is resident.
         choices: A column of ``prompts`` listing each row's choices (strings): the row is

@@ -63,6 +63,8 @@ def family(module: str) -> str:
         "_server": "server",
         "_evaluate": "evaluate",
         "_evaluate_rows": "evaluate",
+        "_evaluate_choices": "evaluate",
+        "_evaluate_replay": "evaluate",
         "testing": "testing",
     }
     if head not in families:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from mlxnb.errors import AuditError
 from mlxnb.events import Turn
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the audit row schema (stored in every row and in the database header).
 
 1. The first schema.
@@ -27,6 +27,7 @@ SCHEMA_VERSION = 4
 3. ``sampling`` (the effective sampling settings): older rows read as null.
 4. ``draft_tokens`` and ``accepted_draft_tokens`` (prompt-lookup decoding): older rows read
    as ``0``.
+5. ``request`` (what was asked, for replay): older rows read as null.
 """
 
 Status = Literal["ok", "cancelled", "error"]
@@ -115,6 +116,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("sampling", "str?", since=3),
     Column("draft_tokens", "int", since=4, default=0),
     Column("accepted_draft_tokens", "int", since=4, default=0),
+    Column("request", "str?", since=5),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 
@@ -176,6 +178,11 @@ class TurnRecord:
         draft_tokens: Tokens drafted by prompt-lookup decoding (``0`` when it was off).
         accepted_draft_tokens: Of those, how many the model confirmed; the acceptance rate is
             ``accepted_draft_tokens / draft_tokens``.
+        request: JSON text, what was asked, so the turn can be asked again
+            (:func:`mlxnb.replay`): ``{"messages", "tools", "enable_thinking",
+            "chat_template_kwargs", "prompt"}`` (images as placeholders, never their bytes);
+            ``None`` with ``log_content=False``, when it did not fit ``max_text_chars``, or
+            for rows written before schema 5.
     """
 
     request_id: str
@@ -208,6 +215,7 @@ class TurnRecord:
     sampling: str | None = None
     draft_tokens: int = 0
     accepted_draft_tokens: int = 0
+    request: str | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None or self.started_at.utcoffset() is None:
@@ -227,6 +235,7 @@ class TurnRecord:
             "error_message",
             "images",
             "sampling",
+            "request",
         ):
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
@@ -262,6 +271,7 @@ class TurnRecord:
         error_type: str | None = None,
         images: Sequence[Mapping[str, Any]] = (),
         sampling: Mapping[str, Any] | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> TurnRecord:
         """The record of a finished :class:`~mlxnb.events.Turn`.
 
@@ -281,6 +291,7 @@ class TurnRecord:
                 (:meth:`mlxnb._images.Image.summary`: ``sha256``, ``format``, ``width``,
                 ``height``, ``bytes``); stored as JSON, never the image bytes.
             sampling: The effective sampling settings (stored as JSON), if known.
+            request: What was asked (messages, tools, template settings), stored as JSON.
 
         Returns:
             The record; ``status`` is ``cancelled`` or ``error`` for those finish reasons and
@@ -328,6 +339,7 @@ class TurnRecord:
             sampling=sampling_json(sampling),
             draft_tokens=usage.draft_tokens,
             accepted_draft_tokens=usage.accepted_draft_tokens,
+            request=request_json(request),
         )
 
     def to_row(self) -> tuple[Any, ...]:
@@ -363,6 +375,7 @@ class TurnRecord:
             self.sampling,
             self.draft_tokens,
             self.accepted_draft_tokens,
+            self.request,
         )
 
     @classmethod
@@ -371,6 +384,13 @@ class TurnRecord:
         values = dict(zip(COLUMN_NAMES, row, strict=True))
         values["started_at"] = parse_time(values["started_at"])
         return cls(**values)
+
+
+def request_json(request: Mapping[str, Any] | None) -> str | None:
+    """What was asked as JSON text (values JSON cannot hold are written as their text)."""
+    if request is None:
+        return None
+    return json.dumps(dict(request), ensure_ascii=False, default=str)
 
 
 def sampling_json(sampling: Mapping[str, Any] | None) -> str | None:

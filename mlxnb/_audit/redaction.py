@@ -2,8 +2,9 @@
 
 A user or a model controls the text columns, so they may be arbitrarily long; and a log can be
 asked to keep metadata only (``log_content=False``: content and reasoning blanked, tool-call
-arguments withheld, names kept). Image summaries (hashes, formats, sizes) are metadata: kept with
-``log_content=False``, and like tool calls cut whole, never mid-JSON, to fit the cap.
+arguments withheld, names kept, the request not stored). Image summaries (hashes, formats,
+sizes) are metadata: kept with ``log_content=False``, and like tool calls cut whole, never
+mid-JSON, to fit the cap.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _capped = operator.itemgetter(*_CAPPED)
 _TOOL_CALLS = COLUMN_NAMES.index("tool_calls")
 _IMAGES = COLUMN_NAMES.index("images")
 _SAMPLING = COLUMN_NAMES.index("sampling")
+_REQUEST = COLUMN_NAMES.index("request")
 _BLANKED = (COLUMN_NAMES.index("content"), COLUMN_NAMES.index("reasoning"))
 
 
@@ -85,6 +87,7 @@ def stored_row(record: TurnRecord, log_content: bool, cap: int) -> tuple[Any, ..
         for i in _BLANKED:
             values[i] = ""
         values[_TOOL_CALLS] = _tool_names(values[_TOOL_CALLS], cap)
+        values[_REQUEST] = None  # the messages are content
     for i in _CAPPED:
         text = values[i]
         if text is not None and len(text) > cap:
@@ -92,7 +95,7 @@ def stored_row(record: TurnRecord, log_content: bool, cap: int) -> tuple[Any, ..
                 values[i] = _tool_names(text, cap)
             elif i == _IMAGES:
                 values[i] = _image_summaries(text, cap)
-            elif i == _SAMPLING:
+            elif i in (_SAMPLING, _REQUEST):
                 values[i] = None  # cut JSON would not parse: none rather than a broken value
             else:
                 values[i] = _truncate(text, cap)

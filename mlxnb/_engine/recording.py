@@ -8,12 +8,25 @@ engine refuses before they reach the worker are recorded by the engine the same 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from mlxnb._audit import AuditLog, TurnRecord
 from mlxnb._engine.request import UNCHECKED_OPTIONS, Request, effective_settings
 from mlxnb.events import Done, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb")
+
+
+def asked(request: Request) -> dict[str, Any]:
+    """What the request asked, as its audit row keeps it for replay (images as placeholders)."""
+    prompt = request.prompt
+    return {
+        "messages": [dict(message) for message in request.messages],
+        "tools": list(request.tools) if request.tools else None,
+        "enable_thinking": request.enable_thinking,
+        "chat_template_kwargs": dict(request.template_kwargs or {}) or None,
+        "prompt": prompt if prompt is None or isinstance(prompt, str) else list(prompt),
+    }
 
 
 def record_turn(
@@ -54,6 +67,7 @@ def record_turn(
             sampling=None
             if request.options is UNCHECKED_OPTIONS
             else effective_settings(request.options),
+            request=asked(request),
         )
         audit.append(record)
     except Exception:  # an audit failure must not take generation down; it is logged

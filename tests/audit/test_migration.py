@@ -308,10 +308,11 @@ def test_a_version_2_file_gains_the_sampling_column(db_path: Path, make_record: 
         log.append(new)
         frame = log.df
         assert list(log) == [dataclasses.replace(old, schema_version=2), new]
-    assert user_version(db_path) == SCHEMA_VERSION == 4
+    assert user_version(db_path) == SCHEMA_VERSION == 5
     assert table_columns(db_path) == list(COLUMN_NAMES)
     assert frame["sampling"].iloc[0] is pd.NA
     assert list(frame["draft_tokens"]) == list(frame["accepted_draft_tokens"]) == [0, 0]
+    assert frame["request"].isna().all()
     assert json.loads(frame["sampling"].iloc[1]) == {"temperature": 0.6, "max_tokens": 64}
     assert list(frame["image_count"]) == [1, 0]
     assert isinstance(frame["sampling"].dtype, pd.StringDtype)

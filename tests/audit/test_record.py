@@ -24,31 +24,25 @@ def test_record_fields_are_the_schema_columns() -> None:
 
 
 def test_later_columns_are_at_the_end_with_their_versions() -> None:
-    assert SCHEMA_VERSION == 4
-    assert (
-        COLUMN_NAMES[-5:]
-        == NEW_COLUMNS
-        == (
-            "image_count",
-            "images",
-            "sampling",
-            "draft_tokens",
-            "accepted_draft_tokens",
-        )
-    )
-    assert [(c.kind, c.since, c.default) for c in COLUMNS[-5:]] == [
+    assert SCHEMA_VERSION == 5
+    later = ("image_count", "images", "sampling", "draft_tokens", "accepted_draft_tokens")
+    assert COLUMN_NAMES[-6:] == NEW_COLUMNS == (*later, "request")
+    assert [(c.kind, c.since, c.default) for c in COLUMNS[-6:]] == [
         ("int", 2, 0),
         ("str?", 2, None),
         ("str?", 3, None),
         ("int", 4, 0),
         ("int", 4, 0),
+        ("str?", 5, None),
     ]
-    assert [c.dtype for c in COLUMNS[-5:]] == ["Int64", "string", "string", "Int64", "Int64"]
-    assert COLUMNS[-5].sql == "image_count INTEGER NOT NULL DEFAULT 0"
-    assert COLUMNS[-4].sql == "images TEXT"
-    assert COLUMNS[-3].sql == "sampling TEXT"
-    assert COLUMNS[-1].sql == "accepted_draft_tokens INTEGER NOT NULL DEFAULT 0"
-    assert all(c.since == 1 for c in COLUMNS[:-5])
+    dtypes = ["Int64", "string", "string", "Int64", "Int64", "string"]
+    assert [c.dtype for c in COLUMNS[-6:]] == dtypes
+    assert COLUMNS[-6].sql == "image_count INTEGER NOT NULL DEFAULT 0"
+    assert COLUMNS[-5].sql == "images TEXT"
+    assert COLUMNS[-4].sql == "sampling TEXT"
+    assert COLUMNS[-2].sql == "accepted_draft_tokens INTEGER NOT NULL DEFAULT 0"
+    assert COLUMNS[-1].sql == "request TEXT"
+    assert all(c.since == 1 for c in COLUMNS[:-6])
 
 
 def test_sampling_is_stored_as_sorted_json(make_record: MakeRecord) -> None:
@@ -187,13 +181,13 @@ def test_from_turn_keeps_image_summaries_in_order(make_record: MakeRecord) -> No
         summaries[1]["sha256"],
     ]
     assert TurnRecord.from_row(record.to_row()) == record
-    assert record.to_row()[-5:] == (2, record.images, None, 0, 0)
+    assert record.to_row()[-6:] == (2, record.images, None, 0, 0, None)
 
 
 def test_from_turn_without_images_has_none(make_record: MakeRecord) -> None:
     for record in (make_record(), make_record(images=()), make_record(images=[])):
         assert (record.image_count, record.images) == (0, None)
-        assert record.to_row()[-5:] == (0, None, None, 0, 0)
+        assert record.to_row()[-6:] == (0, None, None, 0, 0, None)
 
 
 def test_from_turn_accepts_any_sequence_of_mappings(make_record: MakeRecord) -> None:
