@@ -14,7 +14,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, ModelHandle, ModelPool, default_pool
 from mlxnb._engine.request import RequestMeta
 from mlxnb._evaluate_choices import answer_index, choice_columns, row_choices
+from mlxnb._evaluate_judge import grade
 from mlxnb._evaluate_rows import (
     LOGPROB_DTYPES,
     RESULT_DTYPES,
@@ -40,6 +41,7 @@ from mlxnb._evaluate_rows import (
 from mlxnb._ids import new_run_id
 from mlxnb.errors import InvalidRequestError, MlxnbError, ModelNotFoundError
 from mlxnb.events import Turn
+from mlxnb.scorers import Judge
 
 
 @dataclass
@@ -59,6 +61,8 @@ class EvaluationRun:
     row_options: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     choices: str | None = None
     answer: str | None = None
+    judges: list[Judge] = field(default_factory=list)
+    pool: ModelPool | None = None
     release: Callable[[str], None] = lambda label: None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False
@@ -112,6 +116,17 @@ class EvaluationRun:
                     self.release(label)
         finally:
             bar.close()
+        for judge in self.judges:
+            await self._judge(judge)
+
+    async def _judge(self, judge: Judge) -> None:
+        """Grade every finished row with ``judge``'s model (then release it, if loaded here)."""
+        models = _models(judge.model, self.pool)
+        ((label, engine),) = models.engines.items()
+        try:
+            await grade(judge, list(self.rows.values()), engine, self.concurrency, self.run_id)
+        finally:
+            models.release(label)
 
     async def _gather(self, rows: list[Any]) -> None:
         pending = [asyncio.ensure_future(row) for row in rows]
@@ -300,6 +315,7 @@ def _prepare(spec: EvaluationSpec) -> EvaluationRun:
     if spec.answer is not None and spec.choices is None:
         raise InvalidRequestError("answer= grades multiple-choice rows: pass choices= too")
     inputs = input_rows(spec.prompts, spec.system, spec.images)
+    scored = scorer_items(spec.scorers)
     models = _models(spec.model, spec.pool)
     engines = models.engines
     tasks: list[RowTask] = []
@@ -314,7 +330,9 @@ def _prepare(spec: EvaluationSpec) -> EvaluationRun:
         tools=spec.tools,
         enable_thinking=spec.enable_thinking,
         sampling=dict(spec.sampling),
-        scorers=scorer_items(spec.scorers),
+        scorers=[(name, s) for name, s in scored if not isinstance(s, Judge)],
+        judges=[replace(s, name=name) for name, s in scored if isinstance(s, Judge)],
+        pool=spec.pool,
         concurrency=spec.concurrency,
         checkpoint=Path(spec.checkpoint) if spec.checkpoint is not None else None,
         progress=spec.progress,
@@ -398,7 +416,8 @@ def evaluate(
         tools: OpenAI-style tool definitions offered to the model.
         n: Samples per prompt.
         scorers: Callables ``(row) -> value`` (see :mod:`mlxnb.scorers`), or a dict of them
-            by column name.
+            by column name; a :func:`scorers.judge <mlxnb.scorers.judge>` grades the rows
+            with a second model once they are done (a score and a ``_reasoning`` column).
         grid: Sampling parameters to sweep, e.g. ``{"temperature": [0.0, 0.7]}``.
         concurrency: Most rows in flight at once.
         checkpoint: A JSONL file finished rows are appended to; resumes from it.

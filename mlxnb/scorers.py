@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 Row = Mapping[str, Any]
@@ -127,3 +128,101 @@ def json_schema_valid(schema: Mapping[str, Any], *, column: str = "content") -> 
         return float(validator.is_valid(document))
 
     return _named("json_schema_valid", score)
+
+
+JUDGE_SYSTEM = (
+    "You grade answers. Read the rubric, the question and the answer, think briefly, then "
+    "give a score. Answer with JSON only: a short reasoning, then the score."
+)
+
+
+@dataclass(frozen=True)
+class Judge:
+    """An LLM-as-judge scorer: a second model grades each row against a rubric.
+
+    :func:`mlxnb.evaluate` runs it after the answers, batched through the judge model like any
+    run; the row gets the score (``<name>``) and the judge's reasoning (``<name>_reasoning``).
+    Its answer is held to a JSON schema while generating, so it always parses.
+
+    Attributes:
+        model: The judge: a model or profile name, a path or an engine.
+        rubric: What a good answer is, and what each score means.
+        scale: The lowest and highest score (whole numbers).
+        name: The score's column.
+        column: The answer to grade.
+        reference: A column holding a reference answer shown to the judge, if any.
+        max_reasoning_chars: Longest reasoning the judge may write.
+    """
+
+    model: Any
+    rubric: str
+    scale: tuple[int, int] = (1, 5)
+    name: str = "judge"
+    column: str = "content"
+    reference: str | None = "expected"
+    max_reasoning_chars: int = 600
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not (isinstance(low, int) and isinstance(high, int) and low < high <= low + 100):
+            raise ValueError("scale must be two whole numbers, low < high, at most 100 apart")
+
+    @property
+    def __name__(self) -> str:
+        """The score's column (evaluate names a scorer's column after its ``__name__``)."""
+        return self.name
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema the judge's answer follows."""
+        low, high = self.scale
+        return {
+            "type": "object",
+            "properties": {
+                "reasoning": {"type": "string", "maxLength": self.max_reasoning_chars},
+                "score": {"enum": list(range(low, high + 1))},
+            },
+            "required": ["reasoning", "score"],
+            "additionalProperties": False,
+        }
+
+    def messages(self, row: Row) -> list[dict[str, str]]:
+        """The judge's conversation for one evaluated row."""
+        question = row.get("prompt")
+        if question is None and row.get("messages") is not None:
+            question = json.dumps(row["messages"], ensure_ascii=False, default=str)
+        parts = [
+            f"Rubric:\n{self.rubric}",
+            f"Score from {self.scale[0]} (worst) to {self.scale[1]} (best).",
+            f"Question:\n{'' if question is None else question}",
+        ]
+        if self.reference is not None and row.get(self.reference) is not None:
+            parts.append(f"Reference answer:\n{row[self.reference]}")
+        parts.append(f"Answer to grade:\n{_text(row, self.column)}")
+        return [
+            {"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": "\n\n".join(parts)},
+        ]
+
+    def __call__(self, row: Row) -> Any:
+        """A judge runs in a batched pass of :func:`mlxnb.evaluate`, not row by row."""
+        raise TypeError("a Judge grades inside mlxnb.evaluate(scorers=[...]), not on its own")
+
+
+def judge(
+    model: Any,
+    rubric: str,
+    *,
+    scale: tuple[int, int] = (1, 5),
+    name: str = "judge",
+    column: str = "content",
+    reference: str | None = "expected",
+) -> Judge:
+    """An LLM-as-judge scorer (see :class:`Judge`).
+
+    Example::
+
+        rubric = "Correct and concise: 5 = both, 3 = correct but long, 1 = wrong."
+        mlxnb.evaluate(questions, model="small", scorers=[scorers.judge("large", rubric)])
+    """
+    return Judge(model, rubric, scale, name, column, reference)

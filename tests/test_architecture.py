@@ -65,6 +65,7 @@ def family(module: str) -> str:
         "_evaluate_rows": "evaluate",
         "_evaluate_choices": "evaluate",
         "_evaluate_replay": "evaluate",
+        "_evaluate_judge": "evaluate",
         "testing": "testing",
     }
     if head not in families:
