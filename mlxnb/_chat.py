@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlxnb._chat_turn import (
@@ -22,6 +23,7 @@ from mlxnb._chat_turn import (
     sum_usage,
 )
 from mlxnb._engine.request import RequestMeta
+from mlxnb._engine.response_format import ResponseFormat, requested_format
 from mlxnb._ids import new_conversation_id
 from mlxnb._images import PYTHON_POLICY, load_images, no_vision_error, user_message
 from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
@@ -89,7 +91,9 @@ class Conversation:
         enable_thinking: Default for the chat template's ``enable_thinking`` (``None`` = the
             template's default).
         generation_options: Extra ``engine.stream`` options (``max_tokens``, ``temperature``…),
-            or a factory returning them, called once per request.
+            or a factory returning them, called once per request. With ``response_format``
+            (a pydantic model class or a JSON schema) every answer is held to it and
+            ``ChatTurn.parsed`` holds it parsed.
         source: Audit source recorded with each request.
         truncate: When the history no longer fits the model's context (the engine refuses the
             request with :class:`~mlxnb.errors.ContextLengthError`), leave out the oldest turns
@@ -126,6 +130,7 @@ class Conversation:
         self._messages: list[dict[str, Any]] = []
         self._starts: list[int] = []
         self._turns: list[ChatTurn] = []
+        self._format: ResponseFormat | None = None  # the last request's response format
         self.clear()
 
     @property
@@ -304,6 +309,9 @@ class Conversation:
             reason, error = "error", f"{type(exc).__name__}: {exc}"
             self._close_partial(progress, builder, reason, error)
         chat_turn = progress.finish(reason, error)
+        shape = self._format
+        if shape is not None and reason == "stop":
+            chat_turn = replace(chat_turn, parsed=shape.parse(chat_turn.content))
         self._turns.append(chat_turn)
         self._busy = False
         yield chat_turn
@@ -321,7 +329,9 @@ class Conversation:
             head = self._starts[0] if self._starts else len(self._messages)
             cut = self._starts[self._skip] if self._skip else head
             messages = self._messages[:head] + self._messages[cut:]
-            events = self.engine.stream(messages, schemas, thinking, **self._options())
+            options = self._options()  # a factory is called once per request
+            self._format = requested_format(options)
+            events = self.engine.stream(messages, schemas, thinking, **options)
             try:
                 try:
                     first = await anext(aiter(events))

@@ -64,6 +64,7 @@ class ChatTurn:
         error: What went wrong, for ``finish_reason == "error"`` or a hit round limit.
         left_out: Earlier messages left out of the last request to fit the context
             (``truncate=True`` only).
+        parsed: The answer parsed, when the conversation asks for a ``response_format``.
     """
 
     user: str
@@ -77,6 +78,7 @@ class ChatTurn:
     thinking_seconds: float | None = None
     error: str | None = None
     left_out: int = 0
+    parsed: Any = None
     type: Literal["chat_turn"] = field(default="chat_turn", init=False)
 
     @property

@@ -164,6 +164,8 @@ class EvaluationRun:
             error = exc
         row = {**task.inputs, "model": task.model, **task.params, "sample": task.sample}
         row.update(result_columns(turn, time.perf_counter() - started, error))
+        if self.sampling.get("response_format") or self.sampling.get("json_schema"):
+            row["parsed"] = None if turn is None else turn.parsed
         for name, scorer in self.scorers:
             try:
                 row[name] = scorer(row)
@@ -445,7 +447,9 @@ def evaluate(
         parameters, ``sample``, ``content``, ``reasoning``, ``tool_calls`` (JSON),
         ``finish_reason``, token counts, ``time_to_first_token``, ``duration``,
         ``tokens_per_s``, ``error``, ``run_id`` and one column per scorer; with
-        ``logprobs=True``, also ``mean_logprob``, ``min_logprob`` and ``perplexity``.
+        ``logprobs=True``, also ``mean_logprob``, ``min_logprob`` and ``perplexity``; with
+        ``response_format=`` (a pydantic model class or a JSON schema), ``parsed`` (the
+        model's instances, or JSON values; ``None`` where an answer does not parse).
     """
     # The parameters are the spec's fields by name; the dataclass rejects any drift.
     run = _prepare(EvaluationSpec(**locals()))

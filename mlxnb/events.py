@@ -257,6 +257,9 @@ class Turn:
         error: Error message for ``finish_reason == "error"``.
         logprobs: One entry per generated token when the request asked (``logprobs=True``),
             else empty.
+        parsed: With a response format (``response_format=``), the answer parsed: an
+            instance of the pydantic model given, or JSON values; ``None`` otherwise, or when
+            the answer does not parse (cut short by ``max_tokens``).
     """
 
     content: str
@@ -267,6 +270,7 @@ class Turn:
     usage: Usage
     error: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    parsed: Any = None
 
     def to_message(self) -> dict[str, Any]:
         """The turn as an OpenAI-style assistant message (for the next request's history)."""

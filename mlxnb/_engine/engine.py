@@ -35,6 +35,7 @@ from mlxnb._engine.request import (
     default_max_tokens,
     sampling_options,
 )
+from mlxnb._engine.response_format import requested_format, with_parsed
 from mlxnb._engine.scoring import Score, score_continuations, token_ids
 from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.tool_choice import ToolChoice, plan_tools
@@ -281,6 +282,7 @@ class Engine:
             submitted.options = sampling_options(defaults, request.sampling)
             if request.json_schema is not None:
                 submitted.grammar = compile_json_schema(dict(request.json_schema))
+                submitted.schema_name = request.schema_name
             if request.tool_choice is not None or not request.parallel_tool_calls:
                 plan = plan_tools(
                     tools,
@@ -396,7 +398,8 @@ class Engine:
         *,
         meta: RequestMeta | None = None,
         prompt: str | Sequence[int] | None = None,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: Mapping[str, Any] | type | None = None,
+        response_format: Any = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         tool_choice: ToolChoice | None = None,
         parallel_tool_calls: bool = True,
@@ -418,6 +421,10 @@ class Engine:
                 must hold integers in the tokenizer's range.
             json_schema: The answer must be JSON matching this schema (``{"type": "object"}``
                 for any object); reasoning stays free.
+            response_format: The same as a pydantic model class, a JSON schema or OpenAI's
+                ``{"type": "json_schema", "json_schema": {...}}``; :meth:`generate` then
+                parses the answer into ``Turn.parsed`` (the audit row's ``sampling`` names
+                the schema).
             chat_template_kwargs: Further chat-template arguments.
             tool_choice: ``"auto"`` (default: the model decides), ``"none"`` (the tools are
                 hidden), ``"required"`` (the answer is tool calls) or ``{"name": "fn"}`` (calls
@@ -441,15 +448,17 @@ class Engine:
             InvalidRequestError: The request is malformed (an unknown option included).
             GenerationError: The worker failed while generating.
         """
+        shape = requested_format({"json_schema": json_schema, "response_format": response_format})
         options = RequestOptions(
             meta or RequestMeta(),
             _raw_prompt(prompt),
-            json_schema,
+            None if shape is None else shape.schema,
             chat_template_kwargs,
             sampling,
             tool_choice,
             parallel_tool_calls,
             prefill_progress,
+            None if shape is None else shape.name,
         )
         if not self.ready:
             await self.await_ready()
@@ -479,7 +488,8 @@ class Engine:
         *,
         meta: RequestMeta | None = None,
         prompt: str | Sequence[int] | None = None,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: Mapping[str, Any] | type | None = None,
+        response_format: Any = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         tool_choice: ToolChoice | None = None,
         parallel_tool_calls: bool = True,
@@ -487,15 +497,17 @@ class Engine:
         **sampling: Any,
     ) -> Iterator[Event]:
         """Blocking twin of :meth:`stream` for scripts and threads; same arguments and events."""
+        shape = requested_format({"json_schema": json_schema, "response_format": response_format})
         options = RequestOptions(
             meta or RequestMeta(),
             _raw_prompt(prompt),
-            json_schema,
+            None if shape is None else shape.schema,
             chat_template_kwargs,
             sampling,
             tool_choice,
             parallel_tool_calls,
             prefill_progress,
+            None if shape is None else shape.name,
         )
         sink = SyncSink()
         self.wait_ready()
@@ -524,7 +536,8 @@ class Engine:
 
         Ctrl-C (or a kernel interrupt) cancels the request. Same arguments as :meth:`stream`.
         """
-        return collect(self.stream_sync(messages, tools, enable_thinking, **options))
+        turn = collect(self.stream_sync(messages, tools, enable_thinking, **options))
+        return with_parsed(turn, options)
 
     async def agenerate(
         self,
@@ -534,7 +547,8 @@ class Engine:
         **options: Any,
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
-        return await acollect(self.stream(messages, tools, enable_thinking, **options))
+        turn = await acollect(self.stream(messages, tools, enable_thinking, **options))
+        return with_parsed(turn, options)
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Se
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mlxnb._engine.profiles import Profile
+from mlxnb._engine.response_format import with_parsed
 from mlxnb._engine.scoring import Score
 from mlxnb.errors import EngineClosedError
 from mlxnb.events import Event, Turn, acollect, collect
@@ -163,7 +164,8 @@ class ModelHandle:
         **options: Any,
     ) -> Turn:
         """Like :meth:`Engine.generate`, with the profile's defaults."""
-        return collect(self.stream_sync(messages, tools, enable_thinking, **options))
+        turn = collect(self.stream_sync(messages, tools, enable_thinking, **options))
+        return with_parsed(turn, options)
 
     async def agenerate(
         self,
@@ -173,7 +175,8 @@ class ModelHandle:
         **options: Any,
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
-        return await acollect(self.stream(messages, tools, enable_thinking, **options))
+        turn = await acollect(self.stream(messages, tools, enable_thinking, **options))
+        return with_parsed(turn, options)
 
     async def ascore(
         self, context: str | Sequence[int], continuations: Sequence[str | Sequence[int]]

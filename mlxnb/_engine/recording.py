@@ -29,6 +29,14 @@ def asked(request: Request) -> dict[str, Any]:
     }
 
 
+def ran_with(request: Request) -> dict[str, Any]:
+    """The settings the request ran with, its response format's name among them."""
+    settings = effective_settings(request.options)
+    if request.schema_name is not None:
+        settings["response_format"] = request.schema_name
+    return settings
+
+
 def record_turn(
     audit: AuditLog | None,
     request: Request,
@@ -64,9 +72,7 @@ def record_turn(
             run_id=meta.run_id,
             error_type=type(error).__name__ if error is not None else None,
             images=[image.summary() for image in request.images],
-            sampling=None
-            if request.options is UNCHECKED_OPTIONS
-            else effective_settings(request.options),
+            sampling=None if request.options is UNCHECKED_OPTIONS else ran_with(request),
             request=asked(request),
         )
         audit.append(record)

@@ -191,6 +191,7 @@ class Request:
         sink: Where its events go.
         prompt: A raw completion prompt (no chat template): text or token ids, else ``None``.
         grammar: A compiled JSON-schema grammar the answer must follow, else ``None``.
+        schema_name: The response format's name, for the audit row (``None``: none asked).
         images: The images the messages carry, in order (vision models only).
         prefill_progress: Send :class:`~mlxnb.events.PrefillProgress` events while prefilling.
         cancel: Set by the consumer to stop generation at the next step.
@@ -208,6 +209,7 @@ class Request:
     sink: AsyncSink | SyncSink
     prompt: str | tuple[Any, ...] | None = None
     grammar: str | None = None
+    schema_name: str | None = None
     images: tuple[Image, ...] = ()
     prefill_progress: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -259,3 +261,4 @@ class RequestOptions:
     tool_choice: str | Mapping[str, Any] | None = None
     parallel_tool_calls: bool = True
     prefill_progress: bool = False
+    schema_name: str | None = None
