@@ -63,6 +63,7 @@ class EvaluationRun:
     answer: str | None = None
     judges: list[Judge] = field(default_factory=list)
     pool: ModelPool | None = None
+    samples: int = 1
     release: Callable[[str], None] = lambda label: None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False
@@ -157,7 +158,14 @@ class EvaluationRun:
                 task.messages,
                 tools,
                 thinking,
-                meta=RequestMeta(source="eval", run_id=self.run_id),
+                meta=RequestMeta(
+                    source="eval",
+                    run_id=self.run_id,
+                    # The samples of one prompt are consecutive tasks: they prefill it once.
+                    sample_group=f"{self.run_id}/{task.order - task.sample}"
+                    if self.samples > 1
+                    else None,
+                ),
                 **options,
             )
         except Exception as exc:  # a failing row is recorded and the run goes on
@@ -335,6 +343,7 @@ def _prepare(spec: EvaluationSpec) -> EvaluationRun:
         scorers=[(name, s) for name, s in scored if not isinstance(s, Judge)],
         judges=[replace(s, name=name) for name, s in scored if isinstance(s, Judge)],
         pool=spec.pool,
+        samples=spec.n,
         concurrency=spec.concurrency,
         checkpoint=Path(spec.checkpoint) if spec.checkpoint is not None else None,
         progress=spec.progress,

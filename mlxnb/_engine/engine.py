@@ -280,6 +280,7 @@ class Engine:
                 submitted.messages, submitted.images = normalized.messages, normalized.images
             defaults = self._sampling_defaults()
             submitted.options = sampling_options(defaults, request.sampling)
+            submitted.fork_key = request.meta.sample_group
             if request.json_schema is not None:
                 submitted.grammar = compile_json_schema(dict(request.json_schema))
                 submitted.schema_name = request.schema_name

@@ -165,6 +165,8 @@ class RequestMeta:
         trusted: The caller runs in this process (Python, the widget, ``evaluate()``), so
             image paths may be read; ``False`` for HTTP requests, which may never make the
             kernel read a local file.
+        sample_group: Shared by requests that are samples of one prompt (``n`` of them): the
+            engine prefills the prompt once for all (:mod:`mlxnb._engine.forks`).
     """
 
     source: str = "python"
@@ -174,6 +176,7 @@ class RequestMeta:
     run_id: str | None = None
     request_id: str | None = None
     trusted: bool = True
+    sample_group: str | None = None
 
 
 @dataclass
@@ -192,6 +195,8 @@ class Request:
         prompt: A raw completion prompt (no chat template): text or token ids, else ``None``.
         grammar: A compiled JSON-schema grammar the answer must follow, else ``None``.
         schema_name: The response format's name, for the audit row (``None``: none asked).
+        fork_key: Shared by the samples of one prompt: they prefill it once
+            (:mod:`mlxnb._engine.forks`).
         images: The images the messages carry, in order (vision models only).
         prefill_progress: Send :class:`~mlxnb.events.PrefillProgress` events while prefilling.
         cancel: Set by the consumer to stop generation at the next step.
@@ -210,6 +215,7 @@ class Request:
     prompt: str | tuple[Any, ...] | None = None
     grammar: str | None = None
     schema_name: str | None = None
+    fork_key: str | None = None
     images: tuple[Image, ...] = ()
     prefill_progress: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)

@@ -26,6 +26,7 @@ from mlxnb._engine.admission import Admission, Waiting
 from mlxnb._engine.backend import Prompt, check_context, check_logit_bias
 from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.disk_cache import DiskPromptCache
+from mlxnb._engine.forks import Forks
 from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
@@ -107,6 +108,7 @@ class Worker:
         self._solo_uids = 0
         self._admission = Admission(None, None, config.admission_timeout)
         self._system_segments: set[int] = set()  # uids whose system prefix is still to store
+        self._forks = Forks()
         self._weights_bytes = 0
 
     def start(self, stop: Callable[[], None] | None = None) -> None:
@@ -337,6 +339,8 @@ class Worker:
     def _start(self, request: Request, prompt: Prompt, alone: bool) -> None:
         assert self.backend is not None
         backend = self.backend
+        if self._forks.wait(request.fork_key, request, prompt):
+            return  # a twin is prefilling this prompt: start from its cache when stored
         options = request.options
         cache, rest = None, prompt.tokens
         if backend.reuses_prompt_cache:
@@ -354,7 +358,13 @@ class Worker:
         # An evaluation run's other rows follow at once: its first row would leave the lone
         # path within steps (a vision row, which cannot join the batch, would stay beside it).
         in_run = request.meta.run_id is not None
-        if alone and solo and not in_run and not self._active and not store_system:
+        lead = (
+            request.fork_key is not None
+            and backend.reuses_prompt_cache
+            and not store_system
+            and len(rest) > 1
+        )
+        if alone and solo and not (in_run or lead) and not self._active and not store_system:
             active.solo = backend.new_solo(
                 prompt,
                 active.sampler,
@@ -382,6 +392,11 @@ class Worker:
             segments = [prompt.tokens[cached:system], prompt.tokens[system:]]
             (uid,) = self._generator.insert_segments([segments], **arguments)
             self._system_segments.add(uid)
+        elif lead:
+            segments = [list(rest[:-1]), list(rest[-1:])]
+            (uid,) = self._generator.insert_segments([segments], **arguments)
+            assert request.fork_key is not None
+            self._forks.lead(request.fork_key, uid)
         else:
             (uid,) = self._generator.insert([rest], **arguments, **prompt.generator_kwargs)
         self._active[uid] = active
@@ -456,6 +471,8 @@ class Worker:
         prefilled, responses = self._generator.next()
         if self._system_segments:
             self._store_system_prefixes(prefilled)
+        if self._forks:
+            self._share_fork_prefixes(prefilled)
         if prefilled:
             self._report_prefill(prefilled)
         for response in responses:
@@ -544,6 +561,21 @@ class Worker:
             if disk is not None:
                 disk.queue(tokens, cache)
 
+    def _share_fork_prefixes(self, prefilled: list[Any]) -> None:
+        """Store the prefixes leaders have just prefilled, then start the twins waiting."""
+        done = [
+            r.uid
+            for r in prefilled
+            if r.end_of_segment and not r.end_of_prompt and self._forks.is_leader(r.uid)
+        ]
+        for uid, (cache, tokens) in self._generator.extract_cache(done).items():
+            self._store_cache(cache, tokens)
+            self._start_followers(uid)
+
+    def _start_followers(self, uid: int) -> None:
+        for request, prompt in self._forks.release(uid):
+            self._start(request, prompt, alone=False)
+
     def _deliver(self, uid: int, events: list[Event], reason: str | None) -> None:
         active = self._active[uid]
         if reason is not None:
@@ -559,6 +591,7 @@ class Worker:
             del self._active[uid]
             self._system_segments.discard(uid)
             self._finished(active, None)
+            self._start_followers(uid)
         if events:
             self._outbox.put(active.request.sink, active.request.cancel, events)
 
@@ -587,6 +620,7 @@ class Worker:
         error.__cause__ = cause
         self._system_segments.discard(uid)
         self._end_with_error(self._active.pop(uid), error)
+        self._start_followers(uid)
 
     def _fail_all(self, error: MlxnbError, cause: BaseException | None = None) -> None:
         if cause is not None:
@@ -596,6 +630,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 self._generator.remove([uid])
             self._end_with_error(active, error)
+        for request, _ in self._forks.release_all():
+            self._finish_failed(request, error)
 
     def _end_with_error(self, active: Active, error: BaseException) -> None:
         active.builder.add(Done("error", self._usage(active), str(error)))

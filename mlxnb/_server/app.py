@@ -8,6 +8,7 @@ generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._server.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -257,7 +258,11 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
             engine.stream(
                 [],
                 prompt=prompt,
-                meta=http_meta(request, rid if len(choices) == 1 else f"{rid}-{index}"),
+                meta=replace(
+                    http_meta(request, rid if len(choices) == 1 else f"{rid}-{index}"),
+                    # The n samples of one prompt prefill it once.
+                    sample_group=f"{rid}/{index // call.n}" if call.n > 1 else None,
+                ),
                 prefill_progress=bool(body.stream),
                 **options,
             )
