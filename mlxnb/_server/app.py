@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.tool_choice import check_tool_choice
 from mlxnb._ids import new_request_id
 from mlxnb._server import openai as oa
@@ -35,6 +36,8 @@ from mlxnb._server.source import (
     http_meta,
 )
 from mlxnb.errors import InvalidRequestError, ModelNotFoundError
+from mlxnb.events import Done, Event
+from mlxnb.events import Usage as EngineUsage
 
 
 def create_app(
@@ -221,16 +224,42 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
         rid = f"chatcmpl-{_new_id()}"
         name = str(engine.model_id)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = oa.ChatChunks(rid, name, include_usage=include_usage)
-        events = call.stream(engine, http_meta(request, rid), streamed=bool(body.stream))
+        n, created = body.n, int(time.time())
+        chunks = [
+            oa.ChatChunks(
+                rid, name, include_usage, created, index=i, usage_chunk=include_usage and n == 1
+            )
+            for i in range(n)
+        ]
+        usages: dict[int, EngineUsage] = {}
+
+        def meta(index: int) -> RequestMeta:
+            # One audit row per choice; the n samples of the prompt prefill it once.
+            choice = http_meta(request, rid if n == 1 else f"{rid}-{index}")
+            return replace(choice, sample_group=rid if n > 1 else None)
+
+        def render(index: int, event: Event) -> list[bytes]:
+            if isinstance(event, Done):
+                usages[index] = event.usage
+            return [oa.sse(c) for c in chunks[index].event(event)]
+
+        def end() -> list[bytes]:
+            if n == 1 or not include_usage:
+                return []
+            total = oa.total_usage([usages[i] for i in sorted(usages)], n)
+            kind = "chat.completion.chunk"
+            usage = oa.usage_chunk(id=rid, object=kind, created=created, model=name, usage=total)
+            return [oa.sse(usage)]
+
+        streamed = bool(body.stream)
+        streams = [call.stream(engine, meta(i), streamed=streamed, sample=i) for i in range(n)]
         return Generation(
-            [events],
+            streams,
             stats,
-            stream=(lambda: [oa.sse(chunks.start())]) if body.stream else None,
-            render=lambda index, event: [oa.sse(c) for c in chunks.event(event)],
-            fold=lambda choices: oa.chat_completion(
-                choices[0], id=rid, model=name, created=chunks.created
-            ),
+            stream=(lambda: [oa.sse(c.start()) for c in chunks]) if streamed else None,
+            render=render,
+            end=end,
+            fold=lambda choices: oa.chat_completions(choices, id=rid, model=name, created=created),
         )
 
     @app.post("/v1/completions", tags=["openai"], responses=_ERRORS)

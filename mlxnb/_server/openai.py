@@ -60,8 +60,16 @@ class EngineCall:
     prompts: tuple[Prompt, ...] = ()
     n: int = 1
 
-    def stream(self, engine: Any, meta: RequestMeta, *, streamed: bool) -> AsyncIterator[Event]:
-        """Ask ``engine`` for this chat call's events (prefill progress only when streamed)."""
+    def stream(
+        self, engine: Any, meta: RequestMeta, *, streamed: bool, sample: int = 0
+    ) -> AsyncIterator[Event]:
+        """Ask ``engine`` for this chat call's events (prefill progress only when streamed).
+
+        ``sample`` is the choice's index among ``n``: a seeded request gives each its own seed.
+        """
+        options = self.options
+        if sample and options.get("seed") is not None:
+            options = {**options, "seed": sample_seed(options["seed"], sample)}
         stream: AsyncIterator[Event] = engine.stream(
             self.messages,
             self.tools,
@@ -69,7 +77,7 @@ class EngineCall:
             meta=meta,
             json_schema=self.json_schema,
             prefill_progress=streamed,
-            **self.options,
+            **options,
         )
         return stream
 
@@ -273,12 +281,16 @@ class ChatChunks:
         model: The model name to report.
         include_usage: Add a final usage-only chunk (``stream_options.include_usage``).
         created: Unix time of the request.
+        index: The choice these chunks carry (one translator per choice when ``n`` > 1).
+        usage_chunk: Send the usage chunk itself (``False``: the caller sums the choices').
     """
 
     id: str
     model: str
     include_usage: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
+    index: int = 0
+    usage_chunk: bool = True
     _tools: ToolCallWire = field(default_factory=ToolCallWire, init=False, repr=False)
     _logprobs: list[TokenLogprob] = field(default_factory=list, init=False, repr=False)
 
@@ -289,7 +301,12 @@ class ChatChunks:
         """
         logprobs = chat_logprobs(self._logprobs) if self._logprobs else None
         self._logprobs = []
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        choice = {
+            "index": self.index,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -328,7 +345,7 @@ class ChatChunks:
     def done(self, event: Done) -> list[dict[str, Any]]:
         """The closing chunk, then the usage chunk when asked for."""
         chunks = [self.chunk({}, finish_reason(event.finish_reason))]
-        if self.include_usage:
+        if self.include_usage and self.usage_chunk:
             chunks.append(
                 usage_chunk(
                     id=self.id,
@@ -376,6 +393,18 @@ def chat_completion(events: list[Event], *, id: str, model: str, created: int) -
         ],
         "usage": usage_body(turn.usage),
     }
+
+
+def chat_completions(
+    choices: Sequence[list[Event]], *, id: str, model: str, created: int
+) -> dict[str, Any]:
+    """Several choices' finished events as one ``chat.completion`` (prompt counted once)."""
+    bodies = [chat_completion(events, id=id, model=model, created=created) for events in choices]
+    body = bodies[0]
+    body["choices"] = [{**each["choices"][0], "index": index} for index, each in enumerate(bodies)]
+    usages = [collect(events).usage for events in choices]
+    body["usage"] = usage_body(total_usage(usages, len(choices)))
+    return body
 
 
 def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ BAD_REQUESTS = {
     "temperature out of range": (body(temperature=5), 422, "invalid_value", "temperature"),
     "max_tokens zero": (body(max_tokens=0), 422, "invalid_value", "max_tokens"),
     "max_tokens over server limit": (body(max_tokens=4097), 422, "invalid_value", "max_tokens"),
-    "n above one": (body(n=2), 422, "invalid_value", "n"),
+    "n above sixteen": (body(n=17), 422, "invalid_value", "n"),
     "too many stop strings": (body(stop=[f"s{i}" for i in range(17)]), 422, None, "stop"),
     "empty stop string": (body(stop=""), 422, None, None),
     "too many tools": (

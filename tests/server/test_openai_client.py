@@ -329,3 +329,61 @@ def test_chat_without_logprobs_reports_none(client: openai.OpenAI, model_id: str
         model=model_id, messages=[{"role": "user", "content": "say:ok"}]
     )
     assert response.choices[0].logprobs is None
+
+
+def test_chat_n_returns_n_choices_with_the_prompt_counted_once(
+    client: openai.OpenAI, model_id: str
+) -> None:
+    messages: Any = [{"role": "user", "content": "Name a colour. " * 10}]
+    one = client.chat.completions.create(
+        model=model_id, messages=messages, max_tokens=4, temperature=0
+    )
+    three = client.chat.completions.create(
+        model=model_id, messages=messages, max_tokens=4, temperature=0, n=3
+    )
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    # Greedy: every choice is the lone answer.
+    assert {c.message.content for c in three.choices} == {one.choices[0].message.content}
+    assert three.usage is not None and one.usage is not None
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+    assert three.usage.completion_tokens == 3 * one.usage.completion_tokens
+
+
+def test_chat_n_streams_each_choice_and_one_usage_chunk(
+    client: openai.OpenAI, model_id: str
+) -> None:
+    texts: dict[int, str] = {0: "", 1: ""}
+    finishes: dict[int, str | None] = {}
+    usages = []
+    for chunk in client.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": "say:Blue, clearly."}],
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if chunk.usage is not None:
+            usages.append(chunk.usage)
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            finishes[choice.index] = choice.finish_reason or finishes.get(choice.index)
+    assert texts == {0: "Blue, clearly.", 1: "Blue, clearly."}
+    assert finishes == {0: "stop", 1: "stop"}
+    assert len(usages) == 1 and usages[0].completion_tokens > 0
+
+
+def test_seeded_chat_samples_differ_and_repeat(client: openai.OpenAI, model_id: str) -> None:
+    def ask() -> list[str]:
+        reply = client.chat.completions.create(
+            model=model_id,
+            messages=[{"role": "user", "content": "Anything."}],
+            max_tokens=8,
+            temperature=1.0,
+            seed=5,
+            n=3,
+        )
+        return [c.message.content or "" for c in reply.choices]
+
+    first = ask()
+    assert ask() == first
+    assert len(set(first)) > 1

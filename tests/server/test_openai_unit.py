@@ -132,7 +132,7 @@ def test_response_format(fmt: Any, schema: Any) -> None:
     "fields",
     [
         {"messages": []},
-        {"n": 2},
+        {"n": 17},
         {"temperature": -1},
         {"stop": [""]},
         {"top_logprobs": 21},
