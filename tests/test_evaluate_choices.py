@@ -74,3 +74,15 @@ def test_a_row_without_usable_choices_records_its_error(engine: mlxnb.Engine) ->
     result = mlxnb.evaluate(frame, model=engine, choices="options", progress=False)
     assert result["error"].isna().tolist() == [True, False, False]
     assert "list" in result["error"].iloc[1]
+
+
+def test_the_model_s_own_choice_is_predicted(engine: mlxnb.Engine) -> None:
+    # Among one-token choices, the token greedy decoding writes is the most likely one.
+    prompt = "The capital of France is"
+    turn = engine.generate([], prompt=prompt, max_tokens=1, temperature=0.0, logprobs=True)
+    greedy = engine.tokenizer.decode([turn.logprobs[0].id])
+    others = [" the", " a", " Paris", " Rome", "\n", " 1"]
+    options = [greedy, *[text for text in others if text != greedy][:3]]
+    quiz = pd.DataFrame({"prompt": [prompt], "options": [options], "label": [0]})
+    frame = mlxnb.evaluate(quiz, model=engine, choices="options", answer="label", progress=False)
+    assert frame["predicted"].iloc[0] == 0 and bool(frame["correct"].iloc[0])
