@@ -338,15 +338,15 @@ def test_chat_n_returns_n_choices_with_the_prompt_counted_once(
     one = client.chat.completions.create(
         model=model_id, messages=messages, max_tokens=4, temperature=0
     )
-    three = client.chat.completions.create(
-        model=model_id, messages=messages, max_tokens=4, temperature=0, n=3
+    four = client.chat.completions.create(
+        model=model_id, messages=messages, max_tokens=4, temperature=0, n=4
     )
-    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert [c.index for c in four.choices] == [0, 1, 2, 3]
     # Greedy: every choice is the lone answer.
-    assert {c.message.content for c in three.choices} == {one.choices[0].message.content}
-    assert three.usage is not None and one.usage is not None
-    assert three.usage.prompt_tokens == one.usage.prompt_tokens
-    assert three.usage.completion_tokens == 3 * one.usage.completion_tokens
+    assert {c.message.content for c in four.choices} == {one.choices[0].message.content}
+    assert four.usage is not None and one.usage is not None
+    assert four.usage.prompt_tokens == one.usage.prompt_tokens
+    assert four.usage.completion_tokens == 4 * one.usage.completion_tokens
 
 
 def test_chat_n_streams_each_choice_and_one_usage_chunk(
