@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.tool_choice import check_tool_choice
 from mlxnb._ids import new_request_id
+from mlxnb._server import completions as cp
 from mlxnb._server import openai as oa
 from mlxnb._server.anthropic import for_path
 from mlxnb._server.errors import ApiError, ErrorBody, error_body, validation_error
@@ -265,7 +266,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
     @app.post("/v1/completions", tags=["openai"], responses=_ERRORS)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         engine = _engine(source, body.model)
-        call = oa.completion_call(body)
+        call = cp.completion_call(body)
         _check_max_tokens(call, limits)
         _check_completion(body, call)
         rid = f"cmpl-{_new_id()}"
@@ -277,7 +278,7 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
             prompt = call.prompts[index]
             return prompt if isinstance(prompt, str) else str(engine.tokenizer.decode(list(prompt)))
 
-        chunks = oa.TextChunks(
+        chunks = cp.TextChunks(
             rid, name, include_usage=include_usage, n=call.n, echo=echo if body.echo else None
         )
         choices = call.choices()

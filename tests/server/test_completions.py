@@ -16,6 +16,7 @@ import openai
 import pytest
 
 import mlxnb
+from mlxnb._server import completions as cp
 from mlxnb._server import openai as oa
 from mlxnb._server.background import ServerHandle
 from mlxnb._server.response import Choices
@@ -141,15 +142,15 @@ def test_samples_get_distinct_reproducible_seeds() -> None:
     request = CompletionRequest.model_validate(
         {"model": "m", "prompt": ["a", "b"], "n": 3, "seed": 2**32 - 1}
     )
-    call = oa.completion_call(request)
+    call = cp.completion_call(request)
     choices = call.choices()
     assert [prompt for prompt, _ in choices] == ["a"] * 3 + ["b"] * 3
     seeds = [options["seed"] for _, options in choices]
     assert seeds[0] == 2**32 - 1  # the first sample keeps the request's seed
     assert len(set(seeds[:3])) == 3 and seeds[:3] == seeds[3:]
     assert all(0 <= s < 2**32 for s in seeds)
-    assert [o["seed"] for _, o in oa.completion_call(request).choices()] == seeds
-    unseeded = oa.completion_call(request.model_copy(update={"seed": None})).choices()
+    assert [o["seed"] for _, o in cp.completion_call(request).choices()] == seeds
+    unseeded = cp.completion_call(request.model_copy(update={"seed": None})).choices()
     assert all("seed" not in options for _, options in unseeded)
 
 
@@ -465,14 +466,14 @@ async def test_choices_empty_stream_reads_as_a_failed_choice() -> None:
 def test_usage_chunk_is_shared_by_chat_and_text() -> None:
     usage = Usage(prompt_tokens=5, completion_tokens=2, cached_tokens=1)
     chat = oa.ChatChunks("c", "m", include_usage=True).done(Done("stop", usage))[-1]
-    text = oa.TextChunks("c", "m", include_usage=True, created=chat["created"])
+    text = cp.TextChunks("c", "m", include_usage=True, created=chat["created"])
     text.event(0, Done("stop", usage))
     assert text.end() == [{**chat, "object": "text_completion"}]
     assert chat["usage"]["total_tokens"] == 7 and chat["choices"] == []
 
 
 def test_text_usage_counts_each_prompt_once_and_every_sample() -> None:
-    chunks = oa.TextChunks("c", "m", n=2)
+    chunks = cp.TextChunks("c", "m", n=2)
     choices: list[list[Event]] = [
         [ContentDelta("x"), Done("stop", Usage(prompt_tokens=p, completion_tokens=c))]
         for p, c in [(4, 1), (4, 2), (6, 3), (6, 4)]
