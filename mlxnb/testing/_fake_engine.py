@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlxnb._engine.request import RequestMeta, sampling_options
+from mlxnb._engine.response_format import requested_format, with_parsed
 from mlxnb._messages import normalize_messages
 from mlxnb.errors import EngineClosedError
 from mlxnb.events import (
@@ -273,7 +274,8 @@ class FakeEngine:
         *,
         meta: RequestMeta | None = None,
         prompt: str | None = None,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: Mapping[str, Any] | type | None = None,
+        response_format: Any = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = True,
@@ -291,6 +293,8 @@ class FakeEngine:
             meta: Who asks (default: source ``python``).
             prompt: Raw text completion (``messages`` ignored).
             json_schema: The schema the answer should match (recorded, not enforced).
+            response_format: The same as a pydantic model or a schema (recorded as its schema;
+                :meth:`generate` parses the answer as the real engine does).
             chat_template_kwargs: Further chat-template arguments.
             tool_choice: ``auto``, ``none``, ``required`` or a named function (recorded).
             parallel_tool_calls: Whether several calls are allowed (recorded).
@@ -311,7 +315,7 @@ class FakeEngine:
             enable_thinking,
             meta=meta,
             prompt=prompt,
-            json_schema=json_schema,
+            json_schema=_schema(json_schema, response_format),
             chat_template_kwargs=chat_template_kwargs,
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
@@ -337,7 +341,8 @@ class FakeEngine:
         *,
         meta: RequestMeta | None = None,
         prompt: str | None = None,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: Mapping[str, Any] | type | None = None,
+        response_format: Any = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool = True,
@@ -351,7 +356,7 @@ class FakeEngine:
             enable_thinking,
             meta=meta,
             prompt=prompt,
-            json_schema=json_schema,
+            json_schema=_schema(json_schema, response_format),
             chat_template_kwargs=chat_template_kwargs,
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
@@ -380,7 +385,8 @@ class FakeEngine:
 
         Same arguments as :meth:`stream`.
         """
-        return collect(self.stream_sync(messages, tools, enable_thinking, **options))
+        turn = collect(self.stream_sync(messages, tools, enable_thinking, **options))
+        return with_parsed(turn, options)
 
     async def agenerate(
         self,
@@ -390,7 +396,8 @@ class FakeEngine:
         **options: Any,
     ) -> Turn:
         """Awaitable twin of :meth:`generate`."""
-        return await acollect(self.stream(messages, tools, enable_thinking, **options))
+        turn = await acollect(self.stream(messages, tools, enable_thinking, **options))
+        return with_parsed(turn, options)
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -469,3 +476,9 @@ def _advance(call: FakeCall, step: Step) -> Iterator[Event]:
 def _settle(call: FakeCall) -> None:
     if call.outcome == "streaming":
         call.outcome = "cancelled"
+
+
+def _schema(json_schema: Any, response_format: Any) -> dict[str, Any] | None:
+    """The schema a request asked for, however it was given (checked as the engine checks)."""
+    shape = requested_format({"json_schema": json_schema, "response_format": response_format})
+    return None if shape is None else dict(shape.schema)
