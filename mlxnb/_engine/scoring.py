@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from mlxnb.errors import InvalidRequestError
 
@@ -131,17 +131,26 @@ def _score_whole(model: Any, context: Sequence[int], continuation: Sequence[int]
 def _read(
     model: Any, cache: Any, inputs: list[list[int]], targets: list[tuple[int, list[int]]]
 ) -> list[Score]:
-    """Run ``inputs`` and read, per row, the log-probability of ``targets`` from its offset."""
+    """Run ``inputs`` and read, per row, the log-probability of ``targets`` from its offset.
+
+    All rows are read in one evaluation (one synchronisation, not one per continuation).
+    """
     import mlx.core as mx
 
     logits = model(mx.array(inputs), cache=cache).astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    best = mx.argmax(logits, axis=-1)
-    scores = []
-    for index, (start, tokens) in enumerate(targets):
-        positions = mx.arange(start, start + len(tokens))
-        wanted = mx.array(tokens)
-        total = logprobs[index, positions, wanted].sum()
-        greedy = (best[index, positions] == wanted).all()
-        scores.append(Score(float(total.item()), len(tokens), bool(greedy.item())))
-    return scores
+    width = max(len(tokens) for _, tokens in targets)
+    rows = mx.arange(len(targets))[:, None]
+    positions = mx.array([[start + i for i in range(width)] for start, _ in targets])
+    positions = mx.minimum(positions, logits.shape[1] - 1)
+    wanted = mx.array([tokens + [0] * (width - len(tokens)) for _, tokens in targets])
+    real = mx.array([[i < len(tokens) for i in range(width)] for _, tokens in targets])
+    chosen = logprobs[rows, positions, wanted]
+    totals = mx.where(real, chosen, 0.0).sum(axis=-1)
+    greedy = mx.where(real, mx.argmax(logits, axis=-1)[rows, positions] == wanted, True).all(-1)
+    sums = cast("list[float]", totals.tolist())
+    flags = cast("list[bool]", greedy.tolist())
+    return [
+        Score(float(total), len(tokens), bool(flag))
+        for total, flag, (_, tokens) in zip(sums, flags, targets, strict=True)
+    ]
