@@ -73,6 +73,11 @@ def score_continuations(
         raise InvalidRequestError("the context must have at least one token")
     if not continuations or any(not c for c in continuations):
         raise InvalidRequestError("every continuation must have at least one token")
+    longest = max(len(c) for c in continuations)
+    if len(continuations) * (len(context) + longest) <= BATCH_TOKENS:
+        # Short enough to read in one call, the context repeated in every row: one model call
+        # instead of a prefill and a batch (on a GPU a call's cost is mostly its launch).
+        return _score_together(model, context, continuations)
     cache = make_prompt_cache(model)
     prefix = list(context[:-1])
     for start in range(0, len(prefix), prefill_step):
@@ -123,9 +128,19 @@ def _score_rows(
 
 def _score_whole(model: Any, context: Sequence[int], continuation: Sequence[int]) -> Score:
     """One model call over context and continuation, without a cache."""
-    sequence = [*context, *continuation]
-    (score,) = _read(model, None, [sequence[:-1]], [(len(context) - 1, list(continuation))])
+    (score,) = _score_together(model, context, [continuation])
     return score
+
+
+def _score_together(
+    model: Any, context: Sequence[int], continuations: Sequence[Sequence[int]]
+) -> list[Score]:
+    """One model call, one row per continuation, each row context and continuation."""
+    rows = [[*context, *continuation][:-1] for continuation in continuations]
+    width = max(len(row) for row in rows)
+    padded = [row + [0] * (width - len(row)) for row in rows]  # right padding: never read
+    start = len(context) - 1
+    return _read(model, None, padded, [(start, list(c)) for c in continuations])
 
 
 def _read(

@@ -65,7 +65,8 @@ async def test_many_continuations_split_into_batches_keep_their_order(
 
 def test_the_uncached_path_agrees_with_the_shared_one(engine: mlxnb.Engine) -> None:
     tokenizer = engine.tokenizer
-    context = tokenizer.encode(CONTEXT)
+    context = tokenizer.encode(CONTEXT * 250)  # past BATCH_TOKENS: the shared-cache path
+    assert len(context) > BATCH_TOKENS
     continuation = tokenizer.encode(CONTINUATIONS[1], add_special_tokens=False)
     (shared,) = engine.score(context, [continuation])
     backend = engine._worker.backend
