@@ -74,9 +74,12 @@ def score_continuations(
     if not continuations or any(not c for c in continuations):
         raise InvalidRequestError("every continuation must have at least one token")
     longest = max(len(c) for c in continuations)
-    if len(continuations) * (len(context) + longest) <= BATCH_TOKENS:
+    on_gpu = mx.default_device().type == mx.gpu
+    if on_gpu and len(continuations) * (len(context) + longest) <= BATCH_TOKENS:
         # Short enough to read in one call, the context repeated in every row: one model call
-        # instead of a prefill and a batch (on a GPU a call's cost is mostly its launch).
+        # instead of a prefill and a batch, since on a GPU a call's cost is mostly its launch.
+        # Not on a CPU: there the vocabulary projection of every context position, which a
+        # prefill never computes (its logits are never read), is most of the work.
         return _score_together(model, context, continuations)
     cache = make_prompt_cache(model)
     prefix = list(context[:-1])
