@@ -45,6 +45,18 @@ class Forks:
         key = self._leaders.pop(uid, None)
         return [] if key is None else self._waiting.pop(key, [])
 
+    def projections(self) -> list[int]:
+        """The most tokens each waiting request's KV cache will hold once it starts.
+
+        They are admitted already, so the KV budget counts them as running: a burst of
+        samples must not start past it when their leader's prefix is stored.
+        """
+        return [
+            len(prompt.tokens) + request.options.max_tokens
+            for entries in self._waiting.values()
+            for request, prompt in entries
+        ]
+
     def release_all(self) -> list[tuple[Any, Any]]:
         """Every waiting request (the worker is failing or closing)."""
         waiting = [entry for entries in self._waiting.values() for entry in entries]

@@ -309,8 +309,9 @@ class Worker:
         self._start(request, prompt, alone)
 
     def _projections(self) -> list[int]:
-        """The most tokens each running request's KV cache will hold."""
-        return [active.prompt_tokens + active.max_tokens for active in self._active.values()]
+        """The most tokens each running (or admitted, waiting for a twin) KV cache will hold."""
+        running = [active.prompt_tokens + active.max_tokens for active in self._active.values()]
+        return running + self._forks.projections()
 
     def _admit_waiting(self) -> None:
         """Start the waiting requests that fit now; end those cancelled or waiting too long."""

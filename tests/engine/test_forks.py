@@ -72,3 +72,24 @@ def test_evaluate_n_prefills_each_prompt_once(fresh: mlxnb.Engine) -> None:
     for _, group in frame.groupby("prompt"):
         prompt = int(group["prompt_tokens"].iloc[0])
         assert sorted(group["cached_tokens"]) == [0, prompt - 1, prompt - 1]
+
+
+async def test_samples_waiting_for_their_leader_count_against_the_kv_budget(
+    fresh: mlxnb.Engine, tiny_model_dir: Path
+) -> None:
+    prompt = fresh.generate(LONG, max_tokens=1).usage.prompt_tokens
+    per_token = 512  # the tiny model's KV bytes per token
+    budget = per_token * (prompt + GREEDY["max_tokens"]) * 2  # room for two samples at once
+    log: list[tuple[int, Any]] = []
+
+    async def sample(engine: mlxnb.Engine, index: int) -> None:
+        meta = RequestMeta(sample_group="budgeted")
+        async for event in engine.stream(LONG, meta=meta, **GREEDY):
+            log.append((index, event))
+
+    with mlxnb.load(tiny_model_dir, audit=False, kv_budget_bytes=budget, name="b") as engine:
+        await asyncio.gather(*(sample(engine, i) for i in range(3)))
+    done = [i for i, (_, event) in enumerate(log) if isinstance(event, mlxnb.Done)]
+    third_first = min(i for i, (who, _) in enumerate(log) if who == 2)
+    # The third sample started only when one of the first two had ended.
+    assert third_first > done[0]
