@@ -28,6 +28,7 @@ import pandas as pd
 
 from mlxnb._audit import view as _view
 from mlxnb._audit.frame import (
+    FrameBuilder,
     frame_from_rows,
     gc_paused,
     read_export,
@@ -228,7 +229,9 @@ class AuditLog:
             copied: pd.DataFrame = frame.copy()  # the caller may change it; the cache may not
             return copied
         with gc_paused():
-            frame = frame_from_rows(self._store.select(where, params))
+            builder = FrameBuilder()
+            self._store.select_batches(builder.add_rows, where, params)
+            frame = builder.build()
         # A relative "since" names a new cutoff on every call: never reused, so not kept.
         if not isinstance(since, timedelta):
             with self._cache_lock:

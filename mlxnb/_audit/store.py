@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,29 @@ class AuditStore:
         rows = self.query(sql + f" ORDER BY rowid DESC LIMIT {int(tail)}", params)
         rows.reverse()
         return rows
+
+    def select_batches(
+        self,
+        consume: Callable[[list[tuple[Any, ...]]], None],
+        where: str = "",
+        params: Sequence[Any] = (),
+        batch: int = 8192,
+    ) -> None:
+        """Hand every matching row, in append order, to ``consume`` a batch at a time.
+
+        One read transaction (a consistent snapshot) under the read lock. Batches keep only a
+        batch of rows alive as Python objects at once: a whole-table ``fetchall`` makes millions
+        of them, and on a fresh process (or a VM that hands freed memory back to its host) the
+        memory they first touch costs more than reading the rows.
+        """
+        sql = _SELECT + (f" WHERE {where}" if where else "") + " ORDER BY rowid"
+        with self._read_lock:
+            cursor = self._reader.execute(sql, params)
+            try:
+                while rows := cursor.fetchmany(batch):
+                    consume(rows)
+            finally:
+                cursor.close()
 
     def iter_rows(self, batch: int = 1000) -> Iterator[tuple[Any, ...]]:
         """Rows in append order, read in batches (no lock is held between batches)."""
