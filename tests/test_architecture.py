@@ -25,6 +25,7 @@ LEAVES = frozenset(
         "mlxnb._paths",
         "mlxnb._messages",
         "mlxnb._blocking",
+        "mlxnb._describe",
         "mlxnb._tools",
         "mlxnb._version",
     }

@@ -188,6 +188,7 @@ class OpRecorder:
         clock: Time source for the thinking timer.
         images: Thumbnails (``data:`` URLs) of the images sent with the message.
         model: The name of the model that answers (the page labels the answer with it).
+        context: What the message's ``@name`` mentions inserted (``mentions.py``), if any.
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class OpRecorder:
         *,
         images: Sequence[str] = (),
         model: str | None = None,
+        context: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.turn: dict[str, Any] = {
             "id": turn_id,
@@ -211,6 +213,8 @@ class OpRecorder:
         }
         if model is not None:
             self.turn["model"] = model
+        if context:
+            self.turn["context"] = copy.deepcopy(list(context))
         self._batcher = batcher
         self._clock = clock
         self._round = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from mlxnb._images import (
     load_images,
     no_vision_error,
 )
+from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
 from mlxnb._widget.models import ModelChoice, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
 from mlxnb.errors import (
@@ -87,6 +88,9 @@ class ChatWidget(anywidget.AnyWidget):
         truncate: When the conversation outgrows the model's context, leave out its oldest
             turns (the system prompt stays) and mark that in the chat, instead of ending the
             turn with a :class:`~mlxnb.errors.ContextLengthError`.
+        namespace: Where ``@name`` mentions in a message are looked up (each adds a
+            description of the variable for the model; the page completes the names).
+            Default: the IPython user namespace of the kernel.
         **conversation_options: Passed to :class:`~mlxnb.Conversation`: ``system``, ``tools``,
             ``max_tool_rounds``, ``generation_options``.
     """
@@ -114,9 +118,11 @@ class ChatWidget(anywidget.AnyWidget):
         enable_thinking: bool = True,
         flush_interval: float = 0.04,
         truncate: bool = False,
+        namespace: Mapping[str, Any] | None = None,
         **conversation_options: Any,
     ) -> None:
         super().__init__()
+        self.namespace = namespace
         chosen = pooled(engine, pool or default_pool()) if isinstance(engine, str) else engine
         self._choice = ModelChoice(chosen, models, pool)
         self.engine: ChatEngine = chosen
@@ -268,8 +274,20 @@ class ChatWidget(anywidget.AnyWidget):
                 self.model = str(content.get("name", ""))
             elif kind == "models":
                 self._refresh_models()
+            elif kind == "names":
+                self._send_names()
         except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
             self.send({"type": "refused", "message": str(exc)})
+
+    def _namespace(self) -> tuple[Mapping[str, Any], frozenset[str]]:
+        if self.namespace is not None:
+            return self.namespace, frozenset()
+        return user_namespace()
+
+    def _send_names(self) -> None:
+        """Tell the page which variables ``@`` may complete (it filters them as one types)."""
+        names = namespace_names(*self._namespace())
+        self.send({"type": "names", "names": [list(pair) for pair in names]})
 
     # -- turns -------------------------------------------------------------------------------
 
@@ -293,8 +311,10 @@ class ChatWidget(anywidget.AnyWidget):
             turns = self.conversation.turns
             if not turns:
                 raise EmptyHistoryError("there is no answer to regenerate")
-            text = turns[-1].user
-            thumbnails = list(self.transcript[-1].get("images", ())) if self.transcript else []
+            last = self.transcript[-1] if self.transcript else {}
+            text = str(last.get("user", turns[-1].user))  # as written: mentions not expanded
+            thumbnails = list(last.get("images", ()))
+            context = list(last.get("context", ()))
             self.transcript = self.transcript[:-1]
 
             def events(thinking: bool | None) -> AsyncIterator[ChatEvent]:
@@ -303,7 +323,9 @@ class ChatWidget(anywidget.AnyWidget):
         else:
             loaded = self._load_images(images, policy)
             thumbnails = [image.thumbnail_data_url() for image in loaded]
-            message = text
+            mentions = resolve_mentions(text, *self._namespace(), vision=self._kind == "vision")
+            context, message = mentions.context, mentions.message
+            loaded += mentions.images
 
             def events(thinking: bool | None) -> AsyncIterator[ChatEvent]:
                 return self.conversation.stream(
@@ -311,7 +333,9 @@ class ChatWidget(anywidget.AnyWidget):
                 )
 
         self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self._run(text, thumbnails, events))
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(text, thumbnails, events, context)
+        )
         return self._task
 
     def _load_images(self, images: object, policy: ImagePolicy) -> list[Image]:
@@ -321,7 +345,13 @@ class ChatWidget(anywidget.AnyWidget):
             raise no_vision_error(self.model_name, len(loaded))
         return loaded
 
-    async def _run(self, text: str, thumbnails: list[str], events: Events) -> ChatTurn | None:
+    async def _run(
+        self,
+        text: str,
+        thumbnails: list[str],
+        events: Events,
+        context: Sequence[dict[str, Any]] = (),
+    ) -> ChatTurn | None:
         self._running = True
         if self._stopping:  # Stop came before this task's first step: cancel at the first await
             task = asyncio.current_task()
@@ -333,14 +363,17 @@ class ChatWidget(anywidget.AnyWidget):
         self.send(
             {
                 "type": "start",
-                "turn": {"id": turn_id, "user": text, "images": thumbnails, "model": model},
+                "turn": {"id": turn_id, "user": text, "images": thumbnails, "model": model}
+                | ({"context": list(context)} if context else {}),
             }
         )
         batcher = Batcher(
             lambda ops: self.send({"type": "ops", "id": turn_id, "ops": ops}),
             interval=self.flush_interval,
         )
-        recorder = OpRecorder(turn_id, text, batcher, images=thumbnails, model=model)
+        recorder = OpRecorder(
+            turn_id, text, batcher, images=thumbnails, model=model, context=context
+        )
         thinking = self.enable_thinking if self.supports_thinking else None
         turns = self.conversation.turns
         before = turns[-1] if turns else None  # regenerating drops it: compare, do not count

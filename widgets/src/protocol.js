@@ -25,9 +25,15 @@
  * absent in transcripts saved before images existed. `model`: the name of the model that
  * answered (absent in older transcripts). No op changes either. `left_out`: how many earlier
  * messages the request left out to fit the model's context (set by a `left_out` op; only when
- * the widget truncates).
+ * the widget truncates). `context`: what the message's `@name` mentions inserted (set by the
+ * `start` message; absent when none): a known name's description (and, for a figure sent to a
+ * vision model, its thumbnail), or a note for an unknown name.
+ * @typedef {{
+ *   name: string, kind: string, text: string, found: boolean, image?: string
+ * }} ContextEntry
  * @typedef {{
  *   id: string, user: string, images?: string[], model?: string, left_out?: number,
+ *   context?: ContextEntry[],
  *   parts: Part[], status: TurnStatus, error: string | null, stats: Stats | null
  * }} Turn
  */
@@ -52,11 +58,17 @@
 /**
  * Custom messages, kernel → view (ChatWidget.send in widget.py).
  * @typedef {{
- *   type: "start", turn: {id: string, user: string, images?: string[], model?: string}
+ *   type: "start",
+ *   turn: {
+ *     id: string, user: string, images?: string[], model?: string, context?: ContextEntry[]
+ *   }
  * }} StartMessage
  * @typedef {{type: "ops", id: string, ops: Op[]}} OpsMessage
  * @typedef {{type: "refused", message: string}} RefusedMessage
- * @typedef {StartMessage | OpsMessage | RefusedMessage} KernelMessage
+ * `names`: the kernel's variables `@` may complete, as [name, kind] pairs (the answer to a
+ * `names` request).
+ * @typedef {{type: "names", names: Array<[string, string]>}} NamesMessage
+ * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage} KernelMessage
  *
  * Custom messages, view → kernel (ChatWidget._on_frontend_message). `images` are `data:` URLs
  * of the attached images (scaled down in the browser, see images.js); left out when none.
@@ -65,7 +77,7 @@
  * @typedef {{type: "send", text: string, images?: string[]}} SendRequest
  * @typedef {{type: "model", name: string}} ModelRequest
  * @typedef {SendRequest | ModelRequest | {type: "models"} | {type: "regenerate"} | {type: "stop"}
- *   | {type: "clear"}} ViewRequest
+ *   | {type: "clear"} | {type: "names"}} ViewRequest
  *
  * The synced traits of ChatWidget. `load_progress` is empty unless a model is being fetched or
  * loaded; `fraction` is null when the size is unknown.

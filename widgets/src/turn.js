@@ -13,6 +13,7 @@ import {
 } from "./format.js";
 import { isImageDataUrl } from "./images.js";
 import { renderMarkdown } from "./markdown.js";
+import { contextBlock } from "./mentions.js";
 
 /**
  * @typedef {import("./protocol.js").Turn} Turn
@@ -163,6 +164,8 @@ function userMessage(turn) {
     node.append(row);
   }
   if (turn.user) node.append(document.createTextNode(turn.user));
+  const context = contextBlock(turn.context ?? [], isImageDataUrl);
+  if (context) node.append(context);
   return node;
 }
 

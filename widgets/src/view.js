@@ -6,6 +6,7 @@
 import { ImageAttacher } from "./attach.js";
 import { h } from "./dom.js";
 import { shortModelName } from "./format.js";
+import { MentionCompleter } from "./mentions.js";
 import { ModelPicker } from "./picker.js";
 import { applyOps, newTurn } from "./protocol.js";
 import { TurnView } from "./turn.js";
@@ -137,6 +138,11 @@ export class ChatView {
       changed: () => this.updateControls(),
       prepareImage: options.prepareImage,
     });
+    // before bindControls: its keys (Enter picks a name) go first
+    this.mentions = new MentionCompleter({
+      input: this.input,
+      ask: () => this.model.send({ type: "names" }),
+    });
     inputRow.append(
       this.attacher.button,
       this.attacher.fileInput,
@@ -152,6 +158,7 @@ export class ChatView {
       this.log,
       this.notice,
       this.attacher.list,
+      this.mentions.list,
       inputRow,
     );
     this.root = root;
@@ -264,14 +271,18 @@ export class ChatView {
       this.pending = false;
       this.draft = null;
       this.live?.el.remove();
-      const { id, user, images, model } = msg.turn;
-      this.live = new TurnView(newTurn(id, user, images ?? [], model));
+      const { id, user, images, model, context } = msg.turn;
+      const turn = newTurn(id, user, images ?? [], model);
+      if (context?.length) turn.context = context;
+      this.live = new TurnView(turn);
       this.log.querySelector('[data-testid="empty"]')?.remove();
       this.append(this.live.el);
     } else if (msg.type === "ops" && this.live && this.live.turn.id === msg.id) {
       const stick = this.atBottom();
       this.live.update(applyOps(this.live.turn, msg.ops));
       if (stick) this.log.scrollTop = this.log.scrollHeight;
+    } else if (msg.type === "names") {
+      this.mentions.receive(msg.names);
     } else if (msg.type === "refused") {
       this.pending = false;
       this.restoreDraft();
