@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlxnb import scorers
 from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._chat import ChatTurn, Conversation
+from mlxnb._chat_tools import ToolApproval
 from mlxnb._chat_turn import ContextTrimmed
 from mlxnb._engine import (
     Engine,
@@ -125,6 +126,7 @@ __all__ = [
     "ThinkingDelta",
     "TokenLogprob",
     "Tool",
+    "ToolApproval",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallError",

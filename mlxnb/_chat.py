@@ -1,8 +1,10 @@
 """A conversation with a model: the history plus the tool loop, usable with or without the widget.
 
 Each user message starts a *chat turn* of one or more *rounds*: a round is one request to the
-engine. When a round ends in tool calls, the tools run in the kernel, their results join the
-history and the next round starts, up to ``max_tool_rounds`` times.
+engine. When a round ends in tool calls, the tools run in the kernel (:mod:`mlxnb._chat_tools`:
+approval, threads), their results join the history and the next round starts, up to
+``max_tool_rounds`` times. An answer cut by ``max_tokens`` can be continued in place, and an
+earlier user message edited and answered again (the replaced history is kept as a branch).
 """
 
 from __future__ import annotations
@@ -14,30 +16,29 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlxnb._chat_history import HistoryEdits, last_turn, message_text
+from mlxnb._chat_tools import Approve, ToolApproval, approver_for, run_calls, unanswered
 from mlxnb._chat_turn import (
     ChatEvent,
     ChatTurn,
     ContextTrimmed,
     RoundStart,
     TurnProgress,
+    join_rounds,
     sum_usage,
+    turns_frame,
 )
 from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.response_format import ResponseFormat, requested_format
 from mlxnb._ids import new_conversation_id
 from mlxnb._images import PYTHON_POLICY, load_images, no_vision_error, user_message
-from mlxnb._tools import Tool, ToolResult, as_tools, execute_tool
+from mlxnb._tools import Tool, ToolResult, as_tools
 from mlxnb.errors import (
     ContextLengthError,
     ConversationBusyError,
-    EmptyHistoryError,
     InvalidRequestError,
 )
-from mlxnb.events import (
-    Event,
-    FinishReason,
-    TurnBuilder,
-)
+from mlxnb.events import Event, FinishReason, Turn, TurnBuilder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +51,7 @@ __all__ = [
     "Conversation",
     "GenerationOptions",
     "RoundStart",
+    "ToolApproval",
     "sum_usage",
 ]
 
@@ -80,7 +82,7 @@ class ChatEngine(Protocol):
         """Generate one reply as events."""
 
 
-class Conversation:
+class Conversation(HistoryEdits):
     """A chat history with tools, driven through ``engine.stream``.
 
     Args:
@@ -100,6 +102,11 @@ class Conversation:
             (the system prompt always stays) until it fits, and say so with a
             :class:`ContextTrimmed` event. Off by default: the turn then ends with the error.
             The history itself keeps every message.
+        approve: Ask before each tool call runs. ``True``: the widget shows Run / Deny on the
+            call (a plain conversation asks on standard input, ``y`` runs it); a function of
+            the :class:`~mlxnb.events.ToolCall` returning ``True``/``False`` (or awaitable)
+            decides itself. A denied call does not run; the model reads that the user denied
+            it. ``False`` (default) runs every call.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class Conversation:
         generation_options: GenerationOptions | None = None,
         source: str = "python",
         truncate: bool = False,
+        approve: Approve = False,
     ) -> None:
         if max_tool_rounds < 0:
             raise InvalidRequestError("max_tool_rounds must be >= 0")
@@ -126,6 +134,8 @@ class Conversation:
         self.enable_thinking = enable_thinking
         self.generation_options = generation_options
         self.source = source
+        self.approve = approve
+        self._branches: list[list[dict[str, Any]]] = []
         self.conversation_id = new_conversation_id()
         self._messages: list[dict[str, Any]] = []
         self._starts: list[int] = []
@@ -150,6 +160,16 @@ class Conversation:
             self._skip = 0  # another model: another context length
 
     @property
+    def approve(self) -> Approve:
+        """Whether (and how) tool calls wait for approval; see the class's ``approve``."""
+        return self._approve
+
+    @approve.setter
+    def approve(self, approve: Approve) -> None:
+        self._approver = approver_for(approve)
+        self._approve = approve
+
+    @property
     def messages(self) -> list[dict[str, Any]]:
         """The OpenAI-style history (a copy): system, user, assistant and tool messages."""
         return copy.deepcopy(self._messages)
@@ -170,34 +190,8 @@ class Conversation:
         self._messages = [{"role": "system", "content": self.system}] if self.system else []
         self._starts.clear()
         self._turns.clear()
+        self._branches.clear()
         self._skip = 0
-
-    def undo(self) -> str:
-        """Remove the last turn from the history and return its user text (to regenerate).
-
-        Use :meth:`stream_again` to regenerate with the same images too.
-        """
-        return message_text(self._undo())
-
-    def _undo(self) -> dict[str, Any]:
-        self._check_idle()
-        if not self._starts:
-            raise EmptyHistoryError("there is no turn to undo")
-        start = self._starts.pop()
-        message = self._messages[start]
-        del self._messages[start:]
-        self._turns.pop()
-        self._skip = min(self._skip, max(len(self._starts) - 1, 0))
-        return message
-
-    async def stream_again(
-        self, *, enable_thinking: bool | None = None
-    ) -> AsyncIterator[ChatEvent]:
-        """Drop the last turn and stream a new answer to the same message (images included)."""
-        message = self._undo()
-        async with contextlib.aclosing(self._stream_message(message, enable_thinking)) as events:
-            async for event in events:
-                yield event
 
     def _check_idle(self) -> None:
         if self._busy:
@@ -221,10 +215,7 @@ class Conversation:
                 paths, bytes, data URLs); the model must be a vision model.
             enable_thinking: Overrides the conversation's default for this turn.
         """
-        async for event in self.stream(text, images=images, enable_thinking=enable_thinking):
-            if isinstance(event, ChatTurn):
-                return event
-        raise AssertionError("stream ended without a ChatTurn")  # pragma: no cover
+        return await last_turn(self.stream(text, images=images, enable_thinking=enable_thinking))
 
     async def stream(
         self, text: str, *, images: object = None, enable_thinking: bool | None = None
@@ -241,7 +232,8 @@ class Conversation:
             enable_thinking: Overrides the conversation's default for this turn.
 
         Yields:
-            RoundStart, the engine's events, a ToolResult per executed call, then the ChatTurn.
+            RoundStart, the engine's events, a ToolApproval before each call that waits for
+            approval (``approve=``), a ToolResult per call, then the ChatTurn.
 
         Raises:
             InvalidRequestError: An image cannot be used (before anything is sent).
@@ -257,25 +249,35 @@ class Conversation:
                 yield event
 
     async def _stream_message(
-        self, message: dict[str, Any], enable_thinking: bool | None
+        self,
+        message: dict[str, Any] | None,
+        enable_thinking: bool | None,
+        resume: ChatTurn | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
+        """One chat turn: a new user ``message``, or (``resume``) the last turn continued."""
         self._check_idle()
         self._busy = True
-        text = message_text(message)
-        self._starts.append(len(self._messages))
-        self._messages.append(message)
+        partial: Turn | None = None  # the round being continued, until it is joined
+        if resume is None:
+            assert message is not None
+            progress = TurnProgress(message_text(message))
+            self._starts.append(len(self._messages))
+            self._messages.append(message)
+        else:
+            progress = TurnProgress(resume.user)
+            partial = progress.resume(resume)
+            self._turns.pop()
         thinking = self.enable_thinking if enable_thinking is None else enable_thinking
         schemas = [spec.schema() for spec in self.tools.values()] or None
-        progress = TurnProgress(text)
         builder: TurnBuilder | None = None
         reason: FinishReason = "stop"
         error: str | None = None
         try:
-            for round_no in range(self.max_tool_rounds + 1):
+            for round_no in range(len(progress.rounds), self.max_tool_rounds + 1):
                 yield RoundStart(round_no)
                 builder = TurnBuilder()
                 progress.new_round()
-                events = self._request(schemas, thinking)
+                events = self._request(schemas, thinking, continuing=partial is not None)
                 async with contextlib.aclosing(events):
                     async for event in events:
                         if isinstance(event, ContextTrimmed):
@@ -286,28 +288,29 @@ class Conversation:
                         progress.observe(event)
                         builder.add(event)
                         yield event
-                turn, builder = builder.build(), None
-                progress.rounds.append(turn)
-                self._messages.append(turn.to_message())
+                turn, builder = self._add_round(progress, builder.build(), partial), None
+                partial = None
                 reason, error = turn.finish_reason, turn.error
                 if not turn.tool_calls or reason in ("length", "cancelled", "error"):
                     break
                 if round_no == self.max_tool_rounds:
                     error = f"stopped after {self.max_tool_rounds} tool rounds (max_tool_rounds)"
                     break
-                for call in turn.tool_calls:
-                    result = await execute_tool(self.tools, call)
-                    progress.results.append(result)
-                    self._messages.append(result.to_message())
-                    yield result
+                calls = run_calls(self.tools, turn.tool_calls, self._approver)
+                async with contextlib.aclosing(calls):
+                    async for item in calls:
+                        if isinstance(item, ToolResult):
+                            progress.results.append(item)
+                            self._messages.append(item.to_message())
+                        yield item
         except (asyncio.CancelledError, GeneratorExit):
-            self._close_partial(progress, builder, "cancelled", None)
+            self._close_partial(progress, builder, "cancelled", None, partial)
             self._turns.append(progress.finish("cancelled", None))
             self._busy = False
             raise
         except Exception as exc:
             reason, error = "error", f"{type(exc).__name__}: {exc}"
-            self._close_partial(progress, builder, reason, error)
+            self._close_partial(progress, builder, reason, error, partial)
         chat_turn = progress.finish(reason, error)
         shape = self._format
         if shape is not None and reason == "stop":
@@ -316,20 +319,34 @@ class Conversation:
         self._busy = False
         yield chat_turn
 
+    def _add_round(self, progress: TurnProgress, turn: Turn, partial: Turn | None) -> Turn:
+        """Record a finished round; a continued one is joined to the round it carries on."""
+        if partial is not None:
+            turn = join_rounds(partial, turn)
+            self._messages[-1] = turn.to_message()
+        else:
+            self._messages.append(turn.to_message())
+        progress.rounds.append(turn)
+        return turn
+
     async def _request(
-        self, schemas: list[dict[str, Any]] | None, thinking: bool | None
+        self, schemas: list[dict[str, Any]] | None, thinking: bool | None, continuing: bool
     ) -> AsyncGenerator[Event | ContextTrimmed, None]:
         """One round's events; with ``truncate``, the oldest turns go until the request fits.
 
         The engine checks the context before any work (``ContextLengthError`` comes before the
         first event), so a refused attempt costs a prompt render only. How many turns were left
-        out is kept for the next request, which starts from there.
+        out is kept for the next request, which starts from there. ``continuing``: the last
+        message is an assistant answer to carry on (no generation prompt after it).
         """
         while True:
             head = self._starts[0] if self._starts else len(self._messages)
             cut = self._starts[self._skip] if self._skip else head
             messages = self._messages[:head] + self._messages[cut:]
             options = self._options()  # a factory is called once per request
+            if continuing:
+                template = dict(options.get("chat_template_kwargs") or {})
+                options["chat_template_kwargs"] = {**template, "continue_final_message": True}
             self._format = requested_format(options)
             events = self.engine.stream(messages, schemas, thinking, **options)
             try:
@@ -358,56 +375,19 @@ class Conversation:
         builder: TurnBuilder | None,
         reason: FinishReason,
         error: str | None,
+        partial: Turn | None,
     ) -> None:
         """Keep the history well formed after a round or the tools were cut short."""
         if builder is not None:
-            turn = progress.stopped_round(builder, reason, error)
-            progress.rounds.append(turn)
-            self._messages.append(turn.to_message())
+            self._add_round(progress, progress.stopped_round(builder, reason, error), partial)
             return
-        answered = {r.call_id for r in progress.results}
+        if partial is not None:  # stopped before the continuation began: the answer stays
+            progress.rounds.append(partial)
+            return
         last = progress.rounds[-1] if progress.rounds else None
-        for call in last.tool_calls if last else ():
-            if call.id not in answered:
-                message = ToolResult(call.id, call.name, dict(call.arguments), "", reason)
-                self._messages.append(message.to_message())
+        if last is not None:
+            self._messages.extend(unanswered(last.tool_calls, progress.results, reason))
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per chat turn: messages, tool calls, finish reason and statistics."""
-        import pandas as pd
-
-        rows = [
-            (
-                t.user,
-                t.content,
-                t.reasoning,
-                [call.name for call in t.tool_calls],
-                t.finish_reason,
-                t.error,
-                t.time_to_first_token,
-                t.tokens_per_second,
-                t.usage.prompt_tokens,
-                t.usage.completion_tokens,
-                t.seconds,
-                t.thinking_seconds,
-                len(t.rounds),
-            )
-            for t in self._turns
-        ]
-        frame: pd.DataFrame = pd.DataFrame(rows, columns=list(_COLUMNS))
-        return frame
-
-
-_COLUMNS = (
-    "user", "content", "reasoning", "tool_calls", "finish_reason", "error",
-    "time_to_first_token", "tokens_per_second", "prompt_tokens", "completion_tokens",
-    "seconds", "thinking_seconds", "rounds",
-)  # fmt: skip
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of a message, whether its content is a string or a list of parts."""
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
-    return "" if content is None else str(content)
+        return turns_frame(self._turns)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from mlxnb._chat_tools import ToolApproval
 from mlxnb._tools import ToolResult
 from mlxnb.events import (
     ContentDelta,
@@ -22,6 +23,9 @@ from mlxnb.events import (
     TurnBuilder,
     Usage,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class ChatTurn:
         }
 
 
-ChatEvent = Event | RoundStart | ContextTrimmed | ToolResult | ChatTurn
+ChatEvent = Event | RoundStart | ContextTrimmed | ToolApproval | ToolResult | ChatTurn
 """What :meth:`Conversation.stream` yields; the last item is always the :class:`ChatTurn`."""
 
 
@@ -136,6 +140,52 @@ def sum_usage(rounds: Sequence[Turn]) -> Usage:
     )
 
 
+def join_rounds(first: Turn, then: Turn) -> Turn:
+    """A round cut by ``max_tokens`` and its continuation, as one round (one message)."""
+    return replace(
+        then,
+        content=first.content + then.content,
+        reasoning=first.reasoning + then.reasoning,
+        tool_calls=first.tool_calls + then.tool_calls,
+        tool_call_errors=first.tool_call_errors + then.tool_call_errors,
+        usage=sum_usage([first, then]),
+        logprobs=first.logprobs + then.logprobs,
+    )
+
+
+_COLUMNS = (
+    "user", "content", "reasoning", "tool_calls", "finish_reason", "error",
+    "time_to_first_token", "tokens_per_second", "prompt_tokens", "completion_tokens",
+    "seconds", "thinking_seconds", "rounds",
+)  # fmt: skip
+
+
+def turns_frame(turns: Sequence[ChatTurn]) -> pd.DataFrame:
+    """One row per chat turn: messages, tool calls, finish reason and statistics."""
+    import pandas as pd
+
+    rows = [
+        (
+            t.user,
+            t.content,
+            t.reasoning,
+            [call.name for call in t.tool_calls],
+            t.finish_reason,
+            t.error,
+            t.time_to_first_token,
+            t.tokens_per_second,
+            t.usage.prompt_tokens,
+            t.usage.completion_tokens,
+            t.seconds,
+            t.thinking_seconds,
+            len(t.rounds),
+        )
+        for t in turns
+    ]
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=list(_COLUMNS))
+    return frame
+
+
 class TurnProgress:
     """Timings and results of the chat turn in flight."""
 
@@ -151,6 +201,16 @@ class TurnProgress:
         self._think_start: float | None = None
         self.deltas = 0
         self.left_out = 0
+
+    def resume(self, turn: ChatTurn) -> Turn:
+        """Go on with a finished turn: its rounds, results and time; returns its last round."""
+        self.rounds = list(turn.rounds[:-1])
+        self.results = list(turn.tool_results)
+        self.start -= turn.seconds
+        self.left_out = turn.left_out
+        if turn.thinking_seconds is not None:
+            self.thought, self.thinking = True, turn.thinking_seconds
+        return turn.rounds[-1]
 
     def new_round(self) -> None:
         self.round_start = time.perf_counter()

@@ -4,7 +4,8 @@ A tool is any Python function (``def`` or ``async def``). Its name, the first pa
 Google-style docstring and the ``Args:`` section describe it to the model; its type hints give
 the JSON schema of its arguments. :func:`tool` is optional and only overrides the name or the
 description. :func:`execute_tool` never raises for a failing tool: the error becomes the result
-the model sees, and the conversation goes on.
+the model sees, and the conversation goes on. A plain ``def`` runs in a thread of its own
+(:mod:`mlxnb._tool_run`), so a slow one never holds up the kernel's loop or Stop.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
+from mlxnb._tool_run import result_value_text, run_function
 from mlxnb.errors import InvalidRequestError, ToolError, WrongTypeError
 from mlxnb.events import ToolCall
 
@@ -73,8 +75,12 @@ class ToolResult:
         name: The tool's name.
         arguments: The arguments it was called with.
         content: The result as text (JSON for non-string results); empty on error.
-        error: ``"ExceptionType: message"`` when the call failed.
+        error: ``"ExceptionType: message"`` when the call failed (or was denied).
         seconds: How long the call took.
+        stdout: What the tool printed while it ran (shown in its pane, not sent to the model).
+        display: How its pane shows the returned value: ``{"table": {...}}`` for a DataFrame
+            (the first rows and columns), ``{"image": "data:image/png;base64,…"}`` for a
+            matplotlib figure; ``None`` for anything else.
     """
 
     call_id: str
@@ -83,6 +89,8 @@ class ToolResult:
     content: str
     error: str | None = None
     seconds: float = 0.0
+    stdout: str = ""
+    display: Mapping[str, Any] | None = None
     type: Literal["tool_result"] = field(default="tool_result", init=False)
 
     @property
@@ -319,6 +327,9 @@ def result_text(value: Any) -> str:
     """A tool's return value as the text the model reads (JSON for non-strings)."""
     if isinstance(value, str):
         return value
+    special = result_value_text(value)
+    if special is not None:
+        return special
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     try:
@@ -330,8 +341,9 @@ def result_text(value: Any) -> str:
 async def execute_tool(tools: Mapping[str, Tool], call: ToolCall) -> ToolResult:
     """Run one tool call in the kernel; failures become an error result, never an exception.
 
-    ``async def`` tools are awaited on the running loop; plain functions are called directly
-    (keep them quick, or make them ``async``, so Stop and other cells stay responsive).
+    ``async def`` tools are awaited on the running loop; plain functions run in a thread of
+    their own, so cancelling the caller (Stop) returns at once and a late result is dropped.
+    What the tool prints is captured, and a DataFrame or a figure gets a ``display``.
 
     Args:
         tools: The available tools by name.
@@ -355,12 +367,12 @@ async def execute_tool(tools: Mapping[str, Tool], call: ToolCall) -> ToolResult:
     except TypeError as exc:
         return failed(f"InvalidArguments: {exc}")
     try:
-        value = spec.function(**call.arguments)
-        if inspect.isawaitable(value):
-            value = await value
-        text = result_text(value)
+        outcome = await run_function(spec.function, call.arguments)
+        text = result_text(outcome.value)
     except Exception as exc:
         return failed(f"{type(exc).__name__}: {exc}")
+    seconds = time.perf_counter() - start
+    arguments = dict(call.arguments)
     return ToolResult(
-        call.id, call.name, dict(call.arguments), text, None, time.perf_counter() - start
+        call.id, call.name, arguments, text, None, seconds, outcome.stdout, outcome.display
     )

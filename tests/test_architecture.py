@@ -27,6 +27,7 @@ LEAVES = frozenset(
         "mlxnb._blocking",
         "mlxnb._describe",
         "mlxnb._tools",
+        "mlxnb._tool_run",
         "mlxnb._version",
     }
 )
@@ -60,6 +61,8 @@ def family(module: str) -> str:
         "_engine": "engine",
         "_chat": "chat",
         "_chat_turn": "chat",
+        "_chat_tools": "chat",
+        "_chat_history": "chat",
         "_widget": "widget",
         "_server": "server",
         "_evaluate": "evaluate",

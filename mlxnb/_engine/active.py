@@ -145,12 +145,16 @@ class Active:
             tools=request.tools,
             initial_state=prompt.initial_state,
             stop=options.stop,
-            trim_block_starts=request.prompt is None,  # a raw completion's text is as generated
+            # a raw completion's text is as generated, and so is a continued message's
+            trim_block_starts=request.prompt is None and not continues(request),
         )
+        detokenizer = backend.tokenizer.detokenizer
+        if continues(request):
+            keep_leading_space(detokenizer)
         return cls(
             request,
             parser,
-            backend.tokenizer.detokenizer,
+            detokenizer,
             prompt_tokens=len(prompt.tokens),
             cached_tokens=cached,
             admitted=now,
@@ -192,3 +196,22 @@ class Active:
             draft_tokens=self.drafted,
             accepted_draft_tokens=self.accepted,
         )
+
+
+def continues(request: Request) -> bool:
+    """Whether the request carries on its last (assistant) message (``continue_final_message``)."""
+    return bool((request.template_kwargs or {}).get("continue_final_message"))
+
+
+def keep_leading_space(detokenizer: Any) -> None:
+    """Let a continued message's first token keep its leading space.
+
+    mlx-lm's streaming detokenizers drop a space that starts their text (right for a new
+    answer); a continuation's first word must keep it, or it sticks to the text before. Seeding
+    the text with one character already read (``offset``) turns that trim off. A detokenizer
+    whose ``text`` is computed (no plain attribute) is left as it is.
+    """
+    try:
+        detokenizer.text, detokenizer.offset = "\0", 1
+    except AttributeError:
+        return

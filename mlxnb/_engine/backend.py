@@ -373,12 +373,15 @@ class TextBackend:
         kwargs: dict[str, Any] = dict(template_kwargs or {})
         if enable_thinking is not None:
             kwargs["enable_thinking"] = enable_thinking
+        # continue_final_message: the prompt ends inside the last (assistant) message, to carry
+        # it on; it excludes a generation prompt.
+        prompt_after = not kwargs.get("continue_final_message")
         if getattr(self.tokenizer, "chat_template", None):
             try:
                 tokens = self.tokenizer.apply_chat_template(
                     normalized,
                     tools=list(tools) if tools else None,
-                    add_generation_prompt=True,
+                    add_generation_prompt=prompt_after,
                     **kwargs,
                 )
             except Exception as error:

@@ -1,0 +1,134 @@
+"""Changing a Conversation's past on the real engine (fixture model, forced output): continue an
+answer cut by ``max_tokens``, and edit an earlier message (the old branch kept)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+import mlxnb
+from mlxnb import Conversation
+from mlxnb.events import ContentDelta
+from mlxnb.testing import ForcedOutput
+
+Force = Callable[..., ForcedOutput]
+STORY = "Once upon a time a small fox lived by the river and"
+
+
+def scripted(force: Force, *replies: tuple[str, int]) -> Callable[[], Mapping[str, Any]]:
+    """One forced reply per request, each with its own ``max_tokens``."""
+    pending = list(replies)
+
+    def options() -> Mapping[str, Any]:
+        text, max_tokens = pending.pop(0)
+        return {"logits_processors": [force(text)], "max_tokens": max_tokens}
+
+    return options
+
+
+async def test_continue_carries_on_in_the_same_assistant_message(
+    engine: mlxnb.Engine, force: Force
+) -> None:
+    chat = Conversation(
+        engine,
+        system="Tell stories.",
+        generation_options=scripted(force, (STORY, 6), (" it was happy.", 50)),
+    )
+    cut = await chat.ask("A story?")
+    assert cut.finish_reason == "length" and 0 < len(cut.content) < len(STORY)
+    partial = chat.messages
+    # the prompt of a continuation ends inside the answer: no end of turn, no new user turn
+    prompt = engine._loaded_backend().render(partial, None, None, {"continue_final_message": True})
+    rendered = engine.tokenizer.decode(prompt.tokens)
+    assert rendered.endswith(cut.content) and rendered.count("<|im_start|>assistant") == 1
+    deltas: list[str] = []
+    async for event in chat.stream_continue():
+        if isinstance(event, ContentDelta):
+            deltas.append(event.text)
+    joined = chat.turns[-1]
+    assert "".join(deltas) == " it was happy."
+    assert joined.content == cut.content + " it was happy."
+    assert joined.finish_reason == "stop" and len(joined.rounds) == 1
+    assert len(chat.turns) == 1
+    assert joined.usage.completion_tokens == cut.usage.completion_tokens + 5
+    continued = joined.rounds[0].usage.prompt_tokens - cut.usage.prompt_tokens
+    assert continued == len(prompt.tokens), "the continuation was asked with that prompt"
+    assert joined.seconds >= cut.seconds
+    assert chat.messages == [
+        {"role": "system", "content": "Tell stories."},
+        {"role": "user", "content": "A story?"},
+        {"role": "assistant", "content": joined.content},
+    ]
+
+
+async def test_only_an_answer_cut_by_max_tokens_continues(
+    engine: mlxnb.Engine, force: Force
+) -> None:
+    chat = Conversation(engine, generation_options=scripted(force, ("Done.", 50)))
+    with pytest.raises(ValueError, match="cut short by max_tokens"):
+        await chat.continue_answer()
+    await chat.ask("hi")
+    with pytest.raises(ValueError, match="cut short by max_tokens"):
+        await chat.continue_answer()
+
+
+async def test_continue_can_be_cut_again_and_continued_again(
+    engine: mlxnb.Engine, force: Force
+) -> None:
+    chat = Conversation(
+        engine, generation_options=scripted(force, (STORY, 4), (STORY, 4), (" end.", 20))
+    )
+    first = await chat.ask("Go")
+    second = await chat.continue_answer()
+    assert second.finish_reason == "length"
+    third = await chat.continue_answer()
+    assert third.finish_reason == "stop"
+    assert third.content == first.content + second.content[len(first.content) :] + " end."
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"]
+
+
+async def test_edit_and_resend_replaces_later_turns_and_keeps_the_branch(
+    engine: mlxnb.Engine, force: Force
+) -> None:
+    chat = Conversation(
+        engine,
+        system="sys",
+        generation_options=scripted(force, ("one", 20), ("two", 20), ("three", 20), ("edited", 20)),
+    )
+    await chat.ask("first")
+    await chat.ask("second")
+    await chat.ask("third")
+    before = chat.messages
+    turn = await chat.edit(1, "second, reworded")
+    assert turn.content == "edited" and turn.user == "second, reworded"
+    assert [t.user for t in chat.turns] == ["first", "second, reworded"]
+    assert [m["content"] for m in chat.messages] == [
+        "sys",
+        "first",
+        "one",
+        "second, reworded",
+        "edited",
+    ]
+    assert chat.history_branches == [before]
+    chat.history_branches[0].clear()  # a copy: the kept branch is not changed through it
+    assert chat.history_branches == [before]
+    with pytest.raises(ValueError, match="no turn 5"):
+        await chat.edit(5, "x")
+    chat.clear()
+    assert chat.history_branches == []
+
+
+async def test_an_edit_keeps_the_images_of_the_message(engine: mlxnb.Engine) -> None:
+    from mlxnb._chat_history import edited
+
+    image = object()
+    message = {
+        "role": "user",
+        "content": [{"type": "image", "image": image}, {"type": "text", "text": "a"}],
+    }
+    assert edited(message, "b") == {
+        "role": "user",
+        "content": [{"type": "image", "image": image}, {"type": "text", "text": "b"}],
+    }
