@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,17 +173,24 @@ class LabPage:
             "async () => { await window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
         )
 
-    def open_chat(self, replies: list[str], *, tools: str = "", model: str = "tiny_model") -> Chat:
+    def open_chat(
+        self,
+        replies: list[str],
+        *,
+        tools: str = "",
+        model: str = "tiny_model",
+        cells: Sequence[str] = (),
+    ) -> Chat:
         """Open a notebook whose widget is scripted to reply ``replies`` (forced output).
 
         ``model`` names the :mod:`mlxnb.testing` fixture to load (``tiny_vision_model`` for
-        a vision model).
+        a vision model); ``cells`` run before the widget's cell.
         """
-        cells = [SETUP.format(replies=json.dumps(replies), model=model)]
+        sources = [SETUP.format(replies=json.dumps(replies), model=model), *cells]
         if tools:
-            cells.append(WEATHER_TOOL)
-        cells.append(WIDGET.format(tools=f"[{tools}]"))
-        self.open_notebook(cells)
+            sources.append(WEATHER_TOOL)
+        sources.append(WIDGET.format(tools=f"[{tools}]"))
+        self.open_notebook(sources)
         chat = Chat(self)
         chat.root.wait_for()
         self.page.wait_for_function(
