@@ -81,6 +81,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "load_ipython_extension":  # `%load_ext mlxnb` (IPython's hook, not the API)
+        return _importlib.import_module("mlxnb._magic").load_ipython_extension
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mlxnb' has no attribute {name!r}")

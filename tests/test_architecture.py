@@ -41,7 +41,10 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "widget": frozenset({"leaf", "engine", "chat", "widget"}),
     "server": frozenset({"leaf", "engine", "server"}),
     "evaluate": frozenset({"leaf", "engine", "evaluate"}),
-    "top": frozenset({"leaf", "audit", "engine", "chat", "widget", "server", "evaluate", "top"}),
+    "magic": frozenset({"leaf", "engine", "magic"}),
+    "top": frozenset(
+        {"leaf", "audit", "engine", "chat", "widget", "server", "evaluate", "magic", "top"}
+    ),
     "testing": frozenset({"leaf", "audit", "engine", "chat", "testing", "top"}),
 }
 """Which families each family may import: the dependency rule, one direction only."""
@@ -70,6 +73,8 @@ def family(module: str) -> str:
         "_evaluate_choices": "evaluate",
         "_evaluate_replay": "evaluate",
         "_evaluate_judge": "evaluate",
+        "_magic": "magic",
+        "_magic_view": "magic",
         "testing": "testing",
     }
     if head not in families:

@@ -32,7 +32,7 @@ SCHEMA_VERSION = 5
 
 Status = Literal["ok", "cancelled", "error"]
 STATUSES: tuple[Status, ...] = ("ok", "cancelled", "error")
-SOURCES = ("widget", "python", "eval", "server")
+SOURCES = ("widget", "python", "eval", "server", "magic")
 """The front doors mlxnb itself records; other values are allowed for custom doors."""
 
 ColumnKind = Literal["str", "str?", "int", "int?", "float", "float?", "time"]
@@ -142,7 +142,7 @@ class TurnRecord:
     Attributes:
         request_id: Unique, time-sortable id (see :func:`mlxnb._ids.new_request_id`).
         started_at: When the request entered mlxnb (timezone-aware; stored as UTC).
-        source: The front door: ``widget``, ``python``, ``eval`` or ``server``.
+        source: The front door: ``widget``, ``python``, ``eval``, ``server`` or ``magic``.
         model: Model id or path.
         status: ``ok``, ``cancelled`` or ``error``.
         finish_reason: ``stop``, ``length``, ``tool_calls``, ``cancelled`` or ``error``.
@@ -278,7 +278,7 @@ class TurnRecord:
         Args:
             turn: The finished turn (its usage, texts and tool calls are copied).
             request_id: The request's id (see :func:`mlxnb._ids.new_request_id`).
-            source: The front door (``widget``, ``python``, ``eval`` or ``server``).
+            source: The front door (``widget``, ``python``, ``eval``, ``server`` or ``magic``).
             model: Model id or path.
             started_at: When the request started (timezone-aware).
             duration_s: Seconds until the stream ended.

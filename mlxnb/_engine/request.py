@@ -156,7 +156,7 @@ class RequestMeta:
     """Who asks, for the audit row: the one value every front door fills in.
 
     Attributes:
-        source: ``widget``, ``python``, ``eval`` or ``server``.
+        source: ``widget``, ``python``, ``eval``, ``server`` or ``magic`` (the cell magic).
         conversation_id: Groups the turns of one conversation.
         endpoint: The HTTP route or API used.
         client: The HTTP client's address.
