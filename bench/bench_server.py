@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import operator
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import httpx
 import openai
 
 from bench.models import SHAPES, bench_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
+from bench.servers import free_port, start
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -56,28 +54,6 @@ class Run:
     @property
     def decode_tps(self) -> float:
         return (self.tokens - 1) / max(self.end - self.first, 1e-9)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(command: list[str], port: int, deadline_s: float = 300.0) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early: {' '.join(command)}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"server did not start: {' '.join(command)}")
 
 
 def stream_once(client: openai.OpenAI, model: str, prompt: str, tokens: int) -> Run:
@@ -214,10 +190,8 @@ def measure(
                     concurrent(urls[name], names[name], args.clients, args.tokens)
                 )
     finally:
-        for process in servers.values():
-            process.terminate()
-        for process in servers.values():
-            process.wait(timeout=30)
+        for server in servers.values():
+            server.stop()
 
     return single, aggregate
 

@@ -12,12 +12,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MLX=0.32.4 MLX_LM=0.32.2 MLX_VLM=0.7.10 PY=3.12
 SITE=/tmp/gpu/site
+# What `mlxnb serve` needs that the GPU machine's image lacks (bench_load, bench_server), pinned
+# to what the project's own environment resolved.
+SERVER="fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 pydantic==2.14.4 pydantic-core==2.50.5
+  typing-inspection==0.4.5 typing-extensions==4.16.0 annotated-types==0.8.0 annotated-doc
+  opentelemetry-api==1.45.2 importlib-metadata zipp click h11 anyio"
 
 pack() {
   rm -rf .gpu && mkdir -p .gpu/p1 .gpu/p2/wheels .gpu/cuda
   "${PIP:-pip}" download --quiet --no-deps --only-binary=:all: --python-version "$PY" --implementation cp \
     --platform manylinux_2_35_x86_64 -d .gpu/dl "mlx==$MLX" "mlx-cuda-13==$MLX" \
     "mlx-lm==$MLX_LM" "mlx-vlm==$MLX_VLM"
+  # shellcheck disable=SC2086
+  "${PIP:-pip}" download --quiet --no-deps --only-binary=:all: --python-version "$PY" --implementation cp \
+    --platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 -d .gpu/dl $SERVER
   python3 -m zipfile -e .gpu/dl/mlx_cuda_13-*.whl .gpu/cuda
   (cd .gpu/cuda && tar cf - . | xz -9 -T2) | split -b 38M - .gpu/part.
   mv .gpu/part.aa .gpu/p1/cuda.part && mv .gpu/part.ab .gpu/p2/cuda.part
