@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic import (
+    Magics,
+    line_cell_magic,
+    magics_class,
+    needs_local_scope,
+    no_var_expand,
+)
 
 from mlxnb._engine import default_pool
 from mlxnb._engine.models import default_model
@@ -212,14 +218,16 @@ class MlxMagics(Magics):
     """The model a call without ``--model`` uses (``None``: :func:`mlxnb.default_model`)."""
 
     @no_var_expand
+    @needs_local_scope
     @line_cell_magic
-    def mlx(self, line: str, cell: str | None = None) -> Any:
+    def mlx(self, line: str, cell: str | None = None, local_ns: Any = None) -> Any:
         """Ask a local model; the answer streams into the cell's output as markdown.
 
         Usage::
 
             %%mlx [--model NAME] [--system TEXT] [--json SCHEMA] [--out NAME] [--no-think]
-            The prompt: the whole cell, with {expression} filled from the kernel's namespace.
+            The prompt: the whole cell, with {expression} filled from the kernel's namespace
+            (and a function's locals, for ``%mlx`` inside one).
 
             %mlx [options] A one-line prompt about {df.shape}
             %mlx --model NAME        (alone: the default model of later calls)
@@ -240,6 +248,8 @@ class MlxMagics(Magics):
         ``magic``.
         """
         namespace: MutableMapping[str, Any] = self.shell.user_ns if self.shell else {}
+        inside = local_ns is not None and local_ns is not namespace  # %mlx in a function
+        scope = {**namespace, **local_ns} if inside else namespace
         try:
             options, rest = parse_line(line)
             if cell is not None and rest:
@@ -249,16 +259,14 @@ class MlxMagics(Magics):
             prompt = (cell if cell is not None else rest).strip()
             if not prompt:
                 return self._configure(options)
-            prompt = expand(prompt, namespace)
-            system = None if options.system is None else expand(options.system, namespace)
+            prompt = expand(prompt, scope)
+            system = None if options.system is None else expand(options.system, scope)
         except InvalidRequestError as error:
             raise UsageError(str(error)) from error
         if options.out is not None and not options.out.isidentifier():
             raise UsageError(f"--out {options.out}: not a variable name")
-        response_format = (
-            None if options.json is None else _response_format(options.json, namespace)
-        )
-        model = self._model(options.model, namespace)
+        response_format = None if options.json is None else _response_format(options.json, scope)
+        model = self._model(options.model, scope)
         messages = [{"role": "system", "content": system}] if system is not None else []
         messages.append({"role": "user", "content": prompt})
         return self._ask(model, messages, options, response_format, namespace)
@@ -316,6 +324,32 @@ class MlxMagics(Magics):
         return turn.parsed if response_format is not None else None
 
 
+_QUESTION = re.compile(
+    r"^(?P<indent>[ \t]*)(?:(?P<target>[\w.]+)[ \t]*=[ \t]*)?%mlx[ \t]+(?P<rest>.*\?)[ \t]*$"
+)
+
+
+def keep_questions(lines: list[str]) -> list[str]:
+    """Read ``%mlx What is x?`` as the magic, not as IPython's ``x?`` help (a cell transformer).
+
+    IPython reads a line that ends in ``word?`` as a request for help on ``word``, before any
+    magic sees it; most one-line questions end that way. This rewrites such ``%mlx`` lines
+    (also ``name = %mlx …?``) into the call IPython would make for them.
+    """
+    if lines and lines[0].lstrip().startswith("%%"):
+        return lines  # a cell magic's body is its own text
+    rewritten = []
+    for line in lines:
+        found = _QUESTION.match(line.rstrip("\r\n"))
+        if found is None:
+            rewritten.append(line)
+            continue
+        target = f"{found['target']} = " if found["target"] else ""
+        call = f"get_ipython().run_line_magic('mlx', {found['rest']!r})"
+        rewritten.append(f"{found['indent']}{target}{call}\n")
+    return rewritten
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """Register ``%%mlx`` and ``%mlx`` (what ``%load_ext mlxnb`` calls).
 
@@ -323,3 +357,6 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython: The running IPython shell.
     """
     ipython.register_magics(MlxMagics)
+    cleanup = ipython.input_transformers_cleanup
+    if keep_questions not in cleanup:
+        cleanup.append(keep_questions)

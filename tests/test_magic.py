@@ -21,7 +21,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 
-from mlxnb._magic import MagicOptions, expand, parse_line
+from mlxnb._magic import MagicOptions, expand, keep_questions, parse_line
 from mlxnb._magic_view import CellView, answer_bundle, fenced, thinking_bundle
 from mlxnb.errors import InvalidRequestError
 from mlxnb.events import ContentDelta, ThinkingDelta, Turn, Usage
@@ -71,6 +71,19 @@ def test_a_failing_expression_says_which_and_why(text: str, says: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
         expand(text, {"x": 1})
     assert says in str(caught.value)
+
+
+def test_questions_on_the_line_magic_are_not_help_requests() -> None:
+    lines = ["x = 1\n", "  %mlx What is {x}?\n", "city = %mlx --json City Capital?  \n"]
+    assert keep_questions(lines) == [
+        "x = 1\n",
+        "  get_ipython().run_line_magic('mlx', 'What is {x}?')\n",
+        "city = get_ipython().run_line_magic('mlx', '--json City Capital?')\n",
+    ]
+    untouched = ["%mlx?\n", "%mlx No question.\n", "print('%mlx a?')\n"]
+    assert keep_questions(untouched) == untouched
+    cell = ["%%mlx\n", "%mlx in a cell's body?\n"]
+    assert keep_questions(cell) == cell
 
 
 def test_thinking_is_escaped_html_in_a_collapsible_block() -> None:
@@ -358,16 +371,32 @@ def test_json_parses_the_answer_and_out_keeps_the_turn(kernel: Kernel) -> None:
     assert checked == ["Turn", answer, "stop", {"name": "Paris", "country": "France"}, True]
     row = kernel.ok("last_row()").json()
     assert row["sampling"]["response_format"] == "City"
+    # The line magic's value is the parsed answer, so it can be assigned.
+    kernel.ok(f"script = Scripted({answer!r})")
+    run = kernel.ok("city = %mlx --model script --json City Capital?\nprint(repr(city))")
+    assert run.stdout.strip() == "City(name='Paris', country='France')"
 
 
 def test_the_line_magic_and_its_default_model(kernel: Kernel) -> None:
     kernel.ok("script = Scripted('Hello from the line magic.')")
     assert "now use script" in kernel.ok("%mlx --model script").stdout
-    run = kernel.ok("%mlx Say hello about {items[0]}")
+    run = kernel.ok("%mlx What about {items[0]}?")
     (answer,) = run.shown("text/markdown")
     assert answer[-1]["text/markdown"] == "Hello from the line magic."
     row = kernel.ok("last_row()").json()
-    assert row["request"]["messages"] == [{"role": "user", "content": "Say hello about red"}]
+    # A question mark at the end is the question's, not IPython's help syntax.
+    assert row["request"]["messages"] == [{"role": "user", "content": "What about red?"}]
+    # Inside a function, its locals are in scope too.
+    kernel.ok(
+        """
+        def describe(colour):
+            %mlx Describe {colour} and {x}.
+
+        describe("green")
+        """
+    )
+    row = kernel.ok("last_row()").json()
+    assert row["request"]["messages"] == [{"role": "user", "content": "Describe green and 42."}]
     run = kernel.run("%mlx --model no-such-model hi")
     assert run.reply["status"] == "error" and "not registered" in run.stderr
 
