@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from IPython.core.magic import (
     no_var_expand,
 )
 
-from mlxnb._engine import default_pool
+from mlxnb._engine import ModelHandle, ModelPool, default_pool
+from mlxnb._engine.download import LoadProgress, notebook_progress
 from mlxnb._engine.models import default_model
 from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.response_format import as_response_format, with_parsed
@@ -210,6 +212,29 @@ def _response_format(expression: str, namespace: Mapping[str, Any]) -> Any:
     return value
 
 
+@contextmanager
+def _download_bar(model: Any) -> Iterator[None]:
+    """A progress bar while a pooled model downloads, as :func:`mlxnb.load` shows one."""
+    pool = getattr(model, "pool", None)
+    if not isinstance(model, ModelHandle) or not isinstance(pool, ModelPool) or model.ready:
+        yield
+        return
+    bar = notebook_progress(model.model)
+    downloading = False
+
+    def watch(event: LoadProgress) -> None:  # on the pool's loader thread
+        nonlocal downloading
+        downloading = downloading or event.stage == "downloading"
+        if downloading:
+            bar(event)
+
+    unwatch = pool.watch(model.model, watch)
+    try:
+        yield
+    finally:
+        unwatch()
+
+
 @magics_class
 class MlxMagics(Magics):
     """``%%mlx`` and ``%mlx``: ask a local model from a cell (see :meth:`mlx`)."""
@@ -305,9 +330,10 @@ class MlxMagics(Magics):
         events = model.stream_sync(messages, None, thinking, **request)
         interrupted = False
         try:
-            for event in events:
-                builder.add(event)
-                view.add(event)
+            with _download_bar(model):
+                for event in events:
+                    builder.add(event)
+                    view.add(event)
         except KeyboardInterrupt:
             interrupted = True
         finally:
