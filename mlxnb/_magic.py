@@ -336,8 +336,14 @@ class MlxMagics(Magics):
                     view.add(event)
         except KeyboardInterrupt:
             interrupted = True
+        except Exception as error:  # shown under the answer so far, then raised
+            failed = f"{type(error).__name__}: {error}"
+            view.finish(replace(builder.build(), finish_reason="error", error=failed))
+            raise
         finally:
-            events.close()  # cancels the request if it is still running
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # cancels the request if it is still running
         turn = builder.build()
         if interrupted:  # the turn's Done never came: it was cancelled here
             turn = replace(turn, finish_reason="cancelled", error=None)

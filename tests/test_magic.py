@@ -413,6 +413,19 @@ def test_a_profile_by_name_goes_through_the_pool(kernel: Kernel, tiny_model_dir:
     )
 
 
+def test_a_refused_request_shows_its_error_and_fails_the_cell(
+    kernel: Kernel, tiny_model_dir: Path
+) -> None:
+    kernel.ok(f"mlxnb.profile('tiny-huge', {str(tiny_model_dir)!r}, max_tokens=10**6)")
+    run = kernel.run("%mlx --model tiny-huge Hi")
+    assert run.reply["status"] == "error" and run.reply["ename"] == "ContextLengthError"
+    (answer,) = run.shown("text/markdown")
+    shown = answer[-1]["text/markdown"]
+    assert shown.startswith("**Error:**") and "ContextLengthError: " in shown
+    row = kernel.ok("last_row()").json()
+    assert (row["source"], row["status"]) == ("magic", "error")
+
+
 def test_an_interrupt_cancels_the_request_and_keeps_the_partial_answer(kernel: Kernel) -> None:
     words = "word " * 400
     kernel.ok(f"script = Scripted({words!r}, delay=0.02)")
