@@ -33,6 +33,7 @@ from mlxnb._images import (
     load_images,
     no_vision_error,
 )
+from mlxnb._widget.export import transcript_markdown, write_notebook
 from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
 from mlxnb._widget.models import ModelChoice, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
@@ -75,7 +76,8 @@ class ChatWidget(anywidget.AnyWidget):
     kernel. A picker in the header switches model mid-conversation (the history stays; each
     answer is labelled with the model that wrote it). Everything the page does is also
     available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
-    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`.
+    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`, :meth:`to_markdown`,
+    :meth:`to_notebook`.
 
     Args:
         engine: The engine (:func:`mlxnb.load`; it may still be loading), a pool's
@@ -276,6 +278,8 @@ class ChatWidget(anywidget.AnyWidget):
                 self._refresh_models()
             elif kind == "names":
                 self._send_names()
+            elif kind == "export":
+                self.send({"type": "export", "markdown": self.to_markdown()})
         except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
             self.send({"type": "refused", "message": str(exc)})
 
@@ -464,6 +468,33 @@ class ChatWidget(anywidget.AnyWidget):
     def to_dataframe(self) -> pd.DataFrame:
         """One row per turn with messages, tool calls and statistics."""
         return self.conversation.to_dataframe()
+
+    def to_markdown(self) -> str:
+        """The conversation as a markdown document, as the page shows it.
+
+        Each message comes with the context its ``@name`` mentions inserted; each answer with
+        its model, thinking (collapsed), tool calls and results; code blocks stay fenced.
+        """
+        return transcript_markdown(self.transcript, title=self._export_title())
+
+    def to_notebook(self, path: str | os.PathLike[str]) -> Path:
+        """Write the conversation to a new notebook, ready to run.
+
+        Messages become markdown cells, the answers' Python code blocks code cells (not run).
+
+        Args:
+            path: Where to write the ``.ipynb`` file.
+
+        Returns:
+            The path written.
+
+        Raises:
+            FileExistsError: ``path`` exists (a notebook is never overwritten).
+        """
+        return write_notebook(path, self.transcript, title=self._export_title())
+
+    def _export_title(self) -> str:
+        return f"Chat with {self.model_name}" if self.model_name else "Chat"
 
 
 def chat(model: ChatEngine | str | os.PathLike[str], **options: Any) -> ChatWidget:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from lab import JupyterLab
 from labpage import Chat, LabPage
+from notebook_context import ANSWER, DATA, insert_code_cells, mention_df
 
 pytestmark = pytest.mark.browser
 
@@ -63,4 +64,11 @@ def test_chat_works_in_notebook_7(lab_page: LabPage, artifacts: Path) -> None:
     page.screenshot(path=str(artifacts / "notebook7.png"))
     reply = chat.kernel("print(widget.messages[-1]['content'])")
     assert reply == "Hello from **Notebook 7**\n"
+    assert [e for e in lab_page.errors if e not in UPSTREAM_ERRORS] == []
+
+
+def test_a_mention_and_code_cells_in_notebook_7(lab_page: LabPage) -> None:
+    chat = lab_page.open_chat([ANSWER], cells=[DATA])
+    mention_df(chat)
+    insert_code_cells(chat)
     assert [e for e in lab_page.errors if e not in UPSTREAM_ERRORS] == []
