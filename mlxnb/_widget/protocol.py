@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mlxnb._chat import ChatEvent, ChatTurn, ContextTrimmed, RoundStart
+from mlxnb._chat import ChatEvent, ChatTurn, ContextTrimmed, RoundStart, ToolApproval
 from mlxnb._tools import ToolResult
 from mlxnb.events import (
     ContentDelta,
@@ -88,6 +88,10 @@ def apply_op(turn: dict[str, Any], op: Sequence[Any]) -> None:
     elif kind == "tool_result":
         part = _tool_part(parts, op[1])
         part.update(result=op[2], error=op[3], status="error" if op[3] else "done")
+    elif kind == "tool_status":
+        _tool_part(parts, op[1])["status"] = op[2]
+    elif kind == "tool_output":
+        _tool_part(parts, op[1])["output"] = op[2]
     elif kind == "left_out":
         turn["left_out"] = op[1]
     elif kind == "end":
@@ -189,6 +193,7 @@ class OpRecorder:
         images: Thumbnails (``data:`` URLs) of the images sent with the message.
         model: The name of the model that answers (the page labels the answer with it).
         context: What the message's ``@name`` mentions inserted (``mentions.py``), if any.
+        parts: The parts of an answer being continued (its entry goes on from them).
     """
 
     def __init__(
@@ -201,12 +206,13 @@ class OpRecorder:
         images: Sequence[str] = (),
         model: str | None = None,
         context: Sequence[dict[str, Any]] = (),
+        parts: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.turn: dict[str, Any] = {
             "id": turn_id,
             "user": user,
             "images": list(images),
-            "parts": [],
+            "parts": copy.deepcopy(list(parts)),
             "status": "streaming",
             "error": None,
             "stats": None,
@@ -254,15 +260,27 @@ class OpRecorder:
             self._op("tool_call", key, event.id, event.name, event.arguments)
         elif isinstance(event, ToolCallError):
             self._op("tool_error", key, event.raw, event.message)
+        elif isinstance(event, ToolApproval):
+            self.tool_status(event.call.id, "pending")
         elif isinstance(event, ToolResult):
             key = self._keys.get(event.call_id, event.call_id)
+            if event.stdout or event.display:
+                self._op("tool_output", key, {"stdout": event.stdout, **(event.display or {})})
             self._op("tool_result", key, event.content, event.error)
         elif isinstance(event, Done | ChatTurn):
             pass
 
+    def tool_status(self, call_id: str, status: str) -> None:
+        """A tool call waits for approval (``pending``) or runs (``running``)."""
+        self._op("tool_status", self._keys.get(call_id, call_id), status)
+        self._batcher.flush()  # the page shows Run / Deny now, not at the next tick
+
     def finish(self, turn: ChatTurn | None, failure: str | None = None) -> dict[str, Any]:
         """End the entry (status, error, statistics), send everything, return the entry."""
         self._end_thinking()
+        for part in self.turn["parts"]:  # calls Stop left waiting or running never answer
+            if part["kind"] == "tool" and part["status"] in ("pending", "running"):
+                self._op("tool_result", part["key"], "", "cancelled")
         if turn is None:
             self._op("end", "error", failure or "generation failed", None)
         else:

@@ -33,7 +33,7 @@ from mlxnb._images import (
     load_images,
     no_vision_error,
 )
-from mlxnb._widget.export import transcript_markdown, write_notebook
+from mlxnb._widget.control import PageApprovals, continued_entry, edit_index
 from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
 from mlxnb._widget.models import ModelChoice, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
@@ -74,10 +74,12 @@ class ChatWidget(anywidget.AnyWidget):
     button, drag and drop, paste) and are shown as thumbnails in the conversation. Python
     ``tools`` are described to the model from their signature and docstring and run in the
     kernel. A picker in the header switches model mid-conversation (the history stays; each
-    answer is labelled with the model that wrote it). Everything the page does is also
+    answer is labelled with the model that wrote it). With ``approve=True`` each tool call
+    waits in its pane for Run or Deny; Continue carries on an answer cut by ``max_tokens``
+    (:meth:`continue_answer`); a user message can be edited and sent again (:meth:`edit`, the
+    replaced turns kept in :attr:`history_branches`). Everything the page does is also
     available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
-    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`, :meth:`to_markdown`,
-    :meth:`to_notebook`.
+    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`.
 
     Args:
         engine: The engine (:func:`mlxnb.load`; it may still be loading), a pool's
@@ -94,7 +96,8 @@ class ChatWidget(anywidget.AnyWidget):
             description of the variable for the model; the page completes the names).
             Default: the IPython user namespace of the kernel.
         **conversation_options: Passed to :class:`~mlxnb.Conversation`: ``system``, ``tools``,
-            ``max_tool_rounds``, ``generation_options``.
+            ``max_tool_rounds``, ``generation_options``, ``approve`` (``True``: Run / Deny
+            buttons on each call; a function decides without asking).
     """
 
     _esm = _asset("widget.js", _UNBUILT_ESM)
@@ -131,6 +134,10 @@ class ChatWidget(anywidget.AnyWidget):
         self.conversation = Conversation(
             chosen, source="widget", truncate=truncate, **conversation_options
         )
+        self._recorder: OpRecorder | None = None  # the turn streaming now
+        self._approvals = PageApprovals(self._tool_running)
+        if conversation_options.get("approve") is True:  # ask in the page, not on stdin
+            self.conversation.approve = self._approvals
         self.enable_thinking = enable_thinking
         self.tool_names = list(self.conversation.tools)
         self.flush_interval = flush_interval
@@ -278,8 +285,13 @@ class ChatWidget(anywidget.AnyWidget):
                 self._refresh_models()
             elif kind == "names":
                 self._send_names()
-            elif kind == "export":
-                self.send({"type": "export", "markdown": self.to_markdown()})
+            elif kind == "approve":
+                self._approvals.answer(str(content.get("id", "")), bool(content.get("run")))
+            elif kind == "continue":
+                self._start(None, resume=True)
+            elif kind == "edit":
+                text = str(content.get("text", ""))
+                self._start(text, edit=content.get("index"), policy=HTTP_POLICY)
         except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
             self.send({"type": "refused", "message": str(exc)})
 
@@ -300,10 +312,24 @@ class ChatWidget(anywidget.AnyWidget):
         """Whether a reply is being generated."""
         return self._task is not None and not self._task.done()
 
+    def _tool_running(self, call_id: str) -> None:
+        if self._recorder is not None:
+            self._recorder.tool_status(call_id, "running")
+
     def _start(
-        self, text: str | None, images: object = None, *, policy: ImagePolicy = PYTHON_POLICY
+        self,
+        text: str | None,
+        images: object = None,
+        *,
+        policy: ImagePolicy = PYTHON_POLICY,
+        edit: Any = None,
+        resume: bool = False,
     ) -> asyncio.Task[ChatTurn | None]:
-        """Check a request and start its turn; ``text=None`` regenerates the last one."""
+        """Check a request and start its turn; ``text=None`` regenerates the last one.
+
+        ``resume`` continues the last answer (cut by ``max_tokens``); ``edit`` (a turn's index)
+        replaces that turn's message with ``text`` and the turns after it.
+        """
         if self.busy:
             raise ConversationBusyError("a reply is being generated; stop it first")
         if not self._check_ready():
@@ -311,7 +337,17 @@ class ChatWidget(anywidget.AnyWidget):
         if self.status == "error":
             raise ModelLoadError(self.error)
         events: Events
-        if text is None:
+        seed: dict[str, Any] | None = None
+        if resume:
+            seed = continued_entry(self.conversation.turns, self.transcript)
+            text, thumbnails = str(seed.get("user", "")), list(seed.get("images", ()))
+            context = list(seed.get("context", ()))
+            self.transcript = self.transcript[:-1]
+
+            def events(thinking: bool | None) -> AsyncIterator[ChatEvent]:
+                return self.conversation.stream_continue(enable_thinking=thinking)
+
+        elif text is None:
             turns = self.conversation.turns
             if not turns:
                 raise EmptyHistoryError("there is no answer to regenerate")
@@ -330,15 +366,21 @@ class ChatWidget(anywidget.AnyWidget):
             mentions = resolve_mentions(text, *self._namespace(), vision=self._kind == "vision")
             context, message = mentions.context, mentions.message
             loaded += mentions.images
+            at = None if edit is None else edit_index(self.conversation.turns, edit)
+            if at is not None:  # the edited message keeps its images; later turns go
+                thumbnails = list(self.transcript[at].get("images", ()))
+                self.transcript = self.transcript[:at]
 
             def events(thinking: bool | None) -> AsyncIterator[ChatEvent]:
+                if at is not None:
+                    return self.conversation.stream_edit(at, message, enable_thinking=thinking)
                 return self.conversation.stream(
                     message, images=loaded or None, enable_thinking=thinking
                 )
 
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(
-            self._run(text, thumbnails, events, context)
+            self._run(text, thumbnails, events, context, seed)
         )
         return self._task
 
@@ -355,20 +397,24 @@ class ChatWidget(anywidget.AnyWidget):
         thumbnails: list[str],
         events: Events,
         context: Sequence[dict[str, Any]] = (),
+        seed: dict[str, Any] | None = None,
     ) -> ChatTurn | None:
+        """Stream a turn into the page; ``seed`` is the entry a continued answer goes on from."""
         self._running = True
         if self._stopping:  # Stop came before this task's first step: cancel at the first await
             task = asyncio.current_task()
             if task is not None:
                 task.cancel()
-        turn_id = new_message_id()
+        turn_id = str(seed["id"]) if seed else new_message_id()
+        parts = list(seed.get("parts", ())) if seed else []
         model = self.model_name
         self.status = "generating"
         self.send(
             {
                 "type": "start",
                 "turn": {"id": turn_id, "user": text, "images": thumbnails, "model": model}
-                | ({"context": list(context)} if context else {}),
+                | ({"context": list(context)} if context else {})
+                | ({"parts": parts} if parts else {}),
             }
         )
         batcher = Batcher(
@@ -376,8 +422,9 @@ class ChatWidget(anywidget.AnyWidget):
             interval=self.flush_interval,
         )
         recorder = OpRecorder(
-            turn_id, text, batcher, images=thumbnails, model=model, context=context
+            turn_id, text, batcher, images=thumbnails, model=model, context=context, parts=parts
         )
+        self._recorder = recorder
         thinking = self.enable_thinking if self.supports_thinking else None
         turns = self.conversation.turns
         before = turns[-1] if turns else None  # regenerating drops it: compare, do not count
@@ -396,6 +443,7 @@ class ChatWidget(anywidget.AnyWidget):
             chat_turn = turns[-1] if turns and turns[-1] is not before else None
             entry = recorder.finish(chat_turn, failure)
             self.transcript = [*self.transcript, entry]
+            self._recorder = None
             self.status = "ready"
             self._stopping = self._running = False
         return chat_turn
@@ -423,6 +471,24 @@ class ChatWidget(anywidget.AnyWidget):
         """Drop the last answer and generate it again (for the same message and images)."""
         await self._await_ready()
         return await self._finished(self._start(None))
+
+    async def continue_answer(self) -> ChatTurn:
+        """Carry on the last answer where ``max_tokens`` cut it, as the Continue button does."""
+        await self._await_ready()
+        return await self._finished(self._start(None, resume=True))
+
+    async def edit(self, index: int, text: str) -> ChatTurn:
+        """Edit turn ``index``'s message and answer it again; later turns are replaced.
+
+        The history as it was is kept in :attr:`history_branches`.
+        """
+        await self._await_ready()
+        return await self._finished(self._start(text, edit=index))
+
+    @property
+    def history_branches(self) -> list[list[dict[str, Any]]]:
+        """Histories that edits replaced (see :attr:`Conversation.history_branches`)."""
+        return self.conversation.history_branches
 
     @staticmethod
     async def _finished(task: asyncio.Task[ChatTurn | None]) -> ChatTurn:
@@ -468,33 +534,6 @@ class ChatWidget(anywidget.AnyWidget):
     def to_dataframe(self) -> pd.DataFrame:
         """One row per turn with messages, tool calls and statistics."""
         return self.conversation.to_dataframe()
-
-    def to_markdown(self) -> str:
-        """The conversation as a markdown document, as the page shows it.
-
-        Each message comes with the context its ``@name`` mentions inserted; each answer with
-        its model, thinking (collapsed), tool calls and results; code blocks stay fenced.
-        """
-        return transcript_markdown(self.transcript, title=self._export_title())
-
-    def to_notebook(self, path: str | os.PathLike[str]) -> Path:
-        """Write the conversation to a new notebook, ready to run.
-
-        Messages become markdown cells, the answers' Python code blocks code cells (not run).
-
-        Args:
-            path: Where to write the ``.ipynb`` file.
-
-        Returns:
-            The path written.
-
-        Raises:
-            FileExistsError: ``path`` exists (a notebook is never overwritten).
-        """
-        return write_notebook(path, self.transcript, title=self._export_title())
-
-    def _export_title(self) -> str:
-        return f"Chat with {self.model_name}" if self.model_name else "Chat"
 
 
 def chat(model: ChatEngine | str | os.PathLike[str], **options: Any) -> ChatWidget:

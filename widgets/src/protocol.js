@@ -8,11 +8,16 @@
  * A transcript turn and its parts, as the reducer builds them and the kernel saves them.
  * @typedef {{kind: "thinking", text: string, seconds: number | null}} ThinkingPart
  * @typedef {{kind: "content", text: string}} ContentPart
- * @typedef {"streaming" | "running" | "done" | "error"} ToolStatus
+ * A tool call is `pending` while it waits for the user's Run or Deny (`approve=True`).
+ * @typedef {"streaming" | "pending" | "running" | "done" | "error"} ToolStatus
+ * What a tool's pane shows besides its result (a `tool_output` op): what it printed, and a
+ * returned DataFrame's first rows (`shape` is the whole frame's) or a figure as a PNG.
+ * @typedef {{columns: string[], index: string[], rows: string[][], shape: number[]}} ToolTable
+ * @typedef {{stdout?: string, table?: ToolTable, image?: string}} ToolOutput
  * @typedef {{
  *   kind: "tool", key: string, id: string | null, name: string | null,
  *   arguments: Record<string, unknown> | null, raw: string, status: ToolStatus,
- *   result: string | null, error: string | null
+ *   result: string | null, error: string | null, output?: ToolOutput
  * }} ToolPart
  * @typedef {ThinkingPart | ContentPart | ToolPart} Part
  * @typedef {{
@@ -49,10 +54,12 @@
  * ]} ToolCallOp
  * @typedef {["tool_error", key: string, raw: string, error: string]} ToolErrorOp
  * @typedef {["tool_result", key: string, result: string, error: string | null]} ToolResultOp
+ * @typedef {["tool_status", key: string, status: ToolStatus]} ToolStatusOp
+ * @typedef {["tool_output", key: string, output: ToolOutput]} ToolOutputOp
  * @typedef {["left_out", messages: number]} LeftOutOp
  * @typedef {["end", status: TurnStatus, error: string | null, stats: Stats | null]} EndOp
  * @typedef {ThinkOp | ThinkEndOp | TextOp | ToolDeltaOp | ToolCallOp | ToolErrorOp
- *   | ToolResultOp | LeftOutOp | EndOp} Op
+ *   | ToolResultOp | ToolStatusOp | ToolOutputOp | LeftOutOp | EndOp} Op
  */
 
 /**
@@ -60,7 +67,8 @@
  * @typedef {{
  *   type: "start",
  *   turn: {
- *     id: string, user: string, images?: string[], model?: string, context?: ContextEntry[]
+ *     id: string, user: string, images?: string[], model?: string, context?: ContextEntry[],
+ *     parts?: Part[]
  *   }
  * }} StartMessage
  * @typedef {{type: "ops", id: string, ops: Op[]}} OpsMessage
@@ -68,10 +76,7 @@
  * `names`: the kernel's variables `@` may complete, as [name, kind] pairs (the answer to a
  * `names` request).
  * @typedef {{type: "names", names: Array<[string, string]>}} NamesMessage
- * `export`: the conversation as markdown (the answer to an `export` request).
- * @typedef {{type: "export", markdown: string}} ExportMessage
- * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage | ExportMessage}
- *   KernelMessage
+ * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage} KernelMessage
  *
  * Custom messages, view → kernel (ChatWidget._on_frontend_message). `images` are `data:` URLs
  * of the attached images (scaled down in the browser, see images.js); left out when none.
@@ -79,8 +84,14 @@
  * `models` asks the kernel to refresh that list (the picker is being opened).
  * @typedef {{type: "send", text: string, images?: string[]}} SendRequest
  * @typedef {{type: "model", name: string}} ModelRequest
+ * `approve` answers a pending tool call (`run`: Run or Deny); `continue` carries on the last
+ * answer (cut by max_tokens; its `start` message brings the parts so far); `edit` resends turn
+ * `index` with new text, replacing the turns after it.
+ * @typedef {{type: "approve", id: string, run: boolean}} ApproveRequest
+ * @typedef {{type: "edit", index: number, text: string}} EditRequest
  * @typedef {SendRequest | ModelRequest | {type: "models"} | {type: "regenerate"} | {type: "stop"}
- *   | {type: "clear"} | {type: "names"} | {type: "export"}} ViewRequest
+ *   | {type: "clear"} | {type: "names"} | ApproveRequest | {type: "continue"}
+ *   | EditRequest} ViewRequest
  *
  * The synced traits of ChatWidget. `load_progress` is empty unless a model is being fetched or
  * loaded; `fraction` is null when the size is unknown.
@@ -205,6 +216,16 @@ export function applyOp(turn, op) {
       part.result = op[2];
       part.error = op[3];
       part.status = op[3] ? "error" : "done";
+      return i;
+    }
+    case "tool_status": {
+      const [i, part] = toolPart(turn, op[1]);
+      part.status = op[2];
+      return i;
+    }
+    case "tool_output": {
+      const [i, part] = toolPart(turn, op[1]);
+      part.output = op[2];
       return i;
     }
     case "left_out": {

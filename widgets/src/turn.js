@@ -3,7 +3,6 @@
 // statistics). Every piece of model output goes in as text, or through renderMarkdown's
 // sanitiser; images only as `data:` URLs (isImageDataUrl).
 
-import { addCodeActions } from "./codeblocks.js";
 import { h } from "./dom.js";
 import {
   describeTool,
@@ -15,20 +14,57 @@ import {
 import { isImageDataUrl } from "./images.js";
 import { renderMarkdown } from "./markdown.js";
 import { contextBlock } from "./mentions.js";
+import { continueButton, editButton, updateToolExtras } from "./steer.js";
 
 /**
  * @typedef {import("./protocol.js").Turn} Turn
  * @typedef {import("./protocol.js").Part} Part
+ * @typedef {import("./steer.js").TurnActions} TurnActions
  */
 
 /**
- * Render markdown into `node` and give every code block its Copy and Insert buttons.
+ * @param {string} text
+ * @returns {Promise<void>}
+ */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h("textarea");
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  document.execCommand("copy");
+  area.remove();
+}
+
+/**
+ * Render markdown into `node` and give every code block a copy button.
  * @param {HTMLElement} node
  * @param {string} text
  */
 function fillMarkdown(node, text) {
   node.innerHTML = renderMarkdown(text);
-  for (const pre of node.querySelectorAll("pre")) addCodeActions(pre);
+  for (const pre of node.querySelectorAll("pre")) {
+    const code = pre.textContent ?? "";
+    const button = h(
+      "button",
+      { class: "mlxnb-copy", "data-testid": "copy", type: "button" },
+      "Copy",
+    );
+    button.addEventListener("click", () => {
+      copyText(code).then(
+        () => {
+          button.textContent = "Copied";
+        },
+        () => {
+          button.textContent = "Copy failed";
+        },
+      );
+    });
+    pre.prepend(button);
+  }
 }
 
 /**
@@ -140,9 +176,13 @@ function userMessage(turn) {
  * then the assistant's answer: the model that wrote it, its parts, error and stats.
  */
 export class TurnView {
-  /** @param {Turn} turn */
-  constructor(turn) {
+  /**
+   * @param {Turn} turn
+   * @param {TurnActions} [actions] what the turn may ask of the kernel (steer.js)
+   */
+  constructor(turn, actions = {}) {
     this.turn = turn;
+    this.actions = actions;
     /** @type {HTMLElement[]} */
     this.partNodes = [];
     this.el = h("div", { class: "mlxnb-turn", "data-testid": "turn", "data-turn-id": turn.id });
@@ -152,7 +192,9 @@ export class TurnView {
       role: "note",
       hidden: "",
     });
-    this.el.append(this.leftOut, userMessage(turn));
+    const message = userMessage(turn);
+    this.el.append(this.leftOut, message);
+    if (actions.edit) this.el.append(editButton(message, turn.user, actions.edit));
     this.body = h("div", {
       class: "mlxnb-msg mlxnb-assistant",
       "data-testid": "assistant-message",
@@ -169,6 +211,8 @@ export class TurnView {
     this.error = h("div", { class: "mlxnb-error", "data-testid": "turn-error", hidden: "" });
     this.stats = h("div", { class: "mlxnb-stats", "data-testid": "stats" });
     this.body.append(this.parts, this.error, this.stats);
+    this.continue = actions.continue ? continueButton(actions.continue) : null;
+    if (this.continue) this.body.append(this.continue);
     this.el.append(this.body);
     for (let i = 0; i < turn.parts.length; i++) this.updatePart(i);
     this.updateTurn();
@@ -185,6 +229,7 @@ export class TurnView {
       this.parts.append(node);
     }
     updatePart(node, part);
+    if (part.kind === "tool") updateToolExtras(node, part, this.actions.approve);
   }
 
   updateTurn() {
@@ -198,6 +243,9 @@ export class TurnView {
     let text = formatStats(stats);
     if (status === "cancelled") text = text ? `stopped · ${text}` : "stopped";
     this.stats.textContent = text;
+    if (this.continue) {
+      this.continue.hidden = !(status === "done" && stats?.finish_reason === "length");
+    }
   }
 
   /** @param {Set<number>} changed */

@@ -4,9 +4,7 @@
 // images.
 
 import { ImageAttacher } from "./attach.js";
-import { handleInserts } from "./codeblocks.js";
 import { h } from "./dom.js";
-import { ExportButton } from "./export.js";
 import { shortModelName } from "./format.js";
 import { MentionCompleter } from "./mentions.js";
 import { ModelPicker } from "./picker.js";
@@ -35,8 +33,7 @@ import { TurnView } from "./turn.js";
  *   save_changes(): void,
  *   on(event: ModelEvent, listener: Listener): void,
  *   off(event: ModelEvent, listener: Listener): void,
- *   send(content: ViewRequest): void,
- *   widget_manager?: unknown
+ *   send(content: ViewRequest): void
  * }} Model
  *
  * What the view can be given besides its model (tests replace the browser-only image reader).
@@ -86,7 +83,6 @@ export class ChatView {
       { type: "button", "data-testid": "clear", class: "mlxnb-button" },
       "Clear",
     );
-    this.exporter = new ExportButton({ request: () => this.model.send({ type: "export" }) });
     this.picker = new ModelPicker({
       pick: (name) => this.model.send({ type: "model", name }),
       opening: () => this.model.send({ type: "models" }),
@@ -97,7 +93,6 @@ export class ChatView {
       this.statusText,
       h("span", { class: "mlxnb-spacer" }),
       toggle,
-      this.exporter.button,
       this.clearButton,
     );
     this.banner = h("div", {
@@ -169,11 +164,6 @@ export class ChatView {
     this.root = root;
     this.el.append(root);
     this.bindControls();
-    handleInserts(
-      this.log,
-      () => this.model.widget_manager,
-      (text) => this.showNotice(text),
-    );
 
     /** @type {Array<[ModelEvent, Listener]>} */
     this.listeners = [
@@ -281,18 +271,19 @@ export class ChatView {
       this.pending = false;
       this.draft = null;
       this.live?.el.remove();
-      const { id, user, images, model, context } = msg.turn;
+      const { id, user, images, model, context, parts } = msg.turn;
       const turn = newTurn(id, user, images ?? [], model);
       if (context?.length) turn.context = context;
-      this.live = new TurnView(turn);
+      if (parts?.length) turn.parts = structuredClone(parts); // a continued answer goes on
+      this.live = new TurnView(turn, {
+        approve: (callId, run) => this.model.send({ type: "approve", id: callId, run }),
+      });
       this.log.querySelector('[data-testid="empty"]')?.remove();
       this.append(this.live.el);
     } else if (msg.type === "ops" && this.live && this.live.turn.id === msg.id) {
       const stick = this.atBottom();
       this.live.update(applyOps(this.live.turn, msg.ops));
       if (stick) this.log.scrollTop = this.log.scrollHeight;
-    } else if (msg.type === "export") {
-      this.exporter.receive(msg.markdown);
     } else if (msg.type === "names") {
       this.mentions.receive(msg.names);
     } else if (msg.type === "refused") {
@@ -319,7 +310,9 @@ export class ChatView {
     const turns = this.model.get("transcript") ?? [];
     if (this.live && turns.some((turn) => turn.id === this.live?.turn.id)) this.live = null;
     this.log.replaceChildren();
-    for (const turn of turns) this.log.append(new TurnView(structuredClone(turn)).el);
+    turns.forEach((turn, i) => {
+      this.log.append(new TurnView(structuredClone(turn), this.actionsFor(i, turns.length)).el);
+    });
     if (this.live) this.log.append(this.live.el);
     if (!turns.length && !this.live) {
       this.log.append(
@@ -328,6 +321,19 @@ export class ChatView {
     }
     this.log.scrollTop = this.log.scrollHeight;
     this.updateControls();
+  }
+
+  /**
+   * What a saved turn's view may ask: edit and resend (any turn), Continue (the last one).
+   * @param {number} index
+   * @param {number} count
+   * @returns {import("./steer.js").TurnActions}
+   */
+  actionsFor(index, count) {
+    /** @type {import("./steer.js").TurnActions} */
+    const actions = { edit: (text) => this.request({ type: "edit", index, text }) };
+    if (index === count - 1) actions.continue = () => this.request({ type: "continue" });
+    return actions;
   }
 
   updateControls() {
@@ -363,7 +369,10 @@ export class ChatView {
     const empty = this.log.querySelector('[data-testid="empty"]');
     if (empty) empty.textContent = status === "loading" ? STATUS_TEXT.loading : "No messages yet.";
     this.clearButton.disabled = generating || (turns.length === 0 && !this.live);
-    this.exporter.button.disabled = turns.length === 0;
+    const steering = '[data-testid="edit"], [data-testid="edit-send"], [data-testid="continue"]';
+    for (const button of this.log.querySelectorAll(steering)) {
+      /** @type {HTMLButtonElement} */ (button).disabled = !ready;
+    }
   }
 
   destroy() {
