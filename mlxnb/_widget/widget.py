@@ -34,6 +34,7 @@ from mlxnb._images import (
     no_vision_error,
 )
 from mlxnb._widget.control import PageApprovals, continued_entry, edit_index
+from mlxnb._widget.export import transcript_markdown, write_notebook
 from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
 from mlxnb._widget.models import ModelChoice, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
@@ -79,7 +80,8 @@ class ChatWidget(anywidget.AnyWidget):
     (:meth:`continue_answer`); a user message can be edited and sent again (:meth:`edit`, the
     replaced turns kept in :attr:`history_branches`). Everything the page does is also
     available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
-    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`.
+    :attr:`model`, :attr:`messages`, :meth:`to_dataframe`, :meth:`to_markdown`,
+    :meth:`to_notebook`.
 
     Args:
         engine: The engine (:func:`mlxnb.load`; it may still be loading), a pool's
@@ -292,6 +294,8 @@ class ChatWidget(anywidget.AnyWidget):
             elif kind == "edit":
                 text = str(content.get("text", ""))
                 self._start(text, edit=content.get("index"), policy=HTTP_POLICY)
+            elif kind == "export":
+                self.send({"type": "export", "markdown": self.to_markdown()})
         except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
             self.send({"type": "refused", "message": str(exc)})
 
@@ -534,6 +538,33 @@ class ChatWidget(anywidget.AnyWidget):
     def to_dataframe(self) -> pd.DataFrame:
         """One row per turn with messages, tool calls and statistics."""
         return self.conversation.to_dataframe()
+
+    def to_markdown(self) -> str:
+        """The conversation as a markdown document, as the page shows it.
+
+        Each message comes with the context its ``@name`` mentions inserted; each answer with
+        its model, thinking (collapsed), tool calls and results; code blocks stay fenced.
+        """
+        return transcript_markdown(self.transcript, title=self._export_title())
+
+    def to_notebook(self, path: str | os.PathLike[str]) -> Path:
+        """Write the conversation to a new notebook, ready to run.
+
+        Messages become markdown cells, the answers' Python code blocks code cells (not run).
+
+        Args:
+            path: Where to write the ``.ipynb`` file.
+
+        Returns:
+            The path written.
+
+        Raises:
+            FileExistsError: ``path`` exists (a notebook is never overwritten).
+        """
+        return write_notebook(path, self.transcript, title=self._export_title())
+
+    def _export_title(self) -> str:
+        return f"Chat with {self.model_name}" if self.model_name else "Chat"
 
 
 def chat(model: ChatEngine | str | os.PathLike[str], **options: Any) -> ChatWidget:

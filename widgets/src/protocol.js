@@ -76,7 +76,10 @@
  * `names`: the kernel's variables `@` may complete, as [name, kind] pairs (the answer to a
  * `names` request).
  * @typedef {{type: "names", names: Array<[string, string]>}} NamesMessage
- * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage} KernelMessage
+ * `export`: the conversation as markdown (the answer to an `export` request).
+ * @typedef {{type: "export", markdown: string}} ExportMessage
+ * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage | ExportMessage}
+ *   KernelMessage
  *
  * Custom messages, view → kernel (ChatWidget._on_frontend_message). `images` are `data:` URLs
  * of the attached images (scaled down in the browser, see images.js); left out when none.
@@ -90,7 +93,7 @@
  * @typedef {{type: "approve", id: string, run: boolean}} ApproveRequest
  * @typedef {{type: "edit", index: number, text: string}} EditRequest
  * @typedef {SendRequest | ModelRequest | {type: "models"} | {type: "regenerate"} | {type: "stop"}
- *   | {type: "clear"} | {type: "names"} | ApproveRequest | {type: "continue"}
+ *   | {type: "clear"} | {type: "names"} | {type: "export"} | ApproveRequest | {type: "continue"}
  *   | EditRequest} ViewRequest
  *
  * The synced traits of ChatWidget. `load_progress` is empty unless a model is being fetched or

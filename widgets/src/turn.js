@@ -3,6 +3,7 @@
 // statistics). Every piece of model output goes in as text, or through renderMarkdown's
 // sanitiser; images only as `data:` URLs (isImageDataUrl).
 
+import { addCodeActions } from "./codeblocks.js";
 import { h } from "./dom.js";
 import {
   describeTool,
@@ -23,48 +24,13 @@ import { continueButton, editButton, updateToolExtras } from "./steer.js";
  */
 
 /**
- * @param {string} text
- * @returns {Promise<void>}
- */
-async function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return;
-  }
-  const area = h("textarea");
-  area.value = text;
-  document.body.append(area);
-  area.select();
-  document.execCommand("copy");
-  area.remove();
-}
-
-/**
- * Render markdown into `node` and give every code block a copy button.
+ * Render markdown into `node` and give every code block its Copy and Insert buttons.
  * @param {HTMLElement} node
  * @param {string} text
  */
 function fillMarkdown(node, text) {
   node.innerHTML = renderMarkdown(text);
-  for (const pre of node.querySelectorAll("pre")) {
-    const code = pre.textContent ?? "";
-    const button = h(
-      "button",
-      { class: "mlxnb-copy", "data-testid": "copy", type: "button" },
-      "Copy",
-    );
-    button.addEventListener("click", () => {
-      copyText(code).then(
-        () => {
-          button.textContent = "Copied";
-        },
-        () => {
-          button.textContent = "Copy failed";
-        },
-      );
-    });
-    pre.prepend(button);
-  }
+  for (const pre of node.querySelectorAll("pre")) addCodeActions(pre);
 }
 
 /**

@@ -4,7 +4,9 @@
 // images.
 
 import { ImageAttacher } from "./attach.js";
+import { handleInserts } from "./codeblocks.js";
 import { h } from "./dom.js";
+import { ExportButton } from "./export.js";
 import { shortModelName } from "./format.js";
 import { MentionCompleter } from "./mentions.js";
 import { ModelPicker } from "./picker.js";
@@ -33,7 +35,8 @@ import { TurnView } from "./turn.js";
  *   save_changes(): void,
  *   on(event: ModelEvent, listener: Listener): void,
  *   off(event: ModelEvent, listener: Listener): void,
- *   send(content: ViewRequest): void
+ *   send(content: ViewRequest): void,
+ *   widget_manager?: unknown
  * }} Model
  *
  * What the view can be given besides its model (tests replace the browser-only image reader).
@@ -83,6 +86,7 @@ export class ChatView {
       { type: "button", "data-testid": "clear", class: "mlxnb-button" },
       "Clear",
     );
+    this.exporter = new ExportButton({ request: () => this.model.send({ type: "export" }) });
     this.picker = new ModelPicker({
       pick: (name) => this.model.send({ type: "model", name }),
       opening: () => this.model.send({ type: "models" }),
@@ -93,6 +97,7 @@ export class ChatView {
       this.statusText,
       h("span", { class: "mlxnb-spacer" }),
       toggle,
+      this.exporter.button,
       this.clearButton,
     );
     this.banner = h("div", {
@@ -164,6 +169,11 @@ export class ChatView {
     this.root = root;
     this.el.append(root);
     this.bindControls();
+    handleInserts(
+      this.log,
+      () => this.model.widget_manager,
+      (text) => this.showNotice(text),
+    );
 
     /** @type {Array<[ModelEvent, Listener]>} */
     this.listeners = [
@@ -284,6 +294,8 @@ export class ChatView {
       const stick = this.atBottom();
       this.live.update(applyOps(this.live.turn, msg.ops));
       if (stick) this.log.scrollTop = this.log.scrollHeight;
+    } else if (msg.type === "export") {
+      this.exporter.receive(msg.markdown);
     } else if (msg.type === "names") {
       this.mentions.receive(msg.names);
     } else if (msg.type === "refused") {
@@ -373,6 +385,7 @@ export class ChatView {
     for (const button of this.log.querySelectorAll(steering)) {
       /** @type {HTMLButtonElement} */ (button).disabled = !ready;
     }
+    this.exporter.button.disabled = turns.length === 0;
   }
 
   destroy() {
