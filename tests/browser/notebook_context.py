@@ -3,6 +3,8 @@ kernel variable in a message, and insert an answer's code blocks as cells."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from labpage import Chat
 
 DATA = 'import pandas as pd\ndf = pd.DataFrame({"city": ["Paris", "Oslo"], "celsius": [21.0, 9.5]})'
@@ -47,3 +49,15 @@ def insert_code_cells(chat: Chat) -> None:
     assert cells.count() == len(before) + 2
     assert FIRST in cells.nth(len(before)).inner_text().replace("\u200b", "")
     assert inserts.nth(0).inner_text() == "Inserted"
+
+
+def export_markdown(chat: Chat) -> None:
+    """Export downloads the conversation as markdown: what ``widget.to_markdown()`` says."""
+    with chat.page.expect_download() as info:
+        chat.export.click()
+    download = info.value
+    assert download.suggested_filename.startswith("chat-")
+    assert download.suggested_filename.endswith(".md")
+    text = Path(download.path()).read_text(encoding="utf-8")
+    assert text == chat.kernel("print(widget.to_markdown(), end='')")
+    assert f"```python\n{FIRST}\n```" in text and "@df · DataFrame 2x2" in text

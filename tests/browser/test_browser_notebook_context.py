@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from labpage import Chat, LabPage
-from notebook_context import ANSWER, DATA, insert_code_cells, mention_df
+from notebook_context import ANSWER, DATA, export_markdown, insert_code_cells, mention_df
 
 pytestmark = pytest.mark.browser
 
@@ -21,4 +21,5 @@ def test_a_mention_and_code_cells_in_jupyterlab(
     mention_df(chat)
     insert_code_cells(chat)
     chat.shot("mention-and-insert")
+    export_markdown(chat)
     assert lab_page.errors == []
