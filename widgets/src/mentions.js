@@ -62,6 +62,8 @@ export function completeMention(text, start, caret, name) {
   };
 }
 
+let lists = 0; // ids for the listbox each completer owns (aria-controls, aria-activedescendant)
+
 /** The list of names under the input while a mention is typed, and its keys. */
 export class MentionCompleter {
   /**
@@ -78,13 +80,19 @@ export class MentionCompleter {
     this.active = 0;
     /** @type {{start: number, prefix: string} | null} */
     this.mention = null;
+    lists += 1;
+    this.id = `mlxnb-mentions-${lists}`;
     this.list = h("div", {
+      id: this.id,
       class: "mlxnb-mentions",
       role: "listbox",
       "aria-label": "Kernel variables",
       "data-testid": "mention-list",
       hidden: "",
     });
+    input.setAttribute("aria-autocomplete", "list");
+    input.setAttribute("aria-controls", this.id);
+    input.setAttribute("aria-expanded", "false");
     input.addEventListener("input", () => this.refresh());
     input.addEventListener("keydown", (event) => this.onKey(event));
     input.addEventListener("blur", () => this.close());
@@ -118,6 +126,7 @@ export class MentionCompleter {
     this.list.replaceChildren();
     this.matches.forEach(([name, kind], i) => {
       const option = h("div", {
+        id: `${this.id}-${i}`,
         class: "mlxnb-mention",
         role: "option",
         "data-testid": "mention-option",
@@ -133,6 +142,9 @@ export class MentionCompleter {
       this.list.append(option);
     });
     this.list.hidden = this.matches.length === 0;
+    this.input.setAttribute("aria-expanded", String(!this.list.hidden));
+    if (this.list.hidden) this.input.removeAttribute("aria-activedescendant");
+    else this.input.setAttribute("aria-activedescendant", `${this.id}-${this.active}`);
   }
 
   /** @param {KeyboardEvent} event */
@@ -171,6 +183,8 @@ export class MentionCompleter {
     this.active = 0;
     this.list.hidden = true;
     this.list.replaceChildren();
+    this.input.setAttribute("aria-expanded", "false");
+    this.input.removeAttribute("aria-activedescendant");
   }
 }
 

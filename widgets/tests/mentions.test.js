@@ -122,10 +122,14 @@ describe("in the view", () => {
     type("Plot @d");
     names();
     press("ArrowDown");
+    expect(input().getAttribute("aria-expanded")).toBe("true");
+    const active = input().getAttribute("aria-activedescendant") ?? "";
+    expect(document.getElementById(active)?.getAttribute("data-name")).toBe("dogs");
     const event = press("Enter");
     expect(event.defaultPrevented).toBe(true);
     expect(input().value).toBe("Plot @dogs ");
     expect(list().hidden).toBe(true);
+    expect(input().getAttribute("aria-expanded")).toBe("false");
     expect(model.sent).toEqual([{ type: "names" }]);
     press("Enter");
     expect(model.sent.at(-1)).toEqual({ type: "send", text: "Plot @dogs " });
