@@ -5,8 +5,10 @@ batcher coalesces ops into few comm messages. A transcript turn is ``{"id", "use
 "parts", "status", "error", "stats"}`` plus ``"model"`` (the model that answered) and, after a
 ``left_out`` op, ``"left_out"`` (earlier messages the request left out to fit the context);
 ``images`` holds small JPEG thumbnails (``data:`` URLs) of the images sent with the user's
-message, never the images themselves, so a saved notebook stays small. No op changes
-``images`` or ``model``: the ``start`` message announces them with the turn.
+message, never the images themselves, so a saved notebook stays small. A message with
+``@name`` mentions also carries ``"context"``: what each mention inserted (``mentions.py``). No
+op changes ``images``, ``model`` or ``context``: the ``start`` message announces them with the
+turn.
 
 ``widgets/src/protocol.js`` implements the same reducer for the page; both are tested against
 ``widgets/tests/fixtures/protocol.json`` so the live view and the saved transcript agree.
