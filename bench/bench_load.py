@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import operator
+import random
 import statistics
 import sys
 import threading
@@ -30,8 +31,6 @@ import httpx
 from bench.models import SHAPES, bench_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
 from bench.servers import free_port, start
-
-TOPICS = ("a lighthouse", "a hash map", "a paperclip", "the tides", "a violin", "bread")
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,15 @@ class Stream:
 
 
 def prompt(round_id: str, index: int, words: int) -> str:
-    """A distinct prompt of about ``words`` words (the tag first, so no prefix is shared)."""
-    topic = TOPICS[index % len(TOPICS)]
-    filler = " ".join(f"detail{i % 50}" for i in range(words))
-    return f"[{round_id}-{index}] Write about {topic}. Notes: {filler}"
+    """A distinct prompt of ``words`` filler words; every prompt has the same token count.
+
+    The words are one fixed set, shuffled per request (each word tokenizes on its own, so the
+    count never changes): MLX's GPU backends compile per shape, and prompts of one length keep
+    that cost inside the warm-up.
+    """
+    order = random.Random(f"{round_id}/{index}").sample(range(words), words)
+    filler = " ".join(f"note{i % 50}" for i in order)
+    return f"Write about the notes that follow. Notes: {filler}"
 
 
 def stream_once(client: httpx.Client, url: str, model: str, text: str, tokens: int) -> Stream:
@@ -116,79 +120,97 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def round_figures(streams: list[Stream]) -> dict[str, float]:
+def round_figures(streams: list[Stream]) -> dict[str, Any]:
     ttfts = [s.ttft for s in streams]
     wall = max(s.end for s in streams) - min(s.sent for s in streams)
     return {
+        "ttfts_ms": [round(1000 * t, 1) for t in sorted(ttfts)],
         "ttft_p50_ms": 1000 * statistics.median(ttfts),
         "ttft_p90_ms": 1000 * percentile(ttfts, 0.9),
         "aggregate_tps": sum(s.tokens for s in streams) / wall,
     }
 
 
-def servers_for(path: str) -> dict[str, tuple[list[str], int]]:
-    ours, peer = free_port(), free_port()
+def servers_for(path: str, variants: list[str]) -> dict[str, tuple[list[str], int]]:
+    """The commands to start: the peer, ``mlxnb serve``, and each ``NAME:ARGS`` variant."""
     python = sys.executable
-    peer_command = ["-m", "mlx_lm.server", "--model", path, "--port", str(peer)]
+    commands: dict[str, list[str]] = {
+        "peer": [python, "-m", "mlx_lm.server", "--model", path, "--log-level", "WARNING"],
+        "mlxnb": [python, "-m", "mlxnb", "serve", path, "--log-level", "warning"],
+    }
+    for variant in variants:
+        name, _, options = variant.partition(":")
+        commands[name] = [python, "-m", "bench.variant_server", path, *options.split()]
+    ports = {name: free_port() for name in commands}
     return {
-        "mlxnb": (
-            [python, "-m", "mlxnb", "serve", path, "--port", str(ours), "--log-level", "warning"],
-            ours,
-        ),
-        "peer": (
-            [python, *peer_command, "--log-level", "WARNING"],
-            peer,
-        ),
+        name: ([*command, "--port", str(ports[name])], ports[name])
+        for name, command in commands.items()
     }
 
 
-def measure(args: argparse.Namespace, path: str) -> dict[int, dict[str, list[dict[str, float]]]]:
-    """Per client count, per server: one dict of figures per round."""
-    processes = {name: start(command, port) for name, (command, port) in servers_for(path).items()}
-    urls = {name: f"http://127.0.0.1:{server.port}/v1" for name, server in processes.items()}
+def served_name(url: str, path: str) -> str:
+    """The model name a server lists first (``path`` when it lists none: mlx_lm.server)."""
+    try:
+        listed = httpx.get(f"{url}/models", timeout=10).json().get("data") or []
+    except ValueError:  # mlx_lm.server fails to list without a Hugging Face cache folder
+        listed = []
+    return str(listed[0]["id"]) if listed else path
+
+
+def measure(args: argparse.Namespace, path: str) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """Per client count, per server: one dict of figures per round (servers alternate)."""
+    commands = servers_for(path, args.variant)
+    servers = {name: start(command, port) for name, (command, port) in commands.items()}
+    urls = {name: f"http://127.0.0.1:{server.port}/v1" for name, server in servers.items()}
+    models = {name: served_name(url, path) for name, url in urls.items()}
     counts = [int(n) for n in args.clients.split(",")]
-    results: dict[int, dict[str, list[dict[str, float]]]] = {}
+    names = list(servers)
+    results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     try:
         for name, url in urls.items():  # warm-up: compile every batch size once
             for n in counts:
-                one_round(url, path, n, 16, args.words, f"warm-{name}-{n}")
+                for _ in range(2):
+                    one_round(url, models[name], n, 16, args.words, f"warm-{name}-{n}")
         for n in counts:
-            results[n] = {"mlxnb": [], "peer": []}
+            results[n] = {name: [] for name in names}
             for index in range(args.rounds):
-                order = ("mlxnb", "peer") if index % 2 == 0 else ("peer", "mlxnb")
-                for name in order:
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
                     streams = one_round(
-                        urls[name], path, n, args.tokens, args.words, f"{n}-{index}"
+                        urls[name], models[name], n, args.tokens, args.words, f"{n}-{index}"
                     )
                     figures = round_figures(streams)
                     results[n][name].append(figures)
                     print(
-                        f"{n:3} clients  round {index:2}  {name:6}  "
+                        f"{n:3} clients  round {index:2}  {name:8}  "
                         f"TTFT p50 {figures['ttft_p50_ms']:8.1f} ms  "
                         f"p90 {figures['ttft_p90_ms']:8.1f} ms  "
                         f"{figures['aggregate_tps']:8.1f} tok/s",
                         flush=True,
                     )
     finally:
-        for process in processes.values():
-            process.stop()
+        for server in servers.values():
+            server.stop()
     return results
 
 
-def summarize(results: dict[int, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
-    """Figures per client count: each side's medians and ours ÷ peer per round pair."""
+def summarize(results: dict[int, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Figures per client count: each server's medians, and each mlxnb ÷ peer per round pair."""
     figures: dict[str, Any] = {}
+    metrics = (("ttft_p50_ms", "ms"), ("ttft_p90_ms", "ms"), ("aggregate_tps", "tok/s"))
     for n, sides in results.items():
-        for key, unit in (("ttft_p50_ms", "ms"), ("ttft_p90_ms", "ms"), ("aggregate_tps", "tok/s")):
-            ours = [r[key] for r in sides["mlxnb"]]
+        for key, unit in metrics:
             peer = [r[key] for r in sides["peer"]]
-            figures[f"mlxnb_{key}_{n}"] = figure(f"mlxnb {key} at {n}", ours, unit=unit)
-            figures[f"peer_{key}_{n}"] = figure(f"peer {key} at {n}", peer, unit=unit)
-            ratios = list(map(operator.truediv, ours, peer))
-            target = ">= 1.0" if key == "aggregate_tps" else "<= 1.0"
-            figures[f"{key}_v1_over_peer_{n}"] = figure(
-                f"{key} mlxnb / peer at {n}", ratios, unit="x", target=target
-            )
+            for name, rounds in sides.items():
+                values = [r[key] for r in rounds]
+                figures[f"{name}_{key}_{n}"] = figure(f"{name} {key} at {n}", values, unit=unit)
+                if name == "peer":
+                    continue
+                ratios = list(map(operator.truediv, values, peer))
+                target = ">= 1.0" if key == "aggregate_tps" else "<= 1.0"
+                figures[f"{key}_{name}_over_peer_{n}"] = figure(
+                    f"{key} {name} / peer at {n}", ratios, unit="x", target=target
+                )
     return figures
 
 
@@ -202,6 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--words", type=int, default=120, help="filler words per prompt")
     parser.add_argument("--clients", default="8,32", help="client counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=6, help="rounds per server and count")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="another mlxnb server, NAME:OPTIONS of bench.variant_server (repeatable)",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     report = new_report("load", args)

@@ -67,6 +67,8 @@ class Engine:
             model that thinks (its reasoning counts), else 1024.
         prompt_cache_size: Conversations whose KV cache is kept, so follow-up turns only
             process their new tokens.
+        prefill_batch: Most prompts prefilled together in one forward pass (a burst of requests
+            is prefilled in groups of this many).
         prefill_step: Prompt tokens per forward pass while prefilling (cancellation and new
             arrivals are checked between passes).
         solo_fast_path: Decode a request that runs alone with a single-sequence step (a text
@@ -108,6 +110,7 @@ class Engine:
         max_pending: int = 256,
         max_tokens: int | None = None,
         prompt_cache_size: int = 16,
+        prefill_batch: int = 8,
         prefill_step: int = 2048,
         solo_fast_path: bool | None = None,
         audit: AuditLog | Literal[False] | None = None,
@@ -145,6 +148,7 @@ class Engine:
         self.audit = None if audit is False else audit
         config = WorkerConfig(
             max_batch=max_batch,
+            prefill_batch=prefill_batch,
             prefill_step=prefill_step,
             prompt_cache_size=prompt_cache_size,
             solo_fast_path=solo_fast_path,

@@ -1,0 +1,30 @@
+"""``mlxnb.serve`` with engine options from the command line, for bench_load's variants.
+
+python -m bench.variant_server MODEL --port 8001 --prefill-batch 32 --solo off
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+import mlxnb
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--prefill-batch", type=int, default=8)
+    parser.add_argument("--solo", choices=("auto", "on", "off"), default="auto")
+    args = parser.parse_args(argv)
+    solo = {"auto": None, "on": True, "off": False}[args.solo]
+    engine = mlxnb.load(
+        args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo
+    )
+    mlxnb.serve(engine, port=args.port)
+    threading.Event().wait()  # until the bench terminates the process
+
+
+if __name__ == "__main__":
+    main()
