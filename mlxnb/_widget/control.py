@@ -4,6 +4,10 @@
 ``approve=True``: each call waits until the page answers (or Stop cancels the wait).
 :func:`continued_entry` and :func:`edit_index` check a request before a turn starts, so a
 refusal comes at once and the transcript is only cut for a request that will run.
+
+The page's messages may be handled on another thread than the loop a turn runs on (JupyterLab
+sends comm messages through a kernel subshell when it can): :func:`on_loop` hands a callback
+to the turn's loop and wakes it, so Stop and Run / Deny act at once.
 """
 
 from __future__ import annotations
@@ -54,7 +58,24 @@ class PageApprovals:
         future = self._waiting.get(call_id)
         if future is None or future.done():
             raise InvalidRequestError(f"no tool call {call_id!r} is waiting for approval")
-        future.set_result(run)
+
+        def settle() -> None:
+            if not future.done():
+                future.set_result(run)
+
+        on_loop(future.get_loop(), settle)
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run ``callback`` on ``loop``: now when called there, else soon, waking the loop."""
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is loop:
+        callback()
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(callback)
 
 
 def continued_entry(

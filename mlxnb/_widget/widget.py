@@ -33,7 +33,7 @@ from mlxnb._images import (
     load_images,
     no_vision_error,
 )
-from mlxnb._widget.control import PageApprovals, continued_entry, edit_index
+from mlxnb._widget.control import PageApprovals, continued_entry, edit_index, on_loop
 from mlxnb._widget.export import transcript_markdown, write_notebook
 from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
 from mlxnb._widget.models import ModelChoice, pooled, readiness
@@ -505,8 +505,8 @@ class ChatWidget(anywidget.AnyWidget):
         """Stop the reply being generated (within one token); the partial answer stays."""
         if self.busy and self._task is not None:
             self._stopping = True
-            if self._running:
-                self._task.cancel()
+            if self._running:  # the page's Stop may come on a subshell's thread: wake the loop
+                on_loop(self._task.get_loop(), self._task.cancel)
 
     def close(self) -> None:
         """Stop generating (if busy) and close the widget's views."""

@@ -10,6 +10,7 @@ import pytest
 from lab import JupyterLab
 from labpage import Chat, LabPage
 from notebook_context import ANSWER, DATA, insert_code_cells, mention_df
+from steering import open_steering_chat, steer_through
 
 pytestmark = pytest.mark.browser
 
@@ -71,4 +72,9 @@ def test_a_mention_and_code_cells_in_notebook_7(lab_page: LabPage) -> None:
     chat = lab_page.open_chat([ANSWER], cells=[DATA])
     mention_df(chat)
     insert_code_cells(chat)
+    assert [e for e in lab_page.errors if e not in UPSTREAM_ERRORS] == []
+
+
+def test_run_deny_stop_continue_and_edit_in_notebook_7(lab_page: LabPage) -> None:
+    steer_through(open_steering_chat(lab_page))
     assert [e for e in lab_page.errors if e not in UPSTREAM_ERRORS] == []

@@ -186,7 +186,7 @@ export function continueButton(carryOn) {
     "button",
     {
       type: "button",
-      class: "mlxnb-button",
+      class: "mlxnb-button mlxnb-continue",
       "data-testid": "continue",
       title: "The answer stopped at max_tokens: carry on from where it stopped",
     },
