@@ -94,28 +94,28 @@ async def run_function(function: Callable[..., Any], arguments: Mapping[str, Any
     result is dropped. Exceptions from the function propagate.
     """
     buffer = io.StringIO()
+    if inspect.iscoroutinefunction(function) or _is_async_callable(function):
+        return await _on_loop(lambda: function(**arguments), buffer)
+    _install()  # the thread uninstalls it when it ends: prints after a Stop stay captured
+    outcome = await _in_thread(function, arguments, buffer)
+    if inspect.isawaitable(outcome.value):  # a plain function that returned a coroutine
+        awaitable = outcome.value
+        return await _on_loop(lambda: awaitable, buffer)
+    return outcome
+
+
+async def _on_loop(start: Callable[[], Any], buffer: io.StringIO) -> Outcome:
+    """Await a coroutine tool on this loop with its prints captured (its task's context)."""
     _install()
+    token = _capture.set(buffer)
     try:
-        if inspect.iscoroutinefunction(function) or _is_async_callable(function):
-            token = _capture.set(buffer)
-            try:
-                value = function(**arguments)
-                if inspect.isawaitable(value):
-                    value = await value
-            finally:
-                _capture.reset(token)
-            return Outcome(value, _cut(buffer.getvalue()), rich_display(value))
-        outcome = await _in_thread(function, arguments, buffer)
-        if inspect.isawaitable(outcome.value):  # a plain function that returned a coroutine
-            token = _capture.set(buffer)
-            try:
-                value = await outcome.value
-            finally:
-                _capture.reset(token)
-            outcome = Outcome(value, _cut(buffer.getvalue()), rich_display(value))
-        return outcome
+        value = start()
+        if inspect.isawaitable(value):
+            value = await value
     finally:
+        _capture.reset(token)
         _uninstall()
+    return Outcome(value, _cut(buffer.getvalue()), rich_display(value))
 
 
 def _is_async_callable(function: Callable[..., Any]) -> bool:
@@ -160,9 +160,12 @@ async def _in_thread(
 ) -> Outcome:
     def work() -> Outcome:
         _capture.set(buffer)
-        value = function(**arguments)
-        shown = None if inspect.isawaitable(value) else rich_display(value)
-        return Outcome(value, _cut(buffer.getvalue()), shown)
+        try:
+            value = function(**arguments)
+            shown = None if inspect.isawaitable(value) else rich_display(value)
+            return Outcome(value, _cut(buffer.getvalue()), shown)
+        finally:
+            _uninstall()
 
     return await in_thread(work, f"mlxnb-tool-{getattr(function, '__name__', 'call')}")
 

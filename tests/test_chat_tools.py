@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ class SlowTool:
         self.thread = threading.current_thread().name
         self.started.set()
         self.release.wait(30)
+        print("a late print")
         self.finished.set()
         return f"LATE RESULT for {city}"
 
@@ -60,7 +62,7 @@ def slow_tool(slow: SlowTool) -> mlxnb.Tool:
 
 
 async def test_stop_during_a_slow_plain_tool_ends_the_turn_at_once(
-    engine: mlxnb.Engine, force: Force
+    engine: mlxnb.Engine, force: Force, capsys: pytest.CaptureFixture[str]
 ) -> None:
     slow = SlowTool()
     chat = Conversation(
@@ -102,10 +104,12 @@ async def test_stop_during_a_slow_plain_tool_ends_the_turn_at_once(
         "name": "lookup",
         "content": "Error: cancelled",
     }
-    slow.release.set()  # the tool ends later: its result goes nowhere
+    slow.release.set()  # the tool ends later: its result (and what it prints) goes nowhere
     assert slow.finished.wait(5)
     await asyncio.sleep(0.05)
     assert chat.messages == history
+    assert "a late print" not in capsys.readouterr().out
+    assert type(sys.stdout).__name__ != "_Stdout", "the capture is undone when the tool ends"
     assert not chat.busy
     assert (await chat.ask("And now?")).content == "ok"
 
