@@ -68,7 +68,8 @@ class Engine:
         prompt_cache_size: Conversations whose KV cache is kept, so follow-up turns only
             process their new tokens.
         prefill_batch: Most prompts prefilled together in one forward pass (a burst of requests
-            is prefilled in groups of this many).
+            is prefilled in groups of this many). ``None``: ``max_batch`` on GPUs, 8 on the
+            CPU (measured: see ``bench/bench_load.py`` in the README).
         prefill_step: Prompt tokens per forward pass while prefilling (cancellation and new
             arrivals are checked between passes).
         solo_fast_path: Decode a request that runs alone with a single-sequence step (a text
@@ -110,7 +111,7 @@ class Engine:
         max_pending: int = 256,
         max_tokens: int | None = None,
         prompt_cache_size: int = 16,
-        prefill_batch: int = 8,
+        prefill_batch: int | None = None,
         prefill_step: int = 2048,
         solo_fast_path: bool | None = None,
         audit: AuditLog | Literal[False] | None = None,

@@ -56,7 +56,10 @@ class WorkerConfig:
 
     Attributes:
         max_batch: Most sequences decoded together.
-        prefill_batch: Most prompts processed together.
+        prefill_batch: Most prompts processed together. ``None``: ``max_batch`` on GPUs (a
+            burst of 32 requests prefilled in one pass reached its first tokens sooner than in
+            groups of 8, at the median and the 90th percentile, on an H200), 8 on the CPU, where
+            a prefill is compute-bound and the first group's first tokens come sooner.
         prefill_step: Prompt tokens per forward pass while prefilling (cancel checks between).
         prompt_cache_size: Conversations whose KV cache is kept for reuse.
         solo_fast_path: Decode a request that runs alone with a single-sequence step
@@ -71,13 +74,31 @@ class WorkerConfig:
     """
 
     max_batch: int = 32
-    prefill_batch: int = 8
+    prefill_batch: int | None = None
     prefill_step: int = 2048
     prompt_cache_size: int = 16
     solo_fast_path: bool | None = None
     memory: MemorySettings = field(default_factory=MemorySettings)
     admission_timeout: float = 30.0
     disk_cache: DiskPromptCache | None = None
+
+
+CPU_PREFILL_BATCH = 8
+
+
+def prefill_plan(config: WorkerConfig, on_gpu: bool) -> tuple[int, int]:
+    """The batch's prompts per prefill pass and tokens per prompt per pass.
+
+    Chosen for the device when ``config.prefill_batch`` is ``None``: on a GPU every prompt of a
+    burst joins one pass, each in chunks small enough that a pass holds no more tokens than
+    eight full chunks would (so long prompts cost no more activation memory than before).
+    """
+    if config.prefill_batch is not None:
+        return config.prefill_batch, config.prefill_step
+    if not on_gpu:
+        return CPU_PREFILL_BATCH, config.prefill_step
+    batch = max(config.max_batch, CPU_PREFILL_BATCH)
+    return batch, max(config.prefill_step * CPU_PREFILL_BATCH // batch, 1)
 
 
 class Worker:
@@ -110,6 +131,7 @@ class Worker:
         self._system_segments: set[int] = set()  # uids whose system prefix is still to store
         self._forks = Forks()
         self._weights_bytes = 0
+        self._prefill_batch, self._batch_prefill_step = prefill_plan(config, on_gpu=False)
 
     def start(self, stop: Callable[[], None] | None = None) -> None:
         """Start the loop on an engine thread (it loads the model first).
@@ -189,7 +211,9 @@ class Worker:
             return
         self.loaded.set()
         solo = self._config.solo_fast_path
-        self._solo_enabled = solo if solo is not None else mx.default_device().type == mx.gpu
+        on_gpu = mx.default_device().type == mx.gpu
+        self._solo_enabled = solo if solo is not None else on_gpu
+        self._prefill_batch, self._batch_prefill_step = prefill_plan(self._config, on_gpu)
         self._generator = self._new_generator()
         while True:
             idle = not self._active and not self._admission
@@ -269,7 +293,7 @@ class Worker:
         if isinstance(self.backend, VisionBackend):
             return self.backend.new_generator(config.max_batch, config.prefill_step)
         return self.backend.new_generator(
-            config.max_batch, config.prefill_batch, config.prefill_step
+            config.max_batch, self._prefill_batch, self._batch_prefill_step
         )
 
     def _admit(self, request: Request, alone: bool = False) -> None:
