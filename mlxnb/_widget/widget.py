@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anywidget
 import traitlets
 
-from mlxnb._chat import ChatEngine, ChatEvent, ChatTurn, Conversation
+from mlxnb._chat import ChatEngine, ChatEvent, ChatTurn, Conversation, ToolApproval
 from mlxnb._engine import ModelHandle, ModelPool, default_pool
 from mlxnb._ids import new_message_id
 from mlxnb._images import (
@@ -435,6 +435,10 @@ class ChatWidget(anywidget.AnyWidget):
         failure: str | None = None
         try:
             async for event in events(thinking):
+                if isinstance(event, ToolApproval) and self.conversation.approve is not (
+                    self._approvals
+                ):
+                    continue  # a function decides: the page has no Run / Deny to show
                 recorder.add(event)
         except asyncio.CancelledError:
             if not self._stopping:

@@ -14,5 +14,6 @@ pytestmark = pytest.mark.browser
 
 def test_run_deny_stop_continue_and_edit(lab_page: LabPage) -> None:
     chat = open_steering_chat(lab_page)
-    steer_through(chat)
+    stop_seconds = steer_through(chat)
+    print(f"Stop during a slow tool: {stop_seconds:.3f} s from click to the cancelled turn")
     assert lab_page.errors == []

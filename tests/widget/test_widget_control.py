@@ -92,6 +92,15 @@ async def test_run_or_deny_from_the_page(make: Make, run: bool) -> None:
     assert wire.customs("refused")[-1]["message"].startswith("no tool call")
 
 
+async def test_an_approve_function_decides_without_the_page(make: Make) -> None:
+    ran.clear()
+    widget, wire = make(WEATHER_CALL, "No.", tools=[get_weather], approve=lambda call: False)
+    turn = await widget.ask("Weather?")
+    assert ran == [] and turn.tool_results[0].error == DENIED
+    assert not [op for op in wire.ops() if op[0] == "tool_status"], "no Run / Deny to show"
+    assert widget._approvals.waiting == ()
+
+
 async def test_stop_while_a_call_waits_for_approval(make: Make) -> None:
     widget, _ = make(WEATHER_CALL, tools=[get_weather], approve=True)
     from_page(widget, {"type": "send", "text": "Weather?"})
