@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -35,6 +36,20 @@ def cell_with(notebook: nbformat.NotebookNode, source: str) -> nbformat.Notebook
     return found[0]
 
 
+def rich(cell: nbformat.NotebookNode, mime: str) -> str:
+    """The cell's outputs of one MIME type (``text/html``, ``image/png``...), joined."""
+    return "".join(o.get("data", {}).get(mime, "") for o in cell.outputs)
+
+
+def in_order(text: str, *pieces: str) -> None:
+    """Each piece occurs in ``text``, after the one before it."""
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        assert found >= 0, f"{piece!r} not found after position {at} in:\n{text}"
+        at = found + len(piece)
+
+
 def saved_widget_state(notebook: nbformat.NotebookNode) -> dict[str, object]:
     widgets = notebook.metadata.get("widgets", {})
     state: dict[str, object] = widgets.get("application/vnd.jupyter.widget-state+json", {})
@@ -57,8 +72,192 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     if path.name == "01-quickstart.ipynb":
         assert "Paris" in text
         assert saved_widget_state(notebook), "the chat widget's state should be saved"
-    elif path.name == "06-vision.ipynb":
-        check_vision_notebook(notebook)
+    else:
+        CHECKS[path.name](notebook)
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    """Git keeps the notebooks stripped: no outputs, no execution counts, no widget state."""
+    assert {path.name for path in NOTEBOOKS} >= {
+        "01-quickstart.ipynb",
+        "02-tools.ipynb",
+        "03-evaluation.ipynb",
+        "04-api.ipynb",
+        "05-audit.ipynb",
+        "06-vision.ipynb",
+    }
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        for cell in code_cells(notebook):
+            assert cell.outputs == [] and cell.execution_count is None, (path.name, cell.source)
+        assert "widgets" not in notebook.metadata, path.name
+
+
+def check_tools_notebook(notebook: nbformat.NotebookNode) -> None:
+    """Tools ran in the kernel, their results went back to the model, the widget shows the call."""
+    schema = printed(cell_with(notebook, "chat = mlxnb.Conversation(engine, tools=[get_weather])"))
+    assert "'name': 'get_weather'" in schema and "'required': ['city']" in schema
+    assert "'default': 'celsius'" in schema
+
+    asked = printed(cell_with(notebook, "await chat.ask(")).splitlines()
+    assert asked == [
+        "It is sunny in Paris, 21 °C.",
+        'get_weather({\'city\': \'Paris\'}) returned {"city": "Paris", "sky": "sunny", '
+        '"temperature": 21, "unit": "celsius"}',
+        "2 rounds: ['tool_calls', 'stop']",
+    ]
+    (history_cell,) = [c for c in code_cells(notebook) if c.source.strip() == "chat.messages"]
+    history = printed(history_cell)
+    in_order(history, "'role': 'user'", "'tool_calls'", "'role': 'tool'", '"temperature": 21')
+
+    streamed = printed(cell_with(notebook, "async for event in chat.stream("))
+    in_order(
+        streamed,
+        "RoundStart(round=0",
+        "ToolCallDelta x",
+        "ToolCall: get_weather({'city': 'Oslo', 'unit': 'fahrenheit'})",
+        "Done: tool_calls",
+        'ToolResult: {"city": "Oslo", "sky": "sunny", "temperature": 48, "unit": "fahrenheit"}',
+        "RoundStart(round=1",
+        "ContentDelta x",
+        "'Oslo is sunny but cool: 48 °F.'",
+        "Done: stop",
+        "ChatTurn: 'Oslo is sunny but cool: 48 °F.'",
+    )
+
+    failed = printed(cell_with(notebook, "def divide(")).splitlines()
+    assert failed == [
+        "error: ZeroDivisionError: division by zero",
+        "the model read: Error: ZeroDivisionError: division by zero",
+        "answer: 1 divided by 0 is undefined: no number times 0 gives 1.",
+    ]
+
+    widget = cell_with(notebook, "widget = mlxnb.chat(")
+    assert any(WIDGET_VIEW in o.get("data", {}) for o in widget.outputs)
+    walk = printed(cell_with(notebook, "await widget.ask("))
+    assert walk == "Sunny and 21 °C: a fine day for a walk along the Seine.\n"
+    # The saved widget state holds the turn with its tool pane: the call, its result, the answer.
+    models: dict[str, Any] = saved_widget_state(notebook).get("state", {})  # type: ignore[assignment]
+    transcripts = [
+        model["state"]["transcript"]
+        for model in models.values()
+        if isinstance(model, dict) and "transcript" in model.get("state", {})
+    ]
+    assert len(transcripts) == 1 and len(transcripts[0]) == 1
+    (tool, answer) = transcripts[0][0]["parts"]
+    assert (tool["kind"], tool["name"], tool["arguments"]) == (
+        "tool",
+        "get_weather",
+        {"city": "Paris"},
+    )
+    assert tool["status"] == "done" and json.loads(tool["result"])["temperature"] == 21
+    assert answer == {"kind": "content", "text": walk.strip()}
+
+    generated = printed(cell_with(notebook, "turn = engine.generate(")).splitlines()
+    assert generated == [
+        "tool_calls get_weather {'city': 'Rome'}",
+        "{'city': 'Rome', 'sky': 'sunny', 'temperature': 15, 'unit': 'celsius'}",
+    ]
+
+
+def check_evaluation_notebook(notebook: nbformat.NotebookNode) -> None:
+    """Twelve scored rows (six questions, two temperatures), a per-setting summary and a plot."""
+    results = cell_with(notebook, "results = mlxnb.evaluate(")
+    table = rich(results, "text/html")
+    for column in ("prompt", "temperature", "content", "correct", "brief", "completion_tokens"):
+        assert f"<th>{column}</th>" in table
+    assert "<th>11</th>" in table and "<th>12</th>" not in table
+    assert "The capital of France is Paris." in table  # greedy decoding of the real model
+
+    summary = printed(cell_with(notebook, 'results.groupby("temperature")')).splitlines()
+    assert summary[0].split() == ["correct", "brief", "completion_tokens"]
+    assert summary[1].split() == ["temperature"]
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in summary[2:]}
+    assert sorted(rows) == ["0.0", "1.5"]
+    assert rows["0.0"][0] >= 0.5  # the greedy answers name most capitals
+    assert all(0 <= score <= 1 for scores in rows.values() for score in scores[:2])
+
+    plot = cell_with(notebook, "plt.show()")
+    assert rich(plot, "image/png"), "the comparison should be plotted"
+    assert "<Figure size 900x320 with 2 Axes>" in printed(plot)
+
+
+def check_api_notebook(notebook: nbformat.NotebookNode) -> None:
+    """The server answered the openai client and curl (plain and streamed), then stopped."""
+    url = printed(cell_with(notebook, "server = mlxnb.serve(engine)")).strip()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+    models = printed(cell_with(notebook, "client.models.list()"))
+    assert models.startswith("['") and models.endswith("']\n")
+
+    answer = printed(cell_with(notebook, "reply = client.chat.completions.create(")).splitlines()
+    assert "Paris" in answer[0] and answer[1].startswith("CompletionUsage(completion_tokens=")
+    streamed = printed(cell_with(notebook, "stream=True,"))
+    assert len(streamed.strip()) > 20
+
+    listed = printed(cell_with(notebook, 'print(curl(f"{server.url}/models"))')).splitlines()
+    assert listed[0] == f"$ curl -s {url}/models"
+    assert json.loads(listed[1])["object"] == "list"
+
+    posted = printed(
+        cell_with(notebook, 'raw = curl(f"{server.url}/chat/completions"')
+    ).splitlines()
+    assert posted[0].startswith(f"$ curl -s {url}/chat/completions -H ")
+    assert json.loads(posted[1])["object"] == "chat.completion"
+    assert "Rome" in posted[2]
+
+    events = printed(cell_with(notebook, 'print(curl("-N"')).splitlines()
+    assert events[0].startswith(f"$ curl -s -N {url}/chat/completions")
+    chunks = [line for line in events if line.startswith("data: {")]
+    assert len(chunks) >= 2 and [line for line in events if line][-1] == "data: [DONE]"
+    assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in chunks)
+
+    audited = printed(cell_with(notebook, "engine.audit.tail(5)"))
+    assert audited.count("/v1/chat/completions") >= 4
+
+    assert printed(cell_with(notebook, "server.stop()")) == "running: False\n"
+
+
+def check_audit_notebook(notebook: nbformat.NotebookNode) -> None:
+    """The notebook's own log: eleven turns from three doors, queried, summarised and plotted."""
+    traffic = printed(cell_with(notebook, "def ask("))
+    assert traffic.startswith("ContextLengthError - the prompt has ")
+    assert printed(cell_with(notebook, "results = mlxnb.evaluate(")) == "11 rows\n"
+
+    problems = printed(cell_with(notebook, "problems = log.to_pandas("))
+    assert "ContextLengthError" in problems and "cancelled" in problems
+
+    summary = cell_with(notebook, "log.summary()")
+    html = rich(summary, "text/html")
+    for column in ("turns", "errors", "cancelled", "duration_p50_s", "generation_tps_mean"):
+        assert f"<th>{column}</th>" in html
+    for source in ("eval", "python", "server"):
+        assert f"<th>{source}</th>" in html
+
+    counts = printed(cell_with(notebook, "pd.crosstab(")).splitlines()
+    assert counts[0].split() == ["status", "cancelled", "error", "ok"]
+    assert [line.split() for line in counts[2:]] == [
+        ["eval", "0", "0", "4"],
+        ["python", "1", "1", "3"],
+        ["server", "0", "0", "2"],
+    ]
+
+    per_source = printed(cell_with(notebook, 'per_source = df.groupby("source")')).splitlines()
+    assert per_source[0].split() == [
+        "turns",
+        "completion_tokens",
+        "mean_ttft_s",
+        "mean_tokens_per_s",
+    ]
+    assert [line.split()[:2] for line in per_source[2:]] == [
+        ["eval", "4"],
+        ["python", "5"],
+        ["server", "2"],
+    ]
+
+    assert rich(cell_with(notebook, "plt.show()"), "image/png"), "the log should be plotted"
+    exported = printed(cell_with(notebook, "log.export(")).split()
+    assert exported[:2] == ["turns.parquet", "(11,"] and exported[-1] == "True"
 
 
 def check_vision_notebook(notebook: nbformat.NotebookNode) -> None:
@@ -117,3 +316,12 @@ def check_vision_notebook(notebook: nbformat.NotebookNode) -> None:
     assert len(chats) == 1 and chats[0]["supports_images"] is True
     (entry,) = [e for e in chats[0]["transcript"] if "An orange sunset" in json.dumps(e)]
     assert json.dumps(entry).count("data:image/") == 1
+
+
+CHECKS = {
+    "02-tools.ipynb": check_tools_notebook,
+    "03-evaluation.ipynb": check_evaluation_notebook,
+    "04-api.ipynb": check_api_notebook,
+    "05-audit.ipynb": check_audit_notebook,
+    "06-vision.ipynb": check_vision_notebook,
+}
