@@ -1,0 +1,100 @@
+"""binder/ builds as mybinder.org would: repo2docker's steps, replayed in a fresh environment.
+
+repo2docker installs the Debian packages of ``apt.txt``, runs ``pip install -r
+binder/requirements.txt`` in the repository's root, runs ``binder/postBuild``, and starts every
+command through ``binder/start``. This test replays those steps on a copy of the repository's
+files (so the widget bundle, which git ignores, is built from scratch as on Binder) with a new
+virtual environment, then runs the quickstart's first cells through ``binder/start``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+BINDER = ROOT / "binder"
+
+pytestmark = pytest.mark.slow
+
+
+def packages(apt_txt: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in apt_txt.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def test_apt_txt_names_real_debian_packages() -> None:
+    names = packages(BINDER / "apt.txt")
+    assert names, "apt.txt lists no packages"
+    for name in names:
+        shown = subprocess.run(["apt-cache", "show", name], capture_output=True, text=True)
+        assert shown.returncode == 0 and f"Package: {name}\n" in shown.stdout, (name, shown.stderr)
+
+
+def copy_of_repository(target: Path) -> Path:
+    """The repository's files (tracked or new, never git-ignored ones) copied to ``target``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a tracked file may be deleted in the working tree
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
+    started = time.monotonic()
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    seconds = time.monotonic() - started
+    print(f"{seconds:6.1f} s  {' '.join(command)[:100]}")
+    assert done.returncode == 0, f"{command} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+QUICKSTART = """
+import os, mlxnb, mlxnb.testing
+from pathlib import Path
+print("LD_PRELOAD", os.environ.get("LD_PRELOAD", ""))
+print("package", Path(mlxnb.__file__).parent)
+print("widget", (Path(mlxnb.__file__).parent / "static" / "widget.js").stat().st_size > 0)
+engine = mlxnb.load(mlxnb.default_model())
+turn = engine.generate(
+    [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+    max_tokens=24, temperature=0,
+)
+print("answer", turn.content)
+"""
+
+
+def test_binder_builds_and_starts(tmp_path: Path) -> None:
+    repo = copy_of_repository(tmp_path / "repo")
+    assert not (repo / "mlxnb" / "static" / "widget.js").exists()
+    venv = tmp_path / "env"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "LD_PRELOAD")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    env["PYTHONNOUSERSITE"] = "1"
+
+    run([sys.executable, "-m", "venv", str(venv)], repo, env, 120)
+    run(["pip", "install", "--quiet", "-r", "binder/requirements.txt"], repo, env, 900)
+    run([str(repo / "binder" / "postBuild")], repo, env, 300)
+    out = run([str(repo / "binder" / "start"), "python", "-c", QUICKSTART], repo, env, 300)
+
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    assert Path(lines["package"]) == repo / "mlxnb", "an editable install of the repository"
+    assert lines["widget"] == "True", "the widget bundle was built during the install"
+    openblas = list(Path("/usr/lib").glob("*-linux-gnu/openblas-pthread/libopenblas.so.0"))
+    assert lines["LD_PRELOAD"] == (str(openblas[0]) if openblas else "")
+    assert "Paris" in lines["answer"]
