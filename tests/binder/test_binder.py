@@ -21,8 +21,6 @@ import pytest
 ROOT = Path(__file__).parents[2]
 BINDER = ROOT / "binder"
 
-pytestmark = pytest.mark.slow
-
 
 def packages(apt_txt: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in apt_txt.read_text().splitlines())
@@ -79,6 +77,7 @@ print("answer", turn.content)
 """
 
 
+@pytest.mark.slow
 def test_binder_builds_and_starts(tmp_path: Path) -> None:
     repo = copy_of_repository(tmp_path / "repo")
     assert not (repo / "mlxnb" / "static" / "widget.js").exists()
@@ -88,7 +87,13 @@ def test_binder_builds_and_starts(tmp_path: Path) -> None:
     env["PYTHONNOUSERSITE"] = "1"
 
     run([sys.executable, "-m", "venv", str(venv)], repo, env, 120)
-    run(["pip", "install", "--quiet", "-r", "binder/requirements.txt"], repo, env, 900)
+    # --no-compile: byte-compiling every installed module is slow and changes nothing tested.
+    run(
+        ["pip", "install", "--quiet", "--no-compile", "-r", "binder/requirements.txt"],
+        repo,
+        env,
+        900,
+    )
     run([str(repo / "binder" / "postBuild")], repo, env, 300)
     out = run([str(repo / "binder" / "start"), "python", "-c", QUICKSTART], repo, env, 300)
 
