@@ -140,9 +140,17 @@ def check_tools_notebook(notebook: nbformat.NotebookNode) -> None:
 
     widget = cell_with(notebook, "widget = mlxnb.chat(")
     assert any(WIDGET_VIEW in o.get("data", {}) for o in widget.outputs)
-    walk = printed(cell_with(notebook, "await widget.ask("))
-    assert walk == "Sunny and 21 °C: a fine day for a walk along the Seine.\n"
-    # The saved widget state holds the turn with its tool pane: the call, its result, the answer.
+    walk = printed(cell_with(notebook, "await widget.ask(")).splitlines()
+    answer = "Go on Monday or Tuesday: both are sunny, and Wednesday brings rain."
+    assert walk[:2] == [answer, "Looking up 3 days for Paris…"]
+    assert [line.split() for line in walk[2:]] == [
+        ["day", "high_c", "sky"],
+        ["0", "Mon", "21", "sunny"],
+        ["1", "Tue", "23", "sunny"],
+        ["2", "Wed", "17", "rain"],
+    ]
+    # The saved widget state holds the turn with its tool pane: the call, what the tool printed,
+    # the DataFrame it returned as a table, and the answer.
     models: dict[str, Any] = saved_widget_state(notebook).get("state", {})  # type: ignore[assignment]
     transcripts = [
         model["state"]["transcript"]
@@ -150,14 +158,18 @@ def check_tools_notebook(notebook: nbformat.NotebookNode) -> None:
         if isinstance(model, dict) and "transcript" in model.get("state", {})
     ]
     assert len(transcripts) == 1 and len(transcripts[0]) == 1
-    (tool, answer) = transcripts[0][0]["parts"]
+    (tool, content) = transcripts[0][0]["parts"]
     assert (tool["kind"], tool["name"], tool["arguments"]) == (
         "tool",
-        "get_weather",
+        "forecast",
         {"city": "Paris"},
     )
-    assert tool["status"] == "done" and json.loads(tool["result"])["temperature"] == 21
-    assert answer == {"kind": "content", "text": walk.strip()}
+    assert tool["status"] == "done" and tool["error"] is None
+    assert tool["output"]["stdout"] == "Looking up 3 days for Paris…\n"
+    table = tool["output"]["table"]
+    assert table["columns"] == ["day", "high_c", "sky"] and table["shape"] == [3, 3]
+    assert table["rows"][2] == ["Wed", "17", "rain"]
+    assert content == {"kind": "content", "text": answer}
 
     generated = printed(cell_with(notebook, "turn = engine.generate(")).splitlines()
     assert generated == [
