@@ -47,12 +47,16 @@ class Admission:
         kv: The model's KV footprint (``None``: unknown, nothing is held back).
         budget: Bytes of KV the running requests may project together (``None``: no budget).
         timeout: Seconds a request may wait before it ends with ``EngineBusyError``.
+        serial: One request at a time (``kv_bits``): the others wait their turn, however long.
     """
 
-    def __init__(self, kv: KvFootprint | None, budget: int | None, timeout: float) -> None:
+    def __init__(
+        self, kv: KvFootprint | None, budget: int | None, timeout: float, serial: bool = False
+    ) -> None:
         self.kv = kv if budget is not None else None
         self.budget = budget
         self.timeout = timeout
+        self.serial = serial
         self._waiting: deque[Waiting] = deque()
 
     def __len__(self) -> int:
@@ -78,6 +82,8 @@ class Admission:
 
     def fits(self, running: Sequence[int], tokens: int) -> bool:
         """Whether a request projecting ``tokens`` fits beside ``running`` projections."""
+        if self.serial and running:
+            return False  # one request at a time (kv_bits): it waits its turn
         if self.kv is None or self.budget is None:
             return True
         return self.kv.batch_bytes([*running, tokens]) <= self.budget
@@ -97,7 +103,7 @@ class Admission:
     def expired(self, entry: Waiting, now: float) -> EngineBusyError | None:
         """The error ending ``entry`` if it has waited past the timeout, else ``None``."""
         waited = now - entry.since
-        if waited <= self.timeout:
+        if waited <= self.timeout or self.serial:
             return None
         return EngineBusyError(
             f"waited {waited:.1f} s for KV-cache memory ({entry.tokens} tokens; the KV budget "

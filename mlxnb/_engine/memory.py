@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mlxnb.errors import InvalidRequestError
+
 PROMPT_CACHE_SHARE = 1 / 8
 """Default prompt-cache cap, as a share of the device's memory."""
 KV_SHARE = 3 / 4
@@ -64,6 +66,20 @@ class KvFootprint:
 
     per_token: int
     per_sequence: int = 0
+    quantized_per_token: int | None = None
+    quantized_start: int = 0
+
+    def sequence_bytes(self, length: int) -> int:
+        """The most KV memory one sequence of ``length`` tokens holds on its way there.
+
+        With ``kv_bits`` a cache is quantised once it holds ``quantized_start`` tokens; while it
+        is converted both copies exist, so both are counted past that point.
+        """
+        full = min(length, self.quantized_start) if self.quantized_per_token else length
+        quantized = length * self.quantized_per_token if self.quantized_per_token else 0
+        if length <= full:
+            quantized = 0
+        return full * self.per_token + quantized + self.per_sequence
 
     def batch_bytes(self, lengths: Sequence[int]) -> int:
         """The KV memory of sequences of these lengths decoded together.
@@ -73,7 +89,7 @@ class KvFootprint:
         """
         if not lengths:
             return 0
-        return len(lengths) * (max(lengths) * self.per_token + self.per_sequence)
+        return len(lengths) * self.sequence_bytes(max(lengths))
 
 
 @dataclass(frozen=True)
@@ -135,13 +151,16 @@ def weights_bytes(model: Any) -> int:
     return sum(int(value.nbytes) for _, value in tree_flatten(model.parameters()))
 
 
-def measure_kv(model: Any) -> KvFootprint | None:
+def measure_kv(model: Any, quantization: Any = None) -> KvFootprint | None:
     """Measure a model's KV footprint from a real cache after one token (worker only).
 
     One forward pass of one token through a fresh ``make_prompt_cache`` cache covers every
     cache kind mlx-lm makes: attention caches grow per token (their per-token cost is their
     bytes over their allocated length), others hold fixed state per sequence. Sliding-window
     caches are counted as growing without bound, which over-estimates and so errs safe.
+
+    With ``quantization`` (a :class:`~mlxnb._engine.kv_quantization.KvQuantization`), the
+    quantised cache's cost per token is measured from the same cache converted.
 
     Returns:
         The footprint, or ``None`` when the model cannot be measured this way.
@@ -155,6 +174,33 @@ def measure_kv(model: Any) -> KvFootprint | None:
         mx.eval([layer.state for layer in cache])
     except Exception:  # a model that needs more than tokens and a cache (some vision models)
         return None
+    per_token, per_sequence = _per_token(mx, cache)
+    if per_token <= 0 and per_sequence <= 0:
+        return None
+    quantized: int | None = None
+    if quantization is not None:
+        try:
+            converted = [
+                layer.to_quantized(group_size=quantization.group_size, bits=quantization.bits)
+                if hasattr(layer, "to_quantized")
+                else layer
+                for layer in cache
+            ]
+            mx.eval([layer.state for layer in converted])
+        except ValueError as error:  # the head dimension is not a multiple of the group
+            raise InvalidRequestError(
+                f"kv_group_size={quantization.group_size} cannot quantise this model's KV cache "
+                f"(the KV head dimension must be a multiple of it): {error}"
+            ) from error
+        quantized = max(1, round(_per_token(mx, converted)[0]))
+    footprint = KvFootprint(max(1, round(per_token)), per_sequence)
+    if quantized is None:
+        return footprint
+    return KvFootprint(footprint.per_token, per_sequence, quantized, quantization.start)
+
+
+def _per_token(mx: Any, cache: Sequence[Any]) -> tuple[float, int]:
+    """A cache's bytes per token (growing layers) and per sequence (fixed-state layers)."""
     per_token = 0.0
     per_sequence = 0
     for layer in cache:
@@ -165,9 +211,7 @@ def measure_kv(model: Any) -> KvFootprint | None:
             per_token += layer.nbytes / length
         else:
             per_sequence += int(layer.nbytes)
-    if per_token <= 0 and per_sequence <= 0:
-        return None
-    return KvFootprint(max(1, round(per_token)), per_sequence)
+    return per_token, per_sequence
 
 
 def apply_limits(mx: Any, settings: MemorySettings) -> None:
@@ -178,7 +222,13 @@ def apply_limits(mx: Any, settings: MemorySettings) -> None:
         mx.set_cache_limit(settings.cache_limit)
 
 
-def plan_memory(mx: Any, model: Any, kv_model: Any | None, settings: MemorySettings) -> MemoryPlan:
+def plan_memory(
+    mx: Any,
+    model: Any,
+    kv_model: Any | None,
+    settings: MemorySettings,
+    quantization: Any = None,
+) -> MemoryPlan:
     """Size the prompt cache and the KV budget for a loaded model (worker only).
 
     Args:
@@ -186,6 +236,7 @@ def plan_memory(mx: Any, model: Any, kv_model: Any | None, settings: MemorySetti
         model: The whole model (its weights are counted).
         kv_model: The language model whose KV cache requests fill (``None``: not measured).
         settings: The engine's options.
+        quantization: The engine's ``kv_bits`` setting, if any (its footprint is measured).
 
     The defaults: the prompt cache gets :data:`PROMPT_CACHE_SHARE` of the device's memory;
     the KV budget is :data:`KV_SHARE` of it less the weights and the prompt cache's cap, but
@@ -195,7 +246,7 @@ def plan_memory(mx: Any, model: Any, kv_model: Any | None, settings: MemorySetti
     weights = weights_bytes(model)
     cap = settings.prompt_cache_bytes
     prompt_cache = int(device * PROMPT_CACHE_SHARE) if cap is None else max(0, cap)
-    kv = measure_kv(kv_model) if kv_model is not None else None
+    kv = measure_kv(kv_model, quantization) if kv_model is not None else None
     budget = settings.kv_budget_bytes
     if budget == "auto":
         budget = max(int(device * KV_SHARE) - weights - prompt_cache, int(device * KV_FLOOR_SHARE))

@@ -36,6 +36,8 @@ class SoloDecoder:
     accepted = 0
     #: The log-probability vectors (``1 x vocabulary``) of the tokens last returned or handed.
     last_logprobs: list[Any] = []  # noqa: RUF012  (replaced, never mutated)
+    #: Quantises the KV cache after each model call (``kv_bits``; ``None``: never).
+    kv_quantization: Any = None
 
     def __init__(
         self,
@@ -113,8 +115,14 @@ class SoloDecoder:
         self._unprefilled = self._unprefilled[len(chunk) :]
         inputs = mx.array(chunk, dtype=mx.uint32)
         self._prefill(inputs)
+        self._quantize_cache()
         self._context = mx.concatenate([self._context, inputs])
         mx.eval([c.state for c in self.cache])
+
+    def _quantize_cache(self) -> None:
+        """Quantise the cache's layers once they hold enough tokens (``kv_bits``)."""
+        if self.kv_quantization is not None:
+            self.kv_quantization.apply(self.cache)
 
     def _prefill(self, inputs: Any) -> None:
         """Feed prompt tokens (a 1-D array) into the cache; their logits are not needed."""
@@ -128,6 +136,7 @@ class SoloDecoder:
         """Queue one decode step: the sampled token and the log-probabilities it came from."""
         mx = self._mx
         logits = self._logits(inputs)
+        self._quantize_cache()
         if self._processors:
             self._context = mx.concatenate([self._context, inputs.reshape(-1)])
             for processor in self._processors:

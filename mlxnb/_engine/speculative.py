@@ -178,6 +178,7 @@ class SpeculativeDecoder(SoloDecoder):
             draft = self._drafter.draft(min(self._draft_tokens, self._left - 1))
             inputs = mx.array(fed + draft, dtype=mx.uint32)
             logits = self._model(inputs[None], cache=self.cache)[0]
+            self._quantize_cache()
             tokens, logprobs = self._sample(inputs, logits)
             sampled = tokens.tolist()
         kept = 0

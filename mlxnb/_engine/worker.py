@@ -27,6 +27,7 @@ from mlxnb._engine.backend import Prompt, check_context, check_logit_bias
 from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.disk_cache import DiskPromptCache
 from mlxnb._engine.forks import Forks
+from mlxnb._engine.kv_quantization import KvQuantization
 from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
@@ -71,6 +72,8 @@ class WorkerConfig:
         admission_timeout: Seconds a request may wait for KV memory before it ends with
             ``EngineBusyError``.
         disk_cache: Where system-prompt caches are kept across kernels (``None``: nowhere).
+        kv_quantization: Quantise text requests' KV caches (``kv_bits``): each decodes alone on
+            the single-sequence path, one at a time (mlx-lm's batch cannot hold such caches).
     """
 
     max_batch: int = 32
@@ -81,6 +84,7 @@ class WorkerConfig:
     memory: MemorySettings = field(default_factory=MemorySettings)
     admission_timeout: float = 30.0
     disk_cache: DiskPromptCache | None = None
+    kv_quantization: KvQuantization | None = None
 
 
 CPU_PREFILL_BATCH = 8
@@ -257,7 +261,8 @@ class Worker:
         settings = self._config.memory
         apply_limits(self._mx, settings)
         kv_model = self.backend.language_model
-        plan = plan_memory(self._mx, self.backend.model, kv_model, settings)
+        quantization = self._config.kv_quantization
+        plan = plan_memory(self._mx, self.backend.model, kv_model, settings, quantization)
         self._weights_bytes = plan.weights_bytes
         self._cache = PromptCache(self._config.prompt_cache_size, plan.prompt_cache_bytes)
         disk = self._config.disk_cache
@@ -266,7 +271,8 @@ class Worker:
             for tokens, cache in disk.load(plan.prompt_cache_bytes):
                 self._store_cache(cache, tokens, "system")
         timeout = self._config.admission_timeout
-        self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout)
+        serial = quantization is not None
+        self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout, serial)
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
@@ -383,10 +389,14 @@ class Worker:
         # An evaluation run's other rows follow at once: its first row would leave the lone
         # path within steps (a vision row, which cannot join the batch, would stay beside it).
         in_run = request.meta.run_id is not None
+        quantized = self._config.kv_quantization
+        if quantized is not None:  # only the single-sequence path holds quantised caches
+            solo, alone, in_run, store_system = True, True, False, False
         lead = (
             request.fork_key is not None
             and backend.reuses_prompt_cache
             and not store_system
+            and quantized is None
             and len(rest) > 1
         )
         if alone and solo and not (in_run or lead) and not self._active and not store_system:
@@ -402,6 +412,9 @@ class Worker:
                 speculate=speculate,
                 max_tokens=options.max_tokens,
             )
+            if quantized is not None:
+                active.solo.kv_quantization = quantized
+                active.solo.hands_over = False
             self._solo_uids -= 1
             self._active[self._solo_uids] = active
             return
