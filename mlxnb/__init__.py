@@ -44,6 +44,7 @@ from mlxnb.errors import (
     MlxnbError,
     ModelLoadError,
     ModelNotFoundError,
+    RemoteError,
     ServerStartError,
     ToolError,
 )
@@ -63,6 +64,7 @@ from mlxnb.events import (
 )
 
 if TYPE_CHECKING:
+    from mlxnb._remote import Endpoint, Endpoints, endpoint, endpoints
     from mlxnb._server import Limits, create_app
     from mlxnb._server.background import ServerHandle, serve
     from mlxnb._widget import ChatWidget, chat
@@ -71,6 +73,10 @@ if TYPE_CHECKING:
 # Front doors with heavier dependencies (FastAPI, uvicorn, anywidget) load on first use, so
 # `import mlxnb` stays quick and engine-only use needs none of them.
 _LAZY = {
+    "Endpoint": "mlxnb._remote",
+    "Endpoints": "mlxnb._remote",
+    "endpoint": "mlxnb._remote",
+    "endpoints": "mlxnb._remote",
     "ChatWidget": "mlxnb._widget",
     "chat": "mlxnb._widget",
     "Limits": "mlxnb._server",
@@ -104,6 +110,8 @@ __all__ = [
     "Conversation",
     "DependencyError",
     "Done",
+    "Endpoint",
+    "Endpoints",
     "Engine",
     "EngineBusyError",
     "EngineClosedError",
@@ -122,6 +130,7 @@ __all__ = [
     "ModelPool",
     "PrefillProgress",
     "Profile",
+    "RemoteError",
     "Score",
     "ServerHandle",
     "ServerStartError",
@@ -144,6 +153,8 @@ __all__ = [
     "create_app",
     "default_model",
     "default_pool",
+    "endpoint",
+    "endpoints",
     "evaluate",
     "load",
     "models",

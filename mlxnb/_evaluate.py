@@ -255,6 +255,11 @@ class _Models:
                 self.pool.unload(label)
 
 
+def _remote(spec: Any) -> bool:
+    """Whether ``spec`` is a model served elsewhere (:func:`mlxnb.endpoint`, ``endpoints``)."""
+    return type(spec).__module__.startswith("mlxnb._remote.")
+
+
 def _models(model: Any, pool: ModelPool | None) -> _Models:
     pool = pool or default_pool()
     specs = model if isinstance(model, (list, tuple)) else [model]
@@ -266,6 +271,9 @@ def _models(model: Any, pool: ModelPool | None) -> _Models:
 
             spec = default_model()
         if isinstance(spec, (Engine, ModelHandle)):
+            engines[spec.model_id] = spec
+            continue
+        if _remote(spec):  # mlxnb.endpoint(s): served elsewhere, nothing to load or release
             engines[spec.model_id] = spec
             continue
         try:

@@ -16,10 +16,12 @@ Every error mlxnb raises on purpose derives from :class:`MlxnbError`::
     │   └── WrongTypeError       an argument of the wrong type (also a TypeError)
     ├── ConversationBusyError    a reply is running or the model still loading (RuntimeError)
     ├── EmptyHistoryError        no turn to undo (also an IndexError)
+    ├── ConversationNotFoundError    no saved conversation has that id (also a LookupError)
     ├── GenerationError      the worker failed while generating (``__cause__`` kept)
     ├── ToolError            a tool call failed (``ToolResult.raise_for_error``)
     ├── AuditError           a closed audit log, or a file that is not an audit table
-    └── ServerStartError     the API server could not bind or start in time
+    ├── ServerStartError     the API server could not bind or start in time
+    └── RemoteError          a remote endpoint failed: unreachable, 5xx, refused the key
 """
 
 from __future__ import annotations
@@ -69,6 +71,25 @@ class ServerStartError(MlxnbError, OSError):
     """The API server could not bind its socket or did not start in time."""
 
 
+class RemoteError(MlxnbError, ConnectionError):
+    """A remote endpoint (:func:`mlxnb.endpoint`) failed: unreachable, 5xx, or refused the key.
+
+    Attributes:
+        url: The endpoint's base URL (never its API key).
+        status: The HTTP status, or ``None`` when the server could not be reached or the
+            connection broke.
+        streamed: Whether part of the answer had already arrived when it failed.
+    """
+
+    def __init__(
+        self, message: str, *, url: str = "", status: int | None = None, streamed: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.streamed = streamed
+
+
 class InvalidRequestError(MlxnbError, ValueError):
     """A request is malformed: empty messages, bad sampling values, a template that rejects it."""
 
@@ -99,6 +120,10 @@ class ConversationBusyError(MlxnbError, RuntimeError):
 
 class EmptyHistoryError(MlxnbError, IndexError):
     """There is no turn to undo or regenerate."""
+
+
+class ConversationNotFoundError(MlxnbError, LookupError):
+    """No saved conversation has this id (``resume=``) in the audit log's file."""
 
 
 # -- warnings ----------------------------------------------------------------------------------

@@ -37,15 +37,27 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "leaf": frozenset({"leaf"}),
     "audit": frozenset({"leaf", "audit"}),
     "engine": frozenset({"leaf", "audit", "engine"}),
-    "chat": frozenset({"leaf", "engine", "chat"}),
-    "widget": frozenset({"leaf", "engine", "chat", "widget"}),
-    "server": frozenset({"leaf", "engine", "server"}),
-    "evaluate": frozenset({"leaf", "engine", "evaluate"}),
-    "magic": frozenset({"leaf", "engine", "magic"}),
+    "remote": frozenset({"leaf", "audit", "remote"}),
+    "chat": frozenset({"leaf", "audit", "engine", "remote", "chat"}),
+    "widget": frozenset({"leaf", "engine", "remote", "chat", "widget"}),
+    "server": frozenset({"leaf", "engine", "remote", "server"}),
+    "evaluate": frozenset({"leaf", "engine", "remote", "evaluate"}),
+    "magic": frozenset({"leaf", "engine", "remote", "magic"}),
     "top": frozenset(
-        {"leaf", "audit", "engine", "chat", "widget", "server", "evaluate", "magic", "top"}
+        {
+            "leaf",
+            "audit",
+            "engine",
+            "remote",
+            "chat",
+            "widget",
+            "server",
+            "evaluate",
+            "magic",
+            "top",
+        }
     ),
-    "testing": frozenset({"leaf", "audit", "engine", "chat", "testing", "top"}),
+    "testing": frozenset({"leaf", "audit", "engine", "remote", "chat", "testing", "top"}),
 }
 """Which families each family may import: the dependency rule, one direction only."""
 
@@ -62,10 +74,12 @@ def family(module: str) -> str:
         "_images": "leaf",  # a leaf package: Pillow and mlxnb.errors only
         "_audit": "audit",
         "_engine": "engine",
+        "_remote": "remote",
         "_chat": "chat",
         "_chat_turn": "chat",
         "_chat_tools": "chat",
         "_chat_history": "chat",
+        "_chat_saved": "chat",
         "_widget": "widget",
         "_server": "server",
         "_evaluate": "evaluate",
