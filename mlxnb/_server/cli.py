@@ -47,8 +47,35 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="allow browser calls from ORIGIN (repeatable; CORS is off without)",
     )
+    serve.add_argument(
+        "--kv-bits",
+        type=int,
+        choices=(2, 3, 4, 5, 6, 8),
+        help="quantise KV caches to this many bits (long contexts in less memory; requests "
+        "then decode one at a time)",
+    )
+    serve.add_argument(
+        "--kv-group-size", type=int, default=64, help="elements per KV quantisation group"
+    )
+    serve.add_argument(
+        "--quantized-kv-start",
+        type=int,
+        default=5000,
+        help="tokens a sequence holds before its KV cache is quantised (default 5000)",
+    )
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     return parser
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, int]:
+    """The served engines' options the command line set (KV quantisation)."""
+    if args.kv_bits is None:
+        return {}
+    return {
+        "kv_bits": args.kv_bits,
+        "kv_group_size": args.kv_group_size,
+        "quantized_kv_start": args.quantized_kv_start,
+    }
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -68,7 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
     budget = None if args.budget_gb is None else int(args.budget_gb * 2**30)
     pool = ModelPool(budget_bytes=budget, max_models=args.max_models)
     try:
-        names = [pool.register(model) for model in models]
+        options = engine_options(args)
+        names = [pool.register(model, **options) for model in models]
         print(f"mlxnb: loading {models[0]} …", file=sys.stderr, flush=True)
         pool.engine(names[0])  # fail before serving when the first model cannot load
         app = create_app(pool, api_key=args.api_key, cors_origins=args.cors_origins)

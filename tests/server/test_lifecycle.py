@@ -159,3 +159,20 @@ def test_cli_serves_the_same_api(engine: mlxnb.Engine, model_id: str) -> None:
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=60) == 130  # the shell convention for Ctrl-C
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options"),
+    [
+        ([], {}),
+        (["--kv-bits", "4"], {"kv_bits": 4, "kv_group_size": 64, "quantized_kv_start": 5000}),
+        (
+            ["--kv-bits", "8", "--kv-group-size", "32", "--quantized-kv-start", "0"],
+            {"kv_bits": 8, "kv_group_size": 32, "quantized_kv_start": 0},
+        ),
+    ],
+)
+def test_cli_kv_quantisation_options(arguments: list[str], options: dict[str, int]) -> None:
+    from mlxnb._server.cli import _parser, engine_options
+
+    assert engine_options(_parser().parse_args(["serve", *arguments])) == options
