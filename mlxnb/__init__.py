@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlxnb import scorers
 from mlxnb._audit import AuditLog, TurnRecord, read_export
 from mlxnb._chat import ChatTurn, Conversation
+from mlxnb._chat_saved import conversations
 from mlxnb._chat_tools import ToolApproval
 from mlxnb._chat_turn import ContextTrimmed
 from mlxnb._engine import (
@@ -150,6 +151,7 @@ __all__ = [
     "__version__",
     "aevaluate",
     "chat",
+    "conversations",
     "create_app",
     "default_model",
     "default_pool",

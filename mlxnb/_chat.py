@@ -16,7 +16,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlxnb._audit import AuditLog
 from mlxnb._chat_history import HistoryEdits, last_turn, message_text
+from mlxnb._chat_saved import SavedHistory, history_log
 from mlxnb._chat_tools import Approve, ToolApproval, approver_for, run_calls, unanswered
 from mlxnb._chat_turn import (
     ChatEvent,
@@ -82,7 +84,7 @@ class ChatEngine(Protocol):
         """Generate one reply as events."""
 
 
-class Conversation(HistoryEdits):
+class Conversation(HistoryEdits, SavedHistory):
     """A chat history with tools, driven through ``engine.stream``.
 
     Args:
@@ -107,6 +109,14 @@ class Conversation(HistoryEdits):
             the :class:`~mlxnb.events.ToolCall` returning ``True``/``False`` (or awaitable)
             decides itself. A denied call does not run; the model reads that the user denied
             it. ``False`` (default) runs every call.
+        save: Where the history is saved after each finished turn, for ``resume=`` in a later
+            kernel: ``True`` (default) the engine's audit log file (or the default one), an
+            :class:`~mlxnb.AuditLog`, or ``False``. Nothing is saved when that log was opened
+            with ``log_content=False`` or the engine has ``audit=False``.
+        resume: The id of a saved conversation (:attr:`conversation_id`, listed by
+            :func:`mlxnb.conversations`) to go on with: its messages, tool calls, tool results
+            and thinking come back as the history. Raises
+            :class:`~mlxnb.errors.ConversationNotFoundError` when there is none.
     """
 
     def __init__(
@@ -121,6 +131,8 @@ class Conversation(HistoryEdits):
         source: str = "python",
         truncate: bool = False,
         approve: Approve = False,
+        save: AuditLog | bool = True,
+        resume: str | None = None,
     ) -> None:
         if max_tool_rounds < 0:
             raise InvalidRequestError("max_tool_rounds must be >= 0")
@@ -141,7 +153,11 @@ class Conversation(HistoryEdits):
         self._starts: list[int] = []
         self._turns: list[ChatTurn] = []
         self._format: ResponseFormat | None = None  # the last request's response format
+        self._history_log = history_log(engine, save)
+        self._transcript: list[dict[str, Any]] = []  # the widget's, saved with the history
         self.clear()
+        if resume is not None:
+            self._resume(resume)
 
     @property
     def engine(self) -> ChatEngine:
@@ -185,8 +201,14 @@ class Conversation(HistoryEdits):
         return self._busy
 
     def clear(self) -> None:
-        """Forget the history (the system prompt stays)."""
+        """Start afresh under a new :attr:`conversation_id` (the system prompt stays).
+
+        The history so far stays saved under the old id.
+        """
         self._check_idle()
+        if self._starts:
+            self.conversation_id = new_conversation_id()
+        self._transcript = []
         self._messages = [{"role": "system", "content": self.system}] if self.system else []
         self._starts.clear()
         self._turns.clear()
@@ -307,6 +329,7 @@ class Conversation(HistoryEdits):
             self._close_partial(progress, builder, "cancelled", None, partial)
             self._turns.append(progress.finish("cancelled", None))
             self._busy = False
+            self._autosave()
             raise
         except Exception as exc:
             reason, error = "error", f"{type(exc).__name__}: {exc}"
@@ -317,6 +340,7 @@ class Conversation(HistoryEdits):
             chat_turn = replace(chat_turn, parsed=shape.parse(chat_turn.content))
         self._turns.append(chat_turn)
         self._busy = False
+        self._autosave()
         yield chat_turn
 
     def _add_round(self, progress: TurnProgress, turn: Turn, partial: Turn | None) -> Turn:

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from mlxnb._audit import view as _view
+from mlxnb._audit.conversations import ConversationStore
 from mlxnb._audit.frame import (
     FrameBuilder,
     frame_from_rows,
@@ -98,7 +99,8 @@ class AuditLog:
             ``":memory:"`` for a log that lives only in this process.
         log_content: ``False`` stores metadata only: content and reasoning blanked, tool-call
             arguments withheld (``null``; names kept). Image counts and summaries (hashes,
-            formats, sizes) are metadata and kept.
+            formats, sizes) are metadata and kept. Chat histories are not saved at all (no
+            ``resume=``).
         max_text_chars: Longer text fields are cut to this length (with a marker saying so;
             tool calls and image summaries lose whole entries from the end instead).
         durable: ``False`` for an in-memory log (``path`` must then be ``None``).
@@ -130,6 +132,7 @@ class AuditLog:
             target = None if str(path) == ":memory:" else Path(path).expanduser()
         self._store = AuditStore(target)
         self.log_content = log_content
+        self.saved_conversations = ConversationStore(self._store, enabled=log_content)
         self.max_text_chars = max_text_chars
         self._closed = False
         self._cache_lock = threading.Lock()
@@ -291,6 +294,14 @@ class AuditLog:
         self._check_cache()
         rows = self._store.select("request_id = ?", (request_id,))
         return TurnRecord.from_row(rows[0]) if rows else None
+
+    def conversations(self, limit: int | None = 20) -> pd.DataFrame:
+        """Saved chat histories, newest first (``resume=`` one by its ``id``).
+
+        Columns: id, title (the first message), model, source, turns, created_at, updated_at.
+        """
+        self._check_cache()
+        return self.saved_conversations.frame(limit)
 
     def summary(self, by: str | Sequence[str] = ("model", "source")) -> pd.DataFrame:
         """Latency, speed and outcome per group of turns.

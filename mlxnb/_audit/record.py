@@ -19,7 +19,7 @@ from typing import Any, Literal
 from mlxnb.errors import AuditError
 from mlxnb.events import Turn
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the audit row schema (stored in every row and in the database header).
 
 1. The first schema.
@@ -28,6 +28,8 @@ SCHEMA_VERSION = 5
 4. ``draft_tokens`` and ``accepted_draft_tokens`` (prompt-lookup decoding): older rows read
    as ``0``.
 5. ``request`` (what was asked, for replay): older rows read as null.
+6. No new column: the ``conversations`` table (saved chat histories,
+   :mod:`mlxnb._audit.conversations`) beside the turns; a migrated file starts with it empty.
 """
 
 Status = Literal["ok", "cancelled", "error"]

@@ -26,11 +26,13 @@ Why SQLite in WAL mode with ``synchronous=NORMAL`` and a commit per row:
 file from an older mlxnb brings it up to date in place: the columns added since (each
 :class:`~mlxnb._audit.record.Column` names its version and default) are added with ``ALTER
 TABLE ... ADD COLUMN``, so old rows read as the defaults, and the version is raised, all in one
-``BEGIN IMMEDIATE`` transaction. The version is read inside that transaction, under the write
-lock: when several kernels open an old file at once, the first migrates and the others, queued on
-the lock, find the new version and do nothing. A crash mid-way rolls back to the old file. An
-older mlxnb still running on a migrated file keeps appending (it names its columns, the new ones
-take their defaults); one started afterwards refuses it, as every mlxnb refuses a newer file.
+``BEGIN IMMEDIATE`` transaction (version 6 added a table instead: ``conversations``, the
+saved chat histories of :mod:`mlxnb._audit.conversations`). The version is read inside that
+transaction, under the write lock: when several kernels open an old file at once, the first
+migrates and the others, queued on the lock, find the new version and do nothing. A crash
+mid-way rolls back to the old file. An older mlxnb still running on a migrated file keeps
+appending (it names its columns, the new ones take their defaults); one started afterwards
+refuses it, as every mlxnb refuses a newer file.
 
 Each :class:`AuditStore` holds a writer connection and, for files, a separate reader connection,
 so that building a large DataFrame never blocks an append from the engine's worker thread. WAL needs
@@ -46,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlxnb._audit.conversations import create_table as create_conversations
 from mlxnb._audit.record import COLUMN_NAMES, COLUMNS, SCHEMA_VERSION
 from mlxnb.errors import AuditError
 
@@ -174,6 +177,7 @@ class AuditStore:
             if version == 0:
                 body = ", ".join(column.sql for column in COLUMNS)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({body})")
+                create_conversations(con)
                 con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise AuditError(
@@ -201,6 +205,7 @@ class AuditStore:
         for column in COLUMNS:
             if column.since > version and column.name not in present:
                 con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column.sql}")
+        create_conversations(con)  # version 6: saved chat histories
         con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         _log.info(
             "audit database %s migrated from schema version %d to %d",
@@ -217,6 +222,11 @@ class AuditStore:
             appends = self.appends
         if self._checkpointer is not None and appends % CHECKPOINT_EVERY == 0:
             self._checkpointer.poke()
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one writing statement (its own committed transaction) on the writer."""
+        with self._write_lock:
+            self._writer.execute(sql, params)
 
     def insert_many(self, rows: Iterable[Sequence[Any]]) -> int:
         """Append rows in one transaction (all or none); returns how many."""

@@ -308,7 +308,7 @@ def test_a_version_2_file_gains_the_sampling_column(db_path: Path, make_record: 
         log.append(new)
         frame = log.df
         assert list(log) == [dataclasses.replace(old, schema_version=2), new]
-    assert user_version(db_path) == SCHEMA_VERSION == 5
+    assert user_version(db_path) == SCHEMA_VERSION == 6
     assert table_columns(db_path) == list(COLUMN_NAMES)
     assert frame["sampling"].iloc[0] is pd.NA
     assert list(frame["draft_tokens"]) == list(frame["accepted_draft_tokens"]) == [0, 0]

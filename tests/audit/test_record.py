@@ -24,7 +24,7 @@ def test_record_fields_are_the_schema_columns() -> None:
 
 
 def test_later_columns_are_at_the_end_with_their_versions() -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     later = ("image_count", "images", "sampling", "draft_tokens", "accepted_draft_tokens")
     assert COLUMN_NAMES[-6:] == NEW_COLUMNS == (*later, "request")
     assert [(c.kind, c.since, c.default) for c in COLUMNS[-6:]] == [
