@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from remote_scripts import API_KEY
 
 import mlxnb
 from mlxnb._server.background import ServerHandle, serve
 from mlxnb.events import Event
 from mlxnb.testing import forced_output, tiny_model
-
-API_KEY = "remote-secret-key-4711"
 
 
 class NoEnd:

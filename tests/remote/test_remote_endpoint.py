@@ -6,25 +6,10 @@ import asyncio
 import time
 
 import pytest
-from conftest import API_KEY
+from remote_scripts import API_KEY, TOOL_TURN, add
 
 import mlxnb
 from mlxnb._server.background import ServerHandle
-
-TOOL_TURN = (
-    "say:<think>\nI should add them.\n</think>\n\n"
-    '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>'
-)
-
-
-def add(a: int, b: int) -> int:
-    """Add two numbers.
-
-    Args:
-        a: The first.
-        b: The second.
-    """
-    return a + b
 
 
 async def test_content_streams_with_measured_usage(remote: mlxnb.Endpoint) -> None:
