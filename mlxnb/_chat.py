@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlxnb._audit import AuditLog
 from mlxnb._chat_history import HistoryEdits, last_turn, message_text
-from mlxnb._chat_saved import SavedHistory, history_log
+from mlxnb._chat_saved import SavedHistory, log_for
 from mlxnb._chat_tools import Approve, ToolApproval, approver_for, run_calls, unanswered
 from mlxnb._chat_turn import (
     ChatEvent,
@@ -153,11 +153,11 @@ class Conversation(HistoryEdits, SavedHistory):
         self._starts: list[int] = []
         self._turns: list[ChatTurn] = []
         self._format: ResponseFormat | None = None  # the last request's response format
-        self._history_log = history_log(engine, save)
+        self._history_log = log_for(engine, save)
         self._transcript: list[dict[str, Any]] = []  # the widget's, saved with the history
         self.clear()
         if resume is not None:
-            self._resume(resume)
+            self._restore(self._load(resume))
 
     @property
     def engine(self) -> ChatEngine:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-__all__ = ["SavedHistory", "conversations", "history_log"]
+__all__ = ["SavedHistory", "conversations", "log_for"]
 
 _log = logging.getLogger(__name__)
 _default_logs: dict[Path | None, AuditLog] = {}
@@ -45,7 +45,7 @@ def _default_log() -> AuditLog:
         return log
 
 
-def history_log(engine: object, save: AuditLog | bool) -> AuditLog | None:
+def log_for(engine: object, save: AuditLog | bool) -> AuditLog | None:
     """Where a conversation on ``engine`` saves its history (``None``: nowhere).
 
     ``save`` is an :class:`AuditLog`, ``False`` (nowhere) or ``True``: the engine's own audit
@@ -91,6 +91,36 @@ class SavedHistory:
     def engine(self) -> Any:
         raise NotImplementedError
 
+    def _check_idle(self) -> None:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def resume(self, conversation_id: str) -> None:
+        """Go on with a saved conversation instead: its history replaces this one's.
+
+        This conversation's history stays saved under its own id.
+
+        Raises:
+            ConversationNotFoundError: No saved conversation has this id.
+            ConversationBusyError: A turn is running.
+        """
+        self._check_idle()
+        saved = self._load(conversation_id)  # a missing id changes nothing
+        self.clear()
+        self._restore(saved)
+
+    @property
+    def history_log(self) -> AuditLog | None:
+        """Where the history is saved after each turn (``None``: nowhere, see ``save=``)."""
+        return self._history_log
+
+    @property
+    def saved_transcript(self) -> list[dict[str, Any]]:
+        """The chat widget's transcript saved with the history (a copy; may be empty)."""
+        return copy.deepcopy(self._transcript)
+
     def save(self, transcript: list[dict[str, Any]] | None = None) -> bool:
         """Save the history now (it is saved after every finished turn anyway).
 
@@ -124,8 +154,7 @@ class SavedHistory:
         except Exception:  # saving must never fail the turn that just finished
             _log.exception("could not save conversation %s", self.conversation_id)
 
-    def _resume(self, conversation_id: str) -> SavedConversation:
-        """Replace the (empty) history with a saved one."""
+    def _load(self, conversation_id: str) -> SavedConversation:
         log = self._history_log or _default_log()
         saved = log.saved_conversations.get(conversation_id)
         if saved is None:
@@ -133,6 +162,10 @@ class SavedHistory:
             raise ConversationNotFoundError(
                 f"no saved conversation {conversation_id!r} in {where} (see mlxnb.conversations())"
             )
+        return saved
+
+    def _restore(self, saved: SavedConversation) -> None:
+        """Replace the (empty) history with a saved one."""
         self.conversation_id = saved.conversation_id
         self._messages = copy.deepcopy(saved.messages)
         self._starts[:] = [i for i, m in enumerate(self._messages) if m.get("role") == "user"]
@@ -146,7 +179,6 @@ class SavedHistory:
         if first.get("role") == "system":
             self.system = message_text(first)
         self._transcript = copy.deepcopy(saved.transcript)
-        return saved
 
 
 def _summary(turn: ChatTurn) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from mlxnb._images import (
 )
 from mlxnb._widget.control import PageApprovals, continued_entry, edit_index, on_loop
 from mlxnb._widget.export import transcript_markdown, write_notebook
+from mlxnb._widget.history import recent_list, save_quietly, transcript_of
 from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
 from mlxnb._widget.models import ModelChoice, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
@@ -81,7 +82,9 @@ class ChatWidget(anywidget.AnyWidget):
     replaced turns kept in :attr:`history_branches`). Everything the page does is also
     available from Python: :meth:`ask`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
     :attr:`model`, :attr:`messages`, :meth:`to_dataframe`, :meth:`to_markdown`,
-    :meth:`to_notebook`.
+    :meth:`to_notebook`. The history is saved after each turn in the audit log's file; the
+    Recent menu in the header (or :meth:`resume`, or ``resume=`` here) brings a saved
+    conversation back, in this kernel or a later one, with its thinking and tool panes.
 
     Args:
         engine: The engine (:func:`mlxnb.load`; it may still be loading), a pool's
@@ -99,7 +102,8 @@ class ChatWidget(anywidget.AnyWidget):
             Default: the IPython user namespace of the kernel.
         **conversation_options: Passed to :class:`~mlxnb.Conversation`: ``system``, ``tools``,
             ``max_tool_rounds``, ``generation_options``, ``approve`` (``True``: Run / Deny
-            buttons on each call; a function decides without asking).
+            buttons on each call; a function decides without asking), ``save``, ``resume``
+            (a saved conversation's id: it is shown and goes on).
     """
 
     _esm = _asset("widget.js", _UNBUILT_ESM)
@@ -115,6 +119,7 @@ class ChatWidget(anywidget.AnyWidget):
     supports_thinking = traitlets.Bool(False).tag(sync=True)
     supports_images = traitlets.Bool(False).tag(sync=True)
     tool_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    recent = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(
         self,
@@ -142,6 +147,8 @@ class ChatWidget(anywidget.AnyWidget):
             self.conversation.approve = self._approvals
         self.enable_thinking = enable_thinking
         self.tool_names = list(self.conversation.tools)
+        if self.conversation.turns:  # resume=: show the saved conversation
+            self.transcript = transcript_of(self.conversation, chosen.model_id)
         self.flush_interval = flush_interval
         self._task: asyncio.Task[ChatTurn | None] | None = None
         self._stopping = False
@@ -294,6 +301,10 @@ class ChatWidget(anywidget.AnyWidget):
             elif kind == "edit":
                 text = str(content.get("text", ""))
                 self._start(text, edit=content.get("index"), policy=HTTP_POLICY)
+            elif kind == "recent":
+                self.recent = recent_list(self.conversation)
+            elif kind == "resume":
+                self.resume(str(content.get("id", "")))
             elif kind == "export":
                 self.send({"type": "export", "markdown": self.to_markdown()})
         except MlxnbError as exc:  # busy, still loading, nothing to regenerate, a bad image
@@ -451,6 +462,7 @@ class ChatWidget(anywidget.AnyWidget):
             chat_turn = turns[-1] if turns and turns[-1] is not before else None
             entry = recorder.finish(chat_turn, failure)
             self.transcript = [*self.transcript, entry]
+            save_quietly(self.conversation, self.transcript)
             self._recorder = None
             self.status = "ready"
             self._stopping = self._running = False
@@ -522,8 +534,20 @@ class ChatWidget(anywidget.AnyWidget):
             self._unwatch = None
         super().close()
 
+    def resume(self, conversation_id: str) -> None:
+        """Show a saved conversation and go on with it, as the Recent menu does.
+
+        Raises:
+            ConversationNotFoundError: No saved conversation has this id.
+            ConversationBusyError: A reply is being generated.
+        """
+        if self.busy:
+            raise ConversationBusyError("a reply is being generated; stop it first")
+        self.conversation.resume(conversation_id)
+        self.transcript = transcript_of(self.conversation, self.model_name)
+
     def clear(self) -> None:
-        """Forget the conversation (the system prompt stays)."""
+        """Start a new conversation (the system prompt stays; the old one stays saved)."""
         if self.busy:
             raise ConversationBusyError("a reply is being generated; stop it first")
         self.conversation.clear()
@@ -583,7 +607,8 @@ def chat(model: ChatEngine | str | os.PathLike[str], **options: Any) -> ChatWidg
         model: A model or profile name, a local model directory, a Hugging Face repo id, or an
             engine.
         **options: Passed to :class:`ChatWidget` (``system``, ``tools``, ``models``,
-            ``truncate``…).
+            ``truncate``…); ``resume=conversation_id`` brings back a saved conversation
+            (:func:`mlxnb.conversations` lists them), even from before a kernel restart.
 
     Returns:
         The widget (display it as the cell's last expression).
