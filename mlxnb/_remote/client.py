@@ -291,7 +291,7 @@ class Endpoint:
                     continue  # blank separators, comments (progress), event names
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    continue  # read on to the end of the body, so httpx's readers finish
                 chunk = json.loads(data)
                 if isinstance(chunk, Mapping) and chunk.get("error"):
                     for event in reader.finish(error_message(chunk)):
