@@ -15,7 +15,7 @@ import json
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -26,6 +26,7 @@ import httpx
 from mlxnb._audit import AuditLog
 from mlxnb._blocking import run_blocking
 from mlxnb._remote.recording import asked, public_url, record_remote_turn
+from mlxnb._remote.sync import iterate_sync
 from mlxnb._remote.wire import ChunkReader, error_message, parsed_answer, request_body
 from mlxnb.errors import (
     ContextLengthError,
@@ -166,6 +167,20 @@ class Endpoint:
                 connection broke while the answer streamed.
         """
         return self.events(messages, tools, enable_thinking, meta=meta, options=options)
+
+    def stream_sync(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        *,
+        meta: Any = None,
+        **options: Any,
+    ) -> Iterator[Event]:
+        """Blocking twin of :meth:`stream` (a private loop in a helper thread); same events."""
+        return iterate_sync(
+            lambda: self.events(messages, tools, enable_thinking, meta=meta, options=options)
+        )
 
     async def events(
         self,

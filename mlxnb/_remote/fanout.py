@@ -10,12 +10,13 @@ finishes every row when a server dies mid-run; a stream is moved only before its
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
 from mlxnb._blocking import run_blocking
 from mlxnb._remote.client import Endpoint, Messages, Tools
+from mlxnb._remote.sync import iterate_sync
 from mlxnb.errors import InvalidRequestError, RemoteError
 from mlxnb.events import Event, Turn
 
@@ -129,7 +130,7 @@ class Endpoints:
         *,
         meta: Any = None,
         **options: Any,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Stream a reply from the least-loaded server; arguments as :meth:`Endpoint.stream`.
 
         A server that fails before the first event is skipped and the next one asked; once
@@ -159,6 +160,20 @@ class Endpoints:
             finally:
                 self._load[index] -= 1
                 await events.aclose()
+
+    def stream_sync(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        *,
+        meta: Any = None,
+        **options: Any,
+    ) -> Iterator[Event]:
+        """Blocking twin of :meth:`stream`; same arguments and events."""
+        return iterate_sync(
+            lambda: self.stream(messages, tools, enable_thinking, meta=meta, **options)
+        )
 
     async def agenerate(
         self,

@@ -109,3 +109,21 @@ async def test_closing_the_stream_cancels_the_request_on_the_server(
     assert rows["completion_tokens"].iloc[-1] < 1000
     mine = client_audit.to_pandas()
     assert list(mine["finish_reason"]) == ["cancelled"]
+
+
+def test_stream_sync_yields_the_same_events_and_closing_it_cancels(
+    remote: mlxnb.Endpoint, server_audit: mlxnb.AuditLog
+) -> None:
+    events = list(remote.stream_sync([{"role": "user", "content": "say:in a script"}]))
+    assert "".join(e.text for e in events if isinstance(e, mlxnb.ContentDelta)) == "in a script"
+    assert isinstance(events[-1], mlxnb.Done) and events[-1].finish_reason == "stop"
+    before = len(server_audit.to_pandas())
+    stream = remote.stream_sync([{"role": "user", "content": "spin:go"}], max_tokens=20_000)
+    for count, _ in enumerate(stream):
+        if count >= 3:
+            break
+    stream.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while len(rows := server_audit.to_pandas()) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(rows["finish_reason"])[before:] == ["cancelled"]
