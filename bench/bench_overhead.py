@@ -95,7 +95,7 @@ class DirectWakeups:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run alternating pairs, print the table, return the raw numbers and figures."""
-    path = bench_model(args.shape, args.dtype)
+    path = bench_model(args.shape, args.dtype, args.bits)
     options: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
     engine = mlxnb.load(path, **options)
     direct = None
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--bits", type=int, default=None, help="quantise the model (e.g. 4)")
     parser.add_argument(
         "--direct-wakeups",
         action="store_true",
