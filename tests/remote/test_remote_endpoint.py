@@ -127,3 +127,19 @@ def test_stream_sync_yields_the_same_events_and_closing_it_cancels(
     while len(rows := server_audit.to_pandas()) == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(rows["finish_reason"])[before:] == ["cancelled"]
+
+
+async def test_endpoints_skip_a_dead_server_before_the_first_event(
+    server: ServerHandle, served_engine: mlxnb.Engine, client_audit: mlxnb.AuditLog
+) -> None:
+    dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+    group = mlxnb.endpoints(
+        [dead, server.url], model=served_engine.model_id, api_key=API_KEY, audit=client_audit
+    )
+    chat = mlxnb.Conversation(group, generation_options={"max_tokens": 50})
+    turn = await chat.ask("say:from the live one")
+    assert turn.content == "from the live one"
+    assert group.alive == [server.url]
+    rows = client_audit.to_pandas()
+    assert list(rows["endpoint"]) == [dead, server.url]
+    assert list(rows["finish_reason"]) == ["error", "stop"]

@@ -6,8 +6,10 @@ stub answers each request with the next scripted reply and counts what it was se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +42,9 @@ class Stub:
     def __init__(self) -> None:
         self.script: list[Reply] = []
         self.bodies: list[dict[str, Any]] = []
+        self.delay = 0.0
+        self.running = self.most_running = 0
+        self.lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +54,17 @@ class Stub:
                 pass
 
             def do_POST(self) -> None:
+                with stub.lock:
+                    stub.running += 1
+                    stub.most_running = max(stub.most_running, stub.running)
+                try:
+                    time.sleep(stub.delay)
+                    self.answer()
+                finally:
+                    with stub.lock:
+                        stub.running -= 1
+
+            def answer(self) -> None:
                 length = int(self.headers["Content-Length"])
                 stub.bodies.append(json.loads(self.rfile.read(length)))
                 reply = stub.script.pop(0) if stub.script else OK
@@ -99,6 +115,7 @@ def stub() -> Iterator[Stub]:
 def remote(stub: Stub) -> Iterator[mlxnb.Endpoint]:
     stub.script.clear()
     stub.bodies.clear()
+    stub.delay, stub.most_running = 0.0, 0
     with mlxnb.AuditLog(":memory:") as audit:
         yield mlxnb.endpoint(stub.url, model="stub", backoff=0.01, audit=audit)
 
@@ -181,3 +198,21 @@ async def test_reasoning_and_tool_call_fragments_become_events(
     assert [(e.index, e.raw) for e in errors] == [(1, '{"a": ')]
     done = events[-1]
     assert isinstance(done, mlxnb.Done) and done.finish_reason == "tool_calls"
+
+
+async def test_at_most_max_concurrency_requests_are_in_flight(stub: Stub) -> None:
+    stub.delay = 0.1
+    remote = mlxnb.endpoint(stub.url, model="stub", max_concurrency=2, audit=False)
+    turns = await asyncio.gather(*(remote.agenerate(ASK) for _ in range(6)))
+    assert [t.content for t in turns] == ["fine"] * 6
+    assert stub.most_running == 2
+
+
+def test_user_information_in_the_url_is_never_recorded(stub: Stub) -> None:
+    with mlxnb.AuditLog(":memory:") as audit:
+        url = stub.url.replace("http://", "http://me:hunter2@")
+        remote = mlxnb.endpoint(url, model="stub", audit=audit)
+        assert remote.generate(ASK).content == "fine"
+        rows = audit.to_pandas()
+        assert list(rows["endpoint"]) == [stub.url]
+        assert "hunter2" not in rows.to_json(date_format="iso") and "hunter2" not in repr(remote)
