@@ -120,6 +120,7 @@ class ChatWidget(anywidget.AnyWidget):
     supports_images = traitlets.Bool(False).tag(sync=True)
     tool_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
     recent = traitlets.List(traitlets.Dict()).tag(sync=True)
+    conversation_id = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
         self,
@@ -149,6 +150,8 @@ class ChatWidget(anywidget.AnyWidget):
         self.tool_names = list(self.conversation.tools)
         if self.conversation.turns:  # resume=: show the saved conversation
             self.transcript = transcript_of(self.conversation, chosen.model_id)
+        self.conversation_id = self.conversation.conversation_id
+        self.recent = recent_list(self.conversation)
         self.flush_interval = flush_interval
         self._task: asyncio.Task[ChatTurn | None] | None = None
         self._stopping = False
@@ -545,6 +548,7 @@ class ChatWidget(anywidget.AnyWidget):
             raise ConversationBusyError("a reply is being generated; stop it first")
         self.conversation.resume(conversation_id)
         self.transcript = transcript_of(self.conversation, self.model_name)
+        self.conversation_id = conversation_id
 
     def clear(self) -> None:
         """Start a new conversation (the system prompt stays; the old one stays saved)."""
@@ -552,6 +556,7 @@ class ChatWidget(anywidget.AnyWidget):
             raise ConversationBusyError("a reply is being generated; stop it first")
         self.conversation.clear()
         self.transcript = []
+        self.conversation_id = self.conversation.conversation_id
 
     @property
     def messages(self) -> list[dict[str, Any]]:

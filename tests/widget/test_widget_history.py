@@ -23,6 +23,8 @@ def parts(entry: dict[str, Any]) -> list[str]:
 async def test_a_widget_resumes_a_saved_conversation_with_its_panes(
     engine: mlxnb.Engine, script: Script
 ) -> None:
+    fresh = ChatWidget(engine, tools=[get_weather])  # opened before the chat it will list
+    wire = Wire(fresh)
     first = ChatWidget(engine, tools=[get_weather], generation_options=script(THINK_CALL, "Sunny."))
     await first.ask("Weather in Paris?")
     saved_id = first.conversation.conversation_id
@@ -34,15 +36,18 @@ async def test_a_widget_resumes_a_saved_conversation_with_its_panes(
     assert again.transcript == drawn  # the panes as the page drew them
     assert again.messages == first.messages
 
-    fresh = ChatWidget(engine, tools=[get_weather])
-    wire = Wire(fresh)
     from_page(fresh, {"type": "recent"})
     listed = fresh.recent
     assert listed[0]["id"] == saved_id and listed[0]["title"] == "Weather in Paris?"
     assert listed[0]["turns"] == 1 and listed[0]["model"] == engine.model_id
     assert any("recent" in state for kind, state in wire.log if kind == "update")
+    assert fresh.conversation_id != saved_id
     from_page(fresh, {"type": "resume", "id": saved_id})
     assert fresh.transcript == drawn and fresh.conversation.conversation_id == saved_id
+    assert fresh.conversation_id == saved_id  # the page marks it in the menu
+    fresh.clear()
+    assert fresh.conversation_id == fresh.conversation.conversation_id != saved_id
+    fresh.resume(saved_id)
     assert fresh.turns[0].tool_results[0].name == "get_weather"
 
     from_page(fresh, {"type": "resume", "id": "no-such-id"})

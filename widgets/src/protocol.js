@@ -92,9 +92,12 @@
  * `index` with new text, replacing the turns after it.
  * @typedef {{type: "approve", id: string, run: boolean}} ApproveRequest
  * @typedef {{type: "edit", index: number, text: string}} EditRequest
+ * `recent` asks for the saved conversations (the Recent menu is being opened); `resume` shows
+ * saved conversation `id` and goes on with it.
+ * @typedef {{type: "resume", id: string}} ResumeRequest
  * @typedef {SendRequest | ModelRequest | {type: "models"} | {type: "regenerate"} | {type: "stop"}
  *   | {type: "clear"} | {type: "names"} | {type: "export"} | ApproveRequest | {type: "continue"}
- *   | EditRequest} ViewRequest
+ *   | EditRequest | {type: "recent"} | ResumeRequest} ViewRequest
  *
  * The synced traits of ChatWidget. `load_progress` is empty unless a model is being fetched or
  * loaded; `fraction` is null when the size is unknown.
@@ -102,11 +105,14 @@
  * @typedef {"resolving" | "downloading" | "loading"} LoadStage
  * @typedef {{model: string, stage: LoadStage, fraction: number | null, message: string}}
  *   LoadProgress
+ * `recent`: saved conversations, newest first; `conversation_id`: the one shown.
+ * @typedef {{id: string, title: string, model: string, turns: number, updated_at: string}}
+ *   RecentConversation
  * @typedef {{
  *   transcript: Turn[], status: WidgetStatus, error: string, model_name: string,
  *   models: string[], load_progress: LoadProgress | Record<string, never>,
  *   enable_thinking: boolean, supports_thinking: boolean, supports_images: boolean,
- *   tool_names: string[]
+ *   tool_names: string[], recent: RecentConversation[], conversation_id: string
  * }} WidgetState
  */
 

@@ -11,6 +11,7 @@ import { shortModelName } from "./format.js";
 import { MentionCompleter } from "./mentions.js";
 import { ModelPicker } from "./picker.js";
 import { applyOps, newTurn } from "./protocol.js";
+import { RecentMenu } from "./recent.js";
 import { TurnView } from "./turn.js";
 
 /**
@@ -91,11 +92,16 @@ export class ChatView {
       pick: (name) => this.model.send({ type: "model", name }),
       opening: () => this.model.send({ type: "models" }),
     });
+    this.recent = new RecentMenu({
+      resume: (id) => this.model.send({ type: "resume", id }),
+      opening: () => this.model.send({ type: "recent" }),
+    });
     header.append(
       this.modelName,
       this.picker.select,
       this.statusText,
       h("span", { class: "mlxnb-spacer" }),
+      this.recent.select,
       toggle,
       this.exporter.button,
       this.clearButton,
@@ -189,6 +195,8 @@ export class ChatView {
       ["change:model_name", () => this.updateControls()],
       ["change:models", () => this.updateControls()],
       ["change:load_progress", () => this.updateControls()],
+      ["change:recent", () => this.updateControls()],
+      ["change:conversation_id", () => this.updateControls()],
       ["change:enable_thinking", () => this.updateControls()],
       ["change:supports_thinking", () => this.updateControls()],
       ["change:supports_images", () => this.updateControls()],
@@ -386,6 +394,8 @@ export class ChatView {
       /** @type {HTMLButtonElement} */ (button).disabled = !ready;
     }
     this.exporter.button.disabled = turns.length === 0;
+    const recent = this.model.get("recent") ?? [];
+    this.recent.update(recent, this.model.get("conversation_id") ?? "", !ready);
   }
 
   destroy() {

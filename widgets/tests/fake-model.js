@@ -24,6 +24,8 @@ export class FakeModel {
       supports_thinking: true,
       supports_images: false,
       tool_names: [],
+      recent: [],
+      conversation_id: "",
       ...state,
     };
     /** @type {Map<string, Listener[]>} */
