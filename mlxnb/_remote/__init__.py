@@ -36,7 +36,7 @@ def endpoint(
         api_key: The server's API key (sent as a bearer token; never recorded).
         max_concurrency: Most requests in flight at once.
         **options: Further :class:`Endpoint` arguments (``retries``, ``backoff``,
-            ``timeout``, ``audit``, ``supports_thinking``).
+            ``timeout``, ``audit``, ``supports_thinking``, ``kind``).
 
     Returns:
         The endpoint.
@@ -68,7 +68,7 @@ def endpoints(
         api_key: Sent to every server (never recorded).
         max_concurrency: Most requests in flight per server.
         **options: Further :class:`Endpoints` arguments (``dead_for``, ``retries``,
-            ``timeout``, ``audit``, ``supports_thinking``).
+            ``timeout``, ``audit``, ``supports_thinking``, ``kind``).
 
     Returns:
         The group, used like one engine.

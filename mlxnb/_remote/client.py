@@ -70,6 +70,9 @@ class Endpoint:
         audit: Where turns are recorded: an :class:`~mlxnb.AuditLog`, ``None`` for the
             default log, ``False`` for none.
         supports_thinking: Whether the model thinks (the chat widget shows its switch).
+        kind: ``"vision"`` (the chat widget offers image attachments), ``"text"`` (images are
+            refused before sending) or ``None`` (not known: images are sent and the server
+            decides).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Endpoint:
         timeout: float = 600.0,
         audit: AuditLog | Literal[False] | None = None,
         supports_thinking: bool = True,
+        kind: str | None = None,
     ) -> None:
         if max_concurrency < 1 or retries < 0 or backoff < 0:
             raise InvalidRequestError("max_concurrency must be >= 1; retries, backoff >= 0")
@@ -95,6 +99,7 @@ class Endpoint:
         self.backoff = backoff
         self.timeout = timeout
         self._supports_thinking = supports_thinking
+        self.kind = kind
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.audit = (AuditLog() if audit is None else audit) or None
         self.in_flight = 0

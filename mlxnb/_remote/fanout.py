@@ -41,7 +41,7 @@ class Endpoints:
         dead_for: Seconds a failed server is skipped before it is tried again.
         audit: Where turns are recorded (one row per attempt, naming its server).
         **options: Further :class:`Endpoint` arguments (``retries``, ``backoff``, ``timeout``,
-            ``supports_thinking``).
+            ``supports_thinking``, ``kind``).
     """
 
     def __init__(
@@ -70,6 +70,7 @@ class Endpoints:
             for url in urls
         ]
         self.model_id = model
+        self.kind = self.members[0].kind
         self.dead_for = dead_for
         self.audit = shared or None
         self._load = [0] * len(self.members)

@@ -103,7 +103,21 @@ def asked(
 ) -> dict[str, Any]:
     """What a request asked, as its audit row keeps it."""
     return {
-        "messages": [dict(message) for message in messages],
+        "messages": [_without_images(message) for message in messages],
         "tools": [dict(tool) for tool in tools] if tools else None,
         "enable_thinking": enable_thinking,
     }
+
+
+def _without_images(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The message with each image part as a placeholder (pixels are never stored)."""
+    kept = dict(message)
+    content = kept.get("content")
+    if isinstance(content, list):
+        kept["content"] = [
+            {"type": "image"}
+            if isinstance(part, Mapping) and part.get("type") in ("image", "image_url")
+            else part
+            for part in content
+        ]
+    return kept

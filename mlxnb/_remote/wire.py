@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxnb._ids import new_tool_call_id
+from mlxnb._images import PYTHON_POLICY, load_image
 from mlxnb.errors import InvalidRequestError, UnknownOptionError
 from mlxnb.events import (
     ContentDelta,
@@ -82,7 +83,7 @@ def request_body(
     """
     body: dict[str, Any] = {
         "model": model,
-        "messages": [dict(message) for message in messages],
+        "messages": outgoing(messages),
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -124,6 +125,32 @@ def request_body(
     except (TypeError, ValueError) as error:
         raise InvalidRequestError(f"the request cannot be sent as JSON: {error}") from error
     return body
+
+
+def outgoing(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as the wire carries them: images as ``data:`` URLs.
+
+    An image part (a PIL image, array, figure, path, bytes, …) becomes an ``image_url`` part
+    with a ``data:`` URL of the checked image.
+
+    Raises:
+        InvalidRequestError: An image that cannot be loaded.
+    """
+    sent = []
+    for message in messages:
+        message = dict(message)
+        content = message.get("content")
+        if isinstance(content, list):
+            message["content"] = [_part(part) for part in content]
+        sent.append(message)
+    return sent
+
+
+def _part(part: Any) -> Any:
+    if isinstance(part, Mapping) and part.get("type") == "image":
+        image = load_image(part.get("image"), policy=PYTHON_POLICY)
+        return {"type": "image_url", "image_url": {"url": image.data_url()}}
+    return dict(part) if isinstance(part, Mapping) else part
 
 
 def _tool_choice(choice: Any) -> Any:

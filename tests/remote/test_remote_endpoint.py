@@ -143,3 +143,16 @@ async def test_endpoints_skip_a_dead_server_before_the_first_event(
     rows = client_audit.to_pandas()
     assert list(rows["endpoint"]) == [dead, server.url]
     assert list(rows["finish_reason"]) == ["error", "stop"]
+
+
+async def test_a_text_endpoint_refuses_images_before_sending(
+    server: ServerHandle, served_engine: mlxnb.Engine
+) -> None:
+    text_only = mlxnb.endpoint(
+        server.url, model=served_engine.model_id, api_key=API_KEY, kind="text", audit=False
+    )
+    from PIL import Image
+
+    chat = mlxnb.Conversation(text_only)
+    with pytest.raises(mlxnb.InvalidRequestError, match="text-only model"):
+        await chat.ask("what is this?", images=[Image.new("RGB", (8, 8))])

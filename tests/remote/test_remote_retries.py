@@ -216,3 +216,23 @@ def test_user_information_in_the_url_is_never_recorded(stub: Stub) -> None:
         rows = audit.to_pandas()
         assert list(rows["endpoint"]) == [stub.url]
         assert "hunter2" not in rows.to_json(date_format="iso") and "hunter2" not in repr(remote)
+
+
+def test_images_travel_as_data_urls_and_are_not_stored(stub: Stub) -> None:
+    from PIL import Image as PILImage
+
+    picture = PILImage.new("RGB", (8, 8), "red")
+    with mlxnb.AuditLog(":memory:") as audit:
+        remote = mlxnb.endpoint(stub.url, model="stub", audit=audit)
+        parts: list[dict[str, Any]] = [
+            {"type": "image", "image": picture},
+            {"type": "text", "text": "what?"},
+        ]
+        message = {"role": "user", "content": parts}
+        assert remote.generate([message]).content == "fine"
+        [image, text] = stub.bodies[-1]["messages"][0]["content"]
+        assert image["type"] == "image_url"
+        assert image["image_url"]["url"].startswith("data:image/")
+        assert text == {"type": "text", "text": "what?"}
+        stored = audit.to_pandas()["request"].iloc[0]
+        assert "data:image" not in str(stored)
