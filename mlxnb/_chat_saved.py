@@ -19,6 +19,7 @@ from mlxnb._audit import AuditLog, default_path
 from mlxnb._audit.conversations import SavedConversation, title_of
 from mlxnb._chat_history import message_text
 from mlxnb._chat_turn import ChatTurn
+from mlxnb._images import Image
 from mlxnb._tools import ToolResult
 from mlxnb.errors import ConversationNotFoundError
 from mlxnb.events import FinishReason, ToolCall, Turn, Usage
@@ -142,7 +143,7 @@ class SavedHistory:
             title=title_of(message_text(self._messages[self._starts[0]])),
             model=str(getattr(self.engine, "model_id", "")),
             source=self.source,
-            messages=self._messages,
+            messages=[_storable(message) for message in self._messages],
             turn_summaries=[_summary(turn) for turn in self._turns],
             transcript=self._transcript,
         )
@@ -179,6 +180,20 @@ class SavedHistory:
         if first.get("role") == "system":
             self.system = message_text(first)
         self._transcript = copy.deepcopy(saved.transcript)
+
+
+def _storable(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as JSON can hold it: images (checked ``Image`` values) as ``data:`` URLs."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    parts = [
+        {**part, "image": part["image"].data_url()}
+        if isinstance(part, dict) and isinstance(part.get("image"), Image)
+        else part
+        for part in content
+    ]
+    return {**message, "content": parts}
 
 
 def _summary(turn: ChatTurn) -> dict[str, Any]:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 import mlxnb
 from mlxnb import AuditLog, Conversation
 from mlxnb._chat_saved import conversations
 from mlxnb.errors import ConversationNotFoundError
-from mlxnb.testing import ForcedOutput
+from mlxnb.testing import FakeEngine, ForcedOutput, fake_reply
 
 REPO = Path(__file__).resolve().parent.parent
 Force = Callable[..., ForcedOutput]
@@ -168,3 +169,22 @@ def test_a_conversation_resumes_in_a_new_process(
     # the parent sees the continued conversation too
     listed = conversations(audit=engine.audit)
     assert listed.set_index("id").loc[first.conversation_id, "turns"] == 2
+
+
+class VisionFake(FakeEngine):
+    kind = "vision"
+
+
+def test_images_are_saved_as_data_urls_and_sent_again_on_resume(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "vision.sqlite3")
+    picture = PILImage.new("RGB", (8, 8), (200, 30, 30))
+    first = Conversation(VisionFake([fake_reply("Red.")]), save=log)
+    asyncio.run(first.ask("What colour?", images=picture))
+    engine = VisionFake([fake_reply("Still red.")])
+    back = Conversation(engine, save=log, resume=first.conversation_id)
+    image = back.messages[0]["content"][0]["image"]
+    assert isinstance(image, str) and image.startswith("data:image/png;base64,")
+    asyncio.run(back.ask("Sure?"))
+    [request] = engine.calls
+    assert request.messages[0]["content"][0]["image"] == image
+    log.close()
