@@ -235,7 +235,7 @@ class Endpoint:
                 builder=builder,
                 started_at=started_at,
                 duration_s=time.perf_counter() - started,
-                error=None if isinstance(error, GeneratorExit) else error,
+                error=None if isinstance(error, GeneratorExit | asyncio.CancelledError) else error,
             )
 
     def _slot(self) -> asyncio.Semaphore:

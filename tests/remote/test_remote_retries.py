@@ -236,3 +236,16 @@ def test_images_travel_as_data_urls_and_are_not_stored(stub: Stub) -> None:
         assert text == {"type": "text", "text": "what?"}
         stored = audit.to_pandas()["request"].iloc[0]
         assert "data:image" not in str(stored)
+
+
+def test_an_error_chunk_ends_the_turn_with_its_message(stub: Stub, remote: mlxnb.Endpoint) -> None:
+    stub.script[:] = [Reply(chunks=[chunk({"content": "par"}), {"error": {"message": "boom"}}])]
+    turn = remote.generate(ASK)
+    assert (turn.content, turn.finish_reason, turn.error) == ("par", "error", "boom")
+    assert len(stub.bodies) == 1
+
+
+def test_a_stream_that_ends_unfinished_is_an_error(stub: Stub, remote: mlxnb.Endpoint) -> None:
+    stub.script[:] = [Reply(chunks=[chunk({"content": "cut"})])]  # [DONE] without a finish
+    with pytest.raises(mlxnb.RemoteError, match="without finishing"):
+        remote.generate(ASK)
