@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def engine_options(args: argparse.Namespace) -> dict[str, int]:
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The served engines' options the command line set (KV quantisation)."""
     if args.kv_bits is None:
         return {}
