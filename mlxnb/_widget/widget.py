@@ -119,7 +119,6 @@ class ChatWidget(anywidget.AnyWidget):
     supports_thinking = traitlets.Bool(False).tag(sync=True)
     supports_images = traitlets.Bool(False).tag(sync=True)
     tool_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    recent = traitlets.List(traitlets.Dict()).tag(sync=True)
     conversation_id = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
@@ -151,7 +150,6 @@ class ChatWidget(anywidget.AnyWidget):
         if self.conversation.turns:  # resume=: show the saved conversation
             self.transcript = transcript_of(self.conversation, chosen.model_id)
         self.conversation_id = self.conversation.conversation_id
-        self.recent = recent_list(self.conversation)
         self.flush_interval = flush_interval
         self._task: asyncio.Task[ChatTurn | None] | None = None
         self._stopping = False
@@ -304,8 +302,8 @@ class ChatWidget(anywidget.AnyWidget):
             elif kind == "edit":
                 text = str(content.get("text", ""))
                 self._start(text, edit=content.get("index"), policy=HTTP_POLICY)
-            elif kind == "recent":
-                self.recent = recent_list(self.conversation)
+            elif kind == "recent":  # a message, not a trait: keeps titles out of the notebook
+                self.send({"type": "recent", "conversations": recent_list(self.conversation)})
             elif kind == "resume":
                 self.resume(str(content.get("id", "")))
             elif kind == "export":

@@ -23,7 +23,7 @@ def parts(entry: dict[str, Any]) -> list[str]:
 async def test_a_widget_resumes_a_saved_conversation_with_its_panes(
     engine: mlxnb.Engine, script: Script
 ) -> None:
-    fresh = ChatWidget(engine, tools=[get_weather])  # opened before the chat it will list
+    fresh = ChatWidget(engine, tools=[get_weather])
     wire = Wire(fresh)
     first = ChatWidget(engine, tools=[get_weather], generation_options=script(THINK_CALL, "Sunny."))
     await first.ask("Weather in Paris?")
@@ -37,10 +37,11 @@ async def test_a_widget_resumes_a_saved_conversation_with_its_panes(
     assert again.messages == first.messages
 
     from_page(fresh, {"type": "recent"})
-    listed = fresh.recent
+    [message] = wire.customs("recent")  # a message: other titles stay out of the notebook
+    listed = message["conversations"]
     assert listed[0]["id"] == saved_id and listed[0]["title"] == "Weather in Paris?"
     assert listed[0]["turns"] == 1 and listed[0]["model"] == engine.model_id
-    assert any("recent" in state for kind, state in wire.log if kind == "update")
+    assert "recent" not in fresh.get_state()
     assert fresh.conversation_id != saved_id
     from_page(fresh, {"type": "resume", "id": saved_id})
     assert fresh.transcript == drawn and fresh.conversation.conversation_id == saved_id
@@ -99,5 +100,6 @@ async def test_a_widget_that_does_not_save_lists_nothing(
 ) -> None:
     widget = ChatWidget(engine, save=False, generation_options=script("Hi."))
     await widget.ask("Hello?")
+    wire = Wire(widget)
     from_page(widget, {"type": "recent"})
-    assert widget.recent == []
+    assert wire.customs("recent") == [{"type": "recent", "conversations": []}]

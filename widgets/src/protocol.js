@@ -78,8 +78,12 @@
  * @typedef {{type: "names", names: Array<[string, string]>}} NamesMessage
  * `export`: the conversation as markdown (the answer to an `export` request).
  * @typedef {{type: "export", markdown: string}} ExportMessage
- * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage | ExportMessage}
- *   KernelMessage
+ * `recent`: saved conversations, newest first (the answer to a `recent` request).
+ * @typedef {{id: string, title: string, model: string, turns: number, updated_at: string}}
+ *   RecentConversation
+ * @typedef {{type: "recent", conversations: RecentConversation[]}} RecentMessage
+ * @typedef {StartMessage | OpsMessage | RefusedMessage | NamesMessage | ExportMessage
+ *   | RecentMessage} KernelMessage
  *
  * Custom messages, view → kernel (ChatWidget._on_frontend_message). `images` are `data:` URLs
  * of the attached images (scaled down in the browser, see images.js); left out when none.
@@ -105,14 +109,12 @@
  * @typedef {"resolving" | "downloading" | "loading"} LoadStage
  * @typedef {{model: string, stage: LoadStage, fraction: number | null, message: string}}
  *   LoadProgress
- * `recent`: saved conversations, newest first; `conversation_id`: the one shown.
- * @typedef {{id: string, title: string, model: string, turns: number, updated_at: string}}
- *   RecentConversation
+ * `conversation_id`: the conversation shown (its id in the audit log's file).
  * @typedef {{
  *   transcript: Turn[], status: WidgetStatus, error: string, model_name: string,
  *   models: string[], load_progress: LoadProgress | Record<string, never>,
  *   enable_thinking: boolean, supports_thinking: boolean, supports_images: boolean,
- *   tool_names: string[], recent: RecentConversation[], conversation_id: string
+ *   tool_names: string[], conversation_id: string
  * }} WidgetState
  */
 

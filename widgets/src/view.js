@@ -195,7 +195,6 @@ export class ChatView {
       ["change:model_name", () => this.updateControls()],
       ["change:models", () => this.updateControls()],
       ["change:load_progress", () => this.updateControls()],
-      ["change:recent", () => this.updateControls()],
       ["change:conversation_id", () => this.updateControls()],
       ["change:enable_thinking", () => this.updateControls()],
       ["change:supports_thinking", () => this.updateControls()],
@@ -304,6 +303,8 @@ export class ChatView {
       if (stick) this.log.scrollTop = this.log.scrollHeight;
     } else if (msg.type === "export") {
       this.exporter.receive(msg.markdown);
+    } else if (msg.type === "recent") {
+      this.recent.receive(msg.conversations);
     } else if (msg.type === "names") {
       this.mentions.receive(msg.names);
     } else if (msg.type === "refused") {
@@ -394,8 +395,7 @@ export class ChatView {
       /** @type {HTMLButtonElement} */ (button).disabled = !ready;
     }
     this.exporter.button.disabled = turns.length === 0;
-    const recent = this.model.get("recent") ?? [];
-    this.recent.update(recent, this.model.get("conversation_id") ?? "", !ready);
+    this.recent.update(this.model.get("conversation_id") ?? "", !ready);
   }
 
   destroy() {

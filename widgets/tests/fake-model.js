@@ -24,7 +24,6 @@ export class FakeModel {
       supports_thinking: true,
       supports_images: false,
       tool_names: [],
-      recent: [],
       conversation_id: "",
       ...state,
     };

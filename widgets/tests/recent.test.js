@@ -37,7 +37,10 @@ const $recent = () => {
   return node;
 };
 
-beforeEach(() => mount({ recent: SAVED, conversation_id: "b" }));
+beforeEach(() => {
+  mount({ conversation_id: "b" });
+  model.custom({ type: "recent", conversations: SAVED });
+});
 afterEach(() => {
   cleanup();
   el.remove();
@@ -56,18 +59,22 @@ describe("Recent menu", () => {
     expect($recent().value).toBe("");
   });
 
-  it("asks for a fresh list on focus and resumes the chosen one", () => {
+  it("asks for the list when the pointer comes or on focus, and resumes the chosen one", () => {
+    $recent().dispatchEvent(new Event("pointerenter"));
+    expect(model.sent).toEqual([{ type: "recent" }]);
     $recent().dispatchEvent(new Event("focus"));
-    expect(model.sent).toContainEqual({ type: "recent" });
+    expect(model.sent).toEqual([{ type: "recent" }, { type: "recent" }]);
     $recent().value = "a";
     $recent().dispatchEvent(new Event("change"));
     expect(model.sent).toContainEqual({ type: "resume", id: "a" });
     expect($recent().value).toBe("");
   });
 
-  it("follows the trait and is disabled while a reply streams", () => {
-    model.update("recent", [SAVED[1]]);
+  it("follows the kernel's list and is disabled while a reply streams", () => {
+    model.custom({ type: "recent", conversations: [SAVED[1]] });
     expect([...$recent().options].map((o) => o.value)).toEqual(["", "a"]);
+    model.update("conversation_id", "a");
+    expect($recent().options[1].textContent).toBe("• (untitled)");
     model.update("status", "generating");
     expect($recent().disabled).toBe(true);
   });
