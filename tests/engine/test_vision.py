@@ -266,5 +266,7 @@ def test_a_repo_id_is_recognised_from_the_hub_cache(
     (tmp_path / "models--org--some-vl" / "refs").mkdir()
     (tmp_path / "models--org--some-vl" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    # Offline, as CI is: the uncached id is not asked of the hub (that waits for a timeout).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert model_kind("org/some-vl") == "vision"
     assert model_kind("org/not-cached") == "text"  # offline: the text loader reports it
