@@ -162,11 +162,11 @@ def measure(args: argparse.Namespace, path: str) -> dict[int, dict[str, list[dic
     commands = servers_for(path, args.variant)
     servers = {name: start(command, port) for name, (command, port) in commands.items()}
     urls = {name: f"http://127.0.0.1:{server.port}/v1" for name, server in servers.items()}
-    models = {name: served_name(url, path) for name, url in urls.items()}
     counts = [int(n) for n in args.clients.split(",")]
     names = list(servers)
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     try:
+        models = {name: served_name(url, path) for name, url in urls.items()}
         for name, url in urls.items():  # warm-up: compile every batch size once
             for n in counts:
                 for _ in range(2):
