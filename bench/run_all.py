@@ -64,6 +64,21 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["--shape", "mid", "--prefix", "4000", "--pairs", "3"],
         ["--shape", "tiny", "--prefix", "300", "--pairs", "1"],
     ),
+    (
+        "bench.bench_load",
+        ["--shape", "mid", "--clients", "8", "--rounds", "4", "--tokens", "32"],
+        ["--shape", "tiny", "--clients", "2", "--rounds", "1", "--tokens", "8", "--words", "20"],
+    ),
+    (
+        "bench.bench_kv_bits",
+        ["--shape", "mid", "--prompt-tokens", "4000"],
+        ["--shape", "mid", "--prompt-tokens", "300", "--tokens", "8", "--reps", "1"],
+    ),
+    (
+        "bench.bench_fanout",
+        [],
+        ["--servers", "2", "--rows", "4", "--tokens", "8", "--in-flight", "4", "--pairs", "1"],
+    ),
     ("bench.bench_audit", [], ["--rows", "1000"]),
     # 1 s of streaming: shorter runs inflate messages/s past its target (edge effect).
     ("bench.bench_widget", [], ["--tokens", "2000", "--runs", "1"]),
