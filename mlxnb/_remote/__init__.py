@@ -2,6 +2,7 @@
 
 :mod:`~mlxnb._remote.client` holds ``Endpoint`` (one server: streaming, bounded concurrency,
 retries), :mod:`~mlxnb._remote.fanout` ``Endpoints`` (one model over several servers),
+:mod:`~mlxnb._remote.engine` what both share as engines (the blocking twins, the refusals),
 :mod:`~mlxnb._remote.wire` the chat wire (request bodies, SSE chunks → events) and
 :mod:`~mlxnb._remote.recording` their audit rows.
 """

@@ -15,7 +15,7 @@ import json
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -24,9 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from mlxnb._audit import AuditLog
-from mlxnb._blocking import run_blocking
+from mlxnb._remote.engine import Messages, RemoteEngine, Tools
 from mlxnb._remote.recording import asked, public_url, record_remote_turn
-from mlxnb._remote.sync import iterate_sync
 from mlxnb._remote.wire import ChunkReader, error_message, parsed_answer, request_body
 from mlxnb.errors import (
     ContextLengthError,
@@ -36,9 +35,6 @@ from mlxnb.errors import (
     RemoteError,
 )
 from mlxnb.events import Done, Event, Turn, TurnBuilder, acollect
-
-Messages = Sequence[Mapping[str, Any]]
-Tools = Sequence[Mapping[str, Any]] | None
 
 
 def base_url(url: str) -> str:
@@ -50,7 +46,7 @@ def base_url(url: str) -> str:
     return url if parts.path else f"{url}/v1"
 
 
-class Endpoint:
+class Endpoint(RemoteEngine):
     """A model served by an OpenAI-compatible server, used like a local engine.
 
     Prefer :func:`mlxnb.endpoint`. It works wherever an engine does for generation:
@@ -111,28 +107,9 @@ class Endpoint:
     # -- what the doors read ---------------------------------------------------------------
 
     @property
-    def ready(self) -> bool:
-        """Always True: there is nothing to load here."""
-        return True
-
-    @property
-    def closed(self) -> bool:
-        """Always False: each request opens its own connection."""
-        return False
-
-    @property
     def supports_thinking(self) -> bool:
         """Whether the model thinks, as given (the server does not say)."""
         return self._supports_thinking
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Nothing to wait for (an engine's twin)."""
-
-    async def await_ready(self) -> None:
-        """Nothing to wait for (an engine's twin)."""
-
-    def close(self) -> None:
-        """Nothing to release: each request's connection closes with it."""
 
     def __repr__(self) -> str:
         return f"Endpoint({self.public_url!r}, model={self.model_id!r})"
@@ -147,7 +124,7 @@ class Endpoint:
         *,
         meta: Any = None,
         **options: Any,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Generate a reply as an async stream of events, like :meth:`mlxnb.Engine.stream`.
 
         Args:
@@ -172,20 +149,6 @@ class Endpoint:
                 connection broke while the answer streamed.
         """
         return self.events(messages, tools, enable_thinking, meta=meta, options=options)
-
-    def stream_sync(
-        self,
-        messages: Messages,
-        tools: Tools = None,
-        enable_thinking: bool | None = None,
-        *,
-        meta: Any = None,
-        **options: Any,
-    ) -> Iterator[Event]:
-        """Blocking twin of :meth:`stream` (a private loop in a helper thread); same events."""
-        return iterate_sync(
-            lambda: self.events(messages, tools, enable_thinking, meta=meta, options=options)
-        )
 
     async def events(
         self,
@@ -368,33 +331,3 @@ class Endpoint:
         if shape is not None:
             turn = replace(turn, parsed=parsed_answer(shape, turn.content))
         return turn
-
-    def generate(
-        self,
-        messages: Messages,
-        tools: Tools = None,
-        enable_thinking: bool | None = None,
-        *,
-        meta: Any = None,
-        **options: Any,
-    ) -> Turn:
-        """The whole reply, blocking (works inside a Jupyter cell); arguments as :meth:`stream`."""
-        return run_blocking(self.agenerate(messages, tools, enable_thinking, meta=meta, **options))
-
-    async def ascore(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused: scoring choices needs the model's log-likelihoods, in its own process.
-
-        Raises:
-            InvalidRequestError: Always.
-        """
-        raise InvalidRequestError(
-            f"{self!r} cannot score choices: log-likelihoods need a local engine (mlxnb.load)"
-        )
-
-    def score(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused, as :meth:`ascore`.
-
-        Raises:
-            InvalidRequestError: Always.
-        """
-        return run_blocking(self.ascore(*args, **kwargs))

@@ -10,13 +10,12 @@ finishes every row when a server dies mid-run; a stream is moved only before its
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
-from mlxnb._blocking import run_blocking
-from mlxnb._remote.client import Endpoint, Messages, Tools
-from mlxnb._remote.sync import iterate_sync
+from mlxnb._remote.client import Endpoint
+from mlxnb._remote.engine import Messages, RemoteEngine, Tools
 from mlxnb.errors import InvalidRequestError, RemoteError
 from mlxnb.events import Event, Turn
 
@@ -26,7 +25,7 @@ def _server_failed(error: RemoteError) -> bool:
     return error.status is None or error.status >= 500
 
 
-class Endpoints:
+class Endpoints(RemoteEngine):
     """One model served by several OpenAI-compatible servers, used like one engine.
 
     Prefer :func:`mlxnb.endpoints`. Each request goes to the server with the fewest requests
@@ -77,28 +76,9 @@ class Endpoints:
         self._dead_until = [0.0] * len(self.members)
 
     @property
-    def ready(self) -> bool:
-        """Always True: there is nothing to load here."""
-        return True
-
-    @property
-    def closed(self) -> bool:
-        """Always False."""
-        return False
-
-    @property
     def supports_thinking(self) -> bool:
         """Whether the model thinks, as given."""
         return self.members[0].supports_thinking
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Nothing to wait for (an engine's twin)."""
-
-    async def await_ready(self) -> None:
-        """Nothing to wait for (an engine's twin)."""
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     @property
     def alive(self) -> list[str]:
@@ -162,20 +142,6 @@ class Endpoints:
                 self._load[index] -= 1
                 await events.aclose()
 
-    def stream_sync(
-        self,
-        messages: Messages,
-        tools: Tools = None,
-        enable_thinking: bool | None = None,
-        *,
-        meta: Any = None,
-        **options: Any,
-    ) -> Iterator[Event]:
-        """Blocking twin of :meth:`stream`; same arguments and events."""
-        return iterate_sync(
-            lambda: self.stream(messages, tools, enable_thinking, meta=meta, **options)
-        )
-
     async def agenerate(
         self,
         messages: Messages,
@@ -218,23 +184,3 @@ class Endpoints:
                     raise
             finally:
                 self._load[index] -= 1
-
-    def generate(
-        self,
-        messages: Messages,
-        tools: Tools = None,
-        enable_thinking: bool | None = None,
-        *,
-        meta: Any = None,
-        **options: Any,
-    ) -> Turn:
-        """The whole reply, blocking; arguments as :meth:`Endpoint.stream`."""
-        return run_blocking(self.agenerate(messages, tools, enable_thinking, meta=meta, **options))
-
-    async def ascore(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused: scoring choices needs a local engine.
-
-        Raises:
-            InvalidRequestError: Always.
-        """
-        return await self.members[0].ascore(*args, **kwargs)

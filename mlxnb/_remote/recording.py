@@ -14,26 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlxnb._audit import AuditLog, TurnRecord
 from mlxnb._ids import new_request_id
+from mlxnb._remote.wire import SETTINGS
 from mlxnb.events import TurnBuilder
 
 log = logging.getLogger("mlxnb")
-
-SETTINGS = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "stop",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-)
-"""Body fields kept as the row's ``sampling``."""
 
 
 def public_url(url: str) -> str:

@@ -45,6 +45,9 @@ PASSED = (
 )
 """Sampling options sent as the body fields of the same name."""
 
+SETTINGS = (*PASSED, "stop", "tool_choice", "parallel_tool_calls", "response_format")
+"""The body fields that are the request's settings (an audit row keeps them as ``sampling``)."""
+
 REFUSED = {
     "logits_processors": "logits processors run inside the model's process",
     "prompt": "raw completion prompts are not sent to remote chat endpoints",
