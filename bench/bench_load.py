@@ -21,7 +21,6 @@ import operator
 import random
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ import httpx
 
 from bench.models import SHAPES, bench_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
-from bench.servers import free_port, start
+from bench.servers import free_port, released_together, start
 
 
 @dataclass(frozen=True)
@@ -96,23 +95,11 @@ def one_round(
     url: str, model: str, clients: int, tokens: int, words: int, tag: str
 ) -> list[Stream]:
     """``clients`` requests released together; every request's stream."""
-    barrier = threading.Barrier(clients)
-    streams: list[Stream] = []
-    lock = threading.Lock()
-
-    def client_thread(index: int) -> None:
-        with httpx.Client(timeout=600) as client:
-            barrier.wait()
-            result = stream_once(client, url, model, prompt(tag, index, words), tokens)
-        with lock:
-            streams.append(result)
-
-    threads = [threading.Thread(target=client_thread, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return streams
+    return released_together(
+        clients,
+        lambda: httpx.Client(timeout=600),
+        lambda client, index: stream_once(client, url, model, prompt(tag, index, words), tokens),
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

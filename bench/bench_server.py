@@ -22,7 +22,6 @@ import operator
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ import openai
 
 from bench.models import SHAPES, bench_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
-from bench.servers import free_port, start
+from bench.servers import free_port, released_together, start
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -105,22 +104,13 @@ def raw_once(model: Any, tokenizer: Any, prompt: str, tokens: int) -> Run:
 
 def concurrent(url: str, model: str, clients: int, tokens: int) -> float:
     """Aggregate tokens/s of ``clients`` simultaneous streams."""
-    barrier = threading.Barrier(clients)
-    runs: list[Run] = []
-    lock = threading.Lock()
-
-    def one(i: int) -> None:
-        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
-        barrier.wait()
-        run = stream_once(client, model, PROMPTS[i % len(PROMPTS)] + f" (#{i})", tokens)
-        with lock:
-            runs.append(run)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    runs = released_together(
+        clients,
+        lambda: openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600),
+        lambda client, i: stream_once(
+            client, model, PROMPTS[i % len(PROMPTS)] + f" (#{i})", tokens
+        ),
+    )
     total = sum(run.tokens for run in runs)
     return total / (max(r.end for r in runs) - min(r.start for r in runs))
 

@@ -1,13 +1,21 @@
-"""Servers in subprocesses for the benches: a free loopback port, start, wait, stop."""
+"""Servers in subprocesses for the benches: a free loopback port, start, wait, stop; and
+clients that send their requests to a server at the same moment."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
+
+Client = TypeVar("Client")
+Result = TypeVar("Result")
 
 
 def free_port() -> int:
@@ -49,3 +57,35 @@ def start(command: list[str], port: int, deadline_s: float = 300.0) -> Server:
         time.sleep(0.2)
     process.kill()
     raise SystemExit(f"server did not start: {' '.join(command)}")
+
+
+def released_together(
+    count: int,
+    connect: Callable[[], AbstractContextManager[Client]],
+    request: Callable[[Client, int], Result],
+) -> list[Result]:
+    """``count`` client threads, each with its own client, released at once by a barrier.
+
+    Each thread opens ``connect()``, waits at the barrier, then runs ``request(client, index)``
+    (``index`` from 0 to ``count - 1``) and closes its client.
+
+    Returns:
+        The requests' results, in the order they finished.
+    """
+    barrier = threading.Barrier(count)
+    results: list[Result] = []
+    lock = threading.Lock()
+
+    def client_thread(index: int) -> None:
+        with connect() as client:
+            barrier.wait()
+            result = request(client, index)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=client_thread, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
