@@ -7,7 +7,7 @@ nothing to load or release, the blocking twins (``stream_sync``, ``generate``) o
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 from mlxnb._blocking import run_blocking
@@ -22,29 +22,10 @@ Tools = Sequence[Mapping[str, Any]] | None
 class RemoteEngine:
     """The engine API a remote model shares; subclasses give ``stream`` and ``agenerate``."""
 
-    def stream(
-        self,
-        messages: Messages,
-        tools: Tools = None,
-        enable_thinking: bool | None = None,
-        *,
-        meta: Any = None,
-        **options: Any,
-    ) -> AsyncGenerator[Event, None]:
-        """Generate a reply as an async stream of events."""
-        raise NotImplementedError
-
-    async def agenerate(
-        self,
-        messages: Messages,
-        tools: Tools = None,
-        enable_thinking: bool | None = None,
-        *,
-        meta: Any = None,
-        **options: Any,
-    ) -> Turn:
-        """The whole reply."""
-        raise NotImplementedError
+    stream: Callable[..., AsyncGenerator[Event, None]]
+    """Generate a reply as an async stream of events (each subclass defines it)."""
+    agenerate: Callable[..., Coroutine[Any, Any, Turn]]
+    """The whole reply (each subclass defines it)."""
 
     # -- what the doors read ---------------------------------------------------------------
 
