@@ -35,6 +35,7 @@ from mlxnb._tools import Tool, ToolResult, tool
 from mlxnb._version import __version__
 from mlxnb.errors import (
     DependencyError,
+    DistributedError,
     EngineBusyError,
     EngineClosedError,
     GenerationError,
@@ -110,6 +111,7 @@ __all__ = [
     "ContextTrimmed",
     "Conversation",
     "DependencyError",
+    "DistributedError",
     "Done",
     "Endpoint",
     "Endpoints",

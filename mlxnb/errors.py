@@ -51,6 +51,10 @@ class EngineClosedError(MlxnbError, RuntimeError):
     """A request was made to an engine that has been closed."""
 
 
+class DistributedError(EngineClosedError):
+    """A rank of a sharded model's distributed group stopped: the engine cannot go on."""
+
+
 class EngineBusyError(MlxnbError, RuntimeError):
     """The engine's request queue is full, or a request waited too long for memory; retry later."""
 

@@ -10,6 +10,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from mlxnb._engine.catalog import model_name
 from mlxnb._engine.delivery import AsyncSink, SyncSink, unpack
 from mlxnb._engine.disk_cache import DiskPromptCache, model_fingerprint
 from mlxnb._engine.kv_quantization import DEFAULT_START, kv_quantization
+from mlxnb._engine.lockstep import join_group, refuse_unsharded
 from mlxnb._engine.memory import KvBudget, MemorySettings, MemoryStats
 from mlxnb._engine.recording import failed_turn, record_turn
 from mlxnb._engine.request import (
@@ -38,6 +40,7 @@ from mlxnb._engine.request import (
 )
 from mlxnb._engine.response_format import requested_format, with_parsed
 from mlxnb._engine.scoring import Score, score_continuations, token_ids
+from mlxnb._engine.sharding import load_sharded_text_model
 from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.tool_choice import ToolChoice, plan_tools
 from mlxnb._engine.vision import VisionBackend, kind_of, load_vision_model
@@ -109,6 +112,12 @@ class Engine:
             that wait). Text models only.
         kv_group_size: Elements sharing one scale and bias in the quantised cache.
         quantized_kv_start: Tokens a sequence holds before its cache is quantised.
+        distributed: Shard the model over the processes of the MLX distributed group this
+            program was started in (``mlx.launch``): tensor parallel where the model's head
+            counts divide by the group's size, pipeline parallel otherwise (mlx-lm's sharded
+            loading). Rank 0's engine serves; on the other ranks the engine follows rank 0 step
+            for step (see :func:`mlxnb.load`). Alone in its group, the model loads whole.
+            Text models only, without ``draft_model`` or ``prompt_cache_dir``.
         wait: Block until the model is loaded (load errors are raised here).
     """
 
@@ -139,11 +148,15 @@ class Engine:
         kv_bits: int | None = None,
         kv_group_size: int = 64,
         quantized_kv_start: int = DEFAULT_START,
+        distributed: bool = False,
         wait: bool = True,
     ) -> None:
         if not isinstance(num_draft_tokens, int) or not 1 <= num_draft_tokens <= 64:
             raise InvalidRequestError("num_draft_tokens must be a whole number from 1 to 64")
         quantization = kv_quantization(kv_bits, kv_group_size, quantized_kv_start)
+        self._lockstep = join_group() if distributed else None
+        if self._lockstep is not None:
+            refuse_unsharded(draft_model=draft_model, prompt_cache_dir=prompt_cache_dir)
         self._draft_model = draft_model
         self._num_draft_tokens = num_draft_tokens
         self._prefill_step = prefill_step
@@ -177,7 +190,7 @@ class Engine:
         )
         self._disk_cache = config.disk_cache
         self._worker_config = config
-        self._worker = Worker(self._load_backend, config, self._on_finished)
+        self._worker = Worker(self._load_backend, config, self._on_finished, self._lockstep)
         # At interpreter exit a still-open engine is closed (mlxnb._engine.threads), so a late
         # request raises EngineClosedError instead of waiting on a stopped worker.
         self._worker.start(stop=self.close)
@@ -191,6 +204,8 @@ class Engine:
         limit = context_length(config)
         sampling = generation_defaults(read_config(self.path, "generation_config.json"))
         if kind_of(config, self._kind) == "vision":
+            if self._lockstep is not None:
+                raise InvalidRequestError("distributed=True works with text models only")
             if self._draft_model is not None:
                 raise InvalidRequestError("draft_model works with text models only")
             if self._worker_config.kv_quantization is not None:
@@ -201,7 +216,10 @@ class Engine:
             return VisionBackend(
                 model, processor, tokenizer, self.model_id, limit, generation_defaults=sampling
             )
-        model, tokenizer, _ = load_text_model(self.path)
+        if self._lockstep is not None:
+            model, tokenizer, _ = load_sharded_text_model(self.path, self._lockstep.group)
+        else:
+            model, tokenizer, _ = load_text_model(self.path)
         backend = TextBackend(model, tokenizer, self.model_id, limit, sampling)
         if self._draft_model is not None:
             backend.draft_model = load_draft_model(self._draft_model, tokenizer)
@@ -376,13 +394,16 @@ class Engine:
         backend = self._loaded_backend()
         if backend.kind != "text":
             raise InvalidRequestError(f"{self.model_id} is a vision model: score is for text")
-        tokenizer, model = backend.tokenizer, backend.model
+        tokenizer = backend.tokenizer
         context_ids = token_ids(tokenizer, context, special=True)
         continuation_ids = [token_ids(tokenizer, c, special=False) for c in continuations]
-        step = self._prefill_step
-        return self._worker.ask(
-            lambda: score_continuations(model, context_ids, continuation_ids, step), timeout
+        job = partial(
+            score_continuations,
+            context=context_ids,
+            continuations=continuation_ids,
+            prefill_step=self._prefill_step,
         )
+        return self._worker.ask_model(job, timeout)
 
     async def ascore(
         self,
@@ -604,6 +625,20 @@ class Engine:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def follows(self) -> bool:
+        """Whether this engine is a follower: a rank other than 0 of a sharded model."""
+        return self._lockstep is not None and not self._lockstep.leads
+
+    def follow(self) -> int:
+        """On a follower: run in step with rank 0 until its engine closes (blocks).
+
+        Returns:
+            0 once rank 0 closed its engine, 1 when the group failed (rank 0 is gone).
+        """
+        self._worker.finished.wait()
+        return 0 if self._worker.group_error is None else 1
 
     def __enter__(self) -> Engine:
         return self

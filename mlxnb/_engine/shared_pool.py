@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlxnb._engine.engine import Engine
+from mlxnb._engine.lockstep import join_group
 from mlxnb._engine.pool import ModelPool
 from mlxnb._engine.profiles import Profile
 
@@ -34,6 +35,11 @@ def load(model: str | Path, **options: Any) -> Engine:
     pinned (never evicted to make room); close one with ``engine.close()`` or
     :func:`unload`.
 
+    With ``distributed=True`` in a program started by ``mlx.launch``, the model is sharded
+    over the group's processes: rank 0 gets the engine and serves every front door, and on the
+    other ranks this call does not return: the process follows rank 0 step for step and exits
+    once rank 0's engine closes (status 0; 1 if rank 0 is lost).
+
     Args:
         model: A local model directory (e.g. from :func:`mlxnb.testing.tiny_model`) or a
             Hugging Face repo id such as ``"mlx-community/Qwen3-0.6B-4bit"``.
@@ -48,7 +54,27 @@ def load(model: str | Path, **options: Any) -> Engine:
         ModelLoadError: The model exists but could not be loaded (``MemoryBudgetError`` when it
             would not fit the pool's memory budget).
     """
+    if options.get("distributed"):
+        lockstep = join_group()
+        if lockstep is not None and not lockstep.leads:
+            raise SystemExit(follow(model, **options))
     return default_pool().load(model, **options)
+
+
+def follow(model: str | Path, **options: Any) -> int:
+    """Run a follower rank of a sharded model until rank 0's engine closes.
+
+    Args:
+        model: The model rank 0 loads.
+        **options: The options rank 0's engine got (rank 0 sends its settings; the pool's
+            ``name=`` and ``pin=`` are ignored).
+
+    Returns:
+        The process's exit status: 0 once rank 0 closed its engine, 1 if the group failed.
+    """
+    engine_options = {k: v for k, v in options.items() if k not in ("name", "pin", "audit")}
+    engine = Engine(model, audit=False, **{**engine_options, "distributed": True})
+    return engine.follow()
 
 
 def models() -> pd.DataFrame:

@@ -28,13 +28,20 @@ from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.disk_cache import DiskPromptCache
 from mlxnb._engine.forks import Forks
 from mlxnb._engine.kv_quantization import KvQuantization
+from mlxnb._engine.lockstep import Lockstep, Tick, WireRequest, group_failed
 from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
-from mlxnb.errors import EngineClosedError, GenerationError, InvalidRequestError, MlxnbError
+from mlxnb.errors import (
+    DistributedError,
+    EngineClosedError,
+    GenerationError,
+    InvalidRequestError,
+    MlxnbError,
+)
 from mlxnb.events import Done, Event, PrefillProgress, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb.engine")
@@ -48,6 +55,14 @@ class _Question:
     """A caller's question, answered on the worker thread between steps."""
 
     ask: Callable[[], Any]
+    answer: Future[Any] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class _ModelQuestion:
+    """A question that runs the model (``job(model)``): on a sharded model every rank runs it."""
+
+    job: Callable[[Any], Any]
     answer: Future[Any] = field(default_factory=Future)
 
 
@@ -113,19 +128,28 @@ class Worker:
         config: Batching and cache settings.
         on_finished: Called on the worker thread once per request when it ends, with its
             folded events, duration and error (the audit hook).
+        lockstep: This rank's end of a distributed group when the model is sharded
+            (:mod:`mlxnb._engine.lockstep`): rank 0 shares each turn's inputs, the other
+            ranks run the same turns from them.
     """
 
     def __init__(
-        self, load: Callable[[], Backend], config: WorkerConfig, on_finished: Finished
+        self,
+        load: Callable[[], Backend],
+        config: WorkerConfig,
+        on_finished: Finished,
+        lockstep: Lockstep | None = None,
     ) -> None:
         self._load = load
         self._config = config
+        self._lockstep = lockstep
         self._on_finished = on_finished
         self._commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._active: dict[int, Active] = {}
         self._outbox = Outbox()
         self.backend: Backend | None = None
         self.load_error: BaseException | None = None
+        self.group_error: DistributedError | None = None  # a sharded model's group failed
         self.loaded = threading.Event()
         self.finished = threading.Event()
         self._generator: Any = None
@@ -174,6 +198,19 @@ class Worker:
         answer: T = asked.answer.result(timeout)
         return answer
 
+    def ask_model(self, job: Callable[[Any], T], timeout: float | None) -> T:
+        """Like :meth:`ask` for a question that runs the model: ``job(model)``.
+
+        On a sharded model every rank runs ``job`` at the same turn, so it must be picklable
+        (a top-level function, or a ``functools.partial`` of one).
+        """
+        if self.finished.is_set():
+            raise EngineClosedError("the engine is closed")
+        asked = _ModelQuestion(job)
+        self._commands.put(asked)
+        answer: T = asked.answer.result(timeout)
+        return answer
+
     def memory_stats(self) -> MemoryStats:
         """What the model holds in memory now (on the worker thread: it asks MLX)."""
         mx, cache, admission = self._mx, self._cache, self._admission
@@ -197,6 +234,8 @@ class Worker:
 
     def _run(self) -> None:
         try:
+            if self._lockstep is not None:
+                self._join_group(self._lockstep)
             self.backend = self._load()
         except BaseException as error:  # reported to every caller
             self.load_error = error
@@ -219,16 +258,28 @@ class Worker:
         self._solo_enabled = solo if solo is not None else on_gpu
         self._prefill_batch, self._batch_prefill_step = prefill_plan(self._config, on_gpu)
         self._generator = self._new_generator()
+        if self._lockstep is not None:
+            self._lockstep.stream = self._generator.stream
         while True:
             idle = not self._active and not self._admission
             if idle:
                 self._save_to_disk()
-            commands = self._next_commands(block=idle)
+            follower = self._lockstep is not None and not self._lockstep.leads
+            # A follower's turns come from rank 0 (it blocks in the collective instead).
+            commands = [] if follower else self._next_commands(block=idle)
+            if self._lockstep is not None:
+                try:
+                    commands = self._share_turn(self._lockstep, commands)
+                except DistributedError as error:
+                    self._end_group(error)
+                    return
             requests = [c for c in commands if isinstance(c, Request)]
             closing = any(c is _CLOSE for c in commands)
             for command in commands:
                 if isinstance(command, _Question):
                     _answer(command)
+                elif isinstance(command, _ModelQuestion):
+                    self._answer_model(command)
             self._admit_waiting()
             for request in requests:
                 self._admit(request, alone=len(requests) == 1)
@@ -246,11 +297,16 @@ class Worker:
                     elif isinstance(command, _Question):
                         command.answer.set_exception(closed)
                 self._outbox.flush()
+                if self._lockstep is not None:
+                    self._lockstep.farewell()
                 return
             if self._active:
                 try:
                     self._step()
                 except Exception as error:  # every active request learns of it
+                    if self._lockstep is not None:  # the ranks may be out of step: stop
+                        self._end_group(group_failed(error))
+                        return
                     self._fail_all(GenerationError(f"generation failed: {error}"), cause=error)
                     self._generator = self._new_generator()
                     self._system_segments.clear()
@@ -264,6 +320,8 @@ class Worker:
         quantization = self._config.kv_quantization
         plan = plan_memory(self._mx, self.backend.model, kv_model, settings, quantization)
         self._weights_bytes = plan.weights_bytes
+        if self._lockstep is not None:  # every rank caches and admits by rank 0's plan
+            plan = self._lockstep.share(plan)
         self._cache = PromptCache(self._config.prompt_cache_size, plan.prompt_cache_bytes)
         disk = self._config.disk_cache
         if disk is not None and self.backend.reuses_prompt_cache:
@@ -347,8 +405,8 @@ class Worker:
         """Start the waiting requests that fit now; end those cancelled or waiting too long."""
         now = time.perf_counter()
         for entry in self._admission.entries():
-            expired = self._admission.expired(entry, now)
-            if entry.request.cancel.is_set():
+            expired = self._expired(entry, now)
+            if self._is_cancelled(entry.request):
                 self._admission.take(entry)
                 self._end_unstarted(entry)
             elif expired is not None:
@@ -644,9 +702,86 @@ class Worker:
             log.exception("mlxnb: could not save prompt caches to %s", disk.directory)
 
     def _reap_cancelled(self) -> None:
-        for uid in [u for u, a in self._active.items() if a.request.cancel.is_set()]:
+        for uid in [u for u, a in self._active.items() if self._is_cancelled(a.request)]:
             self._remove(uid)
             self._deliver(uid, [], "cancelled")
+
+    def _is_cancelled(self, request: Request) -> bool:
+        if self._lockstep is not None:  # as rank 0 saw it when this turn began
+            return request.request_id in self._lockstep.cancelled
+        return request.cancel.is_set()
+
+    def _expired(self, entry: Waiting, now: float) -> MlxnbError | None:
+        if self._lockstep is not None and entry.request.request_id not in self._lockstep.expired:
+            return None
+        return self._admission.expired(entry, now)
+
+    # -- a sharded model (lockstep) ------------------------------------------------------------
+
+    def _join_group(self, lockstep: Lockstep) -> None:
+        """Take rank 0's settings and random seed, so every rank makes the same choices."""
+        mx = _mlx()
+        self._config = lockstep.share(self._config)
+        seed = int(mx.random.randint(0, 2**31 - 1, ()).item()) if lockstep.leads else None
+        mx.random.seed(lockstep.share(seed))
+
+    def _share_turn(self, lockstep: Lockstep, commands: list[Any]) -> list[Any]:
+        """This turn's commands, the same on every rank (rank 0's, as sent to the others)."""
+        if not lockstep.leads:
+            return [_follower_command(c) for c in lockstep.tick(None).commands]
+        shared: list[Any] = []
+        kept: list[Any] = []
+        for command in commands:
+            if isinstance(command, _Question):  # asks this process only
+                kept.append(command)
+                continue
+            if isinstance(command, Request):
+                try:
+                    shared.append(WireRequest.of(command))
+                except MlxnbError as error:
+                    self._finish_failed(command, error)
+                    continue
+            elif isinstance(command, _ModelQuestion):
+                shared.append(command.job)
+            else:
+                shared.append(_CLOSE_WIRE)
+            kept.append(command)
+        now = time.perf_counter()
+        waiting = [entry.request for entry in self._admission.entries()]
+        tick = Tick(
+            tuple(shared),
+            frozenset(
+                r.request_id
+                for r in [a.request for a in self._active.values()] + waiting
+                if r.cancel.is_set()
+            ),
+            frozenset(
+                entry.request.request_id
+                for entry in self._admission.entries()
+                if self._admission.expired(entry, now) is not None
+            ),
+        )
+        lockstep.tick(tick)
+        return kept
+
+    def _answer_model(self, question: _ModelQuestion) -> None:
+        assert self.backend is not None
+        model = self.backend.model
+        with self._mx.stream(self._generator.stream):  # where the model's collectives go
+            _answer(_Question(lambda: question.job(model), question.answer))
+
+    def _end_group(self, error: DistributedError) -> None:
+        """The group failed: end every request with ``error``; rank 0 refuses later ones."""
+        log.error("mlxnb: %s", error)
+        self.group_error = error
+        self._fail_all(error)
+        for entry in self._admission.entries():
+            self._admission.take(entry)
+            self._finish_failed(entry.request, error)
+        self._outbox.flush()
+        assert self._lockstep is not None
+        if self._lockstep.leads:
+            self._drain_after_failure(error)
 
     def _usage(self, active: Active) -> Usage:
         return active.usage(peak_memory_gb=self._mx.get_peak_memory() / 1e9)
@@ -684,6 +819,24 @@ class Worker:
     def _finished(self, active: Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted
         self._on_finished(active.request, active.builder, duration, error)
+
+
+_CLOSE_WIRE = "close"
+
+
+def _follower_command(command: Any) -> Any:
+    """A follower's copy of one command rank 0 shared."""
+    if isinstance(command, WireRequest):
+        return command.request()
+    if command == _CLOSE_WIRE:
+        return _CLOSE
+    return _ModelQuestion(command)
+
+
+def _mlx() -> Any:
+    import mlx.core as mx
+
+    return mx
 
 
 def _answer(question: _Question) -> None:

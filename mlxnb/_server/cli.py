@@ -64,15 +64,22 @@ def _parser() -> argparse.ArgumentParser:
         default=5000,
         help="tokens a sequence holds before its KV cache is quantised (default 5000)",
     )
+    serve.add_argument(
+        "--distributed",
+        action="store_true",
+        help="shard the model over the processes mlx.launch started (rank 0 serves; one model)",
+    )
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     return parser
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The served engines' options the command line set (KV quantisation)."""
+    """The served engines' options the command line set (sharding, KV quantisation)."""
+    options: dict[str, Any] = {"distributed": True} if args.distributed else {}
     if args.kv_bits is None:
-        return {}
+        return options
     return {
+        **options,
         "kv_bits": args.kv_bits,
         "kv_group_size": args.kv_group_size,
         "quantized_kv_start": args.quantized_kv_start,
@@ -86,13 +93,20 @@ def _serve(args: argparse.Namespace) -> int:
     from mlxnb._server.app import create_app
     from mlxnb._server.background import bind_socket, warn_if_exposed
 
+    if args.distributed:
+        from mlxnb._engine.lockstep import join_group
+        from mlxnb._engine.shared_pool import follow
+        from mlxnb.errors import InvalidRequestError
+
+        if len(args.models) > 1:
+            raise InvalidRequestError("--distributed serves one model")
+        lockstep = join_group()
+        if lockstep is not None and not lockstep.leads:  # rank 0 serves; this rank follows
+            model = args.models[0] if args.models else _default_model()
+            return follow(model, **engine_options(args))
     warn_if_exposed(args.host, args.api_key)
     sock = bind_socket(args.host, args.port)  # fail on a busy port before loading a model
-    models = list(args.models)
-    if not models:
-        from mlxnb._engine.models import default_model
-
-        models = [default_model()]
+    models = list(args.models) or [_default_model()]
     budget = None if args.budget_gb is None else int(args.budget_gb * 2**30)
     pool = ModelPool(budget_bytes=budget, max_models=args.max_models)
     try:
@@ -114,6 +128,12 @@ def _serve(args: argparse.Namespace) -> int:
         pool.close()
         sock.close()
     return 0
+
+
+def _default_model() -> str:
+    from mlxnb._engine.models import default_model
+
+    return str(default_model())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

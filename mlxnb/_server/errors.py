@@ -8,6 +8,7 @@
 | (schema validation)    | 422    | invalid_request_error   | invalid_value     |
 | (unknown model)        | 404    | invalid_request_error   | model_not_found   |
 | EngineBusyError        | 429    | rate_limit_error        | engine_busy (with Retry-After) |
+| DistributedError       | 503    | server_error            | distributed_group_failed |
 | EngineClosedError      | 503    | server_error            | engine_closed     |
 | other MlxnbError       | 500    | server_error            | the class name    |
 """
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 
 from mlxnb.errors import (
     ContextLengthError,
+    DistributedError,
     EngineBusyError,
     EngineClosedError,
     InvalidRequestError,
@@ -90,6 +92,8 @@ def api_error(error: BaseException) -> ApiError:
         return ApiError(400, str(error), "invalid_request_error", "invalid_request")
     if isinstance(error, EngineBusyError):
         return ApiError(429, str(error), "rate_limit_error", "engine_busy")
+    if isinstance(error, DistributedError):
+        return ApiError(503, str(error), "server_error", "distributed_group_failed")
     if isinstance(error, EngineClosedError):
         return ApiError(503, str(error), "server_error", "engine_closed")
     if isinstance(error, MlxnbError):

@@ -1,0 +1,218 @@
+"""Lockstep: one model sharded over the processes of an MLX distributed group.
+
+A sharded model's forward pass holds collective operations (the ranks' partial results are
+summed, or handed down a pipeline), so every rank must run the same forward passes in the same
+order, with the same batch. Each rank therefore runs the same worker loop, fed the same inputs:
+rank 0 (the leader) takes requests from its front doors, and at each turn of the loop it sends
+the followers one :class:`Tick` holding everything that turn depends on that is not already the
+same everywhere: the requests and model questions that arrived, which requests were cancelled,
+which waits timed out, and whether the engine closes. The rest (prompt rendering, admission,
+sampling, parsing) is deterministic given the same inputs, seed and settings, which the leader
+also sends once at start. Followers deliver nothing and record nothing: their events go to a
+:class:`DiscardSink`.
+
+A lost rank makes the next collective raise (MLX's ring backend reports "connection to a peer
+was lost"); the ranks can then no longer be assumed in step, so the worker ends every request
+with :class:`~mlxnb.errors.DistributedError` and refuses new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from mlxnb._engine.delivery import Item, SyncSink
+from mlxnb._engine.request import Request
+from mlxnb.errors import DistributedError, InvalidRequestError
+
+log = logging.getLogger("mlxnb.engine")
+LEADER = 0
+_LOCAL_FIELDS = ("sink", "cancel")  # the caller's: they never leave rank 0
+
+
+class DiscardSink(SyncSink):
+    """Where a follower's events go: nowhere (rank 0 delivers them)."""
+
+    def put(self, item: Item) -> bool:
+        """Drop ``item``."""
+        return True
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one turn of the worker loop depends on, as rank 0 saw it.
+
+    Attributes:
+        commands: The turn's commands in arrival order (requests, model questions, close).
+        cancelled: Ids of running or waiting requests whose caller has cancelled.
+        expired: Ids of waiting requests that have waited past the admission timeout.
+    """
+
+    commands: tuple[Any, ...] = ()
+    cancelled: frozenset[str] = frozenset()
+    expired: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """A request as it travels to the followers: everything but the caller's sink and event."""
+
+    fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, request: Request) -> WireRequest:
+        """Strip ``request`` of what belongs to its caller.
+
+        Raises:
+            InvalidRequestError: It holds something that cannot be sent (such as a logits
+                processor defined inside a function).
+        """
+        fields = {
+            f.name: getattr(request, f.name)
+            for f in dataclasses.fields(request)
+            if f.name not in _LOCAL_FIELDS
+        }
+        wire = cls(fields)
+        try:
+            pickle.dumps(wire)
+        except Exception as error:
+            raise InvalidRequestError(
+                "this request cannot be sent to the other ranks of a sharded model "
+                f"({type(error).__name__}: {error}); logits processors must be importable "
+                "top-level objects"
+            ) from error
+        return wire
+
+    def request(self) -> Request:
+        """The follower's copy: its events are discarded, its cancel flag set by ticks."""
+        return Request(**self.fields, sink=DiscardSink(), cancel=threading.Event())
+
+
+class Lockstep:
+    """This process's end of a distributed group: the leader sends, followers receive.
+
+    Args:
+        group: The ``mx.distributed`` group (every rank holds a shard of the model).
+    """
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+        self.rank = int(group.rank())
+        self.size = int(group.size())
+        self.cancelled: frozenset[str] = frozenset()
+        self.expired: frozenset[str] = frozenset()
+        # The collectives inside the model run on the generator's stream; ours must run on it
+        # too, so that every rank meets them in the same order (two streams interleave by timing).
+        self.stream: Any = None
+
+    @property
+    def leads(self) -> bool:
+        """Whether this is rank 0, the one that serves the front doors."""
+        return self.rank == LEADER
+
+    def share(self, value: Any = None) -> Any:
+        """Send the leader's ``value`` to every rank and return it (any rank; a collective).
+
+        Raises:
+            DistributedError: A rank is gone.
+        """
+        payload = pickle.dumps(value) if self.leads else b""
+        received = self._broadcast(payload)
+        if self.leads:
+            return value
+        try:
+            return pickle.loads(received)
+        except Exception as error:  # a peer lost mid-transfer leaves zeros behind
+            raise group_failed(error) from error
+
+    def tick(self, tick: Tick | None) -> Tick:
+        """Share one turn's inputs (the leader passes them; followers pass ``None``).
+
+        The cancelled and expired ids of the shared tick become :attr:`cancelled` and
+        :attr:`expired` on every rank, the only ones the worker consults this turn.
+        """
+        empty = tick is None or tick == Tick()
+        payload = b"" if empty or not self.leads else pickle.dumps(tick)
+        received = self._broadcast(payload)
+        shared = self._tick_of(tick, received)
+        self.cancelled, self.expired = shared.cancelled, shared.expired
+        return shared
+
+    def farewell(self) -> None:
+        """Meet every rank once more after the closing tick, then part.
+
+        Without it rank 0 could exit while a follower still receives that tick; a follower
+        cannot tell that from a lost rank. Errors here are expected (the others may be gone).
+        """
+        try:
+            self._broadcast(b"")
+        except Exception:
+            log.debug("mlxnb: a rank left before the farewell", exc_info=True)
+
+    def _tick_of(self, sent: Tick | None, received: bytes) -> Tick:
+        if self.leads:
+            return sent or Tick()
+        try:
+            return pickle.loads(received) if received else Tick()
+        except Exception as error:  # a peer lost mid-transfer leaves zeros behind
+            raise group_failed(error) from error
+
+    def _broadcast(self, payload: bytes) -> bytes:
+        import mlx.core as mx
+        import numpy as np
+
+        distributed = mx.distributed
+        try:
+            stream = self.stream
+            size = distributed.all_sum(
+                mx.array(len(payload), mx.int32), group=self.group, stream=stream
+            )
+            total = int(np.array(size))
+            if total == 0:
+                return b""
+            if self.leads:
+                data = mx.array(np.frombuffer(payload, np.uint8))
+            else:
+                data = mx.zeros(total, mx.uint8)
+            summed = distributed.all_sum(data, group=self.group, stream=stream)
+            return bytes(np.array(summed, copy=False))
+        except (RuntimeError, ValueError) as error:  # a lost peer: errors, or garbage sizes
+            raise group_failed(error) from error
+
+
+def group_failed(error: BaseException) -> DistributedError:
+    """The error requests end with once the group has failed."""
+    return DistributedError(
+        f"the distributed group failed ({error}): the sharded model cannot go on; restart "
+        "every rank"
+    )
+
+
+def join_group() -> Lockstep | None:
+    """This process's place in the MLX distributed group it was started in (``mlx.launch``).
+
+    Returns:
+        ``None`` when the process is alone in its group (the model then loads whole).
+    """
+    import mlx.core as mx
+
+    group = mx.distributed.init()
+    if group.size() == 1:
+        log.warning("mlxnb: distributed=True, but this process is alone in its group")
+        return None
+    return Lockstep(group)
+
+
+def refuse_unsharded(**options: Any) -> None:
+    """Refuse the engine options a sharded model does not support (before anything loads).
+
+    Raises:
+        InvalidRequestError: One of ``options`` is set.
+    """
+    for name, value in options.items():
+        if value is not None:
+            raise InvalidRequestError(f"{name} does not work with distributed=True")
