@@ -342,6 +342,8 @@ class Engine:
         with self._lock:
             if self._closed:
                 error: MlxnbError = EngineClosedError(f"the engine for {self.model_id} is closed")
+            elif self._worker.group_error is not None:  # a sharded model lost a rank
+                error = self._worker.group_error
             elif self._pending >= self._max_pending:
                 error = EngineBusyError(f"{self._pending} requests pending; try again later")
             else:

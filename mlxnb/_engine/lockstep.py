@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlxnb._engine.delivery import Item, SyncSink
+from mlxnb._engine.heartbeat import HeartbeatListener, HeartbeatSender, Lost, leader_address
 from mlxnb._engine.request import Request
 from mlxnb.errors import DistributedError, InvalidRequestError
 
 log = logging.getLogger("mlxnb.engine")
 LEADER = 0
+CLOSE = "close"
+"""The command that closes the engine on every rank, as it travels in a tick."""
 _LOCAL_FIELDS = ("sink", "cancel")  # the caller's: they never leave rank 0
 
 
@@ -108,6 +111,7 @@ class Lockstep:
         # The collectives inside the model run on the generator's stream; ours must run on it
         # too, so that every rank meets them in the same order (two streams interleave by timing).
         self.stream: Any = None
+        self._heartbeat: HeartbeatListener | HeartbeatSender | None = None
 
     @property
     def leads(self) -> bool:
@@ -129,6 +133,28 @@ class Lockstep:
         except Exception as error:  # a peer lost mid-transfer leaves zeros behind
             raise group_failed(error) from error
 
+    def start_heartbeat(self, on_lost: Lost) -> None:
+        """Watch the other ranks outside MLX (:mod:`mlxnb._engine.heartbeat`; a collective).
+
+        Args:
+            on_lost: Called once, on a watcher thread, when rank 0 sees a follower gone or a
+                follower sees rank 0 gone.
+        """
+        host = leader_address()
+        if self.leads:
+            listener = HeartbeatListener(self.size - 1, on_lost, host)
+            self._heartbeat = listener
+            self.share(listener.port)
+        else:
+            port = self.share()
+            self._heartbeat = HeartbeatSender(host, port, self.rank, on_lost)
+
+    def stop_heartbeat(self) -> None:
+        """Stop watching: the ranks part on purpose."""
+        if self._heartbeat is not None:
+            self._heartbeat.close()
+            self._heartbeat = None
+
     def tick(self, tick: Tick | None) -> Tick:
         """Share one turn's inputs (the leader passes them; followers pass ``None``).
 
@@ -137,8 +163,12 @@ class Lockstep:
         """
         empty = tick is None or tick == Tick()
         payload = b"" if empty or not self.leads else pickle.dumps(tick)
+        if CLOSE in (tick or Tick()).commands:
+            self.stop_heartbeat()  # the followers hang up once they have it
         received = self._broadcast(payload)
         shared = self._tick_of(tick, received)
+        if CLOSE in shared.commands:
+            self.stop_heartbeat()
         self.cancelled, self.expired = shared.cancelled, shared.expired
         return shared
 
@@ -184,7 +214,7 @@ class Lockstep:
             raise group_failed(error) from error
 
 
-def group_failed(error: BaseException) -> DistributedError:
+def group_failed(error: BaseException | str) -> DistributedError:
     """The error requests end with once the group has failed."""
     return DistributedError(
         f"the distributed group failed ({error}): the sharded model cannot go on; restart "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,7 +29,7 @@ from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.disk_cache import DiskPromptCache
 from mlxnb._engine.forks import Forks
 from mlxnb._engine.kv_quantization import KvQuantization
-from mlxnb._engine.lockstep import Lockstep, Tick, WireRequest, group_failed
+from mlxnb._engine.lockstep import CLOSE, Lockstep, Tick, WireRequest, group_failed
 from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
@@ -150,6 +151,8 @@ class Worker:
         self.backend: Backend | None = None
         self.load_error: BaseException | None = None
         self.group_error: DistributedError | None = None  # a sharded model's group failed
+        self._group_lost: DistributedError | None = None  # seen by a heartbeat watcher
+        self._group_lock = threading.Lock()
         self.loaded = threading.Event()
         self.finished = threading.Event()
         self._generator: Any = None
@@ -268,6 +271,9 @@ class Worker:
             # A follower's turns come from rank 0 (it blocks in the collective instead).
             commands = [] if follower else self._next_commands(block=idle)
             if self._lockstep is not None:
+                if self._group_lost is not None:
+                    self._end_group(self._group_lost)
+                    return
                 try:
                     commands = self._share_turn(self._lockstep, commands)
                 except DistributedError as error:
@@ -724,6 +730,42 @@ class Worker:
         self._config = lockstep.share(self._config)
         seed = int(mx.random.randint(0, 2**31 - 1, ()).item()) if lockstep.leads else None
         mx.random.seed(lockstep.share(seed))
+        lockstep.start_heartbeat(self._lost_rank if lockstep.leads else _leader_lost)
+
+    def _lost_rank(self, why: str) -> None:
+        """A heartbeat watcher saw a follower gone (on its thread): end the requests.
+
+        The worker ends them itself at its next turn; if it does not within
+        :data:`LOST_GRACE` seconds, it is blocked in a collective that will not return, and the
+        requests end from here.
+        """
+        error = group_failed(why)
+        self._group_lost = error
+        deadline = time.monotonic() + LOST_GRACE
+        while time.monotonic() < deadline and self.group_error is None:
+            time.sleep(0.05)
+        with self._group_lock:
+            if self.group_error is not None:
+                return
+            self.group_error = error
+        log.error("mlxnb: %s (the engine's thread is blocked in MLX)", error)
+        self._abandon(error)
+
+    def _abandon(self, error: DistributedError) -> None:
+        """End every request from another thread while the worker is blocked for good."""
+        for active in list(self._active.values()):
+            active.builder.add(Done("error", active.usage(peak_memory_gb=0.0), str(error)))
+            self._finished(active, error)
+            active.request.sink.put(error)
+        for entry in list(self._admission.entries()):
+            self._on_finished(entry.request, failed_turn(error), 0.0, error)
+            entry.request.sink.put(error)
+        for command in self._next_commands(block=False):
+            if isinstance(command, Request):
+                self._on_finished(command, failed_turn(error), 0.0, error)
+                command.sink.put(error)
+            elif isinstance(command, (_Question, _ModelQuestion)):
+                command.answer.set_exception(error)
 
     def _share_turn(self, lockstep: Lockstep, commands: list[Any]) -> list[Any]:
         """This turn's commands, the same on every rank (rank 0's, as sent to the others)."""
@@ -744,7 +786,7 @@ class Worker:
             elif isinstance(command, _ModelQuestion):
                 shared.append(command.job)
             else:
-                shared.append(_CLOSE_WIRE)
+                shared.append(CLOSE)
             kept.append(command)
         now = time.perf_counter()
         waiting = [entry.request for entry in self._admission.entries()]
@@ -772,14 +814,18 @@ class Worker:
 
     def _end_group(self, error: DistributedError) -> None:
         """The group failed: end every request with ``error``; rank 0 refuses later ones."""
+        with self._group_lock:
+            if self.group_error is not None:  # a watcher ended them while this thread was stuck
+                return
+            self.group_error = error
         log.error("mlxnb: %s", error)
-        self.group_error = error
+        assert self._lockstep is not None
+        self._lockstep.stop_heartbeat()
         self._fail_all(error)
         for entry in self._admission.entries():
             self._admission.take(entry)
             self._finish_failed(entry.request, error)
         self._outbox.flush()
-        assert self._lockstep is not None
         if self._lockstep.leads:
             self._drain_after_failure(error)
 
@@ -821,14 +867,21 @@ class Worker:
         self._on_finished(active.request, active.builder, duration, error)
 
 
-_CLOSE_WIRE = "close"
+LOST_GRACE = 2.0
+"""Seconds the worker has to end its requests itself once a rank is known lost."""
+
+
+def _leader_lost(why: str) -> None:
+    """A follower whose rank 0 is gone cannot go on, and may be blocked in a collective: exit."""
+    log.error("mlxnb: %s; this rank exits", why)
+    os._exit(1)
 
 
 def _follower_command(command: Any) -> Any:
     """A follower's copy of one command rank 0 shared."""
     if isinstance(command, WireRequest):
         return command.request()
-    if command == _CLOSE_WIRE:
+    if command == CLOSE:
         return _CLOSE
     return _ModelQuestion(command)
 
