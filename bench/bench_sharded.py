@@ -1,10 +1,12 @@
 """One model sharded over two processes (``mlx.launch --backend ring -n 2``) against one process.
 
-Each round runs the same program twice, alternating which goes first: once alone and once under
+Each round runs three programs, in rotating order: the engine alone; the engine under
 ``mlx.launch`` on loopback, where ``mlxnb.load(..., distributed=True)`` splits the model
-(tensor parallel for these shapes) and rank 0 streams. Inside each, after a warm-up turn, one
-greedy stream of ``--tokens`` tokens is timed (decode tokens/s from the engine's usage) and a
-burst of ``--batch`` concurrent turns (aggregate tokens/s). Reported: both, and sharded ÷ one.
+(tensor parallel for these shapes) and rank 0 streams; and raw mlx-lm sharded the same way
+(``sharded_load`` + ``stream_generate``, the cost of sharding without our lockstep). Inside each,
+after a warm-up turn, one greedy stream of ``--tokens`` tokens is timed (decode tokens/s) and,
+for the engine, a burst of ``--batch`` concurrent turns (aggregate tokens/s). Reported: sharded
+÷ one process, and our sharded stream ÷ raw mlx-lm's sharded stream.
 Run: ``python -m bench.bench_sharded [--shape mid] [--rounds 3] [--json PATH]``.
 """
 
@@ -41,6 +43,24 @@ async def _timed(engine: Any, tokens: int, batch: int) -> dict[str, float]:
     return {"stream_tps": float(turn.usage.generation_tps or 0.0), "batch_tps": made / elapsed}
 
 
+def raw_worker(model: str, out: str, tokens: int) -> None:
+    """Raw mlx-lm, sharded over the group (rank 0 writes JSON)."""
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+    from mlx_lm.utils import sharded_load
+
+    group = mx.distributed.init()
+    loaded, tokenizer = sharded_load(model, tensor_group=group)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True
+    )
+    for _ in stream_generate(loaded, tokenizer, prompt, max_tokens=8):
+        pass
+    last = list(stream_generate(loaded, tokenizer, prompt, max_tokens=tokens))[-1]
+    if group.rank() == 0:
+        Path(out).write_text(json.dumps({"stream_tps": last.generation_tps}))
+
+
 def worker(model: str, out: str, tokens: int, batch: int) -> None:
     """Inside one run (alone, or each rank under mlx.launch): time, and rank 0 writes JSON."""
     import mlxnb
@@ -57,13 +77,14 @@ def _ring_base() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_once(sharded: bool, model: Path, args: argparse.Namespace) -> dict[str, float]:
-    """One program run; its figures."""
+def run_once(kind: str, model: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One program run (``one``, ``sharded`` or ``raw``); its figures."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
-        program = [sys.executable, "-m", "bench.bench_sharded", "--worker", str(model), str(out)]
+        mode = "--raw-worker" if kind == "raw" else "--worker"
+        program = [sys.executable, "-m", "bench.bench_sharded", mode, str(model), str(out)]
         program += ["--tokens", str(args.tokens), "--batch", str(args.batch)]
-        if sharded:
+        if kind != "one":
             ring = ["--backend", "ring", "-n", "2", "-p", str(_ring_base())]
             program = [str(LAUNCH), *ring, *program]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -78,15 +99,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate one process and the sharded pair; the raw numbers and figures."""
     model = bench_model(args.shape, bits=args.bits)
     runs = []
+    kinds = ["one", "sharded", "raw"]
     for index in range(args.rounds):
-        order = [False, True] if index % 2 == 0 else [True, False]
-        result = {("sharded" if s else "one"): run_once(s, model, args) for s in order}
+        order = kinds[index % 3 :] + kinds[: index % 3]
+        result = {kind: run_once(kind, model, args) for kind in order}
         for key in ("stream_tps", "batch_tps"):
             result[f"{key}_ratio"] = {"x": result["sharded"][key] / result["one"][key]}
+        result["raw_ratio"] = {"x": result["sharded"]["stream_tps"] / result["raw"]["stream_tps"]}
         runs.append(result)
         print(
             f"round {index}: one stream {result['one']['stream_tps']:.1f} tok/s, sharded "
-            f"{result['sharded']['stream_tps']:.1f}; batch of {args.batch} "
+            f"{result['sharded']['stream_tps']:.1f}, raw mlx-lm sharded "
+            f"{result['raw']['stream_tps']:.1f}; batch of {args.batch} "
             f"{result['one']['batch_tps']:.1f} vs {result['sharded']['batch_tps']:.1f} tok/s"
         )
     figures = {}
@@ -102,7 +126,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             [r[f"{key}_ratio"]["x"] for r in runs],
             unit="x",
         )
-    for key in ("stream_tps_ratio", "batch_tps_ratio"):
+    figures["raw_stream_tps"] = figure(
+        "one stream, raw mlx-lm on two ranks", [r["raw"]["stream_tps"] for r in runs], unit="tok/s"
+    )
+    figures["raw_ratio"] = figure(
+        "one stream, two ranks: ours / raw mlx-lm", [r["raw_ratio"]["x"] for r in runs], unit="x"
+    )
+    for key in ("stream_tps_ratio", "batch_tps_ratio", "raw_ratio"):
         found = figures[key]
         spread = f"[{found['min']:.2f}, {found['max']:.2f}]"
         print(f"{found['label']}: median {found['value']:.2f}x {spread}")
@@ -115,12 +145,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bits", type=int, choices=(4, 8), help="quantise the weights")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per turn")
     parser.add_argument("--batch", type=int, default=8, help="concurrent turns in the burst")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (the order rotates)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--raw-worker", nargs=2, metavar=("MODEL", "OUT"), help=argparse.SUPPRESS)
     add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker[0], args.worker[1], args.tokens, args.batch)
+        return
+    if args.raw_worker:
+        raw_worker(args.raw_worker[0], args.raw_worker[1], args.tokens)
         return
     report = new_report("sharded", args)
     with human_output(args.json):
