@@ -75,7 +75,8 @@ class HeartbeatListener:
                 try:
                     data = connection.recv(64)
                 except TimeoutError:
-                    self._lose(f"{rank} sent no heartbeat for {TIMEOUT:g} s")
+                    if not self._closed.is_set():
+                        self._lose(f"{rank} sent no heartbeat for {TIMEOUT:g} s")
                     return
                 except OSError as error:
                     self._lose(f"{rank}'s heartbeat connection failed ({error})")
