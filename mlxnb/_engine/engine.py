@@ -44,7 +44,8 @@ from mlxnb._engine.sharding import load_sharded_text_model
 from mlxnb._engine.structured import compile_json_schema
 from mlxnb._engine.tool_choice import ToolChoice, plan_tools
 from mlxnb._engine.vision import VisionBackend, kind_of, load_vision_model
-from mlxnb._engine.worker import Worker, WorkerConfig
+from mlxnb._engine.worker import Worker
+from mlxnb._engine.worker_config import WorkerConfig
 from mlxnb._ids import new_request_id
 from mlxnb._images import Image, ImagePolicy, no_vision_error
 from mlxnb._messages import carries_images, normalize_messages

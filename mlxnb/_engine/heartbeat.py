@@ -21,8 +21,10 @@ log = logging.getLogger("mlxnb.engine")
 
 INTERVAL = 0.5
 """Seconds between a follower's heartbeats."""
-TIMEOUT = 5.0
-"""Seconds of silence after which rank 0 takes a follower for gone."""
+TIMEOUT = 15.0
+"""Seconds of silence after which rank 0 takes a follower for gone (a killed process is seen at
+once: its connection closes). Generous, because a beat needs the follower's GIL, which a
+C extension may hold for seconds on a loaded machine."""
 
 Lost = Callable[[str], None]
 

@@ -104,6 +104,7 @@ class EventParser:
     ) -> None:
         self._machine = build_state_machine(markers, stop)
         self._state = self._machine.make_state(initial_state)
+        self._starts: dict[str, frozenset[str]] = {}  # per state: characters a marker begins with
         self._current = initial_state
         self._tool_parser = tool_parser
         self._tools = tools
@@ -130,8 +131,21 @@ class EventParser:
         """Consume a chunk of decoded text and return the events it completes."""
         if self.stopped or not text:
             return []
+        name, node, states, held = self._state
+        if not held and node is states[name][0] and self._starts_no_marker(name, text):
+            # Nothing held back and no character that could begin a marker or stop string: the
+            # state machine (a Python loop over every character) would pass the text through.
+            return self._segments_to_events(((name, text),))
         self._state, segments = TextStateMachine.split(self._state, text)
         return self._segments_to_events(segments)
+
+    def _starts_no_marker(self, state: str, text: str) -> bool:
+        """Whether no character of ``text`` begins a transition out of ``state``."""
+        starts = self._starts.get(state)
+        if starts is None:
+            root = self._state[2][state][0]
+            starts = self._starts[state] = frozenset(key for key in root if len(key) == 1)
+        return starts.isdisjoint(text)
 
     def finish(self) -> list[Event]:
         """End the output: release held-back text and close an unterminated tool call."""

@@ -13,29 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mlxnb._engine.active import Active, Backend
 from mlxnb._engine.admission import Admission, Waiting
 from mlxnb._engine.backend import Prompt, check_context, check_logit_bias
+from mlxnb._engine.commands import CLOSE, ModelQuestion, Question, answer
 from mlxnb._engine.delivery import Outbox
-from mlxnb._engine.disk_cache import DiskPromptCache
 from mlxnb._engine.forks import Forks
-from mlxnb._engine.kv_quantization import KvQuantization
-from mlxnb._engine.lockstep import CLOSE, Lockstep, Tick, WireRequest, group_failed
+from mlxnb._engine.group_turns import GroupTurns
+from mlxnb._engine.lockstep import Lockstep, group_failed
 from mlxnb._engine.logprobs import token_logprob
-from mlxnb._engine.memory import MemorySettings, MemoryStats, PromptCache, apply_limits, plan_memory
+from mlxnb._engine.memory import MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
+from mlxnb._engine.worker_config import Finished, WorkerConfig, prefill_plan
 from mlxnb.errors import (
     DistributedError,
     EngineClosedError,
@@ -46,82 +44,10 @@ from mlxnb.errors import (
 from mlxnb.events import Done, Event, PrefillProgress, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb.engine")
-_CLOSE = object()
-Finished = Callable[[Request, TurnBuilder, float, BaseException | None], None]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class _Question:
-    """A caller's question, answered on the worker thread between steps."""
-
-    ask: Callable[[], Any]
-    answer: Future[Any] = field(default_factory=Future)
-
-
-@dataclass(frozen=True)
-class _ModelQuestion:
-    """A question that runs the model (``job(model)``): on a sharded model every rank runs it."""
-
-    job: Callable[[Any], Any]
-    answer: Future[Any] = field(default_factory=Future)
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Tuning of the worker.
-
-    Attributes:
-        max_batch: Most sequences decoded together.
-        prefill_batch: Most prompts processed together. ``None``: ``max_batch`` on GPUs (a
-            burst of 32 requests prefilled in one pass reached its first tokens sooner than in
-            groups of 8, at the median and the 90th percentile, on an H200), 8 on the CPU, where
-            a prefill is compute-bound and the first group's first tokens come sooner.
-        prefill_step: Prompt tokens per forward pass while prefilling (cancel checks between).
-        prompt_cache_size: Conversations whose KV cache is kept for reuse.
-        solo_fast_path: Decode a request that runs alone with a single-sequence step
-            (:mod:`mlxnb._engine.solo`, :mod:`mlxnb._engine.vision_solo`), handing a text
-            request to the batch when another request arrives.
-            ``None`` turns it on for GPUs only: measured faster there (0.65 -> 0.99 of raw on
-            an H100), slower on the CPU (0.94 against 0.985 for a batch of one).
-        memory: The prompt cache's byte cap, MLX's limits and the KV budget.
-        admission_timeout: Seconds a request may wait for KV memory before it ends with
-            ``EngineBusyError``.
-        disk_cache: Where system-prompt caches are kept across kernels (``None``: nowhere).
-        kv_quantization: Quantise text requests' KV caches (``kv_bits``): each decodes alone on
-            the single-sequence path, one at a time (mlx-lm's batch cannot hold such caches).
-    """
-
-    max_batch: int = 32
-    prefill_batch: int | None = None
-    prefill_step: int = 2048
-    prompt_cache_size: int = 16
-    solo_fast_path: bool | None = None
-    memory: MemorySettings = field(default_factory=MemorySettings)
-    admission_timeout: float = 30.0
-    disk_cache: DiskPromptCache | None = None
-    kv_quantization: KvQuantization | None = None
-
-
-CPU_PREFILL_BATCH = 8
-
-
-def prefill_plan(config: WorkerConfig, on_gpu: bool) -> tuple[int, int]:
-    """The batch's prompts per prefill pass and tokens per prompt per pass.
-
-    Chosen for the device when ``config.prefill_batch`` is ``None``: on a GPU every prompt of a
-    burst joins one pass, each in chunks small enough that a pass holds no more tokens than
-    eight full chunks would (so long prompts cost no more activation memory than before).
-    """
-    if config.prefill_batch is not None:
-        return config.prefill_batch, config.prefill_step
-    if not on_gpu:
-        return CPU_PREFILL_BATCH, config.prefill_step
-    batch = max(config.max_batch, CPU_PREFILL_BATCH)
-    return batch, max(config.prefill_step * CPU_PREFILL_BATCH // batch, 1)
-
-
-class Worker:
+class Worker(GroupTurns):
     """Runs the generation loop on its own thread.
 
     Args:
@@ -196,7 +122,7 @@ class Worker:
         """
         if self.finished.is_set():
             raise EngineClosedError("the engine is closed")
-        asked = _Question(question)
+        asked = Question(question)
         self._commands.put(asked)
         answer: T = asked.answer.result(timeout)
         return answer
@@ -209,7 +135,7 @@ class Worker:
         """
         if self.finished.is_set():
             raise EngineClosedError("the engine is closed")
-        asked = _ModelQuestion(job)
+        asked = ModelQuestion(job)
         self._commands.put(asked)
         answer: T = asked.answer.result(timeout)
         return answer
@@ -233,7 +159,7 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the loop to end; active and queued requests end with EngineClosedError."""
-        self._commands.put(_CLOSE)
+        self._commands.put(CLOSE)
 
     def _run(self) -> None:
         try:
@@ -250,6 +176,8 @@ class Worker:
         self._mx = mx
         try:
             self._plan_memory()
+            if self._lockstep is not None:
+                self._watch_group(self._lockstep)
         except BaseException as error:  # as a load failure: reported to every caller
             self.backend, self.load_error = None, error
             self.loaded.set()
@@ -280,11 +208,11 @@ class Worker:
                     self._end_group(error)
                     return
             requests = [c for c in commands if isinstance(c, Request)]
-            closing = any(c is _CLOSE for c in commands)
+            closing = any(c is CLOSE for c in commands)
             for command in commands:
-                if isinstance(command, _Question):
-                    _answer(command)
-                elif isinstance(command, _ModelQuestion):
+                if isinstance(command, Question):
+                    answer(command)
+                elif isinstance(command, ModelQuestion):
                     self._answer_model(command)
             self._admit_waiting()
             for request in requests:
@@ -300,7 +228,7 @@ class Worker:
                 for command in self._next_commands(block=False):
                     if isinstance(command, Request):
                         self._finish_failed(command, closed)
-                    elif isinstance(command, _Question):
+                    elif isinstance(command, Question):
                         command.answer.set_exception(closed)
                 self._outbox.flush()
                 if self._lockstep is not None:
@@ -349,9 +277,9 @@ class Worker:
     def _drain_after_failure(self, error: BaseException) -> None:
         while True:
             command = self._commands.get()
-            if command is _CLOSE:
+            if command is CLOSE:
                 return
-            if isinstance(command, _Question):
+            if isinstance(command, Question):
                 command.answer.set_exception(error)
                 continue
             self._finish_failed(command, error)
@@ -722,113 +650,6 @@ class Worker:
             return None
         return self._admission.expired(entry, now)
 
-    # -- a sharded model (lockstep) ------------------------------------------------------------
-
-    def _join_group(self, lockstep: Lockstep) -> None:
-        """Take rank 0's settings and random seed, so every rank makes the same choices."""
-        mx = _mlx()
-        self._config = lockstep.share(self._config)
-        seed = int(mx.random.randint(0, 2**31 - 1, ()).item()) if lockstep.leads else None
-        mx.random.seed(lockstep.share(seed))
-        lockstep.start_heartbeat(self._lost_rank if lockstep.leads else _leader_lost)
-
-    def _lost_rank(self, why: str) -> None:
-        """A heartbeat watcher saw a follower gone (on its thread): end the requests.
-
-        The worker ends them itself at its next turn; if it does not within
-        :data:`LOST_GRACE` seconds, it is blocked in a collective that will not return, and the
-        requests end from here.
-        """
-        error = group_failed(why)
-        self._group_lost = error
-        deadline = time.monotonic() + LOST_GRACE
-        while time.monotonic() < deadline and self.group_error is None:
-            time.sleep(0.05)
-        with self._group_lock:
-            if self.group_error is not None:
-                return
-            self.group_error = error
-        log.error("mlxnb: %s (the engine's thread is blocked in MLX)", error)
-        self._abandon(error)
-
-    def _abandon(self, error: DistributedError) -> None:
-        """End every request from another thread while the worker is blocked for good."""
-        for active in list(self._active.values()):
-            active.builder.add(Done("error", active.usage(peak_memory_gb=0.0), str(error)))
-            self._finished(active, error)
-            active.request.sink.put(error)
-        for entry in list(self._admission.entries()):
-            self._on_finished(entry.request, failed_turn(error), 0.0, error)
-            entry.request.sink.put(error)
-        for command in self._next_commands(block=False):
-            if isinstance(command, Request):
-                self._on_finished(command, failed_turn(error), 0.0, error)
-                command.sink.put(error)
-            elif isinstance(command, (_Question, _ModelQuestion)):
-                command.answer.set_exception(error)
-
-    def _share_turn(self, lockstep: Lockstep, commands: list[Any]) -> list[Any]:
-        """This turn's commands, the same on every rank (rank 0's, as sent to the others)."""
-        if not lockstep.leads:
-            return [_follower_command(c) for c in lockstep.tick(None).commands]
-        shared: list[Any] = []
-        kept: list[Any] = []
-        for command in commands:
-            if isinstance(command, _Question):  # asks this process only
-                kept.append(command)
-                continue
-            if isinstance(command, Request):
-                try:
-                    shared.append(WireRequest.of(command))
-                except MlxnbError as error:
-                    self._finish_failed(command, error)
-                    continue
-            elif isinstance(command, _ModelQuestion):
-                shared.append(command.job)
-            else:
-                shared.append(CLOSE)
-            kept.append(command)
-        now = time.perf_counter()
-        waiting = [entry.request for entry in self._admission.entries()]
-        tick = Tick(
-            tuple(shared),
-            frozenset(
-                r.request_id
-                for r in [a.request for a in self._active.values()] + waiting
-                if r.cancel.is_set()
-            ),
-            frozenset(
-                entry.request.request_id
-                for entry in self._admission.entries()
-                if self._admission.expired(entry, now) is not None
-            ),
-        )
-        lockstep.tick(tick)
-        return kept
-
-    def _answer_model(self, question: _ModelQuestion) -> None:
-        assert self.backend is not None
-        model = self.backend.model
-        with self._mx.stream(self._generator.stream):  # where the model's collectives go
-            _answer(_Question(lambda: question.job(model), question.answer))
-
-    def _end_group(self, error: DistributedError) -> None:
-        """The group failed: end every request with ``error``; rank 0 refuses later ones."""
-        with self._group_lock:
-            if self.group_error is not None:  # a watcher ended them while this thread was stuck
-                return
-            self.group_error = error
-        log.error("mlxnb: %s", error)
-        assert self._lockstep is not None
-        self._lockstep.stop_heartbeat()
-        self._fail_all(error)
-        for entry in self._admission.entries():
-            self._admission.take(entry)
-            self._finish_failed(entry.request, error)
-        self._outbox.flush()
-        if self._lockstep.leads:
-            self._drain_after_failure(error)
-
     def _usage(self, active: Active) -> Usage:
         return active.usage(peak_memory_gb=self._mx.get_peak_memory() / 1e9)
 
@@ -865,35 +686,3 @@ class Worker:
     def _finished(self, active: Active, error: BaseException | None) -> None:
         duration = time.perf_counter() - active.request.submitted
         self._on_finished(active.request, active.builder, duration, error)
-
-
-LOST_GRACE = 2.0
-"""Seconds the worker has to end its requests itself once a rank is known lost."""
-
-
-def _leader_lost(why: str) -> None:
-    """A follower whose rank 0 is gone cannot go on, and may be blocked in a collective: exit."""
-    log.error("mlxnb: %s; this rank exits", why)
-    os._exit(1)
-
-
-def _follower_command(command: Any) -> Any:
-    """A follower's copy of one command rank 0 shared."""
-    if isinstance(command, WireRequest):
-        return command.request()
-    if command == CLOSE:
-        return _CLOSE
-    return _ModelQuestion(command)
-
-
-def _mlx() -> Any:
-    import mlx.core as mx
-
-    return mx
-
-
-def _answer(question: _Question) -> None:
-    try:
-        question.answer.set_result(question.ask())
-    except Exception as error:  # the asker gets it, the worker carries on
-        question.answer.set_exception(error)

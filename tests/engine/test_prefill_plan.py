@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import mlxnb
-from mlxnb._engine.worker import WorkerConfig, prefill_plan
+from mlxnb._engine.worker_config import WorkerConfig, prefill_plan
 
 
 @pytest.mark.parametrize(
