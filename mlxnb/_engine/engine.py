@@ -303,6 +303,8 @@ class Engine:
         enable_thinking: bool | None,
         request: RequestOptions,
     ) -> Request:
+        if self.follows:  # its worker takes turns from rank 0 only: a request would never run
+            raise InvalidRequestError(_FOLLOWER_REFUSAL)
         submitted = Request(
             messages=[],
             tools=list(tools) if tools else None,
@@ -394,6 +396,8 @@ class Engine:
             EngineClosedError: The engine was closed.
             TimeoutError: No answer within ``timeout`` seconds.
         """
+        if self.follows:
+            raise InvalidRequestError(_FOLLOWER_REFUSAL)
         backend = self._loaded_backend()
         if backend.kind != "text":
             raise InvalidRequestError(f"{self.model_id} is a vision model: score is for text")
@@ -602,11 +606,16 @@ class Engine:
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker; pending requests end with :class:`EngineClosedError`. Idempotent."""
+        """Stop the worker; pending requests end with :class:`EngineClosedError`. Idempotent.
+
+        A follower rank of a sharded model closes when rank 0's engine does, not here.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        if self.follows:
+            return
         self._worker.stop()
         self._worker.finished.wait(timeout)
 
@@ -652,6 +661,12 @@ class Engine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("ready" if self.ready else "loading")
         return f"Engine({self.model_id!r}, {state}, pending={self._pending})"
+
+
+_FOLLOWER_REFUSAL = (
+    "this process is not rank 0 of the sharded model: requests go to rank 0's engine; here, "
+    "call engine.follow() (mlxnb.load does)"
+)
 
 
 def _raw_prompt(prompt: str | Sequence[int] | None) -> str | tuple[Any, ...] | None:

@@ -25,7 +25,7 @@ import openai
 import pytest
 
 import mlxnb
-from mlxnb._engine.lockstep import Tick, WireRequest
+from mlxnb._engine.lockstep import CLOSE, Lockstep, Tick, WireRequest
 from mlxnb._engine.request import Request, RequestMeta, SamplingOptions
 from mlxnb._engine.sharding import sharding_plans
 from mlxnb.errors import InvalidRequestError
@@ -156,6 +156,45 @@ def test_alone_in_its_group_the_model_loads_whole(caplog: pytest.LogCaptureFixtu
         assert turn.usage.completion_tokens > 0
         assert not engine.follows
     assert "alone in its group" in caplog.text
+
+
+class _FollowerSeat(Lockstep):
+    """Rank 1 of 2 with no rank 0: shares nothing, and its turns bring no commands."""
+
+    def __init__(self) -> None:
+        self.group, self.rank, self.size, self.stream = None, 1, 2, None
+        self.cancelled = self.expired = frozenset()
+
+    def share(self, value: Any = None) -> Any:
+        return 0 if value is None else value  # its own settings and plan; seed 0
+
+    def start_heartbeat(self, on_lost: Any) -> None:
+        pass
+
+    closing = False
+
+    def tick(self, tick: Tick | None) -> Tick:
+        time.sleep(0.01)
+        return Tick((CLOSE,)) if self.closing else Tick()
+
+
+def test_a_followers_engine_refuses_requests_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlxnb._engine import engine as engine_module
+    from mlxnb._engine.backend import load_text_model
+
+    seat = _FollowerSeat()
+    monkeypatch.setattr(engine_module, "join_group", lambda: seat)
+    monkeypatch.setattr(engine_module, "load_sharded_text_model", lambda p, g: load_text_model(p))
+    engine = mlxnb.Engine(tiny_model(), distributed=True, audit=False)
+    assert engine.follows
+    with pytest.raises(InvalidRequestError, match="not rank 0"):
+        engine.generate([{"role": "user", "content": "hi"}], max_tokens=2)
+    with pytest.raises(InvalidRequestError, match="not rank 0"):
+        engine.score("hi", [" there"])
+    seat.closing = True  # rank 0 closes: the follower's loop ends
+    assert engine.follow() == 0
 
 
 # -- two ranks under mlx.launch ----------------------------------------------------------------
