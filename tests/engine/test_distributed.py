@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -217,9 +218,8 @@ def test_two_ranks_take_exactly_the_single_process_turns(
     finally:
         stop(process)
     output = log.read_text(errors="replace")
-    assert code == 0, output  # both ranks exited 0: the followers left when rank 0 closed
-    import json
-
+    # mlx.launch names each rank that exits non-zero: none did (rank 1 left when rank 0 closed).
+    assert code == 0 and "exited with code" not in output and out.exists(), output
     sharded = json.loads(out.read_text())
     expected = asyncio.run(_load_script("sharded_turns").turns(single_engine))
     assert sharded["rank"] == 0
