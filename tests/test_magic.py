@@ -265,9 +265,13 @@ class Kernel:
             if not interrupted and interrupt_when(Run(messages, {})):
                 self.manager.interrupt_kernel()
                 interrupted = True
-        reply = self.client.get_shell_msg(timeout=timeout)
-        assert reply["parent_header"]["msg_id"] == msg_id
-        return Run(messages, reply["content"])
+        # A late reply to an earlier request (start_new_kernel's kernel_info, sent again when
+        # the kernel is slow to answer under load) may come first: skip it.
+        while True:
+            reply = self.client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return Run(messages, reply["content"])
+            assert reply["msg_type"] == "kernel_info_reply", reply
 
     def ok(self, code: str, **options: Any) -> Run:
         run = self.run(code, **options)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +60,57 @@ def saved_widget_state(notebook: nbformat.NotebookNode) -> dict[str, object]:
     return state
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
+def execute(path: Path, folder: Path) -> nbformat.NotebookNode:
+    """Run a notebook in a kernel of its own, in ``folder``, with an audit log of its own."""
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
+    env = {**os.environ, "MLXNB_AUDIT": str(folder / "audit.sqlite3")}
+    client = NotebookClient(
         notebook,
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+        resources={"metadata": {"path": str(folder)}},
+    )
+    # A loop of this thread's own: notebooks run two at a time, each from a pool thread.
+    asyncio.run(client.async_execute(env=env))
+    return notebook
+
+
+Executed = Callable[[Path], nbformat.NotebookNode]
+
+
+@pytest.fixture(scope="module")
+def executed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Executed]:
+    """The notebooks selected in this session, run two at a time from the first test on.
+
+    One notebook keeps about one core busy (its kernel), so two at once halve the wall time
+    on a two-core machine. Each has its own folder and audit log, so their rows never mix.
+    """
+    selected = [
+        item.callspec.params["path"]
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
+    ]
+    pool = ThreadPoolExecutor(max_workers=2)
+    started: dict[Path, Future[nbformat.NotebookNode]] = {}
+
+    def start(path: Path) -> Future[nbformat.NotebookNode]:
+        if path not in started:
+            folder = tmp_path_factory.mktemp(path.stem)
+            started[path] = pool.submit(execute, path, folder)
+        return started[path]
+
+    for path in selected:
+        start(path)
+    yield lambda path: start(path).result()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom(path: Path, executed: Executed) -> None:
+    notebook = executed(path)
     outputs = [o for cell in code_cells(notebook) for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     check = CHECKS.get(path.name)

@@ -78,8 +78,9 @@ def two_loops() -> None:
 
 
 def closed() -> None:
-    """Async use, then ``close()``."""
+    """Blocking ``generate``, then async use, then ``close()``."""
     engine = load()
+    engine.generate(HI, max_tokens=SHORT)
     asyncio.run(four_at_once(engine))
     engine.close()
 
