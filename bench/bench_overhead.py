@@ -14,25 +14,60 @@ It prints the overhead (engine worker CPU - raw CPU, µs per token; target ≤ 5
 launching thread is off the CPU per token (waiting for the GIL or for the device), and engine ÷
 raw tokens/s, each the median of alternating pairs after a warm-up, with their spread.
 
-Run: ``python -m bench.bench_overhead [--shape tiny] [--pairs 12] [--json PATH]``.
+With ``--instructions`` it counts instead of timing: each side (raw, engine) generates
+``--short-tokens`` and ``--tokens`` greedy tokens in processes of its own under valgrind's
+callgrind, counted from the request to the end of the answer (every thread); the difference of
+the two counts divided by the difference of the tokens is the instructions per token in steady
+state (set-up, prefill and the turn's end cancel out). The counts repeat to within a fraction of
+a percent, so the engine - raw difference is stable where CPU times are not. It is converted to
+µs with the machine's instructions per µs for the same code, measured on each side's launching
+thread: its instructions per token under callgrind ÷ its CPU µs per token in ``--calibration``
+native runs (median).
+
+Run: ``python -m bench.bench_overhead [--shape tiny] [--pairs 12] [--json PATH]``;
+``python -m bench.bench_overhead --instructions [--runs 2] [--tokens 80] [--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import hashlib
+import json
+import statistics
+import subprocess
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlx_lm
 
 import mlxnb
+from bench.callgrind import Counter, child_environment, thread_counts
+from bench.callgrind import command as callgrind_command
 from bench.models import SHAPES, bench_model
-from bench.report import add_json_argument, figure, human_output, new_report, write_report
+from bench.report import (
+    REPO,
+    add_json_argument,
+    figure,
+    human_output,
+    new_report,
+    write_report,
+)
 from mlxnb._engine.delivery import Outbox, _hand_over
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+ENGINE_OPTIONS: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
+SOLO = {"on": True, "off": False, None: None}
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The measured engine's options: no audit log, no prompt cache, ``--solo-fast-path``."""
+    return {**ENGINE_OPTIONS, "solo_fast_path": SOLO[getattr(args, "solo_fast_path", None)]}
 
 
 @dataclass(frozen=True)
@@ -96,7 +131,7 @@ class DirectWakeups:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run alternating pairs, print the table, return the raw numbers and figures."""
     path = bench_model(args.shape, args.dtype, args.bits)
-    options: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
+    options = engine_options(args)
     engine = mlxnb.load(path, **options)
     direct = None
     if args.direct_wakeups:
@@ -170,23 +205,290 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
     return {"runs": runs, "figures": figures}
 
 
+# --- instruction counts (--instructions) ---------------------------------------------------
+
+CHILD = (
+    "import bench.callgrind as c; c.tolerate_rlimit(); import bench.bench_overhead as b; b.main()"
+)
+"""The counted helper's ``python -c`` (mlx-lm must not fail to set its file limit on import)."""
+
+SIDES = ("raw", "engine")
+
+
+def counted_generation(args: argparse.Namespace) -> None:
+    """The helper process (under callgrind): one greedy generation, counted, on one side.
+
+    Counting starts before the request and stops once every thread is idle again (the step
+    computed ahead is finished, the engine's worker has answered a question after the turn), so
+    nothing is cut at either end. Prints
+    one JSON line: tokens generated and the text's hash (both sides must agree).
+    """
+    import mlx.core as mx
+    from mlx_lm.generate import generation_stream
+
+    counter = Counter()
+    path = bench_model(args.shape, args.dtype, args.bits)
+    engine: mlxnb.Engine | None = None
+    if args.instructions_child == "raw":
+        model, tokenizer = mlx_lm.load(str(path))
+        prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
+
+        def generate(tokens: int) -> tuple[int, str]:
+            pieces, count = [], 0
+            for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
+                pieces.append(response.text)
+                count = response.generation_tokens
+            return count, "".join(pieces)
+
+    else:
+        engine = mlxnb.load(path, **engine_options(args))
+
+        def generate(tokens: int) -> tuple[int, str]:
+            assert engine is not None
+            return asyncio.run(consume(engine, tokens))
+
+    def settle(role: str) -> int:
+        # Each side computes one step ahead of the last token it reads: wait for that step's
+        # computation (on this thread's generation stream) inside the count, not after it.
+        mx.synchronize(generation_stream)
+        return counter.mark(role)
+
+    generate(8)  # warm-up, not counted
+    gc.collect()
+    counter.start()
+    tokens, text = generate(args.tokens)
+    settle("main")
+    if engine is not None:
+        engine._worker.ask(lambda: settle("worker"), 600.0)
+        time.sleep(0.2)  # the worker goes back to waiting for work
+    counter.stop()
+    if engine is not None:
+        engine.close()
+    digest = hashlib.sha256(text.strip().encode()).hexdigest()[:16]
+    print(json.dumps({"tokens": tokens, "text_sha256": digest}), flush=True)
+
+
+async def consume(engine: mlxnb.Engine, tokens: int) -> tuple[int, str]:
+    """Iterate an ``engine.stream`` as a user does: its completion tokens and its text."""
+    pieces: list[str] = []
+    count = 0
+    async for event in engine.stream(PROMPT, max_tokens=tokens):
+        if isinstance(event, mlxnb.ThinkingDelta | mlxnb.ContentDelta):
+            pieces.append(event.text)
+        elif isinstance(event, mlxnb.Done):
+            count = event.usage.completion_tokens
+    return count, "".join(pieces)
+
+
+def count_one(args: argparse.Namespace, side: str, tokens: int, out_file: Path) -> dict[str, Any]:
+    """Run one counted generation under callgrind; its tokens, text hash and per-thread counts."""
+    argv = ["-c", CHILD, "--instructions-child", side, "--tokens", str(tokens)]
+    argv += ["--shape", args.shape, "--dtype", args.dtype]
+    if args.solo_fast_path is not None:
+        argv += ["--solo-fast-path", args.solo_fast_path]
+    if args.bits is not None:
+        argv += ["--bits", str(args.bits)]
+    done = subprocess.run(
+        callgrind_command(out_file, argv),
+        cwd=REPO,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the counted {side} run failed:\n{done.stderr[-4000:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    threads = thread_counts(out_file)
+    return {
+        "side": side,
+        "asked": tokens,
+        **info,
+        "threads": threads,
+        "total": sum(threads.values()),
+    }
+
+
+def per_token(short: dict[str, Any], long: dict[str, Any], thread: str | None = None) -> float:
+    """Instructions per token in steady state: the long run's count minus the short one's."""
+    tokens = int(long["tokens"] - short["tokens"])
+    if thread is None:
+        return float(long["total"] - short["total"]) / tokens
+    return float(long["threads"].get(thread, 0) - short["threads"].get(thread, 0)) / tokens
+
+
+def other_threads(run: dict[str, Any]) -> int:
+    """Instructions of the threads that are neither ``main`` nor the engine's ``worker``."""
+    return sum(n for name, n in run["threads"].items() if name not in ("main", "worker"))
+
+
+def calibrate(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Native CPU µs per token of each side's launching thread, in alternating pairs."""
+    path = bench_model(args.shape, args.dtype, args.bits)
+    engine = mlxnb.load(path, **engine_options(args))
+    model, tokenizer = mlx_lm.load(str(path))
+    raw_run(model, tokenizer, 16)
+    asyncio.run(engine_run(engine, 16))
+    raw_us, engine_us = [], []
+    for _ in range(args.calibration):
+        raw = raw_run(model, tokenizer, args.tokens)
+        ours = asyncio.run(engine_run(engine, args.tokens))
+        raw_us.append(raw.per_token_us(raw.launcher_cpu))
+        engine_us.append(ours.per_token_us(ours.launcher_cpu))
+    engine.close()
+    return raw_us, engine_us
+
+
+def count_instructions(args: argparse.Namespace) -> dict[str, Any]:
+    """Count both sides ``--runs`` times, convert the difference to µs, print the table."""
+    sizes = (args.short_tokens, args.tokens)
+    jobs = [(run, side, n) for run in range(args.runs) for side in SIDES for n in sizes]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-overhead-") as temporary,
+        ThreadPoolExecutor(max_workers=args.jobs) as pool,
+    ):
+        folder = args.keep_profiles or temporary
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        futures = {
+            (run, side, n): pool.submit(
+                count_one, args, side, n, Path(folder) / f"{side}-{n}-{run}"
+            )
+            for run, side, n in jobs
+        }
+        counted = {job: future.result() for job, future in futures.items()}
+    texts: dict[tuple[str, int], set[str]] = {(side, n): set() for side in SIDES for n in sizes}
+    for (_, side, n), result in counted.items():
+        texts[side, n].add(result["text_sha256"])
+    same_text = all(texts["raw", n] == texts["engine", n] for n in sizes)
+    columns: dict[str, list[float]] = {}
+    for run in range(args.runs):
+        raw = counted[run, "raw", args.short_tokens], counted[run, "raw", args.tokens]
+        ours = counted[run, "engine", args.short_tokens], counted[run, "engine", args.tokens]
+        row = {
+            "raw": per_token(*raw),
+            "engine": per_token(*ours),
+            "raw_main": per_token(*raw, "main"),
+            "engine_worker": per_token(*ours, "worker"),
+            "engine_main": per_token(*ours, "main"),
+            "raw_other": (other_threads(raw[1]) - other_threads(raw[0]))
+            / (raw[1]["tokens"] - raw[0]["tokens"]),
+            "engine_other": (other_threads(ours[1]) - other_threads(ours[0]))
+            / (ours[1]["tokens"] - ours[0]["tokens"]),
+        }
+        row["difference"] = row["engine"] - row["raw"]
+        row["worker_difference"] = row["engine_worker"] - row["raw_main"]
+        for key, value in row.items():
+            columns.setdefault(key, []).append(value)
+    raw_us, engine_us = calibrate(args)
+    raw_rate = statistics.median(columns["raw_main"]) / statistics.median(raw_us)
+    engine_rate = statistics.median(columns["engine_worker"]) / statistics.median(engine_us)
+    difference_us = [d / raw_rate for d in columns["difference"]]
+    worker_us = [d / raw_rate for d in columns["worker_difference"]]
+    labels = {
+        "raw": "raw: instructions per token, all threads",
+        "engine": "engine: instructions per token, all threads",
+        "difference": "engine - raw, all threads",
+        "raw_main": "raw: launching (main) thread",
+        "engine_worker": "engine: worker thread",
+        "worker_difference": "engine worker - raw launching thread",
+        "engine_main": "engine: consumer (main) thread",
+        "raw_other": "raw: other threads (MLX's CPU stream)",
+        "engine_other": "engine: other threads (MLX's CPU stream, notifier)",
+    }
+    figures = {
+        f"{key}_instructions": figure(label, columns[key], unit="instr")
+        for key, label in labels.items()
+    }
+    figures["overhead_us"] = figure(
+        "overhead, all threads (engine - raw) in µs", difference_us, unit="us", target="<= 50"
+    )
+    figures["worker_overhead_us"] = figure(
+        "overhead, worker - raw launching thread in µs", worker_us, unit="us"
+    )
+    figures["raw_cpu_us"] = figure("native: raw launching thread CPU per token", raw_us, unit="us")
+    figures["engine_cpu_us"] = figure("native: engine worker CPU per token", engine_us, unit="us")
+    figures["instructions_per_us"] = figure(
+        "instructions per µs (raw launching thread)", [raw_rate], unit="instr/us"
+    )
+    figures["engine_instructions_per_us"] = figure(
+        "instructions per µs (engine worker, a check)", [engine_rate], unit="instr/us"
+    )
+    import mlx.core as mx
+
+    tokens = args.tokens - args.short_tokens
+    print(
+        f"\nper-token instructions — shape {args.shape} {args.dtype} on {mx.default_device()}, "
+        f"callgrind, ({args.tokens} - {args.short_tokens} tokens) / {tokens}, {args.runs} runs "
+        f"(median [min, max]); µs at {raw_rate:.0f} instructions/µs; greedy texts "
+        f"{'identical' if same_text else 'DIFFER'}; {mlxnb.__version__}"
+    )
+    width = max(len(f["label"]) for f in figures.values())
+    for item in figures.values():
+        spread = f"[{min(item['values']):.1f}, {max(item['values']):.1f}]"
+        print(f"  {item['label']:<{width}}  {item['value']:12.1f} {item['unit']:<10} {spread}")
+    runs = [{"run": run, "side": side, **counted[run, side, n]} for run, side, n in jobs]
+    return {"runs": runs, "same_text": same_text, "figures": figures}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument(
+        "--tokens", type=int, default=None, help="tokens per run (256; --instructions: 80)"
+    )
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--bits", type=int, default=None, help="quantise the model (e.g. 4)")
+    parser.add_argument(
+        "--solo-fast-path",
+        choices=["on", "off"],
+        default=None,
+        help="the engine's single-sequence path for a lone request (default: GPUs only)",
+    )
     parser.add_argument(
         "--direct-wakeups",
         action="store_true",
         help="also measure an engine whose worker wakes consumer loops itself (A/B)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per token under valgrind's callgrind instead of timing",
+    )
+    parser.add_argument(
+        "--short-tokens",
+        type=int,
+        default=16,
+        help="--instructions: the shorter run's tokens, whose count is subtracted",
+    )
+    parser.add_argument("--runs", type=int, default=2, help="--instructions: counted runs")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="--instructions: counted processes at once"
+    )
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=5,
+        help="--instructions: native pairs that measure instructions per µs",
+    )
+    parser.add_argument(
+        "--keep-profiles",
+        metavar="DIR",
+        help="--instructions: keep callgrind's files here (for callgrind_annotate)",
+    )
+    parser.add_argument("--instructions-child", choices=SIDES, help=argparse.SUPPRESS)
     add_json_argument(parser)
     args = parser.parse_args(argv)
+    if args.tokens is None:
+        args.tokens = 80 if args.instructions or args.instructions_child else 256
+    if args.instructions_child:
+        counted_generation(args)
+        return
+    if args.instructions and args.tokens <= args.short_tokens:
+        parser.error("--tokens must be more than --short-tokens")
     results = new_report("overhead", args)
     with human_output(args.json):
-        measured = measure(args)
+        measured = count_instructions(args) if args.instructions else measure(args)
     write_report(results, measured, args.json)
 
 

@@ -207,3 +207,13 @@ def test_no_stop_string_matched_leaves_none() -> None:
     parser.feed("plain text")
     parser.finish()
     assert parser.stop_sequence is None and not parser.stopped
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_chunks_without_marker_characters_give_the_state_machines_events(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk that cannot begin a marker skips the state machine: the same events, unmerged."""
+    fast = [run(case, chunks) for chunks in splits(case.text)]
+    monkeypatch.setattr(EventParser, "_starts_no_marker", lambda *_: False)
+    assert [run(case, chunks) for chunks in splits(case.text)] == fast

@@ -1,0 +1,45 @@
+"""bench_overhead --instructions: callgrind's per-thread files read back, per-token arithmetic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.bench_overhead import main, other_threads, per_token
+from bench.callgrind import thread_counts
+
+
+def profile(path: Path, thread: int, total: int, functions: str = "") -> None:
+    """A callgrind output file of one thread (the parts the bench reads)."""
+    path.write_text(
+        "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\n"
+        f"cmd:  python -c os_getsid os_getpgid\npart: 1\nthread: {thread}\n"
+        f"events: Ir\nsummary: 0\n\nfl=(1) x.c\n{functions}\ntotals: {total}\n"
+    )
+
+
+def test_threads_are_named_by_the_mark_they_called(tmp_path: Path) -> None:
+    out = tmp_path / "engine-16-0"
+    out.write_text("")  # callgrind's own, empty
+    profile(tmp_path / "engine-16-0-01", 1, 100, "fn=(7) os_getsid\n0 3\n")
+    profile(tmp_path / "engine-16-0-03", 3, 5000)
+    profile(tmp_path / "engine-16-0-04", 4, 300, "cfn=(9) os_getpgid\ncalls=1 0\n0 8\n")
+    profile(tmp_path / "engine-16-0-05", 5, 0)
+    profile(tmp_path / "engine-16-00-01", 1, 1)  # another run's file: not this one's
+    counts = thread_counts(out)
+    assert counts == {"main": 100, "thread-03": 5000, "worker": 300}
+
+
+def test_per_token_is_the_difference_of_two_runs() -> None:
+    short = {"tokens": 16, "total": 1_000, "threads": {"main": 600, "thread-03": 400}}
+    long = {"tokens": 80, "total": 7_400, "threads": {"main": 3_800, "thread-03": 3_600}}
+    assert per_token(short, long) == 100.0
+    assert per_token(short, long, "main") == 50.0
+    assert per_token(short, long, "worker") == 0.0
+    assert other_threads(long) == 3_600
+
+
+def test_the_long_run_must_be_longer() -> None:
+    with pytest.raises(SystemExit):
+        main(["--instructions", "--tokens", "8", "--short-tokens", "8"])
