@@ -165,10 +165,6 @@ class GroupTurns:
             self._drain_after_failure(error)
 
 
-LOST_GRACE = 2.0
-"""Seconds the worker has to end its requests itself once a rank is known lost."""
-
-
 def leader_lost(why: str) -> None:
     """A follower whose rank 0 is gone cannot go on, and may be blocked in a collective: exit."""
     log.error("mlxnb: %s; this rank exits", why)

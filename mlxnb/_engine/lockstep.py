@@ -126,12 +126,7 @@ class Lockstep:
         """
         payload = pickle.dumps(value) if self.leads else b""
         received = self._broadcast(payload)
-        if self.leads:
-            return value
-        try:
-            return pickle.loads(received)
-        except Exception as error:  # a peer lost mid-transfer leaves zeros behind
-            raise group_failed(error) from error
+        return value if self.leads else _unpickle(received)
 
     def start_heartbeat(self, on_lost: Lost) -> None:
         """Watch the other ranks outside MLX (:mod:`mlxnb._engine.heartbeat`; a collective).
@@ -186,10 +181,8 @@ class Lockstep:
     def _tick_of(self, sent: Tick | None, received: bytes) -> Tick:
         if self.leads:
             return sent or Tick()
-        try:
-            return pickle.loads(received) if received else Tick()
-        except Exception as error:  # a peer lost mid-transfer leaves zeros behind
-            raise group_failed(error) from error
+        tick: Tick = _unpickle(received) if received else Tick()
+        return tick
 
     def _broadcast(self, payload: bytes) -> bytes:
         import mlx.core as mx
@@ -212,6 +205,14 @@ class Lockstep:
             return bytes(np.array(summed, copy=False))
         except (RuntimeError, ValueError) as error:  # a lost peer: errors, or garbage sizes
             raise group_failed(error) from error
+
+
+def _unpickle(received: bytes) -> Any:
+    """What rank 0 sent; a peer lost mid-transfer leaves zeros behind, which is a lost group."""
+    try:
+        return pickle.loads(received)
+    except Exception as error:
+        raise group_failed(error) from error
 
 
 def group_failed(error: BaseException | str) -> DistributedError:
