@@ -35,6 +35,7 @@ from mlxnb.testing import tiny_model
 SCRIPTS = Path(__file__).parent / "distributed_scripts"
 LAUNCH = Path(sys.executable).parent / "mlx.launch"
 PROMPTS = ["Tell me a story.", "Count to ten."]
+RING_NOT_FORMED = "[ring] Couldn't connect"
 
 
 def _load_script(name: str) -> Any:
@@ -212,12 +213,15 @@ def test_two_ranks_take_exactly_the_single_process_turns(
 ) -> None:
     out, log = tmp_path / "rank0.json", tmp_path / "launch.log"
     script = SCRIPTS / "sharded_turns.py"
-    process = launch([sys.executable, str(script), str(tiny_model()), str(out)], log)
-    try:
-        code = process.wait(240)
-    finally:
-        stop(process)
-    output = log.read_text(errors="replace")
+    for _ in range(2):  # MLX's ring gives up connecting when one rank starts slowly: once more
+        process = launch([sys.executable, str(script), str(tiny_model()), str(out)], log)
+        try:
+            code = process.wait(240)
+        finally:
+            stop(process)
+        output = log.read_text(errors="replace")
+        if RING_NOT_FORMED not in output:
+            break
     # mlx.launch names each rank that exits non-zero: none did (rank 1 left when rank 0 closed).
     assert code == 0 and "exited with code" not in output and out.exists(), output
     sharded = json.loads(out.read_text())
@@ -239,8 +243,12 @@ def sharded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     process = launch([*command, "--port", str(port), "--log-level", "warning"], log)
     try:
         deadline = time.monotonic() + 180
+        retried = False
         while not re.search(r"at (http://\S+/v1)", log.read_text(errors="replace")):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None and not retried and RING_NOT_FORMED in log.read_text():
+                retried = True  # MLX's ring gave up connecting while a rank started: once more
+                process = launch([*command, "--port", str(port), "--log-level", "warning"], log)
+            elif process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the sharded server did not start:\n{log.read_text()}")
             time.sleep(0.1)
         url = re.search(r"at (http://\S+/v1)", log.read_text()).group(1)  # type: ignore[union-attr]
