@@ -35,6 +35,7 @@ import asyncio
 import gc
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -58,7 +59,7 @@ from bench.report import (
     new_report,
     write_report,
 )
-from mlxnb._engine.delivery import Outbox, _hand_over
+from mlxnb._engine.delivery import Notifier, Outbox, _hand_over
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 ENGINE_OPTIONS: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
@@ -128,34 +129,84 @@ class DirectWakeups:
             loop.call_soon_threadsafe(_hand_over, items)
 
 
+VARIANTS = {
+    "direct_wakeups": "the same, the worker waking consumer loops itself (no notifier thread):",
+    "eager_wakeups": "the same, with the notifier waking the consumer's loop for every token:",
+}
+
+
+def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Engine]:
+    """The A/B engines asked for, each delivering its events differently."""
+    deliveries = {
+        "direct_wakeups": lambda: DirectWakeups(),
+        "eager_wakeups": lambda: Notifier(interval=0.0),
+    }
+    engines = {}
+    for name, delivery in deliveries.items():
+        if getattr(args, name, False):
+            engine = mlxnb.Engine(path, name=name, **engine_options(args))
+            engine._worker._outbox = Outbox(delivery())  # type: ignore[arg-type]
+            engines[name] = engine
+    return engines
+
+
+def pinned_cores() -> tuple[int, int]:
+    """Two cores on different physical cores: one launches steps, one consumes the events.
+
+    The GPU machine's threads ran at several distinct speeds (per-token CPU clustered near 450,
+    550, 750 and 850 µs for the same work, raw and engine alike), by where the scheduler put
+    them; pinning each side's launching thread to the same core compares like with like.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    launch = allowed[len(allowed) // 2]
+    siblings = Path(f"/sys/devices/system/cpu/cpu{launch}/topology/thread_siblings_list")
+    shared = {launch}
+    if siblings.exists():
+        for part in siblings.read_text().strip().split(","):
+            first, _, last = part.partition("-")
+            shared.update(range(int(first), int(last or first) + 1))
+    others = [core for core in allowed if core not in shared]
+    return launch, (others[-1] if others else launch)
+
+
+def pin(core: int) -> None:
+    """Keep the calling thread on ``core`` (Linux)."""
+    os.sched_setaffinity(0, {core})
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run alternating pairs, print the table, return the raw numbers and figures."""
+    """Run alternating rounds (raw, then each engine), print the tables, return the results."""
     path = bench_model(args.shape, args.dtype, args.bits)
-    options = engine_options(args)
-    engine = mlxnb.load(path, **options)
-    direct = None
-    if args.direct_wakeups:
-        # A second engine whose worker wakes consumer loops itself: the A/B for the notifier.
-        direct = mlxnb.Engine(path, name="direct-wakeups", **options)
-        direct._worker._outbox = Outbox(DirectWakeups())  # type: ignore[arg-type]
+    engine = mlxnb.load(path, **engine_options(args))
+    variants = variant_engines(args, path)
+    launch = consume = None
+    if args.pin:
+        launch, consume = pinned_cores()
+        print(f"launching threads pinned to core {launch}, the consumer to core {consume}")
+        for each in (engine, *variants.values()):
+            each._worker.ask(lambda: pin(launch), 10.0)
     model, tokenizer = mlx_lm.load(str(path))
     raw_run(model, tokenizer, 16)
-    for warm in (engine, direct):
-        if warm is not None:
-            asyncio.run(engine_run(warm, 16))
-    pairs: list[tuple[Run, Run]] = []
-    direct_pairs: list[tuple[Run, Run]] = []
-    for _ in range(args.pairs):
+    for warm in (engine, *variants.values()):
+        asyncio.run(engine_run(warm, 16))
+    sides = {"engine": engine, **variants}
+    side_pairs: dict[str, list[tuple[Run, Run]]] = {name: [] for name in sides}
+    for round_ in range(args.pairs):
+        if launch is not None:
+            pin(launch)
         raw = raw_run(model, tokenizer, args.tokens)
-        pairs.append((raw, asyncio.run(engine_run(engine, args.tokens))))
-        if direct is not None:
-            direct_pairs.append((raw, asyncio.run(engine_run(direct, args.tokens))))
+        if consume is not None:
+            pin(consume)
+        names = list(sides)
+        # The engines' order rotates, so none always runs right after raw.
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            side_pairs[name].append((raw, asyncio.run(engine_run(sides[name], args.tokens))))
     engine.close()
-    results = report(args, pairs)
-    if direct is not None:
-        direct.close()
-        print("\nthe same, with the worker waking consumer loops itself (no notifier thread):")
-        results["direct_wakeups"] = report(args, direct_pairs)
+    results = report(args, side_pairs["engine"])
+    for name, variant in variants.items():
+        variant.close()
+        print(f"\n{VARIANTS[name]}")
+        results[name] = report(args, side_pairs[name])
     return results
 
 
@@ -449,6 +500,17 @@ def main(argv: list[str] | None = None) -> None:
         "--direct-wakeups",
         action="store_true",
         help="also measure an engine whose worker wakes consumer loops itself (A/B)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the thread launching steps (raw's, the worker) to one core, the consumer to "
+        "another (Linux; steadier pairs on machines whose cores run at different speeds)",
+    )
+    parser.add_argument(
+        "--eager-wakeups",
+        action="store_true",
+        help="also measure an engine whose notifier wakes the consumer for every token (A/B)",
     )
     parser.add_argument(
         "--instructions",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 
 from mlxnb.events import Done, Event
 
@@ -55,6 +56,9 @@ class SyncSink:
 
 _Queued = tuple[AsyncSink, threading.Event, Item]
 
+WAKE_INTERVAL = 0.004
+"""Seconds the notifier waits after waking loops before it wakes them again (see Notifier)."""
+
 
 Batches = dict[asyncio.AbstractEventLoop, list[_Queued]]
 
@@ -70,6 +74,7 @@ class Outbox:
 
     def __init__(self, notifier: Notifier | None = None) -> None:
         self._by_loop: Batches = {}
+        self._ends = False
         self._notifier = notifier or shared_notifier()
 
     def put(self, sink: AsyncSink | SyncSink, cancel: threading.Event, item: Item) -> None:
@@ -82,6 +87,7 @@ class Outbox:
         """
         if isinstance(sink, AsyncSink):
             self._by_loop.setdefault(sink.loop, []).append((sink, cancel, item))
+            self._ends = self._ends or ends_request(item)
         else:
             sink.put(item)
 
@@ -89,30 +95,49 @@ class Outbox:
         """Send what was queued; consumers whose loop is gone are cancelled."""
         if self._by_loop:
             batches, self._by_loop = self._by_loop, {}
-            self._notifier.send(batches)
+            ends, self._ends = self._ends, False
+            self._notifier.send(batches, urgent=ends)
 
 
 class Notifier:
-    """Wakes consumers' event loops from a thread of its own.
+    """Wakes consumers' event loops from a thread of its own, at most once per interval.
 
     Waking a loop (``call_soon_threadsafe``) writes to its self-pipe, which releases the GIL;
     the woken loop then holds it while it runs, and a worker that woke it would wait for the
     GIL before it can launch the next step (measured at several hundred microseconds per token
     on two cores). Handing the batch to this thread costs the worker no GIL hand-off: the
     notifier runs when the worker releases the GIL anyway, while it waits for the device.
-    Batches for one loop keep their order; several pending ones merge into one wake-up.
+
+    When tokens come faster than one per ``interval`` (a small model on a fast device), waking
+    the loop for each would still make three threads take the GIL in turn every token while
+    the worker is busy launching steps; so after a wake-up the notifier sleeps out the interval
+    and wakes each loop once for everything that came meanwhile. A slower stream is woken per
+    token, as before; a batch that ends a request (its ``Done`` or error) is sent at once.
+    Batches for one loop keep their order.
+
+    Args:
+        interval: Least seconds between two wake-ups (``0``: wake for every batch).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = WAKE_INTERVAL) -> None:
         self._queue: queue.SimpleQueue[Batches] = queue.SimpleQueue()
+        self._urgent = threading.Event()
+        self._interval = interval
         self._started = False
         self._lock = threading.Lock()
 
-    def send(self, batches: Batches) -> None:
-        """Queue one step's batches for delivery (from any thread; never blocks)."""
+    def send(self, batches: Batches, urgent: bool = False) -> None:
+        """Queue one step's batches for delivery (from any thread; never blocks).
+
+        Args:
+            batches: The step's items by loop.
+            urgent: Wake the loops now, even within the interval (a request ended).
+        """
         if not self._started:
             self._start()
         self._queue.put(batches)
+        if urgent:
+            self._urgent.set()
 
     def _start(self) -> None:
         with self._lock:
@@ -122,22 +147,37 @@ class Notifier:
                 self._started = True
 
     def _run(self) -> None:
+        woke = -self._interval
         while True:
-            merged: Batches = {}
-            batches: Batches | None = self._queue.get()
-            while batches is not None:
+            merged = self._merge({}, self._queue.get())
+            wait = woke + self._interval - time.monotonic()
+            if wait > 0 and not self._urgent.is_set():
+                # Not the queue: a put would wake this thread for every token.
+                self._urgent.wait(wait)
+            # Cleared before the last take, so an end sent after it is not missed.
+            self._urgent.clear()
+            self._wake(self._merge(merged, None))
+            woke = time.monotonic()
+
+    def _merge(self, merged: Batches, batches: Batches | None) -> Batches:
+        """Add ``batches`` and whatever else is queued now to ``merged``."""
+        while True:
+            if batches is not None:
                 for loop, items in batches.items():
                     merged.setdefault(loop, []).extend(items)
-                try:
-                    batches = self._queue.get_nowait()
-                except queue.Empty:
-                    batches = None
-            for loop, items in merged.items():
-                try:
-                    loop.call_soon_threadsafe(_hand_over, items)
-                except RuntimeError:
-                    for _, cancel, _ in items:
-                        cancel.set()
+            try:
+                batches = self._queue.get_nowait()
+            except queue.Empty:
+                return merged
+
+    @staticmethod
+    def _wake(merged: Batches) -> None:
+        for loop, items in merged.items():
+            try:
+                loop.call_soon_threadsafe(_hand_over, items)
+            except RuntimeError:
+                for _, cancel, _ in items:
+                    cancel.set()
 
 
 _notifier: Notifier | None = None
@@ -158,8 +198,13 @@ def _hand_over(items: list[_Queued]) -> None:
         sink.queue.put_nowait(item)
 
 
+def ends_request(item: Item) -> bool:
+    """Whether ``item`` ends its request (an error, or events ending with ``Done``)."""
+    return isinstance(item, BaseException) or (bool(item) and isinstance(item[-1], Done))
+
+
 def unpack(item: Item) -> tuple[list[Event], bool]:
     """One delivered item as ``(events, finished)``; an error item is raised here."""
     if isinstance(item, BaseException):
         raise item
-    return item, bool(item) and isinstance(item[-1], Done)
+    return item, ends_request(item)
