@@ -63,7 +63,7 @@ from mlxnb._engine.delivery import Notifier, Outbox, _hand_over
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 ENGINE_OPTIONS: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
-SOLO = {"on": True, "off": False, None: None}
+SOLO = {"on": True, "off": False, None: True}
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
         "--solo-fast-path",
         choices=["on", "off"],
         default=None,
-        help="the engine's single-sequence path for a lone request (default: GPUs only)",
+        help="the engine's single-sequence path for a lone request (default: on)",
     )
     parser.add_argument(
         "--direct-wakeups",

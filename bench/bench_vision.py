@@ -170,7 +170,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
 
     path = bench_vision_model(args.shape, args.dtype)
-    solo = {"auto": None, "on": True, "off": False}[args.solo]
+    solo = {"on": True, "off": False}[args.solo]
     engine = mlxnb.load(path, audit=False, prompt_cache_size=0, solo_fast_path=solo)
     # mlx-vlm's own load of the same directory for the raw baseline (same thread as its runs).
     model, processor = mlx_vlm.load(str(path))
@@ -335,9 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
         "--solo",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="a lone request on its own decoder (on), in the batch (off), or the engine's default",
+        choices=["on", "off"],
+        default="on",
+        help="a lone request on its own decoder (on, the engine's default) or in the batch (off)",
     )
     add_json_argument(parser)
     args = parser.parse_args(argv)

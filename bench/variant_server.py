@@ -16,9 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--prefill-batch", type=int, default=8)
-    parser.add_argument("--solo", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--solo", choices=("on", "off"), default="on")
     args = parser.parse_args(argv)
-    solo = {"auto": None, "on": True, "off": False}[args.solo]
+    solo = {"on": True, "off": False}[args.solo]
     engine = mlxnb.load(
         args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo
     )

@@ -79,8 +79,8 @@ class Engine:
             arrivals are checked between passes).
         solo_fast_path: Decode a request that runs alone with a single-sequence step (a text
             request joins the batch when another request arrives; a vision request, which
-            mlx-vlm's batch cannot adopt, decodes beside it). ``None``: on for GPUs, where it
-            is faster than a batch of one, off for the CPU, where it is not.
+            mlx-vlm's batch cannot adopt, decodes beside it). On by default: a batch of one
+            costs more per token on every device measured (see the README's speed section).
         audit: Where turns are recorded: an :class:`~mlxnb.AuditLog`, ``None`` for the
             default log (``$MLXNB_AUDIT`` or the per-user data directory), ``False`` for none.
         name: The model's name in audit rows, API responses and listings (default: the repo
@@ -132,7 +132,7 @@ class Engine:
         prompt_cache_size: int = 16,
         prefill_batch: int | None = None,
         prefill_step: int = 2048,
-        solo_fast_path: bool | None = None,
+        solo_fast_path: bool = True,
         audit: AuditLog | Literal[False] | None = None,
         kind: str | None = None,
         allow_remote_images: bool = False,

@@ -60,6 +60,7 @@ class SoloDecoder:
         self._stream = stream
         self._prefill_step = prefill_step
         self.tokens = list(context)
+        self._to_feed = len(rest)
         self._unprefilled = list(rest[:-1])
         self._last_prompt = list(rest[-1:])
         self._context = mx.array(self.tokens[: len(self.tokens) - len(rest)], dtype=mx.uint32)
@@ -72,6 +73,16 @@ class SoloDecoder:
             unfed = len(self._unprefilled) + len(self._last_prompt)
             return self.tokens[: len(self.tokens) - unfed]
         return list(self.tokens)
+
+    @property
+    def prompt_progress(self) -> tuple[int, int]:
+        """``(processed, total)`` of the prompt tokens the cache did not hold at the start.
+
+        Counted as mlx-lm's batch decoder counts them, so a request reports the same whichever
+        path prefills it.
+        """
+        unfed = len(self._unprefilled) + len(self._last_prompt) if self._pending is None else 0
+        return self._to_feed - unfed, self._to_feed
 
     def advance(self) -> list[int]:
         """Run one model call: a prefill chunk (no tokens) or a decode step (its token)."""

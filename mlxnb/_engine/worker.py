@@ -31,6 +31,7 @@ from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
+from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
 from mlxnb._engine.worker_config import Finished, WorkerConfig, prefill_plan
@@ -184,9 +185,8 @@ class Worker(GroupTurns):
             self._drain_after_failure(error)
             return
         self.loaded.set()
-        solo = self._config.solo_fast_path
         on_gpu = mx.default_device().type == mx.gpu
-        self._solo_enabled = solo if solo is not None else on_gpu
+        self._solo_enabled = self._config.solo_fast_path
         self._prefill_batch, self._batch_prefill_step = prefill_plan(self._config, on_gpu)
         self._generator = self._new_generator()
         if self._lockstep is not None:
@@ -489,6 +489,8 @@ class Worker(GroupTurns):
             assert solo is not None
             tokens = solo.advance()
             active.drafted, active.accepted = solo.drafted, solo.accepted
+            if not tokens:
+                self._report_solo_prefill(active, solo)
             if active.guard.failure is not None:
                 self._fail_one(uid, active.guard.failure, in_batch=False)
             for token, logprobs in zip(tokens, solo.last_logprobs, strict=True):
@@ -534,6 +536,14 @@ class Worker(GroupTurns):
                 request = member.request
                 event = PrefillProgress(int(progress[0]), int(progress[1]))
                 self._outbox.put(request.sink, request.cancel, [event])
+
+    def _report_solo_prefill(self, active: Active, solo: SoloDecoder) -> None:
+        """The single-sequence path's counterpart of :meth:`_report_prefill`."""
+        processed, total = solo.prompt_progress
+        request = active.request
+        if request.prefill_progress and total > self._config.prefill_step:
+            event = PrefillProgress(processed, total)
+            self._outbox.put(request.sink, request.cancel, [event])
 
     def _on_token(self, uid: int, token: int, reason: str | None, logprobs: Any = None) -> None:
         """Detokenize and parse one generated token; finish the request when it ends.

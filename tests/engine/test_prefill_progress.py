@@ -13,10 +13,12 @@ from mlxnb.events import PrefillProgress
 LONG = [{"role": "user", "content": "Tell me about lighthouses. " * 40}]
 
 
-@pytest.fixture(scope="module")
-def small_steps(tiny_model_dir: Path) -> Iterator[mlxnb.Engine]:
-    """An engine that processes prompts 32 tokens per forward pass."""
-    with mlxnb.Engine(tiny_model_dir, audit=False, prefill_step=32, max_tokens=3) as engine:
+@pytest.fixture(scope="module", params=[True, False], ids=["single-sequence", "batch"])
+def small_steps(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[mlxnb.Engine]:
+    """An engine that processes prompts 32 tokens per forward pass, on either decoding path."""
+    with mlxnb.Engine(
+        tiny_model_dir, audit=False, prefill_step=32, max_tokens=3, solo_fast_path=request.param
+    ) as engine:
         yield engine
 
 
