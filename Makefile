@@ -9,6 +9,11 @@ WIDGET := mlxnb/static/widget.js
 OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0))
 RUN := env $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS)) HF_HUB_DISABLE_TELEMETRY=1
 PYTEST_ARGS ?=
+# Two workers (CI has two cores): a test file stays on one worker, browser tests share one.
+# One OpenBLAS thread per process: its idle threads spin, and two workers' (plus their kernels'
+# and subprocesses') spinning threads on two cores made some tests six times slower.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+PYTEST_ENV := OPENBLAS_NUM_THREADS=1
 
 .PHONY: demo serve test lint lint-js pytest vitest widget bench clean
 
@@ -49,7 +54,7 @@ vitest: widgets/node_modules/.package-lock.json
 	cd widgets && npm test --silent
 
 pytest: $(STAMP) $(WIDGET)
-	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RUN) $(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: $(STAMP) $(WIDGET)
 	$(RUN) $(BIN)/python -m bench.run_all --out bench/results/latest.json

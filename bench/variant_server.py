@@ -9,19 +9,25 @@ import argparse
 import threading
 
 import mlxnb
+from mlxnb._engine.delivery import Notifier, Outbox
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--prefill-batch", type=int, default=8)
+    parser.add_argument("--prefill-batch", type=int, default=None, help="default: the engine's")
     parser.add_argument("--solo", choices=("on", "off"), default="on")
+    parser.add_argument(
+        "--eager-wakeups", action="store_true", help="wake the server's loop for every step"
+    )
     args = parser.parse_args(argv)
     solo = {"on": True, "off": False}[args.solo]
     engine = mlxnb.load(
         args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo
     )
+    if args.eager_wakeups:
+        engine._worker._outbox = Outbox(Notifier(interval=0.0))
     mlxnb.serve(engine, port=args.port)
     threading.Event().wait()  # until the bench terminates the process
 

