@@ -18,6 +18,7 @@ from mlxnb._engine.lookup import NgramIndex
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.speculative import Drafter, FirstDraft, ModelDrafter, SpeculativeDecoder
+from mlxnb._engine.tokenizer_cache import load_local_model
 from mlxnb.errors import (
     ContextLengthError,
     InvalidRequestError,
@@ -193,7 +194,10 @@ def load_error(text: str, target: str, error: BaseException) -> Exception:
 
 
 def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
-    """Load ``ref`` with ``mlx_lm.load``, mapping failures to mlxnb errors.
+    """Load ``ref`` as ``mlx_lm.load`` does, mapping failures to mlxnb errors.
+
+    A local directory's tokenizer is loaded once per process while its files stay the same
+    (:mod:`mlxnb._engine.tokenizer_cache`).
 
     Args:
         ref: A local model directory or a Hugging Face repo id (``org/name``).
@@ -209,7 +213,10 @@ def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
 
     text, target = str(ref), resolve_model(ref)
     try:
-        model, tokenizer = mlx_lm.load(target)
+        if Path(target).is_dir():
+            model, tokenizer = load_local_model(Path(target))
+        else:
+            model, tokenizer = mlx_lm.load(target)
     except Exception as error:
         raise load_error(text, target, error) from error
     return model, tokenizer, text
