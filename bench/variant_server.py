@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import threading
+from pathlib import Path
 
 import mlxnb
+from bench.trace import install
 from mlxnb._engine.delivery import Notifier, Outbox
 
 
@@ -21,7 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--eager-wakeups", action="store_true", help="wake the server's loop for every step"
     )
+    parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
+    if args.trace is not None:
+        install(args.trace)
     solo = {"on": True, "off": False}[args.solo]
     engine = mlxnb.load(
         args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo

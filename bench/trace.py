@@ -1,0 +1,101 @@
+"""A timeline of the worker's turns, for finding where a burst's time to first token goes.
+
+``install(path)`` wraps, in this process, the points a request passes on its way to its first
+token: queued for the worker, admitted (prompt rendered, cache looked up), each model pass
+(mlx-lm's batch ``next``, the single-sequence ``advance``, a hand-over into the batch) and its
+first token. Each becomes one JSON line ``{"t": seconds, "what": ..., ...}`` in ``path``.
+Bench use only (``bench.variant_server --trace``): it patches the engine's classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def install(path: Path) -> None:
+    """Record the timeline of every engine in this process into ``path`` (JSON lines)."""
+    from mlx_lm.generate import BatchGenerator
+
+    from mlxnb._engine.solo import SoloDecoder
+    from mlxnb._engine.worker import Worker
+
+    out = path.open("a", buffering=1)
+    lock = threading.Lock()
+    seen: set[int] = set()
+
+    def record(what: str, **fields: Any) -> None:
+        with lock:
+            out.write(json.dumps({"t": time.perf_counter(), "what": what, **fields}) + "\n")
+
+    def timed(cls: type, name: str, describe: Callable[..., dict[str, Any]]) -> None:
+        original = getattr(cls, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            record(name, start=start, **describe(*args, result=result))
+            return result
+
+        setattr(cls, name, wrapper)
+
+    def request_id(self: Any, request: Any, *_: Any, result: Any) -> dict[str, Any]:
+        return {"id": request.request_id}
+
+    timed(Worker, "submit", request_id)
+    timed(Worker, "_admit", request_id)
+    timed(Worker, "_hand_over_solo", lambda self, result: {})
+    timed(SoloDecoder, "advance", lambda self, result: {"tokens": len(result)})
+    timed(
+        BatchGenerator,
+        "next",
+        lambda self, result: {"prefilled": len(result[0]), "tokens": len(result[1])},
+    )
+    on_token = Worker._on_token
+
+    @functools.wraps(on_token)
+    def first_token(self: Any, uid: int, *args: Any, **kwargs: Any) -> Any:
+        active = self._active.get(uid)
+        if active is not None and id(active) not in seen:
+            seen.add(id(active))
+            record("first", id=active.request.request_id)
+        return on_token(self, uid, *args, **kwargs)
+
+    Worker._on_token = first_token  # type: ignore[method-assign]
+
+
+def show(path: Path, gap: float = 1.0) -> None:
+    """Print each burst's timeline (ms from its first request's queueing), one line per event.
+
+    A burst is events with no pause longer than ``gap`` seconds between them.
+    """
+    events = sorted(
+        (json.loads(line) for line in path.read_text().splitlines()),
+        key=lambda e: e["start"] if "start" in e else e["t"],
+    )
+    origin = last = None
+    for event in events:
+        begin = event.get("start", event["t"])
+        if last is None or begin - last > gap:
+            origin = begin
+            print("--- burst")
+        last = event["t"]
+        assert origin is not None
+        took = (event["t"] - begin) * 1e3
+        extra = {k: v for k, v in event.items() if k not in ("t", "start", "what", "id")}
+        ident = event.get("id", "")[-6:]
+        print(
+            f"{(begin - origin) * 1e3:9.1f} ms  {event['what']:<16} {took:7.1f} ms  {ident} {extra}"
+        )
+
+
+if __name__ == "__main__":
+    import sys
+
+    show(Path(sys.argv[1]))
