@@ -9,10 +9,11 @@ WIDGET := mlxnb/static/widget.js
 OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0))
 RUN := env $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS)) HF_HUB_DISABLE_TELEMETRY=1
 PYTEST_ARGS ?=
-# Two workers (CI has two cores): a test file stays on one worker, browser tests share one.
+# Two workers (CI has two cores), a test file per worker: its module fixtures (engines, kernels,
+# servers) are built once, and tests that build on earlier ones in the file keep their order.
 # One OpenBLAS thread per process: its idle threads spin, and two workers' (plus their kernels'
 # and subprocesses') spinning threads on two cores made some tests six times slower.
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 PYTEST_ENV := OPENBLAS_NUM_THREADS=1
 
 .PHONY: demo serve test lint lint-js pytest vitest widget bench clean

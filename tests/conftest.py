@@ -12,21 +12,6 @@ import mlxnb
 from mlxnb.testing import ForcedOutput, forced_output, tiny_model
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each test file on one parallel worker, and every browser test on the same one.
-
-    A file's module-scoped fixtures (engines, servers) are then built once, and only one worker
-    starts JupyterLab and Chromium. Runs with ``--dist loadgroup`` (as ``make test`` does).
-    """
-    tests = Path(__file__).parent
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            relative = item.path.relative_to(tests)
-            group = "browser" if relative.parts[0] == "browser" else relative.as_posix()
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _offline_isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No hub, and audit rows go to a temporary store unless a test says otherwise."""

@@ -12,6 +12,8 @@ from typing import Any
 from lab import JupyterLab
 
 SETUP = """\
+import time
+
 import mlxnb
 from mlxnb._widget import ChatWidget
 from mlxnb.testing import forced_output, {model}
@@ -20,9 +22,14 @@ engine = mlxnb.load({model}(), audit=False)
 replies = iter({replies})
 
 
+def paced(tokens, logits):  # a slower model, so a phase of the answer lasts long enough to see
+    time.sleep({pace})
+    return logits
+
+
 def options():
-    return {{"logits_processors": [forced_output(engine.tokenizer, next(replies))],
-            "max_tokens": 2000}}
+    processors = [forced_output(engine.tokenizer, next(replies))]
+    return {{"logits_processors": processors + ([paced] if {pace} else []), "max_tokens": 2000}}
 """
 
 WEATHER_TOOL = '''\
@@ -180,13 +187,15 @@ class LabPage:
         tools: str = "",
         model: str = "tiny_model",
         cells: Sequence[str] = (),
+        pace: float = 0.0,
     ) -> Chat:
         """Open a notebook whose widget is scripted to reply ``replies`` (forced output).
 
         ``model`` names the :mod:`mlxnb.testing` fixture to load (``tiny_vision_model`` for
-        a vision model); ``cells`` run before the widget's cell.
+        a vision model); ``cells`` run before the widget's cell; ``pace`` seconds are spent on
+        each generated token.
         """
-        sources = [SETUP.format(replies=json.dumps(replies), model=model), *cells]
+        sources = [SETUP.format(replies=json.dumps(replies), model=model, pace=pace), *cells]
         if tools:
             sources.append(WEATHER_TOOL)
         sources.append(WIDGET.format(tools=f"[{tools}]"))
