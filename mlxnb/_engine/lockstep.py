@@ -19,6 +19,7 @@ with :class:`~mlxnb.errors.DistributedError` and refuses new ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pickle
 import threading
@@ -233,9 +234,15 @@ def join_group() -> Lockstep | None:
 
     group = mx.distributed.init()
     if group.size() == 1:
-        log.warning("mlxnb: distributed=True, but this process is alone in its group")
+        _warn_alone()
         return None
     return Lockstep(group)
+
+
+@functools.cache
+def _warn_alone() -> None:
+    # Once per process: load() and the engine it makes both ask.
+    log.warning("mlxnb: distributed=True, but this process is alone in its group")
 
 
 def refuse_unsharded(**options: Any) -> None:

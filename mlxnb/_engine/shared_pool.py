@@ -55,10 +55,27 @@ def load(model: str | Path, **options: Any) -> Engine:
             would not fit the pool's memory budget).
     """
     if options.get("distributed"):
-        lockstep = join_group()
-        if lockstep is not None and not lockstep.leads:
-            raise SystemExit(follow(model, **options))
+        status = follow_unless_leading(model, **options)
+        if status is not None:
+            raise SystemExit(status)
     return default_pool().load(model, **options)
+
+
+def follow_unless_leading(model: str | Path, **options: Any) -> int | None:
+    """On a rank other than 0 of an ``mlx.launch`` group, follow rank 0 to the end.
+
+    Args:
+        model: The model rank 0 loads.
+        **options: The options rank 0's engine got.
+
+    Returns:
+        ``None`` on rank 0 or a process alone in its group (it loads the model itself), else
+        the exit status :func:`follow` returned.
+    """
+    lockstep = join_group()
+    if lockstep is None or lockstep.leads:
+        return None
+    return follow(model, **options)
 
 
 def follow(model: str | Path, **options: Any) -> int:

@@ -94,16 +94,15 @@ def _serve(args: argparse.Namespace) -> int:
     from mlxnb._server.background import bind_socket, warn_if_exposed
 
     if args.distributed:
-        from mlxnb._engine.lockstep import join_group
-        from mlxnb._engine.shared_pool import follow
+        from mlxnb._engine.shared_pool import follow_unless_leading
         from mlxnb.errors import InvalidRequestError
 
         if len(args.models) > 1:
             raise InvalidRequestError("--distributed serves one model")
-        lockstep = join_group()
-        if lockstep is not None and not lockstep.leads:  # rank 0 serves; this rank follows
-            model = args.models[0] if args.models else _default_model()
-            return follow(model, **engine_options(args))
+        model = args.models[0] if args.models else _default_model()
+        status = follow_unless_leading(model, **engine_options(args))
+        if status is not None:  # rank 0 serves; this rank followed it to the end
+            return status
     warn_if_exposed(args.host, args.api_key)
     sock = bind_socket(args.host, args.port)  # fail on a busy port before loading a model
     models = list(args.models) or [_default_model()]

@@ -26,7 +26,7 @@ import openai
 import pytest
 
 import mlxnb
-from mlxnb._engine.lockstep import CLOSE, Lockstep, Tick, WireRequest
+from mlxnb._engine.lockstep import CLOSE, Lockstep, Tick, WireRequest, _warn_alone, join_group
 from mlxnb._engine.request import Request, RequestMeta, SamplingOptions
 from mlxnb._engine.sharding import sharding_plans
 from mlxnb.errors import InvalidRequestError
@@ -153,11 +153,19 @@ def test_a_request_that_cannot_travel_is_refused_with_a_reason() -> None:
 
 
 def test_alone_in_its_group_the_model_loads_whole(caplog: pytest.LogCaptureFixture) -> None:
+    _warn_alone.cache_clear()  # said once per process: an earlier test may have heard it
     with mlxnb.Engine(tiny_model(), distributed=True, audit=False) as engine:
         turn = engine.generate([{"role": "user", "content": "hi"}], max_tokens=3)
         assert turn.usage.completion_tokens > 0
         assert not engine.follows
     assert "alone in its group" in caplog.text
+
+
+def test_a_lone_process_is_told_once(caplog: pytest.LogCaptureFixture) -> None:
+    _warn_alone.cache_clear()
+    # load() asks before the pool makes the engine, and the engine asks again.
+    assert join_group() is None and join_group() is None
+    assert caplog.text.count("alone in its group") == 1
 
 
 class _FollowerSeat(Lockstep):
