@@ -69,10 +69,12 @@ class SoloDecoder:
     @property
     def held(self) -> list[int]:
         """The tokens the KV cache holds (what a prompt cache may store it under)."""
-        if self._pending is None:
-            unfed = len(self._unprefilled) + len(self._last_prompt)
-            return self.tokens[: len(self.tokens) - unfed]
-        return list(self.tokens)
+        return self.tokens[: len(self.tokens) - self._unfed]
+
+    @property
+    def _unfed(self) -> int:
+        """Prompt tokens not in the KV cache yet (none once decoding has started)."""
+        return len(self._unprefilled) + len(self._last_prompt) if self._pending is None else 0
 
     @property
     def prompt_progress(self) -> tuple[int, int]:
@@ -81,8 +83,7 @@ class SoloDecoder:
         Counted as mlx-lm's batch decoder counts them, so a request reports the same whichever
         path prefills it.
         """
-        unfed = len(self._unprefilled) + len(self._last_prompt) if self._pending is None else 0
-        return self._to_feed - unfed, self._to_feed
+        return self._to_feed - self._unfed, self._to_feed
 
     def advance(self) -> list[int]:
         """Run one model call: a prefill chunk (no tokens) or a decode step (its token)."""

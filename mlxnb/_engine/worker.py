@@ -31,7 +31,6 @@ from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.request import Request
-from mlxnb._engine.solo import SoloDecoder
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
 from mlxnb._engine.worker_config import Finished, WorkerConfig, prefill_plan
@@ -490,7 +489,7 @@ class Worker(GroupTurns):
             tokens = solo.advance()
             active.drafted, active.accepted = solo.drafted, solo.accepted
             if not tokens:
-                self._report_solo_prefill(active, solo)
+                self._report_progress(active.request, *solo.prompt_progress)
             if active.guard.failure is not None:
                 self._fail_one(uid, active.guard.failure, in_batch=False)
             for token, logprobs in zip(tokens, solo.last_logprobs, strict=True):
@@ -520,27 +519,19 @@ class Worker(GroupTurns):
             self._on_token(response.uid, response.token, response.finish_reason, logprobs)
 
     def _report_prefill(self, prefilled: list[Any]) -> None:
-        """Tell the requests that asked how far their prompt's processing has come.
+        """Report the batch decoder's prefill passes (:meth:`_report_progress`)."""
+        for response in prefilled:
+            member = self._active.get(response.uid)
+            progress = getattr(response, "progress", None)
+            if member is not None and progress and not response.end_of_prompt:
+                self._report_progress(member.request, int(progress[0]), int(progress[1]))
+
+    def _report_progress(self, request: Request, processed: int, total: int) -> None:
+        """Tell a request that asked how far its prompt's processing has come.
 
         Only prompts that take more than one forward pass report: a shorter one's first token
         follows at once.
         """
-        for response in prefilled:
-            member = self._active.get(response.uid)
-            progress = getattr(response, "progress", None)
-            if member is None or not member.request.prefill_progress or not progress:
-                continue
-            if progress[1] <= self._config.prefill_step:
-                continue
-            if not response.end_of_prompt:
-                request = member.request
-                event = PrefillProgress(int(progress[0]), int(progress[1]))
-                self._outbox.put(request.sink, request.cancel, [event])
-
-    def _report_solo_prefill(self, active: Active, solo: SoloDecoder) -> None:
-        """The single-sequence path's counterpart of :meth:`_report_prefill`."""
-        processed, total = solo.prompt_progress
-        request = active.request
         if request.prefill_progress and total > self._config.prefill_step:
             event = PrefillProgress(processed, total)
             self._outbox.put(request.sink, request.cancel, [event])
