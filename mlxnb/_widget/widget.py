@@ -462,10 +462,12 @@ class ChatWidget(anywidget.AnyWidget):
             turns = self.conversation.turns
             chat_turn = turns[-1] if turns and turns[-1] is not before else None
             entry = recorder.finish(chat_turn, failure)
-            self.transcript = [*self.transcript, entry]
+            # One sync message: a page never shows the ended turn while its input is still locked
+            with self.hold_sync():
+                self.transcript = [*self.transcript, entry]
+                self.status = "ready"
             save_quietly(self.conversation, self.transcript)
             self._recorder = None
-            self.status = "ready"
             self._stopping = self._running = False
         return chat_turn
 
