@@ -1,6 +1,6 @@
 """``mlxnb.serve`` with engine options from the command line, for bench_load's variants.
 
-python -m bench.variant_server MODEL --port 8001 --prefill-batch 32 --solo off
+python -m bench.variant_server MODEL --port 8001 --prefill-batch 32 --solo off [--lone-first]
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--eager-wakeups", action="store_true", help="wake the server's loop for every step"
     )
+    parser.add_argument(
+        "--lone-first",
+        action="store_true",
+        help="a burst's first request starts alone even when the rest queued meanwhile (before"
+        " 2026-12-02's change)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -31,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     engine = mlxnb.load(
         args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo
     )
+    if args.lone_first:
+        engine._worker._company_arrived = lambda *_: False  # type: ignore[method-assign]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     mlxnb.serve(engine, port=args.port)

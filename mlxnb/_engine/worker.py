@@ -217,6 +217,8 @@ class Worker(GroupTurns):
             for request in requests:
                 self._admit(request, alone=len(requests) == 1)
             self._reap_cancelled()
+            if idle and self._company_arrived(requests, closing):
+                continue  # a burst: its first request starts beside the rest, not ahead of them
             if closing:
                 closed = EngineClosedError("the engine was closed")
                 self._fail_all(closed)
@@ -244,6 +246,23 @@ class Worker(GroupTurns):
                     self._generator = self._new_generator()
                     self._system_segments.clear()
             self._outbox.flush()
+
+    def _company_arrived(self, requests: list[Request], closing: bool) -> bool:
+        """Whether a request just admitted alone has company queued before its first step.
+
+        A burst's first request wakes the worker alone, and others arrive while its prompt is
+        rendered: prefilling them together gives every one an earlier first token than a lone
+        prefill followed by the batch's. Once per wake-up, and never across ranks, which must
+        all take the same steps.
+        """
+        # the caller asks only on waking from idle: a skipped step never starves a running one
+        return (
+            len(requests) == 1
+            and len(self._active) == 1
+            and not closing
+            and self._lockstep is None
+            and not self._commands.empty()
+        )
 
     def _plan_memory(self) -> None:
         assert self.backend is not None

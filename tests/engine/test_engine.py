@@ -395,6 +395,62 @@ async def test_a_lone_request_joins_the_batch_without_losing_or_repeating_tokens
     assert (await second).content == "second answer"
 
 
+def test_a_burst_that_arrives_while_its_first_prompt_renders_is_prefilled_together(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request of a burst wakes the worker alone; the rest queue while it renders.
+
+    None of them takes the single-sequence path ahead of the others: all start in one batch.
+    """
+    from mlxnb._engine.solo import SoloDecoder
+
+    advanced: list[int] = []
+    original_advance = SoloDecoder.advance
+
+    def counting_advance(self: SoloDecoder) -> list[int]:
+        advanced.append(1)
+        return original_advance(self)
+
+    monkeypatch.setattr(SoloDecoder, "advance", counting_advance)
+    with mlxnb.load(tiny_model_dir, solo_fast_path=True, audit=False) as engine:
+        assert engine.generate(HI, max_tokens=2).finish_reason == "length"  # loaded, warm
+        assert advanced, "a lone request takes the single-sequence path"
+        advanced.clear()
+        backend = engine._worker.backend
+        assert backend is not None
+        rendering, company_queued = threading.Event(), threading.Event()
+        original_render = backend.render
+
+        def slow_first_render(*args: Any, **kwargs: Any) -> Any:
+            if not rendering.is_set():
+                rendering.set()
+                assert company_queued.wait(10)
+            return original_render(*args, **kwargs)
+
+        monkeypatch.setattr(backend, "render", slow_first_render)
+        scripts = ["first of the burst", "second one", "and a third"]
+        results: dict[int, Any] = {}
+
+        def ask(index: int) -> None:
+            processor = forced_output(engine.tokenizer, scripts[index])
+            results[index] = engine.generate(HI, logits_processors=[processor])
+
+        threads = [threading.Thread(target=ask, args=(0,))]
+        threads[0].start()
+        assert rendering.wait(10)
+        threads += [threading.Thread(target=ask, args=(i,)) for i in (1, 2)]
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while engine._worker._commands.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        company_queued.set()
+        for thread in threads:
+            thread.join(30)
+    assert [results[i].content for i in range(3)] == scripts
+    assert advanced == [], "the burst's first request did not run ahead on its own"
+
+
 @pytest.mark.parametrize("solo", [True, False])
 async def test_solo_and_batched_decoding_agree(tiny_model_dir: Path, solo: bool) -> None:
     with mlxnb.load(tiny_model_dir, solo_fast_path=solo, audit=False) as engine:
