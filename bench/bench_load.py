@@ -93,8 +93,8 @@ def stream_once(client: httpx.Client, url: str, model: str, text: str, tokens: i
 
 def one_round(
     url: str, model: str, clients: int, tokens: int, words: int, tag: str
-) -> list[Stream]:
-    """``clients`` requests released together; every request's stream."""
+) -> tuple[list[Stream], list[str]]:
+    """``clients`` requests released together; the streams that ended, and the failures."""
     return released_together(
         clients,
         lambda: httpx.Client(timeout=600),
@@ -107,7 +107,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def round_figures(streams: list[Stream]) -> dict[str, Any]:
+def round_figures(streams: list[Stream], failures: list[str]) -> dict[str, Any]:
+    """A round's time to first token (of the requests served) and aggregate tokens/s."""
+    if not streams:
+        raise RuntimeError(f"every request failed: {failures[0]}")
     ttfts = [s.ttft for s in streams]
     wall = max(s.end for s in streams) - min(s.sent for s in streams)
     return {
@@ -115,6 +118,8 @@ def round_figures(streams: list[Stream]) -> dict[str, Any]:
         "ttft_p50_ms": 1000 * statistics.median(ttfts),
         "ttft_p90_ms": 1000 * percentile(ttfts, 0.9),
         "aggregate_tps": sum(s.tokens for s in streams) / wall,
+        "failed": len(failures),
+        "failures": sorted(set(failures)),
     }
 
 
@@ -163,16 +168,17 @@ def measure(args: argparse.Namespace, path: str) -> dict[int, dict[str, list[dic
             for index in range(args.rounds):
                 shift = index % len(names)
                 for name in names[shift:] + names[:shift]:
-                    streams = one_round(
+                    streams, failures = one_round(
                         urls[name], models[name], n, args.tokens, args.words, f"{n}-{index}"
                     )
-                    figures = round_figures(streams)
+                    figures = round_figures(streams, failures)
                     results[n][name].append(figures)
                     print(
                         f"{n:3} clients  round {index:2}  {name:8}  "
                         f"TTFT p50 {figures['ttft_p50_ms']:8.1f} ms  "
                         f"p90 {figures['ttft_p90_ms']:8.1f} ms  "
-                        f"{figures['aggregate_tps']:8.1f} tok/s",
+                        f"{figures['aggregate_tps']:8.1f} tok/s"
+                        + (f"  {len(failures)} failed" if failures else ""),
                         flush=True,
                     )
     finally:
@@ -198,6 +204,11 @@ def summarize(results: dict[int, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                 figures[f"{key}_{name}_over_peer_{n}"] = figure(
                     f"{key} {name} / peer at {n}", ratios, unit="x", target=target
                 )
+        for name, rounds in sides.items():
+            failed = sum(r.get("failed", 0) for r in rounds)
+            figures[f"{name}_failed_{n}"] = figure(
+                f"{name} requests failed at {n} (of {n * len(rounds)})", [failed], unit="requests"
+            )
     return figures
 
 
@@ -225,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         results = measure(args, path)
         figures = summarize(results)
         for key, value in figures.items():
+            if "_failed_" in key and value["value"]:
+                print(f"{value['label']:40} {value['value']:.0f}")
             if "over_peer" in key:
                 low, high = value["min"], value["max"]
                 print(f"{key:40} median {value['value']:.3f}  [{low:.3f}, {high:.3f}]")

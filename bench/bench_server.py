@@ -104,13 +104,15 @@ def raw_once(model: Any, tokenizer: Any, prompt: str, tokens: int) -> Run:
 
 def concurrent(url: str, model: str, clients: int, tokens: int) -> float:
     """Aggregate tokens/s of ``clients`` simultaneous streams."""
-    runs = released_together(
+    runs, failures = released_together(
         clients,
         lambda: openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600),
         lambda client, i: stream_once(
             client, model, PROMPTS[i % len(PROMPTS)] + f" (#{i})", tokens
         ),
     )
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {clients} requests failed: {failures[0]}")
     total = sum(run.tokens for run in runs)
     return total / (max(r.end for r in runs) - min(r.start for r in runs))
 

@@ -63,23 +63,30 @@ def released_together(
     count: int,
     connect: Callable[[], AbstractContextManager[Client]],
     request: Callable[[Client, int], Result],
-) -> list[Result]:
+) -> tuple[list[Result], list[str]]:
     """``count`` client threads, each with its own client, released at once by a barrier.
 
     Each thread opens ``connect()``, waits at the barrier, then runs ``request(client, index)``
     (``index`` from 0 to ``count - 1``) and closes its client.
 
     Returns:
-        The requests' results, in the order they finished.
+        The requests' results, in the order they finished, and one line per request that
+        failed (a server that resets connections under load must show it, not lose them).
     """
     barrier = threading.Barrier(count)
     results: list[Result] = []
+    failures: list[str] = []
     lock = threading.Lock()
 
     def client_thread(index: int) -> None:
         with connect() as client:
             barrier.wait()
-            result = request(client, index)
+            try:
+                result = request(client, index)
+            except Exception as error:  # counted by the caller, not printed and dropped
+                with lock:
+                    failures.append(f"{type(error).__name__}: {error}")
+                return
         with lock:
             results.append(result)
 
@@ -88,4 +95,4 @@ def released_together(
         thread.start()
     for thread in threads:
         thread.join()
-    return results
+    return results, failures
