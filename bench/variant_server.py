@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> None:
         help="a burst's first request starts alone even when the rest queued meanwhile (before"
         " 2026-12-02's change)",
     )
+    parser.add_argument(
+        "--first-token-in-batch",
+        action="store_true",
+        help="a prefilled lone request joining the batch waits for the newcomers' prefill"
+        " before its first token (before 2026-12-02's change)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -39,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.lone_first:
         engine._worker._company_arrived = lambda *_: False  # type: ignore[method-assign]
+    if args.first_token_in_batch:
+        from mlxnb._engine.solo import SoloDecoder
+
+        SoloDecoder.awaits_first_token = property(lambda _: False)  # type: ignore[assignment,method-assign]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     mlxnb.serve(engine, port=args.port)

@@ -60,6 +60,7 @@ class SoloDecoder:
         self._stream = stream
         self._prefill_step = prefill_step
         self.tokens = list(context)
+        self._prompt_length = len(self.tokens)
         self._to_feed = len(rest)
         self._unprefilled = list(rest[:-1])
         self._last_prompt = list(rest[-1:])
@@ -75,6 +76,11 @@ class SoloDecoder:
     def _unfed(self) -> int:
         """Prompt tokens not in the KV cache yet (none once decoding has started)."""
         return len(self._unprefilled) + len(self._last_prompt) if self._pending is None else 0
+
+    @property
+    def awaits_first_token(self) -> bool:
+        """Whether the whole prompt is in the KV cache and nothing is generated yet."""
+        return not self._unprefilled and len(self.tokens) == self._prompt_length
 
     @property
     def prompt_progress(self) -> tuple[int, int]:

@@ -464,6 +464,12 @@ class Worker(GroupTurns):
         assert active.solo is not None
         if not active.solo.hands_over:
             return
+        if active.solo.awaits_first_token:
+            # Its prompt is in the cache: its first token is a step away here, but in the batch
+            # it would wait for the newcomers' prefill (mlx-lm's passes) before it came out.
+            self._advance_solo(uid, active)
+            if uid not in self._active:
+                return
         ahead, feed, cache, held = active.solo.hand_over()
         if active.guard.failure is not None:
             # The step computed ahead ran this request's failing processor: it ends here.
@@ -499,22 +505,25 @@ class Worker(GroupTurns):
             return cache, tokens[-1:]
         return None, tokens
 
+    def _advance_solo(self, uid: int, active: Active) -> None:
+        """One model call of the lone request's decoder; its tokens delivered."""
+        solo = active.solo
+        assert solo is not None
+        tokens = solo.advance()
+        active.drafted, active.accepted = solo.drafted, solo.accepted
+        if not tokens:
+            self._report_progress(active.request, *solo.prompt_progress)
+        if active.guard.failure is not None:
+            self._fail_one(uid, active.guard.failure, in_batch=False)
+        for token, logprobs in zip(tokens, solo.last_logprobs, strict=True):
+            if uid not in self._active:  # ended on an earlier token of this step
+                break
+            self._on_token(uid, token, self._solo_reason(active, token), logprobs)
+
     def _step(self) -> None:
         found = self._solo()
         if found is not None:
-            uid, active = found
-            solo = active.solo
-            assert solo is not None
-            tokens = solo.advance()
-            active.drafted, active.accepted = solo.drafted, solo.accepted
-            if not tokens:
-                self._report_progress(active.request, *solo.prompt_progress)
-            if active.guard.failure is not None:
-                self._fail_one(uid, active.guard.failure, in_batch=False)
-            for token, logprobs in zip(tokens, solo.last_logprobs, strict=True):
-                if uid not in self._active:  # ended on an earlier token of this step
-                    break
-                self._on_token(uid, token, self._solo_reason(active, token), logprobs)
+            self._advance_solo(*found)
             # A decoder that cannot join the batch shares the step with it.
             if not any(member.solo is None for member in self._active.values()):
                 return

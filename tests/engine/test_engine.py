@@ -18,6 +18,7 @@ from mlxnb.events import ContentDelta, Done, ThinkingDelta, ToolCall, ToolCallDe
 from mlxnb.testing import ForcedOutput, forced_output
 
 HI = [{"role": "user", "content": "hi"}]
+WARM_UP = [{"role": "user", "content": "A first request, so that the engine is warm."}]
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -395,60 +396,118 @@ async def test_a_lone_request_joins_the_batch_without_losing_or_repeating_tokens
     assert (await second).content == "second answer"
 
 
+@pytest.fixture
+def solo_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The tokens each single-sequence model call gave (0: a prefill chunk), in order."""
+    from mlxnb._engine.solo import SoloDecoder
+
+    calls: list[int] = []
+    original_advance = SoloDecoder.advance
+
+    def counting_advance(self: SoloDecoder) -> list[int]:
+        tokens = original_advance(self)
+        calls.append(len(tokens))
+        return tokens
+
+    monkeypatch.setattr(SoloDecoder, "advance", counting_advance)
+    return calls
+
+
+class HeldBurst:
+    """Requests for forced answers from threads: the first, then the others once the first
+    is held inside the worker (``first_held``), all queued before it is let go."""
+
+    def __init__(
+        self, engine: mlxnb.Engine, scripts: list[str], first_held: threading.Event
+    ) -> None:
+        self.engine, self.scripts, self.first_held = engine, scripts, first_held
+        self.queued = threading.Event()  # the worker's hold waits on this
+        self.results: dict[int, Any] = {}
+        self.threads: list[threading.Thread] = []
+
+    def _ask(self, index: int) -> None:
+        processor = forced_output(self.engine.tokenizer, self.scripts[index])
+        self.results[index] = self.engine.generate(HI, logits_processors=[processor])
+
+    def turns(self) -> list[Any]:
+        """Send the first, then the others; let the first go once they are queued.
+
+        Returns:
+            Every request's turn, in order.
+        """
+        first = threading.Thread(target=self._ask, args=(0,))
+        first.start()
+        assert self.first_held.wait(10)
+        others = range(1, len(self.scripts))
+        self.threads = [first, *(threading.Thread(target=self._ask, args=(i,)) for i in others)]
+        for thread in self.threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while self.engine._worker._commands.qsize() < len(others):
+            assert time.monotonic() < deadline, "the others never queued"
+            time.sleep(0.001)
+        self.queued.set()
+        for thread in self.threads:
+            thread.join(30)
+        return [self.results[i] for i in range(len(self.scripts))]
+
+
 def test_a_burst_that_arrives_while_its_first_prompt_renders_is_prefilled_together(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, solo_calls: list[int]
 ) -> None:
     """The first request of a burst wakes the worker alone; the rest queue while it renders.
 
     None of them takes the single-sequence path ahead of the others: all start in one batch.
     """
-    from mlxnb._engine.solo import SoloDecoder
-
-    advanced: list[int] = []
-    original_advance = SoloDecoder.advance
-
-    def counting_advance(self: SoloDecoder) -> list[int]:
-        advanced.append(1)
-        return original_advance(self)
-
-    monkeypatch.setattr(SoloDecoder, "advance", counting_advance)
     with mlxnb.load(tiny_model_dir, solo_fast_path=True, audit=False) as engine:
-        assert engine.generate(HI, max_tokens=2).finish_reason == "length"  # loaded, warm
-        assert advanced, "a lone request takes the single-sequence path"
-        advanced.clear()
+        assert engine.generate(WARM_UP, max_tokens=2).finish_reason == "length"  # HI uncached
+        assert solo_calls, "a lone request takes the single-sequence path"
+        solo_calls.clear()
         backend = engine._worker.backend
         assert backend is not None
-        rendering, company_queued = threading.Event(), threading.Event()
+        rendering = threading.Event()
         original_render = backend.render
+        scripts = ["first of the burst", "second one", "and a third"]
 
         def slow_first_render(*args: Any, **kwargs: Any) -> Any:
             if not rendering.is_set():
                 rendering.set()
-                assert company_queued.wait(10)
+                assert burst.queued.wait(10)
             return original_render(*args, **kwargs)
 
         monkeypatch.setattr(backend, "render", slow_first_render)
-        scripts = ["first of the burst", "second one", "and a third"]
-        results: dict[int, Any] = {}
+        burst = HeldBurst(engine, scripts, rendering)
+        turns = burst.turns()
+    assert [turn.content for turn in turns] == scripts
+    assert solo_calls == [], "the burst's first request did not run ahead on its own"
 
-        def ask(index: int) -> None:
-            processor = forced_output(engine.tokenizer, scripts[index])
-            results[index] = engine.generate(HI, logits_processors=[processor])
 
-        threads = [threading.Thread(target=ask, args=(0,))]
-        threads[0].start()
-        assert rendering.wait(10)
-        threads += [threading.Thread(target=ask, args=(i,)) for i in (1, 2)]
-        for thread in threads[1:]:
-            thread.start()
-        deadline = time.monotonic() + 10
-        while engine._worker._commands.qsize() < 2 and time.monotonic() < deadline:
-            time.sleep(0.001)
-        company_queued.set()
-        for thread in threads:
-            thread.join(30)
-    assert [results[i].content for i in range(3)] == scripts
-    assert advanced == [], "the burst's first request did not run ahead on its own"
+def test_a_prefilled_lone_request_gives_its_first_token_before_newcomers_prefill(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, solo_calls: list[int]
+) -> None:
+    """Others arrive once the lone request's prompt is in its cache: its first token comes
+    from its own next step, not after the batch has prefilled theirs."""
+    from mlxnb._engine.solo import SoloDecoder
+
+    with mlxnb.load(tiny_model_dir, solo_fast_path=True, audit=False) as engine:
+        assert engine.generate(WARM_UP, max_tokens=2).finish_reason == "length"  # HI uncached
+        solo_calls.clear()
+        prefilling = threading.Event()
+        original_chunk = SoloDecoder._prefill_chunk
+
+        def held_chunk(self: SoloDecoder) -> None:
+            original_chunk(self)
+            if not prefilling.is_set():
+                prefilling.set()
+                assert burst.queued.wait(10)
+
+        monkeypatch.setattr(SoloDecoder, "_prefill_chunk", held_chunk)
+        scripts = ["first and already prefilled", "second one", "and a third"]
+        burst = HeldBurst(engine, scripts, prefilling)
+        turns = burst.turns()
+    assert [turn.content for turn in turns] == scripts
+    # the prefill chunk, then the first token's step (with the second computed ahead)
+    assert solo_calls == [0, 1]
 
 
 @pytest.mark.parametrize("solo", [True, False])
