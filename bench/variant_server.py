@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
         help="a prefilled lone request joining the batch waits for the newcomers' prefill"
         " before its first token (before 2026-12-02's change)",
     )
+    parser.add_argument(
+        "--render-on-worker",
+        action="store_true",
+        help="the worker renders every prompt, not the caller's thread (before 2026-12-02's"
+        " change)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -49,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         from mlxnb._engine.solo import SoloDecoder
 
         SoloDecoder.awaits_first_token = property(lambda _: False)  # type: ignore[assignment,method-assign]
+    if args.render_on_worker:
+        import mlxnb._engine.engine as engine_module
+
+        engine_module.render_request = lambda *_: None  # type: ignore[assignment]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     mlxnb.serve(engine, port=args.port)

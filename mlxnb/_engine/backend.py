@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import operator
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -292,6 +293,8 @@ class TextBackend:
         self.markers = Markers.from_tokenizer(tokenizer)
         self.context_length = context_length
         self.generation_defaults = dict(generation_defaults or {})
+        #: Held while a prompt renders: callers' threads and the worker's share the tokenizer.
+        self.rendering = threading.Lock()
 
     @property
     def language_model(self) -> Any:

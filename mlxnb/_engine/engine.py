@@ -30,6 +30,7 @@ from mlxnb._engine.kv_quantization import DEFAULT_START, kv_quantization
 from mlxnb._engine.lockstep import join_group, refuse_unsharded
 from mlxnb._engine.memory import KvBudget, MemorySettings, MemoryStats
 from mlxnb._engine.recording import failed_turn, record_turn
+from mlxnb._engine.rendering import render_request
 from mlxnb._engine.request import (
     UNCHECKED_OPTIONS,
     Request,
@@ -339,6 +340,11 @@ class Engine:
                 )
                 submitted.tools = plan.tools
                 submitted.grammar = plan.grammar or submitted.grammar
+            backend = self._worker.backend
+            if isinstance(backend, TextBackend) and self._lockstep is None:
+                # Here, not on the thread that launches the model's steps: under load the
+                # worker admits a burst one request after another before it prefills any.
+                submitted.rendered = render_request(backend, submitted)
         except MlxnbError as invalid:
             self._refuse(submitted, invalid)
             raise

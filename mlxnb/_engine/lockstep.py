@@ -35,7 +35,8 @@ log = logging.getLogger("mlxnb.engine")
 LEADER = 0
 CLOSE = "close"
 """The command that closes the engine on every rank, as it travels in a tick."""
-_LOCAL_FIELDS = ("sink", "cancel")  # the caller's: they never leave rank 0
+# The caller's, and what rank 0 alone computed for it: they never leave rank 0.
+_LOCAL_FIELDS = ("sink", "cancel", "rendered")
 
 
 class DiscardSink(SyncSink):

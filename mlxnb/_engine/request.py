@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from mlxnb._engine.backend import Prompt
 from mlxnb._engine.delivery import AsyncSink, SyncSink
 from mlxnb._images import Image
 from mlxnb.errors import InvalidRequestError, UnknownOptionError
@@ -199,6 +200,8 @@ class Request:
             (:mod:`mlxnb._engine.forks`).
         images: The images the messages carry, in order (vision models only).
         prefill_progress: Send :class:`~mlxnb.events.PrefillProgress` events while prefilling.
+        rendered: The prompt, when the caller's thread rendered it (a loaded text model);
+            ``None``: the worker renders it.
         cancel: Set by the consumer to stop generation at the next step.
         submitted: ``perf_counter`` time of submission.
         started_at: Wall-clock time of submission (UTC).
@@ -218,6 +221,7 @@ class Request:
     fork_key: str | None = None
     images: tuple[Image, ...] = ()
     prefill_progress: bool = False
+    rendered: Prompt | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))

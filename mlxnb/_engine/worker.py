@@ -30,6 +30,7 @@ from mlxnb._engine.lockstep import Lockstep, group_failed
 from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemoryStats, PromptCache, apply_limits, plan_memory
 from mlxnb._engine.recording import failed_turn
+from mlxnb._engine.rendering import render_request
 from mlxnb._engine.request import Request
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
@@ -320,16 +321,7 @@ class Worker(GroupTurns):
                 # mlx-vlm's batch decoder returns no log-probabilities.
                 message = f"{backend.model_id} is a vision model: logprobs are for text models"
                 raise InvalidRequestError(message)
-            if request.prompt is not None:
-                prompt = backend.render_text(request.prompt)
-            else:
-                prompt = backend.render(
-                    request.messages,
-                    request.tools,
-                    request.enable_thinking,
-                    request.template_kwargs,
-                    request.images,
-                )
+            prompt = request.rendered or render_request(backend, request)
             limit, model_id = backend.context_length, backend.model_id
             max_tokens = request.options.max_tokens
             check_context(len(prompt.tokens), max_tokens, limit, model_id)

@@ -452,33 +452,31 @@ class HeldBurst:
         return [self.results[i] for i in range(len(self.scripts))]
 
 
-def test_a_burst_that_arrives_while_its_first_prompt_renders_is_prefilled_together(
+def test_a_burst_that_arrives_while_its_first_request_is_admitted_is_prefilled_together(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, solo_calls: list[int]
 ) -> None:
-    """The first request of a burst wakes the worker alone; the rest queue while it renders.
+    """The first request of a burst wakes the worker alone; the rest queue while the worker
+    admits it (looks up its prompt cache). None of them takes the single-sequence path ahead
+    of the others: all start in one batch."""
+    from mlxnb._engine.memory import PromptCache
 
-    None of them takes the single-sequence path ahead of the others: all start in one batch.
-    """
     with mlxnb.load(tiny_model_dir, solo_fast_path=True, audit=False) as engine:
         assert engine.generate(WARM_UP, max_tokens=2).finish_reason == "length"  # HI uncached
         assert solo_calls, "a lone request takes the single-sequence path"
         solo_calls.clear()
-        backend = engine._worker.backend
-        assert backend is not None
-        rendering = threading.Event()
-        original_render = backend.render
-        scripts = ["first of the burst", "second one", "and a third"]
+        admitting = threading.Event()
+        original_fetch = PromptCache.fetch_nearest_cache
 
-        def slow_first_render(*args: Any, **kwargs: Any) -> Any:
-            if not rendering.is_set():
-                rendering.set()
+        def held_fetch(self: PromptCache, *args: Any) -> Any:
+            if not admitting.is_set():
+                admitting.set()
                 assert burst.queued.wait(10)
-            return original_render(*args, **kwargs)
+            return original_fetch(self, *args)
 
-        monkeypatch.setattr(backend, "render", slow_first_render)
-        burst = HeldBurst(engine, scripts, rendering)
+        monkeypatch.setattr(PromptCache, "fetch_nearest_cache", held_fetch)
+        burst = HeldBurst(engine, ["first of the burst", "second one", "and a third"], admitting)
         turns = burst.turns()
-    assert [turn.content for turn in turns] == scripts
+    assert [turn.content for turn in turns] == burst.scripts
     assert solo_calls == [], "the burst's first request did not run ahead on its own"
 
 
@@ -508,6 +506,50 @@ def test_a_prefilled_lone_request_gives_its_first_token_before_newcomers_prefill
     assert [turn.content for turn in turns] == scripts
     # the prefill chunk, then the first token's step (with the second computed ahead)
     assert solo_calls == [0, 1]
+
+
+def test_prompts_render_on_the_callers_threads_and_the_template_errors_before_queueing(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight threads ask at once: each prompt is rendered on its own thread (the worker only
+    admits it), each the same tokens as rendered alone; a prompt the template rejects is
+    refused on the caller's thread and never reaches the worker."""
+    with mlxnb.load(tiny_model_dir, audit=False) as engine:
+        assert engine.generate(WARM_UP, max_tokens=1).finish_reason == "length"
+        backend = engine._worker.backend
+        assert backend is not None
+        asks = [[{"role": "user", "content": f"question {i}: " + "word " * i}] for i in range(8)]
+        alone = [len(backend.render(messages, None, None).tokens) for messages in asks]
+        rendered_on: list[str] = []
+        original_render = backend.render
+
+        def recording_render(*args: Any, **kwargs: Any) -> Any:
+            rendered_on.append(threading.current_thread().name)
+            return original_render(*args, **kwargs)
+
+        monkeypatch.setattr(backend, "render", recording_render)
+        turns: dict[int, Any] = {}
+
+        def ask(index: int) -> None:
+            turns[index] = engine.generate(asks[index], max_tokens=2)
+
+        threads = [threading.Thread(target=ask, args=(i,), name=f"asker-{i}") for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(rendered_on) == [f"asker-{i}" for i in range(8)]
+        assert [turns[i].usage.prompt_tokens for i in range(8)] == alone
+
+        def rejecting_render(*args: Any, **kwargs: Any) -> Any:
+            raise mlxnb.InvalidRequestError("the chat template rejected the messages: no")
+
+        monkeypatch.setattr(backend, "render", rejecting_render)
+        sent: list[Any] = []
+        monkeypatch.setattr(engine._worker, "submit", sent.append)
+        with pytest.raises(mlxnb.InvalidRequestError, match="template rejected"):
+            engine.generate(HI, max_tokens=2)
+        assert sent == [] and engine.pending == 0
 
 
 @pytest.mark.parametrize("solo", [True, False])
