@@ -251,8 +251,9 @@ class Worker(GroupTurns):
     def _company_arrived(self, requests: list[Request], closing: bool) -> bool:
         """Whether a request just admitted alone has company queued before its first step.
 
-        A burst's first request wakes the worker alone, and others arrive while its prompt is
-        rendered: prefilling them together gives every one an earlier first token than a lone
+        A burst's first request wakes the worker alone, and others arrive while it is admitted
+        (its prompt cache looked up, its prompt rendered if its caller did not): prefilling
+        them together gives every one an earlier first token than a lone
         prefill followed by the batch's. Once per wake-up, and never across ranks, which must
         all take the same steps.
         """
