@@ -6,11 +6,13 @@ python -m bench.variant_server MODEL --port 8001 --prefill-batch 32 --solo off [
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 from pathlib import Path
 
 import mlxnb
 from bench.trace import install
+from mlxnb._engine.attention import CUDNN_ATTENTION
 from mlxnb._engine.delivery import Notifier, Outbox
 
 
@@ -41,10 +43,17 @@ def main(argv: list[str] | None = None) -> None:
         help="the worker renders every prompt, not the caller's thread (before 2026-12-02's"
         " change)",
     )
+    parser.add_argument(
+        "--cudnn-attention",
+        action="store_true",
+        help="let MLX's CUDA backend plan prompts' attention with cuDNN (before 2026-12-03)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
         install(args.trace)
+    if args.cudnn_attention:
+        os.environ[CUDNN_ATTENTION] = "1"
     solo = {"on": True, "off": False}[args.solo]
     engine = mlxnb.load(
         args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlxnb._audit import AuditLog
+from mlxnb._engine.attention import prefer_attention_without_plans
 from mlxnb._engine.backend import (
     TextBackend,
     context_length,
@@ -192,6 +193,7 @@ class Engine:
         )
         self._disk_cache = config.disk_cache
         self._worker_config = config
+        prefer_attention_without_plans()
         self._worker = Worker(self._load_backend, config, self._on_finished, self._lockstep)
         # At interpreter exit a still-open engine is closed (mlxnb._engine.threads), so a late
         # request raises EngineClosedError instead of waiting on a stopped worker.
