@@ -82,6 +82,20 @@ def _in(column: str, values: Filter) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join('?' * len(chosen))})", chosen
 
 
+#: pandas 3 always copies on write: a shallow copy is then as private as a deep one, and free.
+_COPIES_ON_WRITE = int(pd.__version__.split(".", 1)[0]) >= 3
+
+
+def private_copy(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` the caller may change without changing ``frame`` (the cache's).
+
+    Under Copy-on-Write a shallow copy shares the columns until either side writes to one; a
+    deep copy of a 100 000-row frame costs ~0.4 s here, most of it touching fresh memory.
+    """
+    copied: pd.DataFrame = frame.copy(deep=not _COPIES_ON_WRITE)
+    return copied
+
+
 def _cutoff(moment: datetime | timedelta | str) -> str:
     """The stored text of a point in time; naive datetimes and text are taken as UTC."""
     if isinstance(moment, timedelta):
@@ -229,8 +243,7 @@ class AuditLog:
         with self._cache_lock:
             frame = self._frames.get(key)
         if frame is not None:
-            copied: pd.DataFrame = frame.copy()  # the caller may change it; the cache may not
-            return copied
+            return private_copy(frame)
         with gc_paused():
             builder = FrameBuilder()
             self._store.select_batches(builder.add_rows, where, params)
@@ -241,7 +254,8 @@ class AuditLog:
                 if self._cache_version == version:
                     if len(self._frames) >= _CACHED_FRAMES:
                         self._frames.pop(next(iter(self._frames)))
-                    self._frames[key] = frame.copy()
+                    self._frames[key] = frame
+                    return private_copy(frame)
         return frame
 
     @property

@@ -647,3 +647,35 @@ def test_filtered_frames_are_cached_per_filter_and_refreshed(
     assert list(filled.to_pandas(source="eval")["request_id"]) == [*evals, late.request_id]
     assert list(filled.to_pandas(source="widget")["request_id"]) == widgets
     assert len(filled.df) == len(records) + 1
+
+
+def _set_a_cell(frame: pd.DataFrame) -> None:
+    frame.loc[0, "content"] = "changed by the caller"
+
+
+def _add_a_column(frame: pd.DataFrame) -> None:
+    frame["mine"] = 1
+
+
+def _change_a_column_in_place(frame: pd.DataFrame) -> None:
+    frame["prompt_tokens"] += 1000
+
+
+def _rename_the_columns(frame: pd.DataFrame) -> None:
+    frame.columns = [f"column {index}" for index in range(len(frame.columns))]
+
+
+@pytest.mark.parametrize(
+    "change", [_set_a_cell, _add_a_column, _change_a_column_in_place, _rename_the_columns]
+)
+@pytest.mark.parametrize("filters", [{}, {"source": "eval"}])
+def test_changing_a_returned_frame_leaves_the_cached_one_alone(
+    filled: AuditLog, change: Callable[[pd.DataFrame], None], filters: dict[str, str]
+) -> None:
+    first = filled.to_pandas(**filters)  # built: the cache keeps it
+    expected = first.copy(deep=True)
+    change(first)
+    second = filled.to_pandas(**filters)  # from the cache
+    change(second)
+
+    pd.testing.assert_frame_equal(filled.to_pandas(**filters), expected)
