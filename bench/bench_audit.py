@@ -165,13 +165,79 @@ def to_results(results: list[tuple[str, float, str]], append_us: list[float]) ->
     }
 
 
+def cold_read(path: str, deep_copies: bool) -> None:
+    """Print the seconds of one cold ``to_pandas()`` (run in a fresh process by :func:`cold_pairs`).
+
+    ``deep_copies`` times the code before 2026-12-03, which deep-copied a new frame into the
+    cache and every cached frame out of it.
+    """
+    import mlxnb._audit.log as log_module
+
+    if deep_copies:
+        log_module.private_copy = lambda frame: frame.copy(deep=True)
+    log = AuditLog(path)
+    begin = time.perf_counter()
+    log.to_pandas()
+    print(time.perf_counter() - begin)
+    log.close()
+
+
+def cold_pairs(n: int, pairs: int, directory: Path | None) -> dict[str, Any]:
+    """Cold ``to_pandas()`` in fresh processes, this code and the deep copies alternating."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        path = str(Path(tmp) / "audit.sqlite3")
+        log = AuditLog(path)
+        append_all(log, make_records(n))
+        log.close()
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        for index in range(pairs + 1):  # the first pair warms the page cache, not counted
+            for deep in (False, True) if index % 2 else (True, False):
+                code = f"from bench.bench_audit import cold_read; cold_read({path!r}, {deep})"
+                out = subprocess.run(
+                    [sys.executable, "-c", code], check=True, capture_output=True, text=True
+                ).stdout
+                if index:
+                    seconds[deep].append(float(out.split()[-1]))
+    new, old = seconds[False], seconds[True]
+    ratios = [a / b for a, b in zip(new, old, strict=True)]
+    print(
+        f"cold to_pandas, fresh processes ({pairs} pairs): now {statistics.median(new):.3f} s, "
+        f"deep copies {statistics.median(old):.3f} s, ratio {statistics.median(ratios):.2f} "
+        f"[{min(ratios):.2f}, {max(ratios):.2f}]"
+    )
+    return {
+        "runs": [{"now_s": a, "deep_copies_s": b} for a, b in zip(new, old, strict=True)],
+        "figures": {
+            "to_pandas_cold_s": figure("to_pandas, cold, fresh process", new, unit="s"),
+            "to_pandas_cold_deep_copies_s": figure(
+                "to_pandas with deep copies (before 2026-12-03)", old, unit="s"
+            ),
+            "to_pandas_cold_ratio": figure("now / deep copies", ratios, unit="x"),
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="only time cold to_pandas() in fresh processes, against deep copies, this many pairs",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     report = new_report("audit", args)
+    if args.pairs:
+        with human_output(args.json):
+            pairs = cold_pairs(args.rows, args.pairs, args.dir)
+        write_report(report, pairs, args.json)
+        return
     with human_output(args.json):
         results, append_us = measure(args.rows, args.dir)
         print_table(args.rows, results)
