@@ -3,8 +3,11 @@
 MLX's GPU backends prepare work per shape on first use (kernels, attention plans), so a prefill
 whose length the process has not met yet can cost far more than the same prefill a second time.
 This bench runs raw mlx-lm forward passes (no engine) over distinct shapes, each twice in a row,
-and reports first ÷ second. Cases: a lone prompt from an empty cache, a lone prompt after a
-cached prefix (what a prompt-cache hit leaves to prefill), a batch of prompts, a decode step.
+and reports first - second. Cases: a lone prompt from an empty cache; one after a cached prefix
+(what a prompt-cache hit leaves to prefill); a batch of prompts; one prompt length after
+prefixes of new lengths; long prompts (where the attention kernel's own speed shows); a decode
+step. ``--distinct N`` then prefills N new lengths in a row and keeps any error the backend
+raises (MLX can be told to refuse a thrashing plan cache).
 
 Usage::
 
@@ -53,6 +56,21 @@ def case(model: Any, batch: int, lengths: list[int], prefix: int) -> list[dict[s
     return runs
 
 
+def after_prefixes(model: Any, length: int, prefixes: list[int]) -> list[dict[str, float]]:
+    """First and second call of one ``length``-token prefill after each cached prefix.
+
+    Rows name the prefix's length: it is the shape that changes.
+    """
+    return [
+        {
+            "length": prefix,
+            "first_ms": timed(model, 1, length, prefix),
+            "second_ms": timed(model, 1, length, prefix),
+        }
+        for prefix in prefixes
+    ]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from mlx_lm import load
 
@@ -64,23 +82,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lone prompt": case(model, 1, lengths, 0),
         "lone prompt after a 64-token cached prefix": case(model, 1, lengths, 64),
         f"batch of {args.batch} prompts": case(model, args.batch, lengths, 0),
-        "32-token prompt after a cached prefix of that length": [
-            {
-                "length": n,
-                "first_ms": timed(model, 1, 32, n),
-                "second_ms": timed(model, 1, 32, n),
-            }
-            for n in lengths
-        ],
+        "32-token prompt after a cached prefix of that length": after_prefixes(model, 32, lengths),
         "long prompt": case(model, 1, args.long, 0),
-        "decode step after a prompt of that length": [
-            {
-                "length": n,
-                "first_ms": timed(model, 1, 1, n),
-                "second_ms": timed(model, 1, 1, n),
-            }
-            for n in lengths
-        ],
+        "decode step after a prompt of that length": after_prefixes(model, 1, lengths),
     }
     figures = {}
     for name, rows in cases.items():
