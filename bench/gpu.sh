@@ -41,6 +41,11 @@ stage() {
 
 unpack() {
   [ -d "$SITE/mlx" ] && return
+  if [ ! -f /tmp/gpu/cuda.part.1 ]; then
+    echo "gpu.sh: part one of the CUDA backend is not here: run 'bash bench/gpu.sh stage'" \
+      "(carrying .gpu/p1) on this machine first, then 'run' within its idle window" >&2
+    exit 2
+  fi
   mkdir -p "$SITE" /tmp/gpu/cache
   cat /tmp/gpu/cuda.part.1 .gpu/p2/cuda.part | xz -d | tar xf - -C "$SITE"
   for wheel in .gpu/p2/wheels/*.whl; do python3 -m zipfile -e "$wheel" "$SITE"; done
