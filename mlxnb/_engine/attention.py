@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
-#: The environment variable MLX's CUDA backend reads (once, at its first attention call).
+#: The environment variable MLX's CUDA backend reads (by its first attention call; whether it
+#: reads it again later depends on MLX's version).
 CUDNN_ATTENTION = "MLX_CUDA_USE_CUDNN_SDPA"
 
 
