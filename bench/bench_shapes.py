@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from bench.models import SHAPES, bench_model
-from bench.report import figure, human_output, new_report, write_report
+from bench.report import add_json_argument, figure, human_output, new_report, write_report
 
 
 def timed(model: Any, batch: int, length: int, prefix: int) -> float:
@@ -46,29 +46,13 @@ def timed(model: Any, batch: int, length: int, prefix: int) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def case(model: Any, batch: int, lengths: list[int], prefix: int) -> list[dict[str, float]]:
-    """First and second call for each length (prefix costs are evaluated outside the timing)."""
-    runs = []
-    for length in lengths:
-        first = timed(model, batch, length, prefix)
-        second = timed(model, batch, length, prefix)
-        runs.append({"length": length, "first_ms": first, "second_ms": second})
-    return runs
-
-
-def after_prefixes(model: Any, length: int, prefixes: list[int]) -> list[dict[str, float]]:
-    """First and second call of one ``length``-token prefill after each cached prefix.
-
-    Rows name the prefix's length: it is the shape that changes.
-    """
-    return [
-        {
-            "length": prefix,
-            "first_ms": timed(model, 1, length, prefix),
-            "second_ms": timed(model, 1, length, prefix),
-        }
-        for prefix in prefixes
-    ]
+def twice(model: Any, batch: int, length: int, prefix: int, shown: int) -> dict[str, float]:
+    """The first and second call of one prefill, under ``shown`` (the length the case varies)."""
+    return {
+        "length": shown,
+        "first_ms": timed(model, batch, length, prefix),
+        "second_ms": timed(model, batch, length, prefix),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,13 +62,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timed(model, 1, 8, 0)  # the process's own first-use costs, shape-independent
     base = args.base
     lengths = [base + 3 * i for i in range(args.lengths)]
+    batch = args.batch
     cases = {
-        "lone prompt": case(model, 1, lengths, 0),
-        "lone prompt after a 64-token cached prefix": case(model, 1, lengths, 64),
-        f"batch of {args.batch} prompts": case(model, args.batch, lengths, 0),
-        "32-token prompt after a cached prefix of that length": after_prefixes(model, 32, lengths),
-        "long prompt": case(model, 1, args.long, 0),
-        "decode step after a prompt of that length": after_prefixes(model, 1, lengths),
+        "lone prompt": [twice(model, 1, n, 0, n) for n in lengths],
+        "lone prompt after a 64-token cached prefix": [twice(model, 1, n, 64, n) for n in lengths],
+        f"batch of {batch} prompts": [twice(model, batch, n, 0, n) for n in lengths],
+        "32-token prompt after a cached prefix of that length": [
+            twice(model, 1, 32, n, n) for n in lengths
+        ],
+        "long prompt": [twice(model, 1, n, 0, n) for n in args.long],
+        "decode step after a prompt of that length": [twice(model, 1, 1, n, n) for n in lengths],
     }
     figures = {}
     for name, rows in cases.items():
@@ -134,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         help="lone prompt lengths where attention's own cost shows (comma-separated)",
     )
     parser.add_argument("--distinct", type=int, default=0, help="then this many new lengths")
-    parser.add_argument("--json", nargs="?", const="-", default=None)
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     report = new_report("shapes", args)
     with human_output(args.json):
