@@ -24,6 +24,10 @@ a percent, so the engine - raw difference is stable where CPU times are not. It 
 thread: its instructions per token under callgrind ÷ its CPU µs per token in ``--calibration``
 native runs (median).
 
+``--raw-on-thread`` adds raw mlx-lm run on a thread of its own as a second side: the same code
+as raw, so its ratio (an A/A comparison) shows how far this machine alone moves the median.
+``--sync-consumer`` adds the engine consumed through ``engine.stream_sync`` (no event loop).
+
 Run: ``python -m bench.bench_overhead [--shape tiny] [--pairs 12] [--json PATH]``;
 ``python -m bench.bench_overhead --instructions [--runs 2] [--tokens 80] [--json PATH]``.
 """
@@ -40,8 +44,10 @@ import statistics
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +127,24 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     return Run(done.usage.completion_tokens - 1, wall, launcher, consumer)
 
 
+def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
+    """``engine.stream_sync`` consumed on this thread: the engine without an event loop."""
+    first_wall = first_consumer = 0.0
+    first_worker: Future[float] | None = None
+    done = None
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        for event in engine.stream_sync(PROMPT, max_tokens=tokens):
+            if first_worker is None:
+                first_wall, first_consumer = time.perf_counter(), time.thread_time()
+                first_worker = helper.submit(worker_cpu, engine)
+            if isinstance(event, mlxnb.Done):
+                done = event
+        wall, consumer = time.perf_counter() - first_wall, time.thread_time() - first_consumer
+        assert done is not None and first_worker is not None
+        launcher = worker_cpu(engine) - first_worker.result()
+    return Run(done.usage.completion_tokens - 1, wall, launcher, consumer)
+
+
 class DirectWakeups:
     """The worker wakes each consumer's loop itself (how delivery worked before the notifier)."""
 
@@ -132,6 +156,8 @@ class DirectWakeups:
 VARIANTS = {
     "direct_wakeups": "the same, the worker waking consumer loops itself (no notifier thread):",
     "eager_wakeups": "the same, with the notifier waking the consumer's loop for every token:",
+    "sync_consumer": "the same engine consumed by engine.stream_sync on the main thread:",
+    "raw_on_thread": "raw mlx-lm run on a thread of its own (not the main thread) vs raw:",
 }
 
 
@@ -186,10 +212,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for each in (engine, *variants.values()):
             each._worker.ask(lambda: pin(launch), 10.0)
     model, tokenizer = mlx_lm.load(str(path))
+    raw_thread = ThreadPoolExecutor(max_workers=1)  # one thread for every run, as the worker
+    sides: dict[str, Callable[[int], Run]] = {
+        "engine": partial(run_on_loop, engine),
+        **{name: partial(run_on_loop, each) for name, each in variants.items()},
+    }
+    if args.sync_consumer:
+        sides["sync_consumer"] = partial(engine_sync_run, engine)
+    if args.raw_on_thread:
+        sides["raw_on_thread"] = lambda n: raw_thread.submit(raw_run, model, tokenizer, n).result()
     raw_run(model, tokenizer, 16)
-    for warm in (engine, *variants.values()):
-        asyncio.run(engine_run(warm, 16))
-    sides = {"engine": engine, **variants}
+    for warm in sides.values():
+        warm(16)
     side_pairs: dict[str, list[tuple[Run, Run]]] = {name: [] for name in sides}
     for round_ in range(args.pairs):
         if launch is not None:
@@ -198,16 +232,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if consume is not None:
             pin(consume)
         names = list(sides)
-        # The engines' order rotates, so none always runs right after raw.
+        # The other sides' order rotates, so none always runs right after raw.
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            side_pairs[name].append((raw, asyncio.run(engine_run(sides[name], args.tokens))))
+            side_pairs[name].append((raw, sides[name](args.tokens)))
     engine.close()
-    results = report(args, side_pairs["engine"])
-    for name, variant in variants.items():
+    raw_thread.shutdown()
+    for variant in variants.values():
         variant.close()
+    results = report(args, side_pairs.pop("engine"))
+    for name, pairs in side_pairs.items():
         print(f"\n{VARIANTS[name]}")
-        results[name] = report(args, side_pairs[name])
+        results[name] = report(args, pairs)
     return results
+
+
+def run_on_loop(engine: mlxnb.Engine, tokens: int) -> Run:
+    """One :func:`engine_run` on a new event loop."""
+    return asyncio.run(engine_run(engine, tokens))
 
 
 def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
@@ -511,6 +552,16 @@ def main(argv: list[str] | None = None) -> None:
         "--eager-wakeups",
         action="store_true",
         help="also measure an engine whose notifier wakes the consumer for every token (A/B)",
+    )
+    parser.add_argument(
+        "--sync-consumer",
+        action="store_true",
+        help="also measure the engine consumed by stream_sync on the main thread (no loop)",
+    )
+    parser.add_argument(
+        "--raw-on-thread",
+        action="store_true",
+        help="also measure raw mlx-lm on a thread of its own, as the engine's worker runs",
     )
     parser.add_argument(
         "--instructions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,16 @@ def test_per_token_is_the_difference_of_two_runs() -> None:
 def test_the_long_run_must_be_longer() -> None:
     with pytest.raises(SystemExit):
         main(["--instructions", "--tokens", "8", "--short-tokens", "8"])
+
+
+def test_timed_pairs_report_the_a_a_and_sync_sides(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+
+    sides = ["--raw-on-thread", "--sync-consumer"]
+    main(["--pairs", "1", "--tokens", "4", *sides, "--json", str(out)])
+
+    results = json.loads(out.read_text())["results"]
+    for side in (results, results["sync_consumer"], results["raw_on_thread"]):
+        assert side["figures"]["engine_vs_raw"]["values"][0] > 0
+        assert side["runs"][0]["engine_tokens"] == 3  # first token to last
+    assert results["raw_on_thread"]["figures"]["consumer_cpu_us"]["values"] == [0.0]

@@ -1,0 +1,54 @@
+"""bench_env: one warm process per MLX setting, rounds alternating, ratios to the defaults."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.bench_env import main, parse_setting
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("MLX_MAX_OPS_PER_BUFFER=100", {"MLX_MAX_OPS_PER_BUFFER": "100"}),
+        ("A=1,B=", {"A": "1", "B": ""}),
+    ],
+)
+def test_a_setting_names_one_or_more_variables(text: str, expected: dict[str, str]) -> None:
+    assert parse_setting(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "A", "=1", "A=1,B"])
+def test_a_malformed_setting_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_setting(text)
+
+
+def test_each_setting_runs_in_its_own_process_every_round(tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    # A variable this process does not have, so only the second child can see it.
+    setting = "MLXNB_BENCH_ENV_PROBE=1"
+    argv = ["--set", setting, "--rounds", "2", "--tokens", "4", "--warmup", "0"]
+
+    main([*argv, "--dtype", "float32", "--json", str(out)])
+
+    results = json.loads(out.read_text())["results"]
+    assert results["environments"] == {
+        "defaults": {"MLXNB_BENCH_ENV_PROBE": None},
+        setting: {"MLXNB_BENCH_ENV_PROBE": "1"},
+    }
+    figures = results["figures"]
+    assert list(figures) == ["defaults", setting]
+    for side in figures.values():
+        assert len(side["tokens_per_s"]["values"]) == 2
+        assert all(rate > 0 for rate in side["tokens_per_s"]["values"])
+    assert figures["defaults"]["vs_defaults"]["values"] == [1.0, 1.0]
+
+
+def test_without_a_setting_there_is_nothing_to_compare() -> None:
+    with pytest.raises(SystemExit):
+        main([])
