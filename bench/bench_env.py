@@ -9,8 +9,12 @@ rotating every round, and prints each setting's tokens/s ÷ the defaults' in the
 ``--side raw`` times ``mlx_lm.stream_generate``; ``--side engine`` times ``engine.stream``
 (whose engine may set some of these variables itself, unless the setting names them).
 
+Each round also reports the time to the first token and MLX's peak memory, so
+``--prompt-tokens N`` (a prompt of N tokens) compares prefill settings too.
+
 Run: ``python -m bench.bench_env --set MLX_MAX_OPS_PER_BUFFER=100 [--set ...] [--rounds 12]
-[--shape tiny] [--dtype bfloat16] [--bits 4] [--side raw|engine] [--json PATH]``. A setting may
+[--shape tiny] [--dtype bfloat16] [--bits 4] [--side raw|engine] [--prompt-tokens N]
+[--json PATH]``. A setting may
 hold several variables, comma-separated: ``--set A=1,B=2``.
 """
 
@@ -29,6 +33,8 @@ from bench.models import SHAPES, bench_model
 from bench.report import REPO, add_json_argument, figure, human_output, new_report, write_report
 
 DEFAULTS = "defaults"
+METRICS = (("tokens_per_s", "tok/s", 1.0), ("ttft_s", "ms", 1000.0), ("peak_gb", "GB", 1.0))
+"""What each run reports: its key, the unit printed and the scale to that unit."""
 MARK = "bench_env: "
 """Starts the child's protocol lines (the libraries may print lines of their own)."""
 
@@ -42,30 +48,66 @@ def parse_setting(text: str) -> dict[str, str]:
 
 
 def child(args: argparse.Namespace) -> None:
-    """One measured process: load, then answer each ``tokens`` line with one timed run."""
-    from bench.bench_overhead import engine_options, engine_run, raw_run
+    """One measured process: load, then answer each ``tokens`` line with one timed run.
+
+    A run reports its tokens after the first, the seconds from the first token to the last,
+    the time to the first token and MLX's peak memory during it.
+    """
+    import random
+    import time
+
+    import mlx.core as mx
+
+    from bench.bench_overhead import PROMPT, engine_options
 
     path = bench_model(args.shape, args.dtype, args.bits)
+    ids = [random.Random(0).randrange(1000, 30000) for _ in range(args.prompt_tokens)]
     if args.side == "raw":
         import mlx_lm
 
         model, tokenizer = mlx_lm.load(str(path))
+        prompt = ids or tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
 
-        def once(tokens: int) -> Any:
-            return raw_run(model, tokenizer, tokens)
+        def once(tokens: int) -> dict[str, float]:
+            start = time.perf_counter()
+            first = 0.0
+            count = 0
+            for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
+                first = first or time.perf_counter()
+                count = response.generation_tokens
+            end = time.perf_counter()
+            return {"tokens": count - 1, "wall": end - first, "ttft": first - start}
 
     else:
         import mlxnb
 
         engine = mlxnb.load(path, **engine_options(args))
 
-        def once(tokens: int) -> Any:
-            return asyncio.run(engine_run(engine, tokens))
+        async def consume(tokens: int) -> dict[str, float]:
+            first = 0.0
+            done = None
+            async for event in engine.stream(PROMPT, prompt=ids or None, max_tokens=tokens):
+                first = first or time.perf_counter()
+                if isinstance(event, mlxnb.Done):
+                    done = event
+            assert done is not None and done.usage.time_to_first_token is not None
+            wall = time.perf_counter() - first
+            usage = done.usage
+            return {
+                "tokens": usage.completion_tokens - 1,
+                "wall": wall,
+                "ttft": usage.time_to_first_token,
+            }
+
+        def once(tokens: int) -> dict[str, float]:
+            return asyncio.run(consume(tokens))
 
     print(MARK + json.dumps({name: os.environ.get(name) for name in args.names}), flush=True)
     for line in sys.stdin:
-        run = once(int(line))
-        print(MARK + json.dumps({"tokens": run.tokens, "wall": run.wall}), flush=True)
+        mx.reset_peak_memory()
+        result = once(int(line))
+        result["peak_gb"] = mx.get_peak_memory() / 1e9
+        print(MARK + json.dumps(result), flush=True)
 
 
 class Side:
@@ -87,7 +129,7 @@ class Side:
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.tokens_per_s: list[float] = []
+        self.runs: list[dict[str, float]] = []
         self.environment: dict[str, str | None] = {}
 
     def _pipes(self) -> tuple[IO[str], IO[str]]:
@@ -106,13 +148,14 @@ class Side:
         """Block until the child has loaded its model; keep the variables it was started with."""
         self.environment = json.loads(self._answer())
 
-    def run(self, tokens: int) -> float:
-        """One timed generation in the child; its tokens/s."""
+    def run(self, tokens: int) -> dict[str, float]:
+        """One timed generation in the child: tokens/s, time to first token, peak memory."""
         inp, _ = self._pipes()
         inp.write(f"{tokens}\n")
         inp.flush()
         result = json.loads(self._answer())
-        return float(result["tokens"] / result["wall"])
+        rate = result["tokens"] / result["wall"]
+        return {"tokens_per_s": rate, "ttft_s": result["ttft"], "peak_gb": result["peak_gb"]}
 
     def close(self) -> None:
         """End the child."""
@@ -136,29 +179,33 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for round_ in range(args.rounds):
             shift = round_ % len(sides)
             for side in sides[shift:] + sides[:shift]:
-                side.tokens_per_s.append(side.run(args.tokens))
+                side.runs.append(side.run(args.tokens))
     finally:
         for side in sides:
             side.close()
-    base = sides[0].tokens_per_s
+    prompt = f"a {args.prompt_tokens}-token prompt" if args.prompt_tokens else "a chat prompt"
     print(
         f"lone stream ({args.side}), shape {args.shape} {args.dtype}"
-        f"{'' if args.bits is None else f' {args.bits}-bit'}, {args.tokens} tokens, "
-        f"{args.rounds} rounds (median [min, max])"
+        f"{'' if args.bits is None else f' {args.bits}-bit'}, {prompt}, {args.tokens} tokens, "
+        f"{args.rounds} rounds; median, and [min, max] of the per-round ratios to the defaults"
     )
     figures: dict[str, Any] = {}
     width = max(len(side.name) for side in sides)
     for side in sides:
-        rate = side.tokens_per_s
-        ratios = [a / b for a, b in zip(rate, base, strict=True)]
-        figures[side.name] = {
-            "tokens_per_s": figure(f"{side.name}: tokens/s", rate, unit="tok/s"),
-            "vs_defaults": figure(f"{side.name} ÷ defaults", ratios, unit="x"),
-        }
-        print(
-            f"  {side.name:<{width}} {statistics.median(rate):8.1f} tok/s  ÷ defaults "
-            f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
-        )
+        figures[side.name] = {}
+        line = f"  {side.name:<{width}}"
+        for metric, unit, scale in METRICS:
+            values = [run[metric] for run in side.runs]
+            ratios = [a[metric] / b[metric] for a, b in zip(side.runs, sides[0].runs, strict=True)]
+            figures[side.name][metric] = figure(f"{side.name}: {metric}", values, unit=unit)
+            figures[side.name][f"{metric}_vs_defaults"] = figure(
+                f"{side.name} ÷ defaults: {metric}", ratios, unit="x"
+            )
+            line += (
+                f"  {statistics.median(values) * scale:8.2f} {unit} "
+                f"({statistics.median(ratios):.3f} [{min(ratios):.2f}, {max(ratios):.2f}])"
+            )
+        print(line)
     environments = {side.name: side.environment for side in sides}
     return {"environments": environments, "figures": figures}
 
@@ -171,6 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--bits", type=int, default=None, help="quantise the model (e.g. 4)")
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=0,
+        help="a prompt of this many (random) tokens instead of a short chat prompt",
+    )
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -28,13 +28,17 @@ def test_a_malformed_setting_is_refused(text: str) -> None:
         parse_setting(text)
 
 
-def test_each_setting_runs_in_its_own_process_every_round(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("side", "prompt_tokens"), [("raw", "0"), ("engine", "40")])
+def test_each_setting_runs_in_its_own_process_every_round(
+    tmp_path: Path, side: str, prompt_tokens: str
+) -> None:
     out = tmp_path / "env.json"
     # A variable this process does not have, so only the second child can see it.
     setting = "MLXNB_BENCH_ENV_PROBE=1"
     argv = ["--set", setting, "--rounds", "2", "--tokens", "4", "--warmup", "0"]
+    argv += ["--side", side, "--prompt-tokens", prompt_tokens, "--dtype", "float32"]
 
-    main([*argv, "--dtype", "float32", "--json", str(out)])
+    main([*argv, "--json", str(out)])
 
     results = json.loads(out.read_text())["results"]
     assert results["environments"] == {
@@ -44,9 +48,10 @@ def test_each_setting_runs_in_its_own_process_every_round(tmp_path: Path) -> Non
     figures = results["figures"]
     assert list(figures) == ["defaults", setting]
     for side in figures.values():
-        assert len(side["tokens_per_s"]["values"]) == 2
-        assert all(rate > 0 for rate in side["tokens_per_s"]["values"])
-    assert figures["defaults"]["vs_defaults"]["values"] == [1.0, 1.0]
+        for metric in ("tokens_per_s", "ttft_s", "peak_gb"):
+            assert len(side[metric]["values"]) == 2
+            assert all(value > 0 for value in side[metric]["values"])
+    assert figures["defaults"]["ttft_s_vs_defaults"]["values"] == [1.0, 1.0]
 
 
 def test_without_a_setting_there_is_nothing_to_compare() -> None:
