@@ -61,7 +61,8 @@ def child(args: argparse.Namespace) -> None:
     from bench.bench_overhead import PROMPT, engine_options
 
     path = bench_model(args.shape, args.dtype, args.bits)
-    ids = [random.Random(0).randrange(1000, 30000) for _ in range(args.prompt_tokens)]
+    draw = random.Random(0)
+    ids = [draw.randrange(1000, 30000) for _ in range(args.prompt_tokens)]
     if args.side == "raw":
         import mlx_lm
 
@@ -71,12 +72,17 @@ def child(args: argparse.Namespace) -> None:
         def once(tokens: int) -> dict[str, float]:
             start = time.perf_counter()
             first = 0.0
-            count = 0
+            count = prompt_tokens = 0
             for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
                 first = first or time.perf_counter()
-                count = response.generation_tokens
+                count, prompt_tokens = response.generation_tokens, response.prompt_tokens
             end = time.perf_counter()
-            return {"tokens": count - 1, "wall": end - first, "ttft": first - start}
+            return {
+                "tokens": count - 1,
+                "wall": end - first,
+                "ttft": first - start,
+                "prompt_tokens": prompt_tokens,
+            }
 
     else:
         import mlxnb
@@ -97,6 +103,7 @@ def child(args: argparse.Namespace) -> None:
                 "tokens": usage.completion_tokens - 1,
                 "wall": wall,
                 "ttft": usage.time_to_first_token,
+                "prompt_tokens": usage.prompt_tokens,
             }
 
         def once(tokens: int) -> dict[str, float]:
@@ -119,6 +126,7 @@ class Side:
         argv = [sys.executable, "-m", "bench.bench_env", "--child", "--side", args.side]
         argv += [f"--name={name}" for name in args.names]
         argv += ["--shape", args.shape, "--dtype", args.dtype]
+        argv += ["--prompt-tokens", str(args.prompt_tokens)]
         if args.bits is not None:
             argv += ["--bits", str(args.bits)]
         self.process = subprocess.Popen(
@@ -130,6 +138,7 @@ class Side:
             text=True,
         )
         self.runs: list[dict[str, float]] = []
+        self.prompt_tokens = 0  # as the last run reported it
         self.environment: dict[str, str | None] = {}
 
     def _pipes(self) -> tuple[IO[str], IO[str]]:
@@ -154,6 +163,7 @@ class Side:
         inp.write(f"{tokens}\n")
         inp.flush()
         result = json.loads(self._answer())
+        self.prompt_tokens = int(result["prompt_tokens"])
         rate = result["tokens"] / result["wall"]
         return {"tokens_per_s": rate, "ttft_s": result["ttft"], "peak_gb": result["peak_gb"]}
 
@@ -207,7 +217,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             )
         print(line)
     environments = {side.name: side.environment for side in sides}
-    return {"environments": environments, "figures": figures}
+    prompts = {side.name: side.prompt_tokens for side in sides}
+    return {"environments": environments, "prompt_tokens": prompts, "figures": figures}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,8 @@ def test_each_setting_runs_in_its_own_process_every_round(
         "defaults": {"MLXNB_BENCH_ENV_PROBE": None},
         setting: {"MLXNB_BENCH_ENV_PROBE": "1"},
     }
+    if side == "engine":
+        assert results["prompt_tokens"] == {"defaults": 40, setting: 40}
     figures = results["figures"]
     assert list(figures) == ["defaults", setting]
     for side in figures.values():

@@ -214,6 +214,22 @@ def _per_token(mx: Any, cache: Sequence[Any]) -> tuple[float, int]:
     return per_token, per_sequence
 
 
+def settle_prefill(mx: Any, cache: Sequence[Any]) -> None:
+    """Compute a prefill chunk into ``cache``, then free MLX's cached buffers (worker only).
+
+    A chunk's temporaries grow with the context (attention scores over all of it, where the
+    backend does not fuse attention, as MLX's CUDA kernels do not), so the next chunk cannot
+    reuse them and MLX's buffer cache would keep every one: on the H200 a 30 000-token prompt
+    ran out of 139 GB this way. mlx-lm's own prefill loops free them after every chunk too.
+    """
+    mx.eval([layer.state for layer in cache])
+    mx.clear_cache()
+
+
+CLEAR_EVERY = 256
+"""Decode steps between two frees of MLX's buffer cache (mlx-lm's single-sequence loop's)."""
+
+
 def apply_limits(mx: Any, settings: MemorySettings) -> None:
     """Set MLX's memory and buffer-cache limits, where the settings give them (worker only)."""
     if settings.memory_limit is not None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from mlxnb._engine.memory import settle_prefill
 from mlxnb.errors import InvalidRequestError
 
 BATCH_TOKENS = 1024
@@ -85,7 +86,7 @@ def score_continuations(
     prefix = list(context[:-1])
     for start in range(0, len(prefix), prefill_step):
         model(mx.array(prefix[start : start + prefill_step])[None], cache=cache)
-        mx.eval([c.state for c in cache])
+        settle_prefill(mx, cache)
     shareable = all(type(c) is KVCache for c in cache)
     scores: list[Score] = []
     for group in _groups(continuations):

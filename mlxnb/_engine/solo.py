@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mlxnb._engine.memory import CLEAR_EVERY, settle_prefill
+
 Processor = Callable[[Any, Any], Any]
 
 
@@ -108,6 +110,8 @@ class SoloDecoder:
             mx.async_eval(self._pending[0])
             value = int(token.item())
         self.tokens.append(value)
+        if (len(self.tokens) - self._prompt_length) % CLEAR_EVERY == 0:
+            mx.clear_cache()  # as mlx-lm's loop: the KV cache's outgrown buffers go back
         self.last_logprobs = [logprobs]
         return [value]
 
@@ -135,7 +139,7 @@ class SoloDecoder:
         self._prefill(inputs)
         self._quantize_cache()
         self._context = mx.concatenate([self._context, inputs])
-        mx.eval([c.state for c in self.cache])
+        settle_prefill(mx, self.cache)
 
     def _quantize_cache(self) -> None:
         """Quantise the cache's layers once they hold enough tokens (``kv_bits``)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from mlxnb._engine.memory import settle_prefill
 from mlxnb._engine.solo import Processor, SoloDecoder
 
 
@@ -91,7 +92,7 @@ class ModelDrafter:
                 self._unfed[self._prefill_step :],
             )
             self._model(mx.array(chunk, dtype=mx.uint32)[None], cache=self._cache)
-            mx.eval([c.state for c in self._cache])
+            settle_prefill(mx, self._cache)
         inputs = mx.array(self._unfed, dtype=mx.uint32)[None]
         proposed = []
         for _ in range(count):

@@ -103,3 +103,26 @@ def test_the_prompt_cache_stays_within_its_byte_cap_and_keeps_the_system_prompt(
         assert system_only <= first.cached_tokens < first.prompt_tokens - 40
         fresh = [SYSTEM, {"role": "user", "content": "A question nobody asked before."}]
         assert e.generate(fresh, max_tokens=2).usage.cached_tokens >= system_only
+
+
+def test_each_prefill_chunk_hands_mlx_cached_buffers_back(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlx.core as mx
+
+    from mlxnb._engine.solo import SoloDecoder
+
+    cached_after_chunk: list[int] = []
+    prefill_chunk = SoloDecoder._prefill_chunk
+
+    def recording(self: SoloDecoder) -> None:
+        prefill_chunk(self)
+        cached_after_chunk.append(mx.get_cache_memory())
+
+    monkeypatch.setattr(SoloDecoder, "_prefill_chunk", recording)
+    with Engine(tiny_model_dir, audit=False, prefill_step=16, prompt_cache_size=0) as engine:
+        turn = engine.generate([], prompt=list(range(100, 300)), max_tokens=2)
+    assert turn.usage.prompt_tokens == 200
+    # Each chunk's temporaries are the next one's size or larger: kept, they pile up.
+    assert len(cached_after_chunk) == 13  # 199 tokens before the last, 16 a chunk
+    assert cached_after_chunk == [0] * 13
