@@ -109,11 +109,20 @@ class SoloDecoder:
             self._pending = self._step(token)
             mx.async_eval(self._pending[0])
             value = int(token.item())
-        self.tokens.append(value)
-        if (len(self.tokens) - self._prompt_length) % CLEAR_EVERY == 0:
-            mx.clear_cache()  # as mlx-lm's loop: the KV cache's outgrown buffers go back
+        self._keep([value])
         self.last_logprobs = [logprobs]
         return [value]
+
+    def _keep(self, produced: list[int]) -> None:
+        """Append generated tokens; every :data:`CLEAR_EVERY` of them, free MLX's buffer cache.
+
+        As mlx-lm's own loop does: the KV cache grows in steps, and its outgrown buffers would
+        otherwise stay in MLX's cache.
+        """
+        before = len(self.tokens) - self._prompt_length
+        self.tokens.extend(produced)
+        if before // CLEAR_EVERY != (before + len(produced)) // CLEAR_EVERY:
+            self._mx.clear_cache()
 
     def hand_over(self) -> tuple[int | None, list[int], list[Any], list[int]]:
         """Stop here and give the sequence to the batch, losing no work.

@@ -197,7 +197,7 @@ class SpeculativeDecoder(SoloDecoder):
         self.accepted += kept
         self._left -= len(produced)
         self._next_input = produced[-1:]
-        self.tokens.extend(produced)
+        self._keep(produced)
         self._drafter.extend(produced)
         return produced
 
