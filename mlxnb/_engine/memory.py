@@ -219,8 +219,8 @@ def settle_prefill(mx: Any, cache: Sequence[Any]) -> None:
 
     A chunk's temporaries grow with the context (attention scores over all of it, where the
     backend does not fuse attention, as MLX's CUDA kernels do not), so the next chunk cannot
-    reuse them and MLX's buffer cache would keep every one: on the H200 a 30 000-token prompt
-    ran out of 139 GB this way. mlx-lm's own prefill loops free them after every chunk too.
+    reuse them and MLX's buffer cache would keep every one: two engines prefilling 30 000-token
+    prompts ran an H200's 139 GB out this way. mlx-lm's own prefill loops free them too.
     """
     mx.eval([layer.state for layer in cache])
     mx.clear_cache()
