@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,10 +34,25 @@ from bench.models import SHAPES, bench_model
 from bench.report import REPO, add_json_argument, figure, human_output, new_report, write_report
 
 DEFAULTS = "defaults"
-METRICS = (("tokens_per_s", "tok/s", 1.0), ("ttft_s", "ms", 1000.0), ("peak_gb", "GB", 1.0))
-"""What each run reports: its key, the unit printed and the scale to that unit."""
+METRICS = (
+    ("tokens_per_s", "tok/s", 1.0),
+    ("ttft_s", "ms", 1000.0),
+    ("peak_gb", "GB", 1.0),
+    ("cache_gb", "GB", 1.0),
+)
+"""What each run reports: its key, the unit printed and the scale to that unit.
+
+``peak_gb`` is MLX's peak of memory in use; ``cache_gb`` what its buffer cache holds once the
+run ends (freed buffers it keeps for reuse, which the device's memory holds too)."""
 MARK = "bench_env: "
 """Starts the child's protocol lines (the libraries may print lines of their own)."""
+
+
+def ratio(value: float, base: float) -> float:
+    """``value / base``; an empty buffer cache against another is 1, anything against it inf."""
+    if base:
+        return value / base
+    return 1.0 if value == base else math.inf
 
 
 def parse_setting(text: str) -> dict[str, str]:
@@ -114,6 +130,7 @@ def child(args: argparse.Namespace) -> None:
         mx.reset_peak_memory()
         result = once(int(line))
         result["peak_gb"] = mx.get_peak_memory() / 1e9
+        result["cache_gb"] = mx.get_cache_memory() / 1e9
         print(MARK + json.dumps(result), flush=True)
 
 
@@ -165,7 +182,12 @@ class Side:
         result = json.loads(self._answer())
         self.prompt_tokens = int(result["prompt_tokens"])
         rate = result["tokens"] / result["wall"]
-        return {"tokens_per_s": rate, "ttft_s": result["ttft"], "peak_gb": result["peak_gb"]}
+        return {
+            "tokens_per_s": rate,
+            "ttft_s": result["ttft"],
+            "peak_gb": result["peak_gb"],
+            "cache_gb": result["cache_gb"],
+        }
 
     def close(self) -> None:
         """End the child."""
@@ -206,7 +228,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         line = f"  {side.name:<{width}}"
         for metric, unit, scale in METRICS:
             values = [run[metric] for run in side.runs]
-            ratios = [a[metric] / b[metric] for a, b in zip(side.runs, sides[0].runs, strict=True)]
+            ratios = [
+                ratio(a[metric], b[metric]) for a, b in zip(side.runs, sides[0].runs, strict=True)
+            ]
             figures[side.name][metric] = figure(f"{side.name}: {metric}", values, unit=unit)
             figures[side.name][f"{metric}_vs_defaults"] = figure(
                 f"{side.name} ÷ defaults: {metric}", ratios, unit="x"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from bench.bench_env import main, parse_setting
+from bench.bench_env import main, parse_setting, ratio
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,15 @@ def test_each_setting_runs_in_its_own_process_every_round(
         for metric in ("tokens_per_s", "ttft_s", "peak_gb"):
             assert len(side[metric]["values"]) == 2
             assert all(value > 0 for value in side[metric]["values"])
+        assert all(value >= 0 for value in side["cache_gb"]["values"])
     assert figures["defaults"]["ttft_s_vs_defaults"]["values"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "base", "expected"), [(3.0, 2.0, 1.5), (0.0, 0.0, 1.0), (1.0, 0.0, math.inf)]
+)
+def test_a_ratio_to_an_empty_cache_is_defined(value: float, base: float, expected: float) -> None:
+    assert ratio(value, base) == expected
 
 
 def test_without_a_setting_there_is_nothing_to_compare() -> None:
