@@ -114,6 +114,13 @@ def measure(n: int, directory: Path | None) -> tuple[list[tuple[str, float, str]
             timed(f"export .{suffix}", results, partial(log.export, path))
             back = timed(f"read_export .{suffix}", results, partial(read_export, path))
             assert back.equals(frame), suffix
+        append_all(log, make_records(10))
+        timed(
+            "to_pandas after 10 appends",
+            results,
+            log.to_pandas,
+            "the 10 rows read, added to the cached frame",
+        )
         log.close()
     return results, us
 

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +44,7 @@ from mlxnb._audit.record import (
     format_time,
 )
 from mlxnb._audit.redaction import stored_row
-from mlxnb._audit.store import TABLE, AuditStore
+from mlxnb._audit.store import TABLE, AuditStore, Snapshot
 from mlxnb._paths import user_data_dir
 from mlxnb.errors import AuditError, InvalidRequestError
 
@@ -105,6 +106,15 @@ def _cutoff(moment: datetime | timedelta | str) -> str:
     return format_time(stamp.to_pydatetime())
 
 
+@dataclass(frozen=True)
+class _CachedFrame:
+    """A frame read for one filter, the store's snapshot it came from, the log's version."""
+
+    frame: pd.DataFrame
+    snapshot: Snapshot
+    version: tuple[int, int]
+
+
 class AuditLog:
     """One durable row per finished turn, readable as a pandas DataFrame.
 
@@ -151,7 +161,7 @@ class AuditLog:
         self._closed = False
         self._cache_lock = threading.Lock()
         self._cache_version: tuple[int, int] | None = None
-        self._frames: dict[tuple[str, tuple[Any, ...]], pd.DataFrame] = {}
+        self._frames: dict[tuple[str, tuple[Any, ...]], _CachedFrame] = {}
         self._count: int | None = None
         self._listeners: list[Callable[[TurnRecord], None]] = []
 
@@ -202,7 +212,7 @@ class AuditLog:
         version = self._store.version()
         with self._cache_lock:
             if version != self._cache_version:
-                self._frames.clear()
+                # Frames stay: the next read of each adds only the rows appended since.
                 self._count = None
                 self._cache_version = version
         return version
@@ -217,8 +227,9 @@ class AuditLog:
         """The rows as a DataFrame, oldest append first, read from the store.
 
         Dtypes: ``started_at`` is ``datetime64[ns, UTC]``; counts ``Int64``; durations and
-        speeds ``Float64``; text ``string``. Frames are cached until the rows change (an append
-        or prune here or in any other process); each call returns a copy.
+        speeds ``Float64``; text ``string``. Frames are cached per filter; after appends (here or
+        in any other process) a call reads only the rows appended since, after a prune or any
+        other change it reads them all again; each call returns a copy.
 
         Args:
             since: Keep turns started at or after this (a timedelta means "this long ago";
@@ -241,22 +252,39 @@ class AuditLog:
         key = (where, tuple(params))
         version = self._check_cache()
         with self._cache_lock:
-            frame = self._frames.get(key)
-        if frame is not None:
-            return private_copy(frame)
-        with gc_paused():
-            builder = FrameBuilder()
-            self._store.select_batches(builder.add_rows, where, params)
-            frame = builder.build()
+            cached = self._frames.get(key)
+        if cached is not None and cached.version == version:
+            return private_copy(cached.frame)
+        frame, snapshot = self._read(where, params, cached)
         # A relative "since" names a new cutoff on every call: never reused, so not kept.
         if not isinstance(since, timedelta):
             with self._cache_lock:
                 if self._cache_version == version:
+                    self._frames.pop(key, None)
                     if len(self._frames) >= _CACHED_FRAMES:
                         self._frames.pop(next(iter(self._frames)))
-                    self._frames[key] = frame
+                    self._frames[key] = _CachedFrame(frame, snapshot, version)
                     return private_copy(frame)
         return frame
+
+    def _read(
+        self, where: str, params: Sequence[Any], cached: _CachedFrame | None
+    ) -> tuple[pd.DataFrame, Snapshot]:
+        """The matching rows' frame: ``cached`` and the rows appended since, or all of them."""
+        with gc_paused():
+            if cached is not None:
+                builder = FrameBuilder()
+                after = cached.snapshot
+                snapshot = self._store.select_batches(builder.add_rows, where, params, after=after)
+                if snapshot is not None:
+                    added = builder.build()
+                    if added.empty:
+                        return cached.frame, snapshot
+                    return pd.concat([cached.frame, added], ignore_index=True), snapshot
+            builder = FrameBuilder()
+            snapshot = self._store.select_batches(builder.add_rows, where, params)
+            assert snapshot is not None  # only a read ``after`` a snapshot can come back empty
+            return builder.build(), snapshot
 
     @property
     def df(self) -> pd.DataFrame:

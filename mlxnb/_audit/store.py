@@ -45,6 +45,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,19 @@ class _Checkpointer:
         self._wake.set()
         if thread is not None:
             thread.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a read saw: the last rowid, how many rows there were, the last row's request id.
+
+    A later read that finds the same up to ``rowid`` knows that no row it held was pruned and
+    none was deleted and appended again in its place, so it may read only the rows after it.
+    """
+
+    rowid: int
+    held: int
+    last_request_id: str | None
 
 
 class AuditStore:
@@ -284,23 +298,57 @@ class AuditStore:
         consume: Callable[[list[tuple[Any, ...]]], None],
         where: str = "",
         params: Sequence[Any] = (),
+        *,
+        after: Snapshot | None = None,
         batch: int = 8192,
-    ) -> None:
+    ) -> Snapshot | None:
         """Hand every matching row, in append order, to ``consume`` a batch at a time.
 
         One read transaction (a consistent snapshot) under the read lock. Batches keep only a
         batch of rows alive as Python objects at once: a whole-table ``fetchall`` makes millions
         of them, and on a fresh process (or a VM that hands freed memory back to its host) the
         memory they first touch costs more than reading the rows.
+
+        Args:
+            consume: Called with each batch of rows.
+            where: SQL condition on the columns, or ``""`` for all rows.
+            params: Parameters of ``where``.
+            after: Only the rows appended since this snapshot, if the rows it held are all
+                still there (rows are never changed in place, only appended or pruned).
+            batch: Rows per batch.
+
+        Returns:
+            The snapshot read; ``None`` (nothing consumed) if rows ``after`` held are gone.
         """
-        sql = _SELECT + (f" WHERE {where}" if where else "") + " ORDER BY rowid"
+        conditions = [f"({where})"] if where else []
+        arguments = list(params)
         with self._read_lock:
-            cursor = self._reader.execute(sql, params)
+            con = self._reader
+            con.execute("BEGIN")
             try:
-                while rows := cursor.fetchmany(batch):
-                    consume(rows)
+                if after is not None:
+                    if self._snapshot(con, after.rowid) != after:
+                        return None
+                    conditions.insert(0, "rowid > ?")
+                    arguments.insert(0, after.rowid)
+                sql = _SELECT + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+                cursor = con.execute(sql + " ORDER BY rowid", arguments)
+                try:
+                    while rows := cursor.fetchmany(batch):
+                        consume(rows)
+                finally:
+                    cursor.close()
+                return self._snapshot(con)
             finally:
-                cursor.close()
+                con.execute("COMMIT")
+
+    @staticmethod
+    def _snapshot(con: sqlite3.Connection, upto: int | None = None) -> Snapshot:
+        """The rows up to rowid ``upto`` (all rows: ``None``) as a :class:`Snapshot`."""
+        bound = "" if upto is None else f" WHERE rowid <= {int(upto)}"
+        rowid, held = con.execute(f"SELECT max(rowid), count(*) FROM {TABLE}{bound}").fetchone()
+        last = con.execute(f"SELECT request_id FROM {TABLE} WHERE rowid = ?", (rowid,)).fetchone()
+        return Snapshot(int(rowid or 0), int(held), None if last is None else str(last[0]))
 
     def iter_rows(self, batch: int = 1000) -> Iterator[tuple[Any, ...]]:
         """Rows in append order, read in batches (no lock is held between batches)."""

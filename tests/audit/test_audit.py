@@ -649,6 +649,85 @@ def test_filtered_frames_are_cached_per_filter_and_refreshed(
     assert len(filled.df) == len(records) + 1
 
 
+@pytest.fixture
+def rows_read(filled: AuditLog, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many stored rows each of ``filled``'s frame reads handed to the frame builder."""
+    store = filled._store
+    select_batches = store.select_batches
+    counts: list[int] = []
+
+    def counting(consume: Callable[[list[Any]], None], *args: Any, **kwargs: Any) -> Any:
+        counts.append(0)
+
+        def count_and_consume(rows: list[Any]) -> None:
+            counts[-1] += len(rows)
+            consume(rows)
+
+        return select_batches(count_and_consume, *args, **kwargs)
+
+    monkeypatch.setattr(store, "select_batches", counting)
+    return counts
+
+
+def read_fresh(path: Path, **filters: Any) -> pd.DataFrame:
+    """Every matching row, read by a log with nothing cached."""
+    with AuditLog(path) as fresh:
+        return fresh.to_pandas(**filters)
+
+
+@pytest.mark.parametrize("filters", [{}, {"source": "eval"}, {"model": ["alpha", "beta"]}])
+def test_a_read_after_appends_reads_only_the_rows_appended(
+    filled: AuditLog,
+    db_path: Path,
+    rows_read: list[int],
+    make_record: MakeRecord,
+    filters: dict[str, Any],
+) -> None:
+    first = filled.to_pandas(**filters)
+    late = [make_record(source="eval", model="beta") for _ in range(2)]
+    for record in late:
+        filled.append(record)
+    with AuditLog(db_path) as other:  # another process's appends count the same
+        other.append(make_record(source="widget", model="alpha"))
+
+    frame = filled.to_pandas(**filters)
+
+    assert rows_read[0] == len(first)
+    assert rows_read[1] == len(frame) - len(first) <= 3
+    pd.testing.assert_frame_equal(frame, read_fresh(db_path, **filters))
+
+
+def test_after_a_prune_every_row_is_read_again(
+    filled: AuditLog, db_path: Path, rows_read: list[int], make_record: MakeRecord
+) -> None:
+    before = filled.to_pandas()
+    assert filled.prune(FIVE_PAST) == 5
+    filled.append(make_record())
+
+    frame = filled.to_pandas()
+
+    assert len(frame) == len(before) - 5 + 1
+    assert rows_read[-1] == len(frame)
+    pd.testing.assert_frame_equal(frame, read_fresh(db_path))
+
+
+def test_a_last_row_deleted_and_replaced_under_its_rowid_is_read_again(
+    filled: AuditLog, db_path: Path, rows_read: list[int], make_record: MakeRecord
+) -> None:
+    before = filled.to_pandas()
+    # Not something mlxnb does: SQLite hands a deleted last rowid to the next insert.
+    with closing(sqlite3.connect(db_path)) as con, con:
+        con.execute("DELETE FROM turns WHERE rowid = (SELECT max(rowid) FROM turns)")
+    filled.append(make_record())
+
+    frame = filled.to_pandas()
+
+    assert len(frame) == len(before)
+    assert frame["request_id"].iloc[-1] != before["request_id"].iloc[-1]
+    assert rows_read[-1] == len(frame)
+    pd.testing.assert_frame_equal(frame, read_fresh(db_path))
+
+
 def _set_a_cell(frame: pd.DataFrame) -> None:
     frame.loc[0, "content"] = "changed by the caller"
 
