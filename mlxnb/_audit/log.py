@@ -265,7 +265,8 @@ class AuditLog:
                         self._frames.pop(next(iter(self._frames)))
                     self._frames[key] = _CachedFrame(frame, snapshot, version)
                     return private_copy(frame)
-        return frame
+        # Not kept: still the caller's own, unless nothing was appended to the cached one.
+        return private_copy(frame) if cached is not None and frame is cached.frame else frame
 
     def _read(
         self, where: str, params: Sequence[Any], cached: _CachedFrame | None
