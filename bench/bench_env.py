@@ -9,13 +9,13 @@ rotating every round, and prints each setting's tokens/s ÷ the defaults' in the
 ``--side raw`` times ``mlx_lm.stream_generate``; ``--side engine`` times ``engine.stream``
 (whose engine may set some of these variables itself, unless the setting names them).
 
-Each round also reports the time to the first token and MLX's peak memory, so
-``--prompt-tokens N`` (a prompt of N tokens) compares prefill settings too.
+Each round also reports the time to the first token, MLX's peak memory and what its buffer
+cache holds afterwards, so ``--prompt-tokens N`` (a prompt of N tokens) compares prefill
+settings too.
 
 Run: ``python -m bench.bench_env --set MLX_MAX_OPS_PER_BUFFER=100 [--set ...] [--rounds 12]
 [--shape tiny] [--dtype bfloat16] [--bits 4] [--side raw|engine] [--prompt-tokens N]
-[--json PATH]``. A setting may
-hold several variables, comma-separated: ``--set A=1,B=2``.
+[--json PATH]``. A setting may hold several variables, comma-separated: ``--set A=1,B=2``.
 """
 
 from __future__ import annotations
