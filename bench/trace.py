@@ -1,7 +1,8 @@
 """A timeline of the worker's turns, for finding where a burst's time to first token goes.
 
 ``install(path)`` wraps, in this process, the points a request passes on its way to its first
-token: queued for the worker, admitted (prompt rendered, cache looked up), each model pass
+token: its prompt rendered on the caller's thread (for a server, its event loop), queued for the
+worker, admitted (prompt rendered, cache looked up), each model pass
 (mlx-lm's batch ``next``, the single-sequence ``advance``, a hand-over into the batch) and its
 first token. Each becomes one JSON line ``{"t": seconds, "what": ..., ...}`` in ``path``.
 Bench use only (``bench.variant_server --trace``): it patches the engine's classes.
@@ -22,6 +23,7 @@ def install(path: Path) -> None:
     """Record the timeline of every engine in this process into ``path`` (JSON lines)."""
     from mlx_lm.generate import BatchGenerator
 
+    import mlxnb._engine.engine as engine_module
     from mlxnb._engine.solo import SoloDecoder
     from mlxnb._engine.worker import Worker
 
@@ -48,6 +50,16 @@ def install(path: Path) -> None:
     def request_id(self: Any, request: Any, *_: Any, result: Any) -> dict[str, Any]:
         return {"id": request.request_id}
 
+    render = engine_module.render_request
+
+    @functools.wraps(render)
+    def rendered(backend: Any, request: Any) -> Any:
+        start = time.perf_counter()
+        result = render(backend, request)
+        record("render", start=start, id=request.request_id)
+        return result
+
+    engine_module.render_request = rendered
     timed(Worker, "submit", request_id)
     timed(Worker, "_admit", request_id)
     timed(Worker, "_hand_over_solo", lambda self, result: {})

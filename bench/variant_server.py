@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="let MLX's CUDA backend plan prompts' attention with cuDNN (before 2026-12-03)",
     )
+    parser.add_argument(
+        "--deepcopy-prompt-cache",
+        action="store_true",
+        help="take a prompt-cache hit as a deep copy of the whole entry, as mlx-lm does (before"
+        " 2026-12-03's change)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -68,6 +74,14 @@ def main(argv: list[str] | None = None) -> None:
         import mlxnb._engine.engine as engine_module
 
         engine_module.render_request = lambda *_: None  # type: ignore[assignment]
+    if args.deepcopy_prompt_cache:
+        from mlxnb._engine.prompt_cache import PromptCache
+
+        def deep_copied(self: PromptCache, model: object, tokens: list[int]) -> object:
+            cache, rest = self._lru.fetch_nearest_cache(model, tokens)
+            return cache, list(rest)
+
+        PromptCache.fetch_nearest_cache = deep_copied  # type: ignore[assignment,method-assign]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     mlxnb.serve(engine, port=args.port)

@@ -28,7 +28,8 @@ from mlxnb._engine.forks import Forks
 from mlxnb._engine.group_turns import GroupTurns
 from mlxnb._engine.lockstep import Lockstep, group_failed
 from mlxnb._engine.logprobs import token_logprob
-from mlxnb._engine.memory import MemoryStats, PromptCache, apply_limits, plan_memory
+from mlxnb._engine.memory import MemoryStats, apply_limits, plan_memory
+from mlxnb._engine.prompt_cache import PromptCache
 from mlxnb._engine.recording import failed_turn
 from mlxnb._engine.rendering import render_request
 from mlxnb._engine.request import Request

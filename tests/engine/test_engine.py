@@ -458,7 +458,7 @@ def test_a_burst_that_arrives_while_its_first_request_is_admitted_is_prefilled_t
     """The first request of a burst wakes the worker alone; the rest queue while the worker
     admits it (looks up its prompt cache). None of them takes the single-sequence path ahead
     of the others: all start in one batch."""
-    from mlxnb._engine.memory import PromptCache
+    from mlxnb._engine.prompt_cache import PromptCache
 
     with mlxnb.load(tiny_model_dir, solo_fast_path=True, audit=False) as engine:
         assert engine.generate(WARM_UP, max_tokens=2).finish_reason == "length"  # HI uncached
