@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> None:
         help="take a prompt-cache hit as a deep copy of the whole entry, as mlx-lm does (before"
         " 2026-12-03's change)",
     )
+    parser.add_argument(
+        "--no-first-token-hold",
+        action="store_true",
+        help="newcomers join the batch at once, even when its first tokens are due (before"
+        " 2026-12-03's change)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
             return cache, list(rest)
 
         PromptCache.fetch_nearest_cache = deep_copied  # type: ignore[assignment,method-assign]
+    if args.no_first_token_hold:
+        engine._worker._first_tokens_due = lambda: False  # type: ignore[method-assign]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     mlxnb.serve(engine, port=args.port)

@@ -215,9 +215,10 @@ class Worker(GroupTurns):
                     answer(command)
                 elif isinstance(command, ModelQuestion):
                     self._answer_model(command)
-            self._admit_waiting()
+            hold = self._first_tokens_due()
+            self._admit_waiting(hold)
             for request in requests:
-                self._admit(request, alone=len(requests) == 1)
+                self._admit(request, alone=len(requests) == 1, hold=hold)
             self._reap_cancelled()
             if idle and self._company_arrived(requests, closing):
                 continue  # a burst: its first request starts beside the rest, not ahead of them
@@ -315,7 +316,7 @@ class Worker(GroupTurns):
             config.max_batch, self._prefill_batch, self._batch_prefill_step
         )
 
-    def _admit(self, request: Request, alone: bool = False) -> None:
+    def _admit(self, request: Request, alone: bool = False, hold: bool = False) -> None:
         assert self.backend is not None
         backend = self.backend
         try:
@@ -335,20 +336,45 @@ class Worker(GroupTurns):
         tokens = len(prompt.tokens) + request.options.max_tokens
         if self._admission and not self._active:
             self._admit_waiting()  # they came first
-        if len(self._admission) or not self._admission.fits(self._projections(), tokens):
-            # Behind others that wait, or beside running requests it does not fit: it waits.
+        if hold or len(self._admission) or not self._admission.fits(self._projections(), tokens):
+            # Held for the batch's due first tokens, behind others that wait, or beside running
+            # requests it does not fit: it waits.
             self._admission.wait(request, prompt, time.perf_counter())
-            self._admit_waiting()
+            self._admit_waiting(hold)
             return
         self._start(request, prompt, alone)
+
+    def _first_tokens_due(self) -> bool:
+        """Whether newcomers should wait a pass or two: the batch has first tokens due.
+
+        mlx-lm's batch decoder gives a prompt's first token two passes after the pass that
+        prefills it (one moves it into the decoding batch, the next reads the token), and a
+        pass also prefills every prompt queued before it. On the H200, newcomers that arrived
+        during a burst's prefill were prefilled in the next pass, before the burst's first
+        tokens came out: 60 ms more for 22 requests waiting on 9 (a timeline at 32 clients,
+        ``bench.trace``). So while a request in the batch whose prompt fits one pass has no
+        token yet, newcomers wait in the admission queue, and start together once those tokens
+        are out. They wait two decode steps at most; a long prompt's prefill holds nobody.
+        """
+        step = self._batch_prefill_step
+        return any(
+            active.solo is None
+            and active.first_token is None
+            and active.prompt_tokens - active.cached_tokens <= step
+            for active in self._active.values()
+        )
 
     def _projections(self) -> list[int]:
         """The most tokens each running (or admitted, waiting for a twin) KV cache will hold."""
         running = [active.prompt_tokens + active.max_tokens for active in self._active.values()]
         return running + self._forks.projections()
 
-    def _admit_waiting(self) -> None:
-        """Start the waiting requests that fit now; end those cancelled or waiting too long."""
+    def _admit_waiting(self, hold: bool = False) -> None:
+        """Start the waiting requests that fit now; end those cancelled or waiting too long.
+
+        Args:
+            hold: Start none this turn (:meth:`_first_tokens_due`).
+        """
         now = time.perf_counter()
         for entry in self._admission.entries():
             expired = self._expired(entry, now)
@@ -358,6 +384,8 @@ class Worker(GroupTurns):
             elif expired is not None:
                 self._admission.take(entry)
                 self._finish_failed(entry.request, expired)
+            elif hold:
+                continue
             elif not self._active or self._admission.fits(self._projections(), entry.tokens):
                 self._admission.take(entry)
                 self._start(entry.request, entry.prompt, alone=not self._active)

@@ -508,6 +508,39 @@ def test_a_prefilled_lone_request_gives_its_first_token_before_newcomers_prefill
     assert solo_calls == [0, 1]
 
 
+def test_newcomers_start_once_the_batch_has_given_its_due_first_tokens(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others arrive while a request's prompt is being prefilled in the batch: they wait until
+    its first token is out, instead of being prefilled in the pass that would give it."""
+    from mlx_lm.generate import BatchGenerator
+
+    with mlxnb.load(tiny_model_dir, solo_fast_path=False, audit=False) as engine:
+        assert engine.generate(WARM_UP, max_tokens=2).finish_reason == "length"
+        order: list[str] = []
+        prefilling = threading.Event()
+        original_next, original_insert = BatchGenerator.next, BatchGenerator.insert
+
+        def held_next(self: BatchGenerator) -> Any:
+            result = original_next(self)
+            if not prefilling.is_set():
+                prefilling.set()
+                assert burst.queued.wait(10)
+            order.extend("token" for _ in result[1])
+            return result
+
+        def recorded_insert(self: BatchGenerator, *args: Any, **kwargs: Any) -> Any:
+            order.append("insert")
+            return original_insert(self, *args, **kwargs)
+
+        monkeypatch.setattr(BatchGenerator, "next", held_next)
+        monkeypatch.setattr(BatchGenerator, "insert", recorded_insert)
+        burst = HeldBurst(engine, ["the first one", "second one", "and a third"], prefilling)
+        turns = burst.turns()
+    assert [turn.content for turn in turns] == burst.scripts
+    assert order[:4] == ["insert", "token", "insert", "insert"]
+
+
 def test_prompts_render_on_the_callers_threads_and_the_template_errors_before_queueing(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

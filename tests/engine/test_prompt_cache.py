@@ -43,7 +43,10 @@ def stores(kind: type = KVCache) -> tuple[PromptCache, LRUPromptCache]:
 
 def held(cache: list[Any]) -> list[tuple[Any, Any]]:
     """Each layer's keys and values up to its offset, evaluated."""
-    arrays = [(layer.keys[..., : layer.offset, :], layer.values[..., : layer.offset, :]) for layer in cache]
+    arrays = [
+        (layer.keys[..., : layer.offset, :], layer.values[..., : layer.offset, :])
+        for layer in cache
+    ]
     mx.eval(arrays)
     return arrays
 
@@ -113,7 +116,11 @@ def test_prefix_hits_decode_what_a_cold_engine_decodes(tiny_model_dir: Path) -> 
     turns = [
         first,  # exact: the same prompt again
         [system, {"role": "user", "content": "Name a river in Spain."}],  # a trimmed longer one
-        [*first, {"role": "assistant", "content": "The Loire."}, {"role": "user", "content": "Another?"}],
+        [
+            *first,
+            {"role": "assistant", "content": "The Loire."},
+            {"role": "user", "content": "Another?"},
+        ],
     ]
     with mlxnb.load(tiny_model_dir, audit=False) as warm:
         warm.generate(first, max_tokens=8, enable_thinking=False)
