@@ -508,14 +508,27 @@ def test_a_prefilled_lone_request_gives_its_first_token_before_newcomers_prefill
     assert solo_calls == [0, 1]
 
 
+@pytest.mark.parametrize(
+    ("max_batch", "expected"),
+    [
+        # Every waiting prompt in one pass (GPUs' default): they wait for the first token.
+        (8, ["insert", "token", "insert", "insert"]),
+        # Fewer per pass (8 of 32, the CPU's default): mlx-lm's queue mixes waves anyway.
+        (32, ["insert", "insert", "insert", "token"]),
+    ],
+    ids=["one-pass-prefill", "prefill-in-groups"],
+)
 def test_newcomers_start_once_the_batch_has_given_its_due_first_tokens(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, max_batch: int, expected: list[str]
 ) -> None:
     """Others arrive while a request's prompt is being prefilled in the batch: they wait until
-    its first token is out, instead of being prefilled in the pass that would give it."""
+    its first token is out, instead of being prefilled in the pass that would give it (when a
+    pass takes every waiting prompt; with fewer, they join at once as before)."""
     from mlx_lm.generate import BatchGenerator
 
-    with mlxnb.load(tiny_model_dir, solo_fast_path=False, audit=False) as engine:
+    with mlxnb.load(
+        tiny_model_dir, solo_fast_path=False, max_batch=max_batch, audit=False
+    ) as engine:
         assert engine.generate(WARM_UP, max_tokens=2).finish_reason == "length"
         order: list[str] = []
         prefilling = threading.Event()
@@ -538,7 +551,7 @@ def test_newcomers_start_once_the_batch_has_given_its_due_first_tokens(
         burst = HeldBurst(engine, ["the first one", "second one", "and a third"], prefilling)
         turns = burst.turns()
     assert [turn.content for turn in turns] == burst.scripts
-    assert order[:4] == ["insert", "token", "insert", "insert"]
+    assert order[:4] == expected
 
 
 def test_prompts_render_on_the_callers_threads_and_the_template_errors_before_queueing(
