@@ -80,6 +80,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["--servers", "2", "--rows", "4", "--tokens", "8", "--in-flight", "4", "--pairs", "1"],
     ),
     ("bench.bench_audit", [], ["--rows", "1000"]),
+    ("bench.bench_cache_lookup", [], ["--entries", "1,4", "--rounds", "3", "--layers", "2"]),
     # 1 s of streaming: shorter runs inflate messages/s past its target (edge effect).
     ("bench.bench_widget", [], ["--tokens", "2000", "--runs", "1"]),
 ]

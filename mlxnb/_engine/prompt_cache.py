@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+VALUE = "__value__"
+"""The key under which mlx-lm's prompt trie keeps an entry at its node."""
 
 
 class PromptCache:
@@ -41,36 +45,69 @@ class PromptCache:
     def fetch_nearest_cache(self, model: Any, tokens: list[int]) -> tuple[Any, list[int]]:
         """A cache holding the longest stored prefix of ``tokens``, and the tokens after it.
 
-        The entry is chosen as mlx-lm's ``LRUPromptCache`` chooses it, and stays as it was.
-        mlx-lm deep-copies the whole entry, then trims a longer one to the shared prefix: on a
-        GPU host under load that cost 1-4 ms of the worker's time per request (profiled on
-        the CPU: 1.3 ms of a 1.7 ms admission, Qwen3-0.6B's 28 layers), while everyone in the
-        burst waited, and often for a prefix of a few template tokens. Standard KV caches are
-        instead handed over as each layer's arrays sliced to the prefix (see
-        :func:`prefix_of`); other kinds of cache take mlx-lm's copy.
+        The entry is chosen as mlx-lm's ``LRUPromptCache`` chooses it (:meth:`_nearest`), and
+        stays as it was. mlx-lm deep-copies the whole entry, then trims a longer one to the
+        shared prefix: on a GPU host under load that cost 1-4 ms of the worker's time per
+        request, while everyone in the burst waited, and often for a prefix of a few template
+        tokens. Standard KV caches are instead handed over as each layer's arrays sliced to
+        the prefix (see :func:`prefix_of`); other kinds of cache are deep-copied, as mlx-lm
+        does.
 
-        An exact hit keeps all but the last token: the request needs that token's logits.
+        An exact hit keeps all but the last token when the cache can be trimmed: the request
+        needs that token's logits.
+        """
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        entry, length, keep = self._nearest(model, tokens)
+        if entry is None or keep <= 0:
+            return None, list(tokens)
+        layers = entry.prompt_cache
+        if all(is_plain_kv(layer) for layer in layers):
+            return [prefix_of(layer, keep) for layer in layers], list(tokens[keep:])
+        cache = copy.deepcopy(layers)
+        if keep < length:
+            if not can_trim_prompt_cache(cache):  # an exact hit: the worker re-feeds or not
+                return cache, []
+            trim_prompt_cache(cache, length - keep)
+        return cache, list(tokens[keep:])
+
+    def _nearest(self, model: Any, tokens: list[int]) -> tuple[Any, int, int]:
+        """The stored entry to serve ``tokens`` from, its length, and how many tokens to keep.
+
+        mlx-lm's choice: an exact hit; otherwise the longest stored prefix (of two tokens or
+        more), unless more tokens are shared with a longer entry that can be trimmed. mlx-lm's
+        ``PromptTrie.search`` looks for the shortest such entry, copying a list at every node
+        it visits below the shared tokens (``bench_cache_lookup``: 1.5-2.4 ms per lookup with 16
+        stored conversations that share a chat template's first tokens with the prompt, 9 ms
+        with 64). Every entry below the shared tokens holds the same prefix, so this takes the
+        first one going down. ``(None, 0, 0)`` when nothing is shared.
         """
         from mlx_lm.models.cache import can_trim_prompt_cache
 
-        trie = self._lru._trie
-        found = trie.search(model, tokens)
-        key, keep = None, 0
-        if found.exact is not None:
-            key, keep = found.exact, len(tokens) - 1
-        else:
-            if found.shorter is not None:
-                key, keep = found.shorter, len(found.shorter)
-            longer = found.longer is not None and found.common_prefix > keep
-            if longer and can_trim_prompt_cache(trie.get(model, found.longer).prompt_cache):
-                key, keep = found.longer, min(len(tokens) - 1, found.common_prefix)
-        if key is None or keep <= 0:
-            return None, list(tokens)
-        layers = trie.get(model, key).prompt_cache
-        if not all(is_plain_kv(layer) for layer in layers):
-            cache, rest = self._lru.fetch_nearest_cache(model, tokens)
-            return cache, list(rest)
-        return [prefix_of(layer, keep) for layer in layers], list(tokens[keep:])
+        node = self._lru._trie._trie.get(model)
+        if node is None or not tokens:
+            return None, 0, 0
+        shared = stored = 0
+        found = None
+        for token in tokens:
+            child = node.get(token)
+            if child is None:
+                break
+            node, shared = child, shared + 1
+            if VALUE in node:
+                stored, found = shared, node[VALUE]
+        if stored == len(tokens):
+            return found, stored, stored - 1
+        if stored < 2:
+            stored, found = 0, None
+        if shared > stored:
+            length = shared
+            while VALUE not in node:  # every key of a node without an entry is a token
+                node = node[next(iter(node))]
+                length += 1
+            if can_trim_prompt_cache(node[VALUE].prompt_cache):
+                return node[VALUE], length, min(len(tokens) - 1, shared)
+        return found, stored, stored
 
     def insert_cache(
         self, model: Any, tokens: list[int], cache: Any, cache_type: str = "assistant"
@@ -89,7 +126,7 @@ class PromptCache:
         for length, token in enumerate(tokens):
             if node is None:
                 break
-            entry = node.get("__value__")
+            entry = node.get(VALUE)
             if length > 0 and entry is not None and entry.cache_type == "system":
                 found.append((tokens[:length], entry))
             node = node.get(token)

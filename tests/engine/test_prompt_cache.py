@@ -7,7 +7,13 @@ from typing import Any
 
 import mlx.core as mx
 import pytest
-from mlx_lm.models.cache import KVCache, LRUPromptCache, RotatingKVCache
+from mlx_lm.models.cache import (
+    KVCache,
+    LRUPromptCache,
+    RotatingKVCache,
+    can_trim_prompt_cache,
+    trim_prompt_cache,
+)
 
 import mlxnb
 from mlxnb._engine.prompt_cache import PromptCache
@@ -78,10 +84,9 @@ def test_fetch_gives_what_mlx_lm_gives_and_leaves_the_entry_as_it_was(
     cache, rest = ours.fetch_nearest_cache(MODEL, tokens)
     expected, expected_rest = theirs.fetch_nearest_cache(MODEL, tokens)
     expected_rest = list(expected_rest)
-    if expected is not None and not expected_rest and kind is KVCache:
+    if expected is not None and not expected_rest and can_trim_prompt_cache(expected):
         # An exact hit: ours keeps all but the last token, whose logits are needed.
-        for layer in expected:
-            layer.trim(1)
+        trim_prompt_cache(expected, 1)
         expected_rest = tokens[-1:]
     if expected is None or all(layer.offset == 0 for layer in expected):
         assert cache is None and rest == tokens
@@ -131,3 +136,22 @@ def test_prefix_hits_decode_what_a_cold_engine_decodes(tiny_model_dir: Path) -> 
             reference = cold.generate(messages, max_tokens=8, enable_thinking=False)
         assert reference.usage.cached_tokens == 0
         assert turn.content == reference.content
+
+
+def test_of_many_longer_entries_any_serves_the_shared_prefix() -> None:
+    """Conversations sharing only a template's first tokens: the hit is trimmed to those."""
+    ours = PromptCache(32, 1 << 30)
+    head = [7, 8, 9]
+    stored = [[*head, *range(100 * i, 100 * i + 12)] for i in range(1, 13)]
+    for tokens in stored:
+        ours.insert_cache(MODEL, tokens, entry(tokens))
+    before = [held(ours._lru._trie.get(MODEL, t).prompt_cache) for t in stored]
+
+    cache, rest = ours.fetch_nearest_cache(MODEL, [*head, 5, 6])
+    assert rest == [5, 6] and [layer.offset for layer in cache] == [3] * LAYERS
+    prefixes = [[(k[..., :3, :], v[..., :3, :]) for k, v in layers] for layers in before]
+    assert any(same(held(cache), prefix) for prefix in prefixes)
+    for layer in cache:
+        filled(layer, 4, seed=3)
+    for tokens, layers in zip(stored, before, strict=True):
+        assert same(held(ours._lru._trie.get(MODEL, tokens).prompt_cache), layers)
