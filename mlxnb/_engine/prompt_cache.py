@@ -53,8 +53,8 @@ class PromptCache:
         the prefix (see :func:`prefix_of`); other kinds of cache are deep-copied, as mlx-lm
         does.
 
-        An exact hit keeps all but the last token when the cache can be trimmed: the request
-        needs that token's logits.
+        Never an empty rest: an exact hit keeps all but the last token, whose logits the
+        request needs, and one whose cache cannot be trimmed is not used.
         """
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
@@ -64,10 +64,10 @@ class PromptCache:
         layers = entry.prompt_cache
         if all(is_plain_kv(layer) for layer in layers):
             return [prefix_of(layer, keep) for layer in layers], list(tokens[keep:])
+        if keep < length and not can_trim_prompt_cache(layers):  # only an exact hit gets here
+            return None, list(tokens)
         cache = copy.deepcopy(layers)
         if keep < length:
-            if not can_trim_prompt_cache(cache):  # an exact hit: the worker re-feeds or not
-                return cache, []
             trim_prompt_cache(cache, length - keep)
         return cache, list(tokens[keep:])
 

@@ -415,8 +415,6 @@ class Worker(GroupTurns):
         cache, rest = None, prompt.tokens
         if backend.reuses_prompt_cache:
             cache, rest = self._cache.fetch_nearest_cache(backend.model_id, prompt.tokens)
-        if cache is not None and not rest:
-            cache, rest = self._back_off_one(cache, prompt.tokens)
         cached = len(prompt.tokens) - len(rest)
         # The system prompt's prefix is stored on its own when the batch has prefilled it.
         system = prompt.system_tokens if backend.reuses_prompt_cache else 0
@@ -524,15 +522,6 @@ class Worker(GroupTurns):
     def _solo_reason(self, active: Active, token: int) -> str | None:
         assert self.backend is not None
         return active.solo_reason(token, self.backend.tokenizer.eos_token_ids)
-
-    def _back_off_one(self, cache: Any, tokens: list[int]) -> tuple[Any, list[int]]:
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
-
-        # An exact hit leaves nothing to feed; re-feed the last token to get fresh logits.
-        if can_trim_prompt_cache(cache):
-            trim_prompt_cache(cache, 1)
-            return cache, tokens[-1:]
-        return None, tokens
 
     def _advance_solo(self, uid: int, active: Active) -> None:
         """One model call of the lone request's decoder; its tokens delivered."""
