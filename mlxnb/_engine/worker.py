@@ -215,7 +215,8 @@ class Worker(GroupTurns):
                     answer(command)
                 elif isinstance(command, ModelQuestion):
                     self._answer_model(command)
-            hold = self._first_tokens_due()
+            # Only when someone may start: the check walks the batch, and most turns admit none.
+            hold = bool(requests or self._admission) and self._first_tokens_due()
             self._admit_waiting(hold)
             for request in requests:
                 self._admit(request, alone=len(requests) == 1, hold=hold)
