@@ -70,6 +70,7 @@ from mlxnb._engine.delivery import Notifier, Outbox, _hand_over
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 ENGINE_OPTIONS: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
 SOLO = {"on": True, "off": False, None: True}
+RAW = "raw"
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,15 +227,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         warm(16)
     side_pairs: dict[str, list[tuple[Run, Run]]] = {name: [] for name in sides}
     for round_ in range(args.pairs):
-        if launch is not None:
-            pin(launch)
-        raw = raw_run(model, tokenizer, args.tokens)
-        if consume is not None:
-            pin(consume)
-        names = list(sides)
-        # The other sides' order rotates, so none always runs right after raw.
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            side_pairs[name].append((raw, sides[name](args.tokens)))
+        runs: dict[str, Run] = {}
+        for name in round_order(round_, list(sides)):
+            core = launch if name == RAW else consume
+            if core is not None:
+                pin(core)
+            if name == RAW:
+                runs[name] = raw_run(model, tokenizer, args.tokens)
+            else:
+                runs[name] = sides[name](args.tokens)
+        for name in sides:
+            side_pairs[name].append((runs[RAW], runs[name]))
     engine.close()
     raw_thread.shutdown()
     for variant in variants.values():
@@ -244,6 +247,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n{VARIANTS[name]}")
         results[name] = report(args, pairs)
     return results
+
+
+def round_order(round_: int, sides: list[str]) -> list[str]:
+    """The order of one round's runs: raw and the other ``sides``.
+
+    Raw runs first in even rounds and last in odd ones, and the other sides' order rotates
+    every two rounds: whatever favours a run's place in a round (the device's clock still
+    rising, caches warm from the run before) falls on each side equally.
+    """
+    shift = (round_ // 2) % len(sides)
+    rotated = sides[shift:] + sides[:shift]
+    return [RAW, *rotated] if round_ % 2 == 0 else [*rotated, RAW]
 
 
 def run_on_loop(engine: mlxnb.Engine, tokens: int) -> Run:
@@ -304,7 +319,7 @@ CHILD = (
 )
 """The counted helper's ``python -c`` (mlx-lm must not fail to set its file limit on import)."""
 
-SIDES = ("raw", "engine")
+SIDES = (RAW, "engine")
 
 
 def counted_generation(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_overhead import main, other_threads, per_token
+from bench.bench_overhead import RAW, main, other_threads, per_token, round_order
 from bench.callgrind import thread_counts
 
 
@@ -57,3 +57,15 @@ def test_timed_pairs_report_the_a_a_and_sync_sides(tmp_path: Path) -> None:
         assert side["figures"]["engine_vs_raw"]["values"][0] > 0
         assert side["runs"][0]["engine_tokens"] == 3  # first token to last
     assert results["raw_on_thread"]["figures"]["consumer_cpu_us"]["values"] == [0.0]
+
+
+@pytest.mark.parametrize("sides", [["engine"], ["engine", "sync"], ["engine", "sync", "aa"]])
+def test_every_side_runs_before_raw_as_often_as_after(sides: list[str]) -> None:
+    rounds = [round_order(index, sides) for index in range(4 * len(sides))]
+
+    for order in rounds:
+        assert sorted(order) == sorted([RAW, *sides])
+    for side in sides:
+        before = sum(order.index(side) < order.index(RAW) for order in rounds)
+        assert before == len(rounds) // 2
+        assert {order.index(side) for order in rounds} == set(range(len(sides) + 1))
