@@ -3,7 +3,8 @@
 Wall-clock tokens/s move with the machine's mood (±8 % on the 2-core VM, ±25 % on the GPU
 machine). The CPU time that the launching thread spends per token does not: it is the Python
 work between steps, and on a fast device it is what separates us from raw mlx-lm. This bench
-measures, on a model small enough that overhead dominates, from the first token to the last:
+measures, on a model small enough that overhead dominates, from the call to the last token
+(the prompt's prefill, the same on both sides, included):
 
 - **raw**: ``mlx_lm.stream_generate`` on this thread: its CPU time and wall time per token;
 - **engine**: ``engine.stream`` consumed on an event loop (as callers do): the worker thread's
@@ -45,7 +46,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -80,12 +81,18 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Run:
-    """One generation, first token to last: tokens, wall seconds, CPU seconds per thread."""
+    """One generation, from the call to its last token: tokens, wall seconds, CPU seconds.
+
+    From the call, not the first token: a delivery held up on its way to the consumer would
+    otherwise shorten the engine's window (measured on the H200, where a starved consumer once
+    got all 255 tokens at once).
+    """
 
     tokens: int
     wall: float
     launcher_cpu: float  # the thread that launches each step (raw: this one; ours: the worker)
     consumer_cpu: float = 0.0  # the thread consuming the events (ours only)
+    longest_wait: float = 0.0  # the longest the consumer waited between two tokens (ours only)
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -95,15 +102,27 @@ class Run:
         return self.tokens / self.wall
 
 
+class Arrivals:
+    """The consumer's clock: when the first token came and the longest wait between two."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.longest = 0.0
+
+    def arrived(self) -> None:
+        now = time.perf_counter()
+        if self.last:
+            self.longest = max(self.longest, now - self.last)
+        self.last = now
+
+
 def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
     prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
-    first_wall = first_cpu = 0.0
     count = 0
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
     for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
-        if not first_wall:
-            first_wall, first_cpu = time.perf_counter(), time.thread_time()
         count = response.generation_tokens
-    return Run(count - 1, time.perf_counter() - first_wall, time.thread_time() - first_cpu)
+    return Run(count, time.perf_counter() - start_wall, time.thread_time() - start_cpu)
 
 
 def worker_cpu(engine: mlxnb.Engine) -> float:
@@ -112,38 +131,34 @@ def worker_cpu(engine: mlxnb.Engine) -> float:
 
 
 async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
-    first_wall = first_consumer = 0.0
-    first_worker: asyncio.Future[float] | None = None
     done = None
+    arrivals = Arrivals()
+    start_worker = await asyncio.to_thread(worker_cpu, engine)  # idle: it answers at once
+    start_wall, start_consumer = time.perf_counter(), time.thread_time()
     async for event in engine.stream(PROMPT, max_tokens=tokens):
-        if first_worker is None:
-            first_wall, first_consumer = time.perf_counter(), time.thread_time()
-            # Asked from a helper thread so the loop keeps consuming meanwhile.
-            first_worker = asyncio.ensure_future(asyncio.to_thread(worker_cpu, engine))
+        arrivals.arrived()
         if isinstance(event, mlxnb.Done):
             done = event
-    wall, consumer = time.perf_counter() - first_wall, time.thread_time() - first_consumer
-    assert done is not None and first_worker is not None
-    launcher = await asyncio.to_thread(worker_cpu, engine) - await first_worker
-    return Run(done.usage.completion_tokens - 1, wall, launcher, consumer)
+    wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
+    assert done is not None
+    launcher = await asyncio.to_thread(worker_cpu, engine) - start_worker
+    return Run(done.usage.completion_tokens, wall, launcher, consumer, arrivals.longest)
 
 
 def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
     """``engine.stream_sync`` consumed on this thread: the engine without an event loop."""
-    first_wall = first_consumer = 0.0
-    first_worker: Future[float] | None = None
     done = None
-    with ThreadPoolExecutor(max_workers=1) as helper:
-        for event in engine.stream_sync(PROMPT, max_tokens=tokens):
-            if first_worker is None:
-                first_wall, first_consumer = time.perf_counter(), time.thread_time()
-                first_worker = helper.submit(worker_cpu, engine)
-            if isinstance(event, mlxnb.Done):
-                done = event
-        wall, consumer = time.perf_counter() - first_wall, time.thread_time() - first_consumer
-        assert done is not None and first_worker is not None
-        launcher = worker_cpu(engine) - first_worker.result()
-    return Run(done.usage.completion_tokens - 1, wall, launcher, consumer)
+    arrivals = Arrivals()
+    start_worker = worker_cpu(engine)
+    start_wall, start_consumer = time.perf_counter(), time.thread_time()
+    for event in engine.stream_sync(PROMPT, max_tokens=tokens):
+        arrivals.arrived()
+        if isinstance(event, mlxnb.Done):
+            done = event
+    wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
+    assert done is not None
+    launcher = worker_cpu(engine) - start_worker
+    return Run(done.usage.completion_tokens, wall, launcher, consumer, arrivals.longest)
 
 
 class DirectWakeups:
@@ -159,6 +174,7 @@ VARIANTS = {
     "eager_wakeups": "the same, with the notifier waking the consumer's loop for every token:",
     "sync_consumer": "the same engine consumed by engine.stream_sync on the main thread:",
     "raw_on_thread": "raw mlx-lm run on a thread of its own (not the main thread) vs raw:",
+    "no_yield": "the same, the worker never yielding the GIL to starved consumers (before):",
 }
 
 
@@ -174,6 +190,12 @@ def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Eng
             engine = mlxnb.Engine(path, name=name, **engine_options(args))
             engine._worker._outbox = Outbox(delivery())  # type: ignore[arg-type]
             engines[name] = engine
+    if args.no_yield:
+        engine = mlxnb.Engine(path, name="no_yield", **engine_options(args))
+        outbox = Outbox()
+        outbox._yield_to_starved = lambda: None  # type: ignore[method-assign]
+        engine._worker._outbox = outbox
+        engines["no_yield"] = engine
     return engines
 
 
@@ -275,6 +297,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
     our_off = [ours.per_token_us(ours.wall - ours.launcher_cpu) for _, ours in pairs]
     consumer = [ours.per_token_us(ours.consumer_cpu) for _, ours in pairs]
     ratios = [ours.tokens_per_s / raw.tokens_per_s for raw, ours in pairs]
+    waits = [1e3 * ours.longest_wait for _, ours in pairs]
     figures = {
         "raw_cpu_us": figure("raw: launching thread CPU per token", raw_cpu, unit="us"),
         "engine_cpu_us": figure("engine: worker thread CPU per token", our_cpu, unit="us"),
@@ -285,6 +308,9 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
         "engine_off_cpu_us": figure("engine: worker off CPU per token", our_off, unit="us"),
         "consumer_cpu_us": figure("engine: consumer loop CPU per token", consumer, unit="us"),
         "engine_vs_raw": figure("ratio engine ÷ raw tokens/s", ratios, unit="x", target=">= 0.97"),
+        "longest_wait_ms": figure(
+            "engine: consumer's longest wait between tokens", waits, unit="ms"
+        ),
     }
     import mlx.core as mx
 
@@ -306,6 +332,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             "engine_wall_s": ours.wall,
             "engine_worker_cpu_s": ours.launcher_cpu,
             "engine_consumer_cpu_s": ours.consumer_cpu,
+            "engine_longest_wait_s": ours.longest_wait,
         }
         for raw, ours in pairs
     ]
@@ -567,6 +594,11 @@ def main(argv: list[str] | None = None) -> None:
         "--eager-wakeups",
         action="store_true",
         help="also measure an engine whose notifier wakes the consumer for every token (A/B)",
+    )
+    parser.add_argument(
+        "--no-yield",
+        action="store_true",
+        help="also measure an engine whose worker never yields the GIL to starved consumers (A/B)",
     )
     parser.add_argument(
         "--sync-consumer",

@@ -55,7 +55,7 @@ def test_timed_pairs_report_the_a_a_and_sync_sides(tmp_path: Path) -> None:
     results = json.loads(out.read_text())["results"]
     for side in (results, results["sync_consumer"], results["raw_on_thread"]):
         assert side["figures"]["engine_vs_raw"]["values"][0] > 0
-        assert side["runs"][0]["engine_tokens"] == 3  # first token to last
+        assert side["runs"][0]["engine_tokens"] == 4  # the call to the last token
     assert results["raw_on_thread"]["figures"]["consumer_cpu_us"]["values"] == [0.0]
 
 

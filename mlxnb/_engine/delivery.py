@@ -24,6 +24,8 @@ class AsyncSink:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        #: Set when the loop takes an item (the producing :class:`Outbox` watches it).
+        self.taken: threading.Event | None = None
 
     def put(self, item: Item) -> bool:
         """Hand ``item`` to the consumer's loop; ``False`` when that loop is gone."""
@@ -41,8 +43,13 @@ class AsyncSink:
 class SyncSink:
     """Delivers events to a blocking consumer thread."""
 
+    #: Whether a consumer takes what is put here (the :class:`Outbox` waits for no one else).
+    tracked = True
+
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        #: Set when the consumer takes an item (the producing :class:`Outbox` watches it).
+        self.taken: threading.Event | None = None
 
     def put(self, item: Item) -> bool:
         """Hand ``item`` to the consumer."""
@@ -51,13 +58,22 @@ class SyncSink:
 
     def get(self, timeout: float | None = None) -> Item:
         """Wait for the next item (``queue.Empty`` after ``timeout``)."""
-        return self._queue.get(timeout=timeout)
+        item = self._queue.get(timeout=timeout)
+        if self.taken is not None:
+            self.taken.set()
+        return item
 
 
 _Queued = tuple[AsyncSink, threading.Event, Item]
 
 WAKE_INTERVAL = 0.004
 """Seconds the notifier waits after waking loops before it wakes them again (see Notifier)."""
+STARVED_AFTER = 3 * WAKE_INTERVAL
+"""Seconds a delivery may wait untaken before the worker yields the GIL to consumers (Outbox)."""
+YIELD_AT_MOST = 0.001
+"""Seconds the worker waits, once starved consumers are seen, for one of them to take."""
+PATIENCE_LIMIT = 1.0
+"""Most seconds between two such waits while no consumer takes anything (a busy loop)."""
 
 
 Batches = dict[asyncio.AbstractEventLoop, list[_Queued]]
@@ -76,6 +92,10 @@ class Outbox:
         self._by_loop: Batches = {}
         self._ends = False
         self._notifier = notifier or shared_notifier()
+        self._taken = threading.Event()
+        self._sent = False
+        self._pending_since: float | None = None
+        self._patience = STARVED_AFTER
 
     def put(self, sink: AsyncSink | SyncSink, cancel: threading.Event, item: Item) -> None:
         """Queue ``item`` for a consumer (blocking consumers get it at once).
@@ -85,18 +105,58 @@ class Outbox:
             cancel: Set when the consumer's loop is gone, so its request stops.
             item: Events or an error.
         """
+        sink.taken = self._taken
         if isinstance(sink, AsyncSink):
             self._by_loop.setdefault(sink.loop, []).append((sink, cancel, item))
             self._ends = self._ends or ends_request(item)
+            self._sent = True
         else:
             sink.put(item)
+            self._sent = self._sent or sink.tracked
 
     def flush(self) -> None:
-        """Send what was queued; consumers whose loop is gone are cancelled."""
+        """Send what was queued; consumers whose loop is gone are cancelled.
+
+        Then, if what was sent earlier has waited untaken too long, wait (briefly, without the
+        GIL) for a consumer to take it: see :meth:`_yield_to_starved`.
+        """
         if self._by_loop:
             batches, self._by_loop = self._by_loop, {}
             ends, self._ends = self._ends, False
             self._notifier.send(batches, urgent=ends)
+        self._yield_to_starved()
+
+    def _yield_to_starved(self) -> None:
+        """Let consumers that cannot get the GIL take their items.
+
+        A thread waiting for the GIL is only handed it when the holder keeps it past the switch
+        interval. MLX releases the GIL for a moment at every step, and the worker takes it back
+        before a waiting thread wakes, so on a fast device (a small model, ~0.4 ms a step) the
+        notifier and the consumers' threads may wait for the whole answer (measured on the
+        H200: a 4-bit model's 255 tokens all came in one delivery, in half of 64 runs). So when
+        nothing has been taken for ``STARVED_AFTER`` since items were sent, the worker waits
+        until something is taken, for at most ``YIELD_AT_MOST``. A consumer that is merely busy
+        (its loop running a cell) makes the wait time out: the next one then comes twice as
+        late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing.
+        """
+        sent, self._sent = self._sent, False
+        if self._taken.is_set():
+            self._taken.clear()
+            self._patience = STARVED_AFTER
+            self._pending_since = time.monotonic() if sent else None
+            return
+        if self._pending_since is None:
+            if sent:
+                self._pending_since = time.monotonic()
+            return
+        if time.monotonic() - self._pending_since < self._patience:
+            return
+        if self._taken.wait(YIELD_AT_MOST):
+            self._taken.clear()
+            self._patience = STARVED_AFTER
+        else:
+            self._patience = min(2 * self._patience, PATIENCE_LIMIT)
+        self._pending_since = time.monotonic()
 
 
 class Notifier:
@@ -194,8 +254,12 @@ def shared_notifier() -> Notifier:
 
 
 def _hand_over(items: list[_Queued]) -> None:
+    taken = None
     for sink, _, item in items:
         sink.queue.put_nowait(item)
+        if sink.taken is not taken and sink.taken is not None:
+            taken = sink.taken
+            taken.set()
 
 
 def ends_request(item: Item) -> bool:

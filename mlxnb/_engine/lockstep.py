@@ -42,6 +42,8 @@ _LOCAL_FIELDS = ("sink", "cancel", "rendered")
 class DiscardSink(SyncSink):
     """Where a follower's events go: nowhere (rank 0 delivers them)."""
 
+    tracked = False
+
     def put(self, item: Item) -> bool:
         """Drop ``item``."""
         return True

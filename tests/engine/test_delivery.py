@@ -1,8 +1,11 @@
-"""Delivery: the notifier wakes each loop at most once per interval, and at once for an end."""
+"""Delivery: the notifier wakes each loop at most once per interval, and at once for an end;
+the worker yields the GIL to consumers starved of it."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from mlxnb._engine.delivery import AsyncSink, Batches, Notifier, Outbox
+import mlxnb._engine.delivery as delivery
+from mlxnb._engine.delivery import AsyncSink, Batches, Notifier, Outbox, SyncSink
 from mlxnb.events import ContentDelta, Done, Usage
 
 SETTLE = 10.0  # seconds a delivery that must come may take under load
@@ -122,3 +126,118 @@ def test_the_outbox_marks_a_step_that_ends_a_request_urgent(items: list[Any], ur
 
     asyncio.run(put_all())
     assert [flag for _, flag in sent] == [urgent]
+
+
+def busy_worker(outbox: Outbox, sink: AsyncSink | SyncSink, steps: int) -> None:
+    """A worker on a fast device: ~0.4 ms of Python a step, and the GIL let go for a moment."""
+    cancel = threading.Event()
+    for index in range(steps):
+        start = time.perf_counter()
+        while time.perf_counter() - start < 400e-6:
+            pass
+        os.stat("/")  # releases the GIL briefly, as MLX does at every step
+        outbox.put(sink, cancel, token(str(index)))
+        outbox.flush()
+
+
+def test_a_consumer_starved_of_the_gil_still_gets_tokens_as_they_come() -> None:
+    steps = 1000  # ~0.45 s; starved, the loop would see nothing until the end
+
+    async def consume() -> list[float]:
+        sink = AsyncSink(asyncio.get_running_loop())
+        worker = threading.Thread(target=busy_worker, args=(Outbox(Notifier()), sink, steps))
+        arrivals = [time.perf_counter()]
+        worker.start()
+        for _ in range(steps):
+            await sink.get()
+            arrivals.append(time.perf_counter())
+        worker.join()
+        return arrivals
+
+    arrivals = asyncio.run(consume())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # measured here: ~26 ms with the yield, 120-220 ms (the whole run) without it
+    assert max(gaps) < 0.09, f"the longest wait for a delivery was {max(gaps) * 1e3:.0f} ms"
+
+
+class Patient(Notifier):
+    """A notifier seam that sends nothing (these tests use blocking sinks)."""
+
+    def send(self, batches: Batches, urgent: bool = False) -> None:
+        pass
+
+
+@pytest.fixture
+def quick_patience(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "STARVED_AFTER", 0.01)
+    monkeypatch.setattr(delivery, "YIELD_AT_MOST", SETTLE)
+
+
+def test_the_outbox_waits_for_a_consumer_that_has_not_taken_its_items(
+    quick_patience: None,
+) -> None:
+    outbox, sink = Outbox(Patient()), SyncSink()
+    outbox.put(sink, threading.Event(), token("a"))
+    outbox.flush()
+    time.sleep(0.02)  # past the patience: the consumer is starved
+    taken_at: list[float] = []
+
+    def consume() -> None:
+        time.sleep(0.05)
+        sink.get()
+        taken_at.append(time.monotonic())
+
+    threading.Thread(target=consume).start()
+    outbox.flush()
+    assert taken_at and time.monotonic() >= taken_at[0]  # the flush returned after the take
+
+
+def test_the_outbox_never_waits_while_consumers_keep_up(quick_patience: None) -> None:
+    outbox, sink = Outbox(Patient()), SyncSink()
+    for index in range(20):
+        outbox.put(sink, threading.Event(), token(str(index)))
+        outbox.flush()
+        sink.get()
+        time.sleep(0.005)
+        started = time.monotonic()
+        outbox.flush()
+        assert time.monotonic() - started < SETTLE / 2  # a wait would last SETTLE
+
+
+class CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_waits_for_a_consumer_that_never_takes_come_ever_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "STARVED_AFTER", 0.01)
+    monkeypatch.setattr(delivery, "YIELD_AT_MOST", 0.001)
+    outbox, sink = Outbox(Patient()), SyncSink()
+    outbox._taken = taken = CountingEvent()
+    deadline = time.monotonic() + 0.64
+    while time.monotonic() < deadline:
+        outbox.put(sink, threading.Event(), token("a"))
+        outbox.flush()
+        time.sleep(0.001)
+    # patience doubling from 10 ms: waits at ~10, 30, 70, 150, 310, 630 ms; at a steady 10 ms
+    # there would be ~50
+    assert 3 <= taken.waits <= 8
+
+
+def test_a_follower_s_discarded_events_are_not_waited_for(quick_patience: None) -> None:
+    from mlxnb._engine.lockstep import DiscardSink
+
+    outbox = Outbox(Patient())
+    outbox._taken = taken = CountingEvent()
+    for _ in range(5):
+        outbox.put(DiscardSink(), threading.Event(), token("a"))
+        outbox.flush()
+        time.sleep(0.015)
+    assert taken.waits == 0
