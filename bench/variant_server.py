@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         help="newcomers join the batch at once, even when its first tokens are due (before"
         " 2026-12-03's change)",
     )
+    parser.add_argument(
+        "--no-yield",
+        action="store_true",
+        help="the worker never yields the GIL to consumers starved of it (before 2026-12-03's"
+        " change)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         engine._worker._first_tokens_due = lambda: False  # type: ignore[method-assign]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
+    if args.no_yield:
+        engine._worker._outbox._yield_to_starved = lambda: None  # type: ignore[method-assign]
     mlxnb.serve(engine, port=args.port)
     threading.Event().wait()  # until the bench terminates the process
 
