@@ -116,7 +116,10 @@ class Active:
         from mlx_lm.sample_utils import make_logits_processors
 
         options = request.options
-        settings = (options.temperature, options.top_p, options.min_p, options.top_k)
+        # Keeping the whole vocabulary or more is no filter (mlx-lm's sampler would raise).
+        vocabulary = getattr(backend, "vocab_size", None) or len(backend.tokenizer)
+        top_k = options.top_k if options.top_k < vocabulary else 0
+        settings = (options.temperature, options.top_p, options.min_p, top_k)
         seed = options.seed if options.temperature > 0 else None
         sampler = shared_sampler(*settings) if seed is None else SeededSampler(seed, *settings)
         guard = ProcessorGuard()

@@ -242,6 +242,20 @@ async def test_seeded_sampling_is_reproducible(engine: mlxnb.Engine) -> None:
     assert other.content != runs[0].content
 
 
+@pytest.mark.parametrize("seed", [None, 7])
+@pytest.mark.parametrize("top_k", [151_669, 890_640])  # the tokenizer's length; far past it
+async def test_a_top_k_past_the_vocabulary_filters_nothing_and_breaks_nothing(
+    engine: mlxnb.Engine, top_k: int, seed: int | None
+) -> None:
+    # mlx-lm's top-k raises inside a compiled function, and MLX then fails every later
+    # sampled request in the process ("eval an array without a primitive").
+    sampled = {"max_tokens": 4, "temperature": 1.0, "seed": seed}
+    wide = await engine.agenerate(HI, top_k=top_k, **sampled)
+    after = await engine.agenerate(HI, top_k=5, **sampled)
+    assert wide.finish_reason == after.finish_reason == "length"
+    assert wide.usage.completion_tokens == after.usage.completion_tokens == 4
+
+
 async def test_enable_thinking_reaches_the_template(engine: mlxnb.Engine) -> None:
     on = await engine.agenerate(HI, max_tokens=1, enable_thinking=True)
     off = await engine.agenerate(HI, max_tokens=1, enable_thinking=False)
