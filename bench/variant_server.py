@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         help="the worker never yields the GIL to consumers starved of it (before 2026-12-03's"
         " change)",
     )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="write audit rows, as `mlxnb serve` does (the variants skip them by default)",
+    )
     parser.add_argument("--trace", type=Path, help="write the worker's timeline here (JSON lines)")
     args = parser.parse_args(argv)
     if args.trace is not None:
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ[CUDNN_ATTENTION] = "1"
     solo = {"on": True, "off": False}[args.solo]
     engine = mlxnb.load(
-        args.model, audit=False, prefill_batch=args.prefill_batch, solo_fast_path=solo
+        args.model, audit=args.audit, prefill_batch=args.prefill_batch, solo_fast_path=solo
     )
     if args.lone_first:
         engine._worker._company_arrived = lambda *_: False  # type: ignore[method-assign]
