@@ -103,7 +103,7 @@ class Run:
 
 
 class Arrivals:
-    """The consumer's clock: when the first token came and the longest wait between two."""
+    """The consumer's clock: the longest it waited between two events."""
 
     def __init__(self) -> None:
         self.last = 0.0
