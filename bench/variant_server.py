@@ -9,6 +9,7 @@ import argparse
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import mlxnb
 from bench.trace import install
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the worker renders every prompt, not the caller's thread (before 2026-12-02's"
         " change)",
+    )
+    parser.add_argument(
+        "--render-on-loop",
+        action="store_true",
+        help="an async caller renders its prompt on its own event loop, one prompt at a time"
+        " (before 2026-12-03's change)",
     )
     parser.add_argument(
         "--cudnn-attention",
@@ -91,6 +98,13 @@ def main(argv: list[str] | None = None) -> None:
         import mlxnb._engine.engine as engine_module
 
         engine_module.render_request = lambda *_: None  # type: ignore[assignment]
+    if args.render_on_loop:
+        from mlxnb._engine.engine import Engine
+
+        async def on_loop(self: Engine, *arguments: Any) -> Any:
+            return self._submit(*arguments)
+
+        Engine._submit_off_loop = on_loop  # type: ignore[method-assign]
     if args.deepcopy_prompt_cache:
         from mlxnb._engine.prompt_cache import PromptCache
 

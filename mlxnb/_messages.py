@@ -100,16 +100,3 @@ def _decode_call(call: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidRequestError(f"tool-call arguments are not valid JSON: {error}") from error
     call["function"] = function
     return call
-
-
-def carries_images(messages: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any message has a non-text content part (so images may need loading)."""
-    return any(
-        isinstance(message, Mapping)
-        and isinstance(message.get("content"), list)
-        and any(
-            isinstance(part, Mapping) and part.get("type") not in ("text", "input_text")
-            for part in message["content"]
-        )
-        for message in messages
-    )

@@ -6,9 +6,9 @@ the thread that made them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -264,6 +264,17 @@ def _chain(error: BaseException | None) -> list[BaseException]:
     return seen
 
 
+def _settle(tokenizer: Any) -> None:
+    """Encode once, so later encodes on many threads at once only read the tokenizer.
+
+    A Hugging Face fast tokenizer whose file sets truncation or padding clears them at its
+    first plain encode, a write; two threads rendering at once must not race over it. Prompts
+    render on callers' threads in parallel (the encode releases the GIL).
+    """
+    with contextlib.suppress(Exception):  # a tokenizer that cannot encode fails its first render
+        tokenizer.encode("settle")
+
+
 class TextBackend:
     """An mlx-lm model and tokenizer, with prompt rendering and marker knowledge.
 
@@ -293,8 +304,7 @@ class TextBackend:
         self.markers = Markers.from_tokenizer(tokenizer)
         self.context_length = context_length
         self.generation_defaults = dict(generation_defaults or {})
-        #: Held while a prompt renders: callers' threads and the worker's share the tokenizer.
-        self.rendering = threading.Lock()
+        _settle(tokenizer)
 
     @property
     def language_model(self) -> Any:

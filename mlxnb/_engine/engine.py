@@ -50,7 +50,7 @@ from mlxnb._engine.worker import Worker
 from mlxnb._engine.worker_config import WorkerConfig
 from mlxnb._ids import new_request_id
 from mlxnb._images import Image, ImagePolicy, no_vision_error
-from mlxnb._messages import carries_images, normalize_messages
+from mlxnb._messages import normalize_messages
 from mlxnb.errors import EngineBusyError, EngineClosedError, InvalidRequestError, MlxnbError
 from mlxnb.events import Event, Turn, TurnBuilder, acollect, collect
 
@@ -524,13 +524,7 @@ class Engine:
         if not self.ready:
             await self.await_ready()
         sink = AsyncSink(asyncio.get_running_loop())
-        if carries_images(messages):
-            # Decoding (or, when allowed, fetching) images must not stall this event loop; it
-            # touches no MLX, so a helper thread may do it.
-            arguments = (sink, messages, tools, enable_thinking, options)
-            request = await asyncio.to_thread(self._submit, *arguments)
-        else:
-            request = self._submit(sink, messages, tools, enable_thinking, options)
+        request = await self._submit_off_loop(sink, messages, tools, enable_thinking, options)
         try:
             while True:
                 events, done = unpack(await sink.get())
@@ -540,6 +534,28 @@ class Engine:
                     return
         finally:
             request.cancel.set()
+
+    async def _submit_off_loop(
+        self,
+        sink: AsyncSink,
+        messages: Messages,
+        tools: Tools,
+        enable_thinking: bool | None,
+        options: RequestOptions,
+    ) -> Request:
+        """:meth:`_submit` on a helper thread; cancel what it submits if the caller left.
+
+        Rendering a prompt (and decoding images) must not stall the caller's event loop: a
+        server's burst of requests then renders in parallel (the tokenizer encodes without
+        the GIL) instead of reaching the worker one after another. It touches no MLX.
+        """
+        arguments = (sink, messages, tools, enable_thinking, options)
+        submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, *arguments))
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            submitting.add_done_callback(_cancel_if_submitted)
+            raise
 
     def stream_sync(
         self,
@@ -680,3 +696,9 @@ _FOLLOWER_REFUSAL = (
 def _raw_prompt(prompt: str | Sequence[int] | None) -> str | tuple[Any, ...] | None:
     """A raw prompt as the request keeps it: token ids copied (the worker checks them)."""
     return prompt if prompt is None or isinstance(prompt, str) else tuple(prompt)
+
+
+def _cancel_if_submitted(submitting: asyncio.Future[Request]) -> None:
+    """Cancel the request a caller stopped waiting for, once its submission ends."""
+    if not submitting.cancelled() and submitting.exception() is None:
+        submitting.result().cancel.set()

@@ -612,6 +612,70 @@ def test_prompts_render_on_the_callers_threads_and_the_template_errors_before_qu
         assert sent == [] and engine.pending == 0
 
 
+async def test_async_callers_render_off_their_loop_and_in_parallel(
+    engine: mlxnb.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two streams started together render at once, each on a helper thread. Rendering on the
+    caller's loop, or one prompt at a time, breaks the barrier both renders must reach."""
+    backend = engine._worker.backend
+    assert backend is not None
+    original_render = backend.render
+    together = threading.Barrier(2, timeout=10)
+    rendered_on: list[threading.Thread] = []
+
+    def meeting_render(*args: Any, **kwargs: Any) -> Any:
+        rendered_on.append(threading.current_thread())
+        together.wait()
+        return original_render(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "render", meeting_render)
+    turns = await asyncio.gather(
+        engine.agenerate(HI, max_tokens=2), engine.agenerate(WARM_UP, max_tokens=2)
+    )
+    assert [turn.finish_reason for turn in turns] == ["length", "length"]
+    assert len(rendered_on) == 2 and threading.current_thread() not in rendered_on
+
+
+async def test_a_caller_gone_while_its_request_renders_gets_that_request_cancelled(
+    engine: mlxnb.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's task is cancelled while its prompt renders on a helper thread: the request
+    that thread then queues is cancelled, not generated for nobody."""
+    backend = engine._worker.backend
+    assert backend is not None
+    original_render = backend.render
+    rendering, release = threading.Event(), threading.Event()
+
+    def held_render(*args: Any, **kwargs: Any) -> Any:
+        rendering.set()
+        release.wait(10)
+        return original_render(*args, **kwargs)
+
+    original_submit = engine._worker.submit
+    queued = threading.Event()
+
+    def noted_submit(request: Any) -> None:
+        original_submit(request)
+        queued.set()
+
+    monkeypatch.setattr(backend, "render", held_render)
+    monkeypatch.setattr(engine._worker, "submit", noted_submit)
+    proc = forced_output(engine.tokenizer, "x " * 3000, then="free")
+    task = asyncio.create_task(engine.agenerate(HI, logits_processors=[proc], max_tokens=2000))
+    while not rendering.is_set():
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    assert await asyncio.to_thread(queued.wait, 10)
+    deadline = time.monotonic() + 30
+    while engine.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert engine.pending == 0
+    assert proc.step < 10, "the request ran on after its caller left"
+
+
 @pytest.mark.parametrize("solo", [True, False])
 async def test_solo_and_batched_decoding_agree(tiny_model_dir: Path, solo: bool) -> None:
     with mlxnb.load(tiny_model_dir, solo_fast_path=solo, audit=False) as engine:
