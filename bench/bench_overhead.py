@@ -93,6 +93,9 @@ class Run:
     launcher_cpu: float  # the thread that launches each step (raw: this one; ours: the worker)
     consumer_cpu: float = 0.0  # the thread consuming the events (ours only)
     longest_wait: float = 0.0  # the longest the consumer waited between two tokens (ours only)
+    deliveries: int = 0  # how many times the consumer was handed events (ours only)
+    yields: int = 0  # the worker's waits for a starved consumer, and how many timed out
+    yield_timeouts: int = 0
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -102,17 +105,23 @@ class Run:
         return self.tokens / self.wall
 
 
+DELIVERY_GAP = 50e-6
+"""Seconds between two events that make them two deliveries, not one handed over at once."""
+
+
 class Arrivals:
-    """The consumer's clock: the longest it waited between two events."""
+    """The consumer's clock: the longest it waited between two events, and its deliveries."""
 
     def __init__(self) -> None:
         self.last = 0.0
         self.longest = 0.0
+        self.deliveries = 0
 
     def arrived(self) -> None:
         now = time.perf_counter()
         if self.last:
             self.longest = max(self.longest, now - self.last)
+        self.deliveries += not self.last or now - self.last > DELIVERY_GAP
         self.last = now
 
 
@@ -133,6 +142,8 @@ def worker_cpu(engine: mlxnb.Engine) -> float:
 async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     done = None
     arrivals = Arrivals()
+    outbox = engine._worker._outbox
+    yields, timeouts = outbox.yields, outbox.yield_timeouts
     start_worker = await asyncio.to_thread(worker_cpu, engine)  # idle: it answers at once
     start_wall, start_consumer = time.perf_counter(), time.thread_time()
     async for event in engine.stream(PROMPT, max_tokens=tokens):
@@ -142,7 +153,16 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
     assert done is not None
     launcher = await asyncio.to_thread(worker_cpu, engine) - start_worker
-    return Run(done.usage.completion_tokens, wall, launcher, consumer, arrivals.longest)
+    return Run(
+        done.usage.completion_tokens,
+        wall,
+        launcher,
+        consumer,
+        arrivals.longest,
+        arrivals.deliveries,
+        outbox.yields - yields,
+        outbox.yield_timeouts - timeouts,
+    )
 
 
 def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
@@ -175,6 +195,7 @@ VARIANTS = {
     "sync_consumer": "the same engine consumed by engine.stream_sync on the main thread:",
     "raw_on_thread": "raw mlx-lm run on a thread of its own (not the main thread) vs raw:",
     "no_yield": "the same, the worker never yielding the GIL to starved consumers (before):",
+    "yield_at_most": "the same, the worker waiting up to --yield-at-most for starved consumers:",
 }
 
 
@@ -196,6 +217,10 @@ def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Eng
         outbox._yield_to_starved = lambda: None  # type: ignore[method-assign]
         engine._worker._outbox = outbox
         engines["no_yield"] = engine
+    if args.yield_at_most is not None:
+        engine = mlxnb.Engine(path, name="yield_at_most", **engine_options(args))
+        engine._worker._outbox = Outbox(yield_at_most=args.yield_at_most / 1e3)
+        engines["yield_at_most"] = engine
     return engines
 
 
@@ -298,6 +323,9 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
     consumer = [ours.per_token_us(ours.consumer_cpu) for _, ours in pairs]
     ratios = [ours.tokens_per_s / raw.tokens_per_s for raw, ours in pairs]
     waits = [1e3 * ours.longest_wait for _, ours in pairs]
+    deliveries = [float(ours.deliveries) for _, ours in pairs]
+    yields = [float(ours.yields) for _, ours in pairs]
+    timeouts = [float(ours.yield_timeouts) for _, ours in pairs]
     figures = {
         "raw_cpu_us": figure("raw: launching thread CPU per token", raw_cpu, unit="us"),
         "engine_cpu_us": figure("engine: worker thread CPU per token", our_cpu, unit="us"),
@@ -311,6 +339,14 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
         "longest_wait_ms": figure(
             "engine: consumer's longest wait between tokens", waits, unit="ms"
         ),
+        "deliveries": figure("engine: deliveries to the consumer per run", deliveries, unit=""),
+        "single_delivery_runs": figure(
+            "engine: runs delivered all at once",
+            [float(sum(count <= 1 for count in deliveries))],
+            unit="",
+        ),
+        "yields": figure("engine: worker's yields to a starved consumer per run", yields, unit=""),
+        "yield_timeouts": figure("engine: yields that timed out per run", timeouts, unit=""),
     }
     import mlx.core as mx
 
@@ -333,6 +369,9 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             "engine_worker_cpu_s": ours.launcher_cpu,
             "engine_consumer_cpu_s": ours.consumer_cpu,
             "engine_longest_wait_s": ours.longest_wait,
+            "engine_deliveries": ours.deliveries,
+            "engine_yields": ours.yields,
+            "engine_yield_timeouts": ours.yield_timeouts,
         }
         for raw, ours in pairs
     ]
@@ -599,6 +638,14 @@ def main(argv: list[str] | None = None) -> None:
         "--no-yield",
         action="store_true",
         help="also measure an engine whose worker never yields the GIL to starved consumers (A/B)",
+    )
+    parser.add_argument(
+        "--yield-at-most",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="also measure an engine whose worker waits up to MS milliseconds for a starved"
+        " consumer (A/B)",
     )
     parser.add_argument(
         "--sync-consumer",

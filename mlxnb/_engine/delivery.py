@@ -88,7 +88,9 @@ class Outbox:
     wake-up itself is made by the :class:`Notifier` thread, not the worker.
     """
 
-    def __init__(self, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, notifier: Notifier | None = None, yield_at_most: float = YIELD_AT_MOST
+    ) -> None:
         self._by_loop: Batches = {}
         self._ends = False
         self._notifier = notifier or shared_notifier()
@@ -96,6 +98,9 @@ class Outbox:
         self._sent = False
         self._pending_since: float | None = None
         self._patience = STARVED_AFTER
+        self._yield_at_most = yield_at_most
+        #: Times the worker yielded to starved consumers, and how many of those timed out.
+        self.yields = self.yield_timeouts = 0
 
     def put(self, sink: AsyncSink | SyncSink, cancel: threading.Event, item: Item) -> None:
         """Queue ``item`` for a consumer (blocking consumers get it at once).
@@ -151,10 +156,12 @@ class Outbox:
             return
         if time.monotonic() - self._pending_since < self._patience:
             return
-        if self._taken.wait(YIELD_AT_MOST):
+        self.yields += 1
+        if self._taken.wait(self._yield_at_most):
             self._taken.clear()
             self._patience = STARVED_AFTER
         else:
+            self.yield_timeouts += 1
             self._patience = min(2 * self._patience, PATIENCE_LIMIT)
         self._pending_since = time.monotonic()
 

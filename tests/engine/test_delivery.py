@@ -170,13 +170,12 @@ class Patient(Notifier):
 @pytest.fixture
 def quick_patience(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(delivery, "STARVED_AFTER", 0.01)
-    monkeypatch.setattr(delivery, "YIELD_AT_MOST", SETTLE)
 
 
 def test_the_outbox_waits_for_a_consumer_that_has_not_taken_its_items(
     quick_patience: None,
 ) -> None:
-    outbox, sink = Outbox(Patient()), SyncSink()
+    outbox, sink = Outbox(Patient(), yield_at_most=SETTLE), SyncSink()
     outbox.put(sink, threading.Event(), token("a"))
     outbox.flush()
     time.sleep(0.02)  # past the patience: the consumer is starved
@@ -193,7 +192,7 @@ def test_the_outbox_waits_for_a_consumer_that_has_not_taken_its_items(
 
 
 def test_the_outbox_never_waits_while_consumers_keep_up(quick_patience: None) -> None:
-    outbox, sink = Outbox(Patient()), SyncSink()
+    outbox, sink = Outbox(Patient(), yield_at_most=SETTLE), SyncSink()
     for index in range(20):
         outbox.put(sink, threading.Event(), token(str(index)))
         outbox.flush()
@@ -218,8 +217,7 @@ def test_waits_for_a_consumer_that_never_takes_come_ever_less_often(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(delivery, "STARVED_AFTER", 0.01)
-    monkeypatch.setattr(delivery, "YIELD_AT_MOST", 0.001)
-    outbox, sink = Outbox(Patient()), SyncSink()
+    outbox, sink = Outbox(Patient(), yield_at_most=0.001), SyncSink()
     outbox._taken = taken = CountingEvent()
     deadline = time.monotonic() + 0.64
     while time.monotonic() < deadline:
@@ -229,6 +227,7 @@ def test_waits_for_a_consumer_that_never_takes_come_ever_less_often(
     # patience doubling from 10 ms: waits at ~10, 30, 70, 150, 310, 630 ms; at a steady 10 ms
     # there would be ~50
     assert 3 <= taken.waits <= 8
+    assert outbox.yields == outbox.yield_timeouts == taken.waits
 
 
 def test_a_follower_s_discarded_events_are_not_waited_for(quick_patience: None) -> None:
