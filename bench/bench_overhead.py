@@ -184,7 +184,7 @@ def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
 class DirectWakeups:
     """The worker wakes each consumer's loop itself (how delivery worked before the notifier)."""
 
-    def send(self, batches: Any) -> None:
+    def send(self, batches: Any, urgent: bool = False) -> None:
         for loop, items in batches.items():
             loop.call_soon_threadsafe(_hand_over, items)
 
@@ -251,6 +251,10 @@ def pin(core: int) -> None:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run alternating rounds (raw, then each engine), print the tables, return the results."""
     path = bench_model(args.shape, args.dtype, args.bits)
+    if args.trace is not None:
+        from bench.trace import install
+
+        install(args.trace)
     engine = mlxnb.load(path, **engine_options(args))
     variants = variant_engines(args, path)
     launch = consume = None
@@ -638,6 +642,13 @@ def main(argv: list[str] | None = None) -> None:
         "--no-yield",
         action="store_true",
         help="also measure an engine whose worker never yields the GIL to starved consumers (A/B)",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="write the engines' timeline, each step's delivery included, here (JSON lines;"
+        " python -m bench.trace PATH shows it)",
     )
     parser.add_argument(
         "--yield-at-most",

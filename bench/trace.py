@@ -1,11 +1,13 @@
 """A timeline of the worker's turns, for finding where a burst's time to first token goes.
 
 ``install(path)`` wraps, in this process, the points a request passes on its way to its first
-token: its prompt rendered on the caller's thread (for a server, its event loop), queued for the
-worker, admitted (prompt rendered, cache looked up), each model pass
+token: its prompt rendered on the caller's thread (for a server, a helper thread), queued for
+the worker, admitted (prompt rendered, cache looked up), each model pass
 (mlx-lm's batch ``next``, the single-sequence ``advance``, a hand-over into the batch) and its
-first token. Each becomes one JSON line ``{"t": seconds, "what": ..., ...}`` in ``path``.
-Bench use only (``bench.variant_server --trace``): it patches the engine's classes.
+first token; and each step's delivery (the worker's flush, the notifier's wake-up, the loop's
+hand-over, the consumer's take). Each becomes one JSON line ``{"t": seconds, "what": ..., ...}``
+in ``path``. Bench use only (``bench.variant_server --trace``, ``bench.bench_overhead --trace``):
+it patches the engine's classes.
 """
 
 from __future__ import annotations
@@ -80,6 +82,49 @@ def install(path: Path) -> None:
         return on_token(self, uid, *args, **kwargs)
 
     Worker._on_token = first_token  # type: ignore[method-assign]
+    trace_delivery(record)
+
+
+def trace_delivery(record: Callable[..., None]) -> None:
+    """Record each step's way to its consumer: the worker's flush (and whether something was
+    taken since the last one), the notifier's wake-ups, the loop's hand-over, the consumer's
+    takes, and every wait for a starved consumer."""
+    import mlxnb._engine.delivery as delivery
+
+    flush = delivery.Outbox.flush
+
+    @functools.wraps(flush)
+    def traced_flush(self: Any) -> None:
+        start, queued, taken = time.perf_counter(), bool(self._by_loop), self._taken.is_set()
+        yields = self.yields
+        flush(self)
+        if queued or self.yields != yields:
+            record("flush", start=start, taken=taken, waited=self.yields - yields)
+
+    delivery.Outbox.flush = traced_flush  # type: ignore[method-assign]
+    wake = delivery.Notifier._wake
+
+    def traced_wake(merged: Any) -> None:
+        start = time.perf_counter()
+        wake(merged)
+        record("wake", start=start, items=sum(len(items) for items in merged.values()))
+
+    delivery.Notifier._wake = staticmethod(traced_wake)  # type: ignore[method-assign]
+    hand_over = delivery._hand_over
+
+    def traced_hand_over(items: Any) -> None:
+        hand_over(items)
+        record("hand_over", items=len(items))
+
+    delivery._hand_over = traced_hand_over
+    get = delivery.AsyncSink.get
+
+    async def traced_get(self: Any) -> Any:
+        item = await get(self)
+        record("take", events=len(item) if isinstance(item, list) else 0)
+        return item
+
+    delivery.AsyncSink.get = traced_get  # type: ignore[method-assign]
 
 
 def show(path: Path, gap: float = 1.0) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,32 @@ def test_every_side_runs_before_raw_as_often_as_after(sides: list[str]) -> None:
         before = sum(order.index(side) < order.index(RAW) for order in rounds)
         assert before == len(rounds) // 2
         assert {order.index(side) for order in rounds} == set(range(len(sides) + 1))
+
+
+def test_every_delivery_variant_runs_and_reports_its_deliveries(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    variants = ["--no-yield", "--direct-wakeups", "--eager-wakeups", "--yield-at-most", "2"]
+    main(["--pairs", "1", "--tokens", "4", *variants, "--json", str(out)])
+
+    results = json.loads(out.read_text())["results"]
+    names = ("no_yield", "direct_wakeups", "eager_wakeups", "yield_at_most")
+    for side in (results, *(results[name] for name in names)):
+        run = side["runs"][0]
+        assert run["engine_tokens"] == 4
+        assert 1 <= run["engine_deliveries"] <= 5  # four tokens and the end, at most
+        assert run["engine_yield_timeouts"] <= run["engine_yields"]
+
+
+def test_a_traced_run_records_each_step_on_its_way_to_the_consumer(tmp_path: Path) -> None:
+    """In a process of its own: the trace patches the engine's classes for good."""
+    trace = tmp_path / "trace.jsonl"
+    command = ["-m", "bench.bench_overhead", "--pairs", "1", "--tokens", "4"]
+    subprocess.run(
+        [sys.executable, *command, "--trace", str(trace), "--json", str(tmp_path / "o.json")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        cwd=Path(__file__).parents[1],
+    )
+    kinds = {json.loads(line)["what"] for line in trace.read_text().splitlines()}
+    assert {"submit", "first", "flush", "wake", "hand_over", "take"} <= kinds

@@ -24,7 +24,9 @@ class AsyncSink:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
-        #: Set when the loop takes an item (the producing :class:`Outbox` watches it).
+        #: Set when the consumer takes an item (the producing :class:`Outbox` watches it); not
+        #: when its loop is handed one: a starved loop may run that hand-over and then wait
+        #: again for the GIL before the consumer's task runs.
         self.taken: threading.Event | None = None
 
     def put(self, item: Item) -> bool:
@@ -37,7 +39,10 @@ class AsyncSink:
 
     async def get(self) -> Item:
         """Wait for the next item."""
-        return await self.queue.get()
+        item = await self.queue.get()
+        if self.taken is not None:
+            self.taken.set()
+        return item
 
 
 class SyncSink:
@@ -261,12 +266,8 @@ def shared_notifier() -> Notifier:
 
 
 def _hand_over(items: list[_Queued]) -> None:
-    taken = None
     for sink, _, item in items:
         sink.queue.put_nowait(item)
-        if sink.taken is not taken and sink.taken is not None:
-            taken = sink.taken
-            taken.set()
 
 
 def ends_request(item: Item) -> bool:

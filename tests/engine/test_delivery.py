@@ -128,6 +128,25 @@ def test_the_outbox_marks_a_step_that_ends_a_request_urgent(items: list[Any], ur
     assert [flag for _, flag in sent] == [urgent]
 
 
+def test_items_count_as_taken_when_the_consumer_takes_them_not_when_its_loop_has_them() -> None:
+    """A loop that ran the hand-over but not yet the consumer's task has taken nothing: the
+    outbox must still yield to it (a starved loop may get the GIL for one pass, not two)."""
+    outbox = Outbox(Notifier(interval=0.0))
+
+    async def hand_over_then_take() -> tuple[bool, bool]:
+        sink = AsyncSink(asyncio.get_running_loop())
+        outbox.put(sink, threading.Event(), token("a"))
+        outbox.flush()
+        while sink.queue.empty():  # the notifier's wake-up has run on this loop
+            await asyncio.sleep(0.001)
+        handed = outbox._taken.is_set()
+        await sink.get()
+        return handed, outbox._taken.is_set()
+
+    handed, taken = asyncio.run(hand_over_then_take())
+    assert (handed, taken) == (False, True)
+
+
 def busy_worker(outbox: Outbox, sink: AsyncSink | SyncSink, steps: int) -> None:
     """A worker on a fast device: ~0.4 ms of Python a step, and the GIL let go for a moment."""
     cancel = threading.Event()
