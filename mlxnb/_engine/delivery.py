@@ -130,13 +130,18 @@ class Outbox:
         Then, if what was sent earlier has waited untaken too long, wait (briefly, without the
         GIL) for a consumer to take it: see :meth:`_yield_to_starved`.
         """
+        # Read before this step's items go out: a consumer quick enough to take them before
+        # the check below would otherwise be counted against the items it has not seen yet.
+        taken = self._taken.is_set()
+        if taken:
+            self._taken.clear()
         if self._by_loop:
             batches, self._by_loop = self._by_loop, {}
             ends, self._ends = self._ends, False
             self._notifier.send(batches, urgent=ends)
-        self._yield_to_starved()
+        self._yield_to_starved(taken)
 
-    def _yield_to_starved(self) -> None:
+    def _yield_to_starved(self, taken: bool) -> None:
         """Let consumers that cannot get the GIL take their items.
 
         A thread waiting for the GIL is only handed it when the holder keeps it past the switch
@@ -145,13 +150,16 @@ class Outbox:
         notifier and the consumers' threads may wait for the whole answer (measured on the
         H200: a 4-bit model's 255 tokens all came in one delivery, in half of 64 runs). So when
         nothing has been taken for ``STARVED_AFTER`` since items were sent, the worker waits
-        until something is taken, for at most ``YIELD_AT_MOST``. A consumer that is merely busy
+        until something is taken, for at most ``yield_at_most``. A consumer that is merely busy
         (its loop running a cell) makes the wait time out: the next one then comes twice as
-        late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing.
+        late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing. (Built on a CPU
+        reproduction; on the H200 this wait has not fired yet: see the README's Measured speed.)
+
+        Args:
+            taken: Whether a consumer took something since the last flush.
         """
         sent, self._sent = self._sent, False
-        if self._taken.is_set():
-            self._taken.clear()
+        if taken:
             self._patience = STARVED_AFTER
             self._pending_since = time.monotonic() if sent else None
             return
@@ -162,8 +170,7 @@ class Outbox:
         if time.monotonic() - self._pending_since < self._patience:
             return
         self.yields += 1
-        if self._taken.wait(self._yield_at_most):
-            self._taken.clear()
+        if self._taken.wait(self._yield_at_most):  # left set: the next flush counts the take
             self._patience = STARVED_AFTER
         else:
             self.yield_timeouts += 1

@@ -259,3 +259,33 @@ def test_a_follower_s_discarded_events_are_not_waited_for(quick_patience: None) 
         outbox.flush()
         time.sleep(0.015)
     assert taken.waits == 0
+
+
+class TakenAtOnce(Notifier):
+    """A notifier seam whose consumer takes each batch while it is being sent (the fastest)."""
+
+    def send(self, batches: Batches, urgent: bool = False) -> None:
+        for items in batches.values():
+            for sink, _, _ in items:
+                assert sink.taken is not None
+                sink.taken.set()
+
+
+def test_a_consumer_that_takes_while_the_items_go_out_is_not_waited_for_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A take that lands before the flush's own check belongs to the items just sent: the
+    outbox must not then think them untaken and wait at the next step."""
+    monkeypatch.setattr(delivery, "STARVED_AFTER", 0.01)
+    outbox = Outbox(TakenAtOnce(), yield_at_most=SETTLE)
+
+    async def one_step_then_a_quiet_one() -> None:
+        outbox.put(AsyncSink(asyncio.get_running_loop()), threading.Event(), ending())
+        outbox.flush()
+        await asyncio.sleep(0.03)  # past the patience, nothing new sent
+        outbox.flush()
+
+    started = time.monotonic()
+    asyncio.run(one_step_then_a_quiet_one())
+    assert outbox.yields == 0
+    assert time.monotonic() - started < SETTLE / 2
