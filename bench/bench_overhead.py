@@ -214,7 +214,7 @@ def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Eng
     if args.no_yield:
         engine = mlxnb.Engine(path, name="no_yield", **engine_options(args))
         outbox = Outbox()
-        outbox._yield_to_starved = lambda: None  # type: ignore[method-assign]
+        outbox._yield_to_starved = lambda *_: None  # type: ignore[method-assign]
         engine._worker._outbox = outbox
         engines["no_yield"] = engine
     if args.yield_at_most is not None:

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     if args.no_yield:
-        engine._worker._outbox._yield_to_starved = lambda: None  # type: ignore[method-assign]
+        engine._worker._outbox._yield_to_starved = lambda *_: None  # type: ignore[method-assign]
     mlxnb.serve(engine, port=args.port)
     threading.Event().wait()  # until the bench terminates the process
 
