@@ -45,6 +45,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["--shape", "tiny", "--tokens", "16", "--pairs", "2"],
     ),
     (
+        "bench.bench_submit",
+        ["--shape", "tiny", "--pairs", "24"],
+        ["--shape", "tiny", "--pairs", "1"],
+    ),
+    (
         "bench.bench_evaluate",
         [],
         ["--shape", "tiny", "--prompts", "2", "--tokens", "8", "--concurrency", "2"],
