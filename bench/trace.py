@@ -6,14 +6,17 @@ the worker, admitted (prompt rendered, cache looked up), each model pass
 (mlx-lm's batch ``next``, the single-sequence ``advance``, a hand-over into the batch) and its
 first token; and each step's delivery (the worker's flush, the notifier's wake-up, the loop's
 hand-over, the consumer's take). Each becomes one JSON line ``{"t": seconds, "what": ..., ...}``
-in ``path``. Bench use only (``bench.variant_server --trace``, ``bench.bench_overhead --trace``):
-it patches the engine's classes.
+in ``path``, written when the process exits. Bench use only (``bench.variant_server --trace``,
+``bench.bench_overhead --trace``): it patches the engine's classes.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,13 +32,8 @@ def install(path: Path) -> None:
     from mlxnb._engine.solo import SoloDecoder
     from mlxnb._engine.worker import Worker
 
-    out = path.open("a", buffering=1)
-    lock = threading.Lock()
     seen: set[int] = set()
-
-    def record(what: str, **fields: Any) -> None:
-        with lock:
-            out.write(json.dumps({"t": time.perf_counter(), "what": what, **fields}) + "\n")
+    record = _buffered_into(path)
 
     def timed(cls: type, name: str, describe: Callable[..., dict[str, Any]]) -> None:
         original = getattr(cls, name)
@@ -83,6 +81,28 @@ def install(path: Path) -> None:
 
     Worker._on_token = first_token  # type: ignore[method-assign]
     trace_delivery(record)
+
+
+def _buffered_into(path: Path) -> Callable[..., None]:
+    """A recorder that keeps events in memory and writes them to ``path`` at exit.
+
+    Writing each event as it happens would be a system call on the threads being traced, which
+    lets go of the GIL and so changes what is measured (which thread gets it when). A SIGTERM
+    (how the benches stop a server) ends the process through the exit handlers too.
+    """
+    events: list[dict[str, Any]] = []
+
+    def record(what: str, **fields: Any) -> None:
+        events.append({"t": time.perf_counter(), "what": what, **fields})  # atomic under the GIL
+
+    def write() -> None:
+        with path.open("a") as out:
+            out.writelines(json.dumps(event) + "\n" for event in list(events))
+
+    atexit.register(write)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    return record
 
 
 def trace_delivery(record: Callable[..., None]) -> None:
@@ -153,6 +173,4 @@ def show(path: Path, gap: float = 1.0) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     show(Path(sys.argv[1]))
