@@ -7,9 +7,11 @@ owns the model and every MLX call and sends events back to each caller's loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -547,10 +549,13 @@ class Engine:
 
         Rendering a prompt (and decoding images) must not stall the caller's event loop: a
         server's burst of requests then renders in parallel (the tokenizer encodes without
-        the GIL) instead of reaching the worker one after another. It touches no MLX.
+        the GIL) instead of reaching the worker one after another. It touches no MLX. The
+        threads are the engines' own, not the loop's default executor, which other waits
+        (``ascore``, a notebook's own ``asyncio.to_thread`` calls) may fill.
         """
         arguments = (sink, messages, tools, enable_thinking, options)
-        submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, *arguments))
+        loop = asyncio.get_running_loop()
+        submitting = loop.run_in_executor(_SUBMITTERS, partial(self._submit, *arguments))
         try:
             return await asyncio.shield(submitting)
         except asyncio.CancelledError:
@@ -686,6 +691,12 @@ class Engine:
         state = "closed" if self._closed else ("ready" if self.ready else "loading")
         return f"Engine({self.model_id!r}, {state}, pending={self._pending})"
 
+
+_SUBMITTERS = ThreadPoolExecutor(
+    max_workers=max(2, min(8, os.cpu_count() or 1)), thread_name_prefix="mlxnb-submit"
+)
+"""Where async callers' requests are submitted (rendered, checked): at most one per core, up to
+8 at once. Threads start on first use."""
 
 _FOLLOWER_REFUSAL = (
     "this process is not rank 0 of the sharded model: requests go to rank 0's engine; here, "

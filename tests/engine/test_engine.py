@@ -634,6 +634,21 @@ async def test_async_callers_render_off_their_loop_and_in_parallel(
     )
     assert [turn.finish_reason for turn in turns] == ["length", "length"]
     assert len(rendered_on) == 2 and threading.current_thread() not in rendered_on
+    assert all(thread.name.startswith("mlxnb-submit") for thread in rendered_on)
+
+
+async def test_a_full_default_executor_does_not_hold_up_requests(engine: mlxnb.Engine) -> None:
+    """A notebook's own ``asyncio.to_thread`` calls (or ``ascore``'s waits) may fill the loop's
+    default executor: submissions run on the engines' own threads, so a request still goes."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait, 60) for _ in range(64)]
+    try:
+        turn = await asyncio.wait_for(engine.agenerate(HI, max_tokens=2), 30)
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    assert turn.finish_reason == "length"
 
 
 async def test_a_caller_gone_while_its_request_renders_gets_that_request_cancelled(
