@@ -199,28 +199,27 @@ VARIANTS = {
 }
 
 
+def never_yielding() -> Outbox:
+    """An outbox whose worker never yields the GIL to starved consumers (before 2026-12-03)."""
+    outbox = Outbox()
+    outbox._yield_to_starved = lambda *_: None  # type: ignore[method-assign]
+    return outbox
+
+
 def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Engine]:
     """The A/B engines asked for, each delivering its events differently."""
-    deliveries = {
-        "direct_wakeups": lambda: DirectWakeups(),
-        "eager_wakeups": lambda: Notifier(interval=0.0),
+    outboxes: dict[str, Callable[[], Outbox]] = {
+        "direct_wakeups": lambda: Outbox(DirectWakeups()),  # type: ignore[arg-type]
+        "eager_wakeups": lambda: Outbox(Notifier(interval=0.0)),
+        "no_yield": never_yielding,
+        "yield_at_most": lambda: Outbox(yield_at_most=args.yield_at_most / 1e3),
     }
     engines = {}
-    for name, delivery in deliveries.items():
-        if getattr(args, name, False):
+    for name, outbox in outboxes.items():
+        if getattr(args, name, None) not in (None, False):
             engine = mlxnb.Engine(path, name=name, **engine_options(args))
-            engine._worker._outbox = Outbox(delivery())  # type: ignore[arg-type]
+            engine._worker._outbox = outbox()
             engines[name] = engine
-    if args.no_yield:
-        engine = mlxnb.Engine(path, name="no_yield", **engine_options(args))
-        outbox = Outbox()
-        outbox._yield_to_starved = lambda *_: None  # type: ignore[method-assign]
-        engine._worker._outbox = outbox
-        engines["no_yield"] = engine
-    if args.yield_at_most is not None:
-        engine = mlxnb.Engine(path, name="yield_at_most", **engine_options(args))
-        engine._worker._outbox = Outbox(yield_at_most=args.yield_at_most / 1e3)
-        engines["yield_at_most"] = engine
     return engines
 
 

@@ -24,7 +24,7 @@ from mlxnb._engine.engine import Engine
 SIDES = ("helper_thread", "on_loop")
 
 
-async def _submit_on_loop(self: Engine, *arguments: Any) -> Any:
+async def submit_on_loop(self: Engine, *arguments: Any) -> Any:
     """The submission as it was before 2026-12-03: on the caller's loop."""
     return self._submit(*arguments)
 
@@ -42,7 +42,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate the two sides, print the table, return the runs and figures."""
     engine = mlxnb.load(bench_model(args.shape, args.dtype), audit=False, prompt_cache_size=0)
     off_loop = Engine._submit_off_loop
-    submissions = {"helper_thread": off_loop, "on_loop": _submit_on_loop}
+    submissions = {"helper_thread": off_loop, "on_loop": submit_on_loop}
     counter = iter(range(1_000_000))
 
     def run(side: str) -> float:

@@ -9,7 +9,6 @@ import argparse
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import mlxnb
 from bench.trace import install
@@ -99,12 +98,10 @@ def main(argv: list[str] | None = None) -> None:
 
         engine_module.render_request = lambda *_: None  # type: ignore[assignment]
     if args.render_on_loop:
+        from bench.bench_submit import submit_on_loop
         from mlxnb._engine.engine import Engine
 
-        async def on_loop(self: Engine, *arguments: Any) -> Any:
-            return self._submit(*arguments)
-
-        Engine._submit_off_loop = on_loop  # type: ignore[method-assign]
+        Engine._submit_off_loop = submit_on_loop  # type: ignore[method-assign]
     if args.deepcopy_prompt_cache:
         from mlxnb._engine.prompt_cache import PromptCache
 
@@ -118,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
     if args.no_yield:
-        engine._worker._outbox._yield_to_starved = lambda *_: None  # type: ignore[method-assign]
+        from bench.bench_overhead import never_yielding
+
+        engine._worker._outbox = never_yielding()
     mlxnb.serve(engine, port=args.port)
     threading.Event().wait()  # until the bench terminates the process
 

@@ -695,8 +695,8 @@ class Engine:
 _SUBMITTERS = ThreadPoolExecutor(
     max_workers=max(2, min(8, os.cpu_count() or 1)), thread_name_prefix="mlxnb-submit"
 )
-"""Where async callers' requests are submitted (rendered, checked): at most one per core, up to
-8 at once. Threads start on first use."""
+"""Where async callers' requests are submitted (rendered, checked): one thread per core, at
+least 2 and at most 8. Threads start on first use."""
 
 _FOLLOWER_REFUSAL = (
     "this process is not rank 0 of the sharded model: requests go to rank 0's engine; here, "
