@@ -96,6 +96,11 @@ class Run:
     deliveries: int = 0  # how many times the consumer was handed events (ours only)
     yields: int = 0  # the worker's waits for a starved consumer, and how many timed out
     yield_timeouts: int = 0
+    # Pieces of text the generation came in (raw: non-empty segments; ours: text events) and
+    # its first characters: a model whose text the detokenizer holds (bytes that are no UTF-8
+    # yet) sends nothing for many tokens, which is not a delivery held up.
+    text_pieces: int = 0
+    text_head: str = ""
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -125,13 +130,39 @@ class Arrivals:
         self.last = now
 
 
+TEXT_HEAD = 40
+"""Characters of each run's text kept in the report."""
+
+
+class Text:
+    """A run's text as it arrived: how many pieces, and its first characters."""
+
+    def __init__(self) -> None:
+        self.pieces = 0
+        self.head = ""
+
+    def add(self, text: str) -> None:
+        if text:
+            self.pieces += 1
+            if len(self.head) < TEXT_HEAD:
+                self.head = (self.head + text)[:TEXT_HEAD]
+
+
 def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
     prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
     count = 0
+    text = Text()
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
     for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
         count = response.generation_tokens
-    return Run(count, time.perf_counter() - start_wall, time.thread_time() - start_cpu)
+        text.add(response.text)
+    wall, cpu = time.perf_counter() - start_wall, time.thread_time() - start_cpu
+    return Run(count, wall, cpu, text_pieces=text.pieces, text_head=text.head)
+
+
+def event_text(event: mlxnb.Event) -> str:
+    """The text an event carries (content, thinking or a tool call's), else ``""``."""
+    return getattr(event, "text", "") if not isinstance(event, mlxnb.Done) else ""
 
 
 def worker_cpu(engine: mlxnb.Engine) -> float:
@@ -145,9 +176,11 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     outbox = engine._worker._outbox
     yields, timeouts = outbox.yields, outbox.yield_timeouts
     start_worker = await asyncio.to_thread(worker_cpu, engine)  # idle: it answers at once
+    text = Text()
     start_wall, start_consumer = time.perf_counter(), time.thread_time()
     async for event in engine.stream(PROMPT, max_tokens=tokens):
         arrivals.arrived()
+        text.add(event_text(event))
         if isinstance(event, mlxnb.Done):
             done = event
     wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
@@ -162,6 +195,8 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
         arrivals.deliveries,
         outbox.yields - yields,
         outbox.yield_timeouts - timeouts,
+        text.pieces,
+        text.head,
     )
 
 
@@ -348,6 +383,16 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             [float(sum(count <= 1 for count in deliveries))],
             unit="",
         ),
+        "held_text_runs": figure(
+            "  of which raw's text came in one piece too (held, not late)",
+            [float(sum(o.deliveries <= 1 and r.text_pieces <= 1 for r, o in pairs))],
+            unit="",
+        ),
+        "text_pieces": figure(
+            "engine: pieces of text per run (raw's in the runs)",
+            [float(ours.text_pieces) for _, ours in pairs],
+            unit="",
+        ),
         "yields": figure("engine: worker's yields to a starved consumer per run", yields, unit=""),
         "yield_timeouts": figure("engine: yields that timed out per run", timeouts, unit=""),
     }
@@ -375,6 +420,10 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             "engine_deliveries": ours.deliveries,
             "engine_yields": ours.yields,
             "engine_yield_timeouts": ours.yield_timeouts,
+            "raw_text_pieces": raw.text_pieces,
+            "engine_text_pieces": ours.text_pieces,
+            "raw_text_head": raw.text_head,
+            "engine_text_head": ours.text_head,
         }
         for raw, ours in pairs
     ]

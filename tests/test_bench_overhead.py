@@ -85,6 +85,9 @@ def test_every_delivery_variant_runs_and_reports_its_deliveries(tmp_path: Path) 
         assert run["engine_tokens"] == 4
         assert 1 <= run["engine_deliveries"] <= 5  # four tokens and the end, at most
         assert run["engine_yield_timeouts"] <= run["engine_yields"]
+        # The same greedy tokens: the same text, in as many pieces.
+        assert run["engine_text_head"] == run["raw_text_head"] != ""
+        assert run["engine_text_pieces"] == run["raw_text_pieces"] >= 1
 
 
 def test_a_traced_run_records_each_step_on_its_way_to_the_consumer(tmp_path: Path) -> None:
