@@ -83,9 +83,9 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 class Run:
     """One generation, from the call to its last token: tokens, wall seconds, CPU seconds.
 
-    From the call, not the first token: a delivery held up on its way to the consumer would
-    otherwise shorten the engine's window (measured on the H200, where a starved consumer once
-    got all 255 tokens at once).
+    From the call, not the first token: text held back (on the H200 a random 4-bit model's
+    bytes, which the detokenizer holds until they make UTF-8, once all 255 tokens of it) or a
+    delivery held up would otherwise shorten the engine's window.
     """
 
     tokens: int

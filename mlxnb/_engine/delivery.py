@@ -145,15 +145,14 @@ class Outbox:
         """Let consumers that cannot get the GIL take their items.
 
         A thread waiting for the GIL is only handed it when the holder keeps it past the switch
-        interval. MLX releases the GIL for a moment at every step, and the worker takes it back
-        before a waiting thread wakes, so on a fast device (a small model, ~0.4 ms a step) the
-        notifier and the consumers' threads may wait for the whole answer (measured on the
-        H200: a 4-bit model's 255 tokens all came in one delivery, in half of 64 runs). So when
+        interval. A worker that lets go of the GIL only for a moment at each step takes it back
+        before a waiting thread wakes, so with fast steps (~0.4 ms) the notifier and the
+        consumers' threads may wait for the whole answer (reproduced on the CPU; what looked like
+        it on the H200 was text the detokenizer held, see the README). So when
         nothing has been taken for ``STARVED_AFTER`` since items were sent, the worker waits
         until something is taken, for at most ``yield_at_most``. A consumer that is merely busy
         (its loop running a cell) makes the wait time out: the next one then comes twice as
-        late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing. (Built on a CPU
-        reproduction; on the H200 this wait has not fired yet: see the README's Measured speed.)
+        late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing.
 
         Args:
             taken: Whether a consumer took something since the last flush.
