@@ -381,12 +381,12 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
         "deliveries": figure("engine: deliveries to the consumer per run", deliveries, unit=""),
         "single_delivery_runs": figure(
             "engine: runs delivered all at once",
-            [float(sum(count <= 1 for count in deliveries))],
+            [float(sum(count == 1 for count in deliveries))],
             unit="",
         ),
         "held_text_runs": figure(
             "  of which the text itself was one piece (held, not late)",
-            [float(sum(ours.deliveries <= 1 and ours.text_pieces <= 1 for _, ours in pairs))],
+            [float(sum(ours.deliveries == 1 and ours.text_pieces <= 1 for _, ours in pairs))],
             unit="",
         ),
         "text_pieces": figure(
