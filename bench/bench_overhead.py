@@ -28,6 +28,11 @@ native runs (median).
 ``--raw-on-thread`` adds raw mlx-lm run on a thread of its own as a second side: the same code
 as raw, so its ratio (an A/A comparison) shows how far this machine alone moves the median.
 ``--sync-consumer`` adds the engine consumed through ``engine.stream_sync`` (no event loop).
+``--gaps`` also times, on each side's launching thread, the Python work per token between model
+calls: from a token reaching the detokenizer to the next model call (wall time, median per run).
+On a launch-bound GPU that work adds to every token, and no device wait is inside it, so it
+compares the engine's per-token work with raw mlx-lm's where CPU time cannot (MLX's CUDA backend
+waits for the device on the CPU).
 
 Run: ``python -m bench.bench_overhead [--shape tiny] [--pairs 12] [--json PATH]``;
 ``python -m bench.bench_overhead --instructions [--runs 2] [--tokens 80] [--json PATH]``.
@@ -44,10 +49,11 @@ import os
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,6 +108,7 @@ class Run:
     # random 4-bit model's greedy tokens differ from run to run, so raw's text is not ours.)
     text_pieces: int = 0
     text_head: str = ""
+    gap: float = 0.0  # --gaps: median seconds from a token's detokenizing to the next model call
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -147,6 +154,74 @@ class Text:
             self.pieces += 1
             if len(self.head) < TEXT_HEAD:
                 self.head = (self.head + text)[:TEXT_HEAD]
+
+
+class Gaps:
+    """``--gaps``: each wait from a token reaching the detokenizer to the next model call.
+
+    Both sides detokenize with copies of the same mlx-lm detokenizer, and both call the model
+    through :class:`TimedModel`, so the two ends are the same points on either side.
+    """
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+        self.values: list[float] = []
+        self._restore: Callable[[], None] = lambda: None
+
+    def install(self, tokenizer: Any) -> None:
+        """Mark every token added to ``tokenizer``'s detokenizers (a class-wide patch)."""
+        cls = type(tokenizer._detokenizer)
+        add_token = cls.add_token
+
+        def marked(detokenizer: Any, token: int) -> None:
+            self._since[threading.get_ident()] = time.perf_counter()
+            add_token(detokenizer, token)
+
+        cls.add_token = marked
+        self._restore = lambda: setattr(cls, "add_token", add_token)
+
+    def uninstall(self) -> None:
+        """Undo :meth:`install`."""
+        self._restore()
+
+    def model_called(self) -> None:
+        since = self._since.pop(threading.get_ident(), None)
+        if since is not None:
+            self.values.append(time.perf_counter() - since)
+
+    def take(self) -> float:
+        """The median wait since the last call (0 when none), and start again."""
+        values, self.values = self.values, []
+        self._since.clear()
+        return statistics.median(values) if values else 0.0
+
+
+class TimedModel:
+    """The model, telling :class:`Gaps` of each call (every other attribute passes through)."""
+
+    def __init__(self, model: Any, gaps: Gaps) -> None:
+        self._model = model
+        self._gaps = gaps
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._gaps.model_called()
+        return self._model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def time_gaps(engine: mlxnb.Engine, model: Any, tokenizer: Any) -> tuple[Any, Gaps]:
+    """Install ``--gaps``: raw's model to call, the engine's model swapped on its worker."""
+    gaps = Gaps()
+    gaps.install(tokenizer)
+
+    def swap() -> None:
+        backend = engine._worker.backend
+        backend.model = TimedModel(backend.model, gaps)
+
+    engine._worker.ask(swap, 10.0)
+    return TimedModel(model, gaps), gaps
 
 
 def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
@@ -299,6 +374,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for each in (engine, *variants.values()):
             each._worker.ask(lambda: pin(launch), 10.0)
     model, tokenizer = mlx_lm.load(str(path))
+    gaps = None
+    if args.gaps:
+        model, gaps = time_gaps(engine, model, tokenizer)
     raw_thread = ThreadPoolExecutor(max_workers=1)  # one thread for every run, as the worker
     sides: dict[str, Callable[[int], Run]] = {
         "engine": partial(run_on_loop, engine),
@@ -318,16 +396,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             core = launch if name == RAW else consume
             if core is not None:
                 pin(core)
+            if gaps is not None:
+                gaps.take()  # what the warm-up or the last side left
             if name == RAW:
                 runs[name] = raw_run(model, tokenizer, args.tokens)
             else:
                 runs[name] = sides[name](args.tokens)
+            if gaps is not None:
+                runs[name] = replace(runs[name], gap=gaps.take())
         for name in sides:
             side_pairs[name].append((runs[RAW], runs[name]))
     engine.close()
     raw_thread.shutdown()
     for variant in variants.values():
         variant.close()
+    if gaps is not None:
+        gaps.uninstall()
     results = report(args, side_pairs.pop("engine"))
     for name, pairs in side_pairs.items():
         print(f"\n{VARIANTS[name]}")
@@ -350,6 +434,23 @@ def round_order(round_: int, sides: list[str]) -> list[str]:
 def run_on_loop(engine: mlxnb.Engine, tokens: int) -> Run:
     """One :func:`engine_run` on a new event loop."""
     return asyncio.run(engine_run(engine, tokens))
+
+
+def gap_figures(pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
+    """``--gaps``: each side's Python per token between model calls, and their difference."""
+    if not any(ours.gap for _, ours in pairs):
+        return {}
+    raw = [1e6 * raw.gap for raw, _ in pairs]
+    ours = [1e6 * ours.gap for _, ours in pairs]
+    return {
+        "raw_gap_us": figure("raw: a token's detokenizing to the next model call", raw, unit="us"),
+        "engine_gap_us": figure("engine: the same on the worker", ours, unit="us"),
+        "gap_overhead_us": figure(
+            "overhead between model calls, engine - raw",
+            [o - r for o, r in zip(ours, raw, strict=True)],
+            unit="us",
+        ),
+    }
 
 
 def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
@@ -394,6 +495,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             [float(ours.text_pieces) for _, ours in pairs],
             unit="",
         ),
+        **gap_figures(pairs),
         "yields": figure("engine: worker's yields to a starved consumer per run", yields, unit=""),
         "yield_timeouts": figure("engine: yields that timed out per run", timeouts, unit=""),
     }
@@ -425,6 +527,8 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             "engine_text_pieces": ours.text_pieces,
             "raw_text_head": raw.text_head,
             "engine_text_head": ours.text_head,
+            "raw_gap_s": raw.gap,
+            "engine_gap_s": ours.gap,
         }
         for raw, ours in pairs
     ]
@@ -706,6 +810,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="MS",
         help="also measure an engine whose worker waits up to MS milliseconds for a starved"
         " consumer (A/B)",
+    )
+    parser.add_argument(
+        "--gaps",
+        action="store_true",
+        help="also time each side's Python per token between model calls (from a token's "
+        "detokenizing to the next model call)",
     )
     parser.add_argument(
         "--sync-consumer",

@@ -90,6 +90,24 @@ def test_every_delivery_variant_runs_and_reports_its_deliveries(tmp_path: Path) 
         assert run["engine_text_pieces"] == run["raw_text_pieces"] >= 1
 
 
+def test_gaps_time_each_sides_python_between_model_calls(tmp_path: Path) -> None:
+    from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer
+
+    add_token = BPEStreamingDetokenizer.add_token
+    out = tmp_path / "gaps.json"
+    main(["--pairs", "2", "--tokens", "6", "--gaps", "--raw-on-thread", "--json", str(out)])
+
+    results = json.loads(out.read_text())["results"]
+    for side in (results, results["raw_on_thread"]):
+        for run in side["runs"]:
+            # Python only: a wait that held a step's compute (the device's turn) would be a
+            # sixth of the run, not a twentieth.
+            assert 0 < run["raw_gap_s"] < run["raw_wall_s"] / 20
+            assert 0 < run["engine_gap_s"] < run["engine_wall_s"] / 20
+        assert "gap_overhead_us" in side["figures"]
+    assert BPEStreamingDetokenizer.add_token is add_token  # the patch is undone
+
+
 def test_a_traced_run_records_each_step_on_its_way_to_the_consumer(tmp_path: Path) -> None:
     """In a process of its own: the trace patches the engine's classes for good."""
     trace = tmp_path / "trace.jsonl"
