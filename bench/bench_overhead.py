@@ -211,16 +211,17 @@ class TimedModel:
         return getattr(self._model, name)
 
 
-def time_gaps(engine: mlxnb.Engine, model: Any, tokenizer: Any) -> tuple[Any, Gaps]:
-    """Install ``--gaps``: raw's model to call, the engine's model swapped on its worker."""
+def time_gaps(engines: list[mlxnb.Engine], model: Any, tokenizer: Any) -> tuple[Any, Gaps]:
+    """Install ``--gaps``: raw's model to call, each engine's model swapped on its worker."""
     gaps = Gaps()
     gaps.install(tokenizer)
+    for engine in engines:
+        worker = engine._worker
 
-    def swap() -> None:
-        backend = engine._worker.backend
-        backend.model = TimedModel(backend.model, gaps)
+        def swap(worker: Any = worker) -> None:
+            worker.backend.model = TimedModel(worker.backend.model, gaps)
 
-    engine._worker.ask(swap, 10.0)
+        worker.ask(swap, 10.0)
     return TimedModel(model, gaps), gaps
 
 
@@ -376,7 +377,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer = mlx_lm.load(str(path))
     gaps = None
     if args.gaps:
-        model, gaps = time_gaps(engine, model, tokenizer)
+        model, gaps = time_gaps([engine, *variants.values()], model, tokenizer)
     raw_thread = ThreadPoolExecutor(max_workers=1)  # one thread for every run, as the worker
     sides: dict[str, Callable[[int], Run]] = {
         "engine": partial(run_on_loop, engine),
