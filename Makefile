@@ -5,16 +5,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WIDGET := mlxnb/static/widget.js
 # mlx[cpu] on Linux links a slow reference BLAS; Debian's OpenBLAS, when present, makes fp32
-# prompt processing 10-16x faster with identical results.
-OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0))
+# prompt processing 10-16x faster with identical results. Its OpenMP build first: the pthread
+# build's fork handler deadlocks after MLX has run (a notebook's `!cmd` hung), the OpenMP one
+# has none. Choose another with `make demo OPENBLAS=/path/to/libopenblas.so.0`.
+OPENBLAS := $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-openmp/libopenblas.so.0 \
+  /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0))
 RUN := env $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS)) HF_HUB_DISABLE_TELEMETRY=1
 PYTEST_ARGS ?=
 # Two workers (CI has two cores), a test file per worker: its module fixtures (engines, kernels,
 # servers) are built once, and tests that build on earlier ones in the file keep their order.
 # One OpenBLAS thread per process: its idle threads spin, and two workers' (plus their kernels'
-# and subprocesses') spinning threads on two cores made some tests six times slower.
+# and subprocesses') spinning threads on two cores made some tests six times slower. (OpenBLAS's
+# OpenMP build takes its thread count from OpenMP's variable.)
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-PYTEST_ENV := OPENBLAS_NUM_THREADS=1
+PYTEST_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
 .PHONY: demo serve test lint lint-js pytest vitest widget bench clean
 

@@ -97,7 +97,8 @@ def command(out_file: Path, argv: list[str]) -> list[str]:
 
 def child_environment() -> dict[str, str]:
     """The helper's environment: one BLAS thread (no spinning helpers), fixed string hashing."""
-    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    one_thread = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # either OpenBLAS build
+    return {**os.environ, **one_thread, "PYTHONHASHSEED": "0"}
 
 
 _TOTALS = re.compile(r"^(?:totals|summary):\s*(\d+)", re.MULTILINE)

@@ -35,6 +35,73 @@ def test_apt_txt_names_real_debian_packages() -> None:
         assert shown.returncode == 0 and f"Package: {name}\n" in shown.stdout, (name, shown.stderr)
 
 
+def preferred_openblas() -> str:
+    """What ``make`` and ``binder/start`` preload: OpenBLAS's OpenMP build, else its pthread one."""
+    for build in ("openblas-openmp", "openblas-pthread"):
+        found = sorted(Path("/usr/lib").glob(f"*-linux-gnu/{build}/libopenblas.so.0"))
+        if found:
+            return str(found[0])
+    return ""
+
+
+def without_blas_settings() -> dict[str, str]:
+    """This environment without a preload or a BLAS thread count (as a notebook starts)."""
+    dropped = ("LD_PRELOAD", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "VIRTUAL_ENV")
+    return {k: v for k, v in os.environ.items() if k not in dropped}
+
+
+def test_make_and_binder_preload_the_same_openblas() -> None:
+    shown = subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval", "show: ; @echo $(OPENBLAS)", "show"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    started = subprocess.run(
+        [str(BINDER / "start"), sys.executable, "-c", "import os; print(os.environ['LD_PRELOAD'])"],
+        env=without_blas_settings(),
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout.strip() == preferred_openblas()
+    assert started.stdout.strip() == preferred_openblas() or not preferred_openblas()
+
+
+FORK_AFTER_GENERATION = """
+import os, sys, mlx_lm
+model, tokenizer = mlx_lm.load(sys.argv[1])
+messages = [{"role": "user", "content": "hi"}]
+prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+for _ in range(5):
+    for _ in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=8):
+        pass
+    pid, terminal = os.forkpty()  # how IPython runs `!cmd` (through pexpect)
+    if pid == 0:
+        os.execv("/bin/true", ["/bin/true"])
+    os.waitpid(pid, 0)
+    os.close(terminal)
+print("forked", os.environ.get("LD_PRELOAD", ""))
+"""
+
+
+def test_a_shell_escape_after_generation_does_not_hang(tiny_model_dir: Path) -> None:
+    """With the preload ``binder/start`` (and ``make``) choose and OpenBLAS's own thread count.
+
+    OpenBLAS 0.3.21's pthread build deadlocked in its fork handler here in 5 of 5 runs (a
+    notebook's ``!cmd`` hung in 3 of 4); its OpenMP build has no such handler.
+    """
+    done = subprocess.run(
+        [str(BINDER / "start"), sys.executable, "-c", FORK_AFTER_GENERATION, str(tiny_model_dir)],
+        env=without_blas_settings(),
+        capture_output=True,
+        text=True,
+        timeout=60,  # ~3 s here; a deadlocked fork handler never returns
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["forked", *filter(None, [preferred_openblas()])]
+
+
 def copy_of_repository(target: Path) -> Path:
     """The repository's files (tracked or new, never git-ignored ones) copied to ``target``."""
     listed = subprocess.run(
@@ -100,6 +167,5 @@ def test_binder_builds_and_starts(tmp_path: Path) -> None:
     lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     assert Path(lines["package"]) == repo / "mlxnb", "an editable install of the repository"
     assert lines["widget"] == "True", "the widget bundle was built during the install"
-    openblas = list(Path("/usr/lib").glob("*-linux-gnu/openblas-pthread/libopenblas.so.0"))
-    assert lines["LD_PRELOAD"] == (str(openblas[0]) if openblas else "")
+    assert lines["LD_PRELOAD"] == preferred_openblas()
     assert "Paris" in lines["answer"]
