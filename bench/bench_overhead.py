@@ -73,6 +73,7 @@ from bench.report import (
     write_report,
 )
 from mlxnb._engine.delivery import Notifier, Outbox, _hand_over
+from mlxnb._server.completions import event_text
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 ENGINE_OPTIONS: dict[str, Any] = {"audit": False, "prompt_cache_size": 0, "kv_budget_bytes": None}
@@ -235,11 +236,6 @@ def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
         text.add(response.text)
     wall, cpu = time.perf_counter() - start_wall, time.thread_time() - start_cpu
     return Run(count, wall, cpu, text_pieces=text.pieces, text_head=text.head)
-
-
-def event_text(event: mlxnb.Event) -> str:
-    """The text an event carries (content, thinking or a tool call's), else ``""``."""
-    return getattr(event, "text", "") if not isinstance(event, mlxnb.Done) else ""
 
 
 def worker_cpu(engine: mlxnb.Engine) -> float:
