@@ -90,6 +90,7 @@ async def test_samples_waiting_for_their_leader_count_against_the_kv_budget(
     with mlxnb.load(tiny_model_dir, audit=False, kv_budget_bytes=budget, name="b") as engine:
         await asyncio.gather(*(sample(engine, i) for i in range(3)))
     done = [i for i, (_, event) in enumerate(log) if isinstance(event, mlxnb.Done)]
-    third_first = min(i for i, (who, _) in enumerate(log) if who == 2)
-    # The third sample started only when one of the first two had ended.
-    assert third_first > done[0]
+    # Prompts render off the loop, so which sample is admitted last is not fixed.
+    last_to_start = max(min(i for i, (who, _) in enumerate(log) if who == n) for n in range(3))
+    # The last sample started only when one of the first two had ended.
+    assert last_to_start > done[0]
