@@ -10,6 +10,10 @@ from mlxnb.testing import tiny_model, tiny_vision_model
 SHAPES: dict[str, dict[str, Any]] = {
     # Fast enough for a smoke run.
     "tiny": {},
+    # tiny with the local 495-token BPE instead of Qwen3's 151 k vocabulary: no large
+    # projection, so a step is mostly launching ops and per-token overhead dominates, as for
+    # a small model on a fast GPU.
+    "nano": {"tokenizer": "bpe"},
     # ~100 M parameters (fp32 ~0.4 GB): memory-bound on this CPU, runs in minutes.
     "mid": {
         "hidden_size": 512,

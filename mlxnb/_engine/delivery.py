@@ -2,7 +2,7 @@
 
 An async caller gets them on its own event loop (:class:`AsyncSink`), a blocking caller through
 a thread-safe queue (:class:`SyncSink`); the worker batches one step's items per loop
-(:class:`Outbox`).
+(:class:`Outbox`), and the :class:`Notifier` hands them over, at most once per interval.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from mlxnb.events import Done, Event
 
@@ -40,36 +42,65 @@ class AsyncSink:
     async def get(self) -> Item:
         """Wait for the next item."""
         item = await self.queue.get()
-        if self.taken is not None:
-            self.taken.set()
+        mark_taken(self.taken)
         return item
 
 
 class SyncSink:
-    """Delivers events to a blocking consumer thread."""
+    """Delivers events to a blocking consumer thread.
+
+    The :class:`Notifier` treats it as a loop of its own (:attr:`loop`) whose hand-over runs
+    at once, so a blocking consumer is woken as an async one is: at most once per interval,
+    not once per token.
+    """
 
     #: Whether a consumer takes what is put here (the :class:`Outbox` waits for no one else).
     tracked = True
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         #: Set when the consumer takes an item (the producing :class:`Outbox` watches it).
         self.taken: threading.Event | None = None
 
+    @property
+    def loop(self) -> SyncSink:
+        """What the notifier wakes: the sink itself."""
+        return self
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback`` now, on the notifier's thread: its hand-over only fills the queue."""
+        callback(*args)
+
     def put(self, item: Item) -> bool:
-        """Hand ``item`` to the consumer."""
-        self._queue.put(item)
+        """Hand ``item`` to the consumer at once."""
+        self.queue.put(item)
         return True
 
     def get(self, timeout: float | None = None) -> Item:
         """Wait for the next item (``queue.Empty`` after ``timeout``)."""
-        item = self._queue.get(timeout=timeout)
-        if self.taken is not None:
-            self.taken.set()
+        item = self.queue.get(timeout=timeout)
+        mark_taken(self.taken)
         return item
 
 
-_Queued = tuple[AsyncSink, threading.Event, Item]
+def mark_taken(taken: threading.Event | None) -> None:
+    """Tell the producing :class:`Outbox` that a consumer took something.
+
+    Checked first: setting an event takes its lock and wakes its waiters, a cost the consumer
+    would pay for every item while the mark is still up from the last one.
+    """
+    if taken is not None and not taken.is_set():
+        taken.set()
+
+
+class Loop(Protocol):
+    """What the notifier wakes: an asyncio loop, or a :class:`SyncSink` standing for one."""
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> Any:
+        """Run ``callback(*args)`` on the consumer's side, soon."""
+
+
+_Queued = tuple[AsyncSink | SyncSink, threading.Event, Item]
 
 WAKE_INTERVAL = 0.004
 """Seconds the notifier waits after waking loops before it wakes them again (see Notifier)."""
@@ -81,7 +112,7 @@ PATIENCE_LIMIT = 1.0
 """Most seconds between two such waits while no consumer takes anything (a busy loop)."""
 
 
-Batches = dict[asyncio.AbstractEventLoop, list[_Queued]]
+Batches = dict[Loop, list[_Queued]]
 
 
 class Outbox:
@@ -108,7 +139,7 @@ class Outbox:
         self.yields = self.yield_timeouts = 0
 
     def put(self, sink: AsyncSink | SyncSink, cancel: threading.Event, item: Item) -> None:
-        """Queue ``item`` for a consumer (blocking consumers get it at once).
+        """Queue ``item`` for a consumer (a sink no one reads gets it at once).
 
         Args:
             sink: The consumer's sink.
@@ -116,13 +147,12 @@ class Outbox:
             item: Events or an error.
         """
         sink.taken = self._taken
-        if isinstance(sink, AsyncSink):
-            self._by_loop.setdefault(sink.loop, []).append((sink, cancel, item))
-            self._ends = self._ends or ends_request(item)
-            self._sent = True
-        else:
+        if isinstance(sink, SyncSink) and not sink.tracked:
             sink.put(item)
-            self._sent = self._sent or sink.tracked
+            return
+        self._by_loop.setdefault(sink.loop, []).append((sink, cancel, item))
+        self._ends = self._ends or ends_request(item)
+        self._sent = True
 
     def flush(self) -> None:
         """Send what was queued; consumers whose loop is gone are cancelled.
@@ -272,8 +302,29 @@ def shared_notifier() -> Notifier:
 
 
 def _hand_over(items: list[_Queued]) -> None:
-    for sink, _, item in items:
+    for sink, item in merged_by_sink(items):
         sink.queue.put_nowait(item)
+
+
+def merged_by_sink(items: list[_Queued]) -> list[tuple[AsyncSink | SyncSink, Item]]:
+    """One wake-up's items, each sink's consecutive event lists joined into one, in order.
+
+    A fast stream's consumer then takes one item per wake-up instead of one per step; an
+    error stays an item of its own (nothing follows it: it ends its request).
+    """
+    merged: list[tuple[AsyncSink | SyncSink, Item]] = []
+    last: dict[AsyncSink | SyncSink, list[Event]] = {}
+    for sink, _, item in items:
+        events = last.get(sink)
+        if events is not None and isinstance(item, list):
+            events.extend(item)
+            continue
+        if isinstance(item, list):
+            item = last[sink] = list(item)
+        else:
+            last.pop(sink, None)
+        merged.append((sink, item))
+    return merged
 
 
 def ends_request(item: Item) -> bool:

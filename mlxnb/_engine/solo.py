@@ -173,4 +173,6 @@ class SoloDecoder:
             for processor in self._processors:
                 logits = processor(self._context, logits)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return self._sampler(logprobs).reshape(-1)[:1].squeeze(), logprobs
+        # One row in, one token out (shape ``(1,)``), used as it is: each reshaping op would
+        # be a graph node to build and evaluate on the thread that launches every step.
+        return self._sampler(logprobs), logprobs

@@ -147,6 +147,63 @@ def test_items_count_as_taken_when_the_consumer_takes_them_not_when_its_loop_has
     assert (handed, taken) == (False, True)
 
 
+def test_a_wake_up_hands_each_consumer_one_item_per_run_of_events() -> None:
+    """Several steps' events for one consumer become one item; other consumers' and an error's
+    items keep their place."""
+
+    async def deliver() -> tuple[list[Any], list[Any]]:
+        running = asyncio.get_running_loop()
+        first, second = AsyncSink(running), AsyncSink(running)
+        boom = RuntimeError("boom")
+        cancel = threading.Event()
+        delivery._hand_over(
+            [
+                (first, cancel, token("a")),
+                (second, cancel, token("x")),
+                (first, cancel, token("b")),
+                (second, cancel, boom),
+                (first, cancel, ending()),
+            ]
+        )
+        firsts = [await first.get() for _ in range(first.queue.qsize())]
+        seconds = [await second.get() for _ in range(second.queue.qsize())]
+        return firsts, seconds
+
+    firsts, seconds = asyncio.run(deliver())
+    assert firsts == [token("a") + token("b") + ending()]
+    assert seconds[0] == token("x") and isinstance(seconds[1], RuntimeError)
+    assert len(seconds) == 2
+
+
+def test_a_blocking_consumer_is_woken_once_per_interval_not_per_step() -> None:
+    outbox, sink, cancel = Outbox(Notifier(interval=0.6)), SyncSink(), threading.Event()
+    for text in "abcd":
+        outbox.put(sink, cancel, token(text))
+        outbox.flush()
+    outbox.put(sink, cancel, ending())  # an end goes out at once, with what waited
+    outbox.flush()
+    items = [sink.get(timeout=SETTLE)]
+    while not delivery.ends_request(items[-1]):
+        items.append(sink.get(timeout=SETTLE))
+    assert [event for item in items for event in item] == [  # type: ignore[union-attr]
+        *token("a"),
+        *token("b"),
+        *token("c"),
+        *token("d"),
+        *ending(),
+    ]
+    assert len(items) <= 2  # the first step at once, then the rest together
+
+
+def test_merging_leaves_the_worker_s_lists_as_they_were() -> None:
+    sink = AsyncSink.__new__(AsyncSink)
+    one, two = token("a"), token("b")
+    cancel = threading.Event()
+    merged = delivery.merged_by_sink([(sink, cancel, one), (sink, cancel, two)])
+    assert merged == [(sink, token("a") + token("b"))]
+    assert (one, two) == (token("a"), token("b"))
+
+
 def busy_worker(outbox: Outbox, sink: AsyncSink | SyncSink, steps: int) -> None:
     """A worker on a fast device: ~0.4 ms of Python a step, and the GIL let go for a moment."""
     cancel = threading.Event()
@@ -167,8 +224,9 @@ def test_a_consumer_starved_of_the_gil_still_gets_tokens_as_they_come() -> None:
         worker = threading.Thread(target=busy_worker, args=(Outbox(Notifier()), sink, steps))
         arrivals = [time.perf_counter()]
         worker.start()
-        for _ in range(steps):
-            await sink.get()
+        received = 0
+        while received < steps:  # a delivery may carry several steps' tokens
+            received += len(await sink.get())  # type: ignore[arg-type]
             arrivals.append(time.perf_counter())
         worker.join()
         return arrivals
@@ -179,11 +237,12 @@ def test_a_consumer_starved_of_the_gil_still_gets_tokens_as_they_come() -> None:
     assert max(gaps) < 0.09, f"the longest wait for a delivery was {max(gaps) * 1e3:.0f} ms"
 
 
-class Patient(Notifier):
-    """A notifier seam that sends nothing (these tests use blocking sinks)."""
+class AtOnce(Notifier):
+    """A notifier seam that hands each batch over at once, on the sending thread (these tests
+    use blocking sinks, whose hand-over fills their queue)."""
 
     def send(self, batches: Batches, urgent: bool = False) -> None:
-        pass
+        self._wake(batches)
 
 
 @pytest.fixture
@@ -194,7 +253,7 @@ def quick_patience(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_outbox_waits_for_a_consumer_that_has_not_taken_its_items(
     quick_patience: None,
 ) -> None:
-    outbox, sink = Outbox(Patient(), yield_at_most=SETTLE), SyncSink()
+    outbox, sink = Outbox(AtOnce(), yield_at_most=SETTLE), SyncSink()
     outbox.put(sink, threading.Event(), token("a"))
     outbox.flush()
     time.sleep(0.02)  # past the patience: the consumer is starved
@@ -211,7 +270,7 @@ def test_the_outbox_waits_for_a_consumer_that_has_not_taken_its_items(
 
 
 def test_the_outbox_never_waits_while_consumers_keep_up(quick_patience: None) -> None:
-    outbox, sink = Outbox(Patient(), yield_at_most=SETTLE), SyncSink()
+    outbox, sink = Outbox(AtOnce(), yield_at_most=SETTLE), SyncSink()
     for index in range(20):
         outbox.put(sink, threading.Event(), token(str(index)))
         outbox.flush()
@@ -236,7 +295,7 @@ def test_waits_for_a_consumer_that_never_takes_come_ever_less_often(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(delivery, "STARVED_AFTER", 0.01)
-    outbox, sink = Outbox(Patient(), yield_at_most=0.001), SyncSink()
+    outbox, sink = Outbox(AtOnce(), yield_at_most=0.001), SyncSink()
     outbox._taken = taken = CountingEvent()
     deadline = time.monotonic() + 0.64
     while time.monotonic() < deadline:
@@ -252,7 +311,7 @@ def test_waits_for_a_consumer_that_never_takes_come_ever_less_often(
 def test_a_follower_s_discarded_events_are_not_waited_for(quick_patience: None) -> None:
     from mlxnb._engine.lockstep import DiscardSink
 
-    outbox = Outbox(Patient())
+    outbox = Outbox(AtOnce())
     outbox._taken = taken = CountingEvent()
     for _ in range(5):
         outbox.put(DiscardSink(), threading.Event(), token("a"))
