@@ -110,6 +110,7 @@ class Run:
     text_pieces: int = 0
     text_head: str = ""
     gap: float = 0.0  # --gaps: median seconds from a token's detokenizing to the next model call
+    notifier_cpu: float = 0.0  # the notifier thread, which wakes the consumer (ours only)
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -243,6 +244,17 @@ def worker_cpu(engine: mlxnb.Engine) -> float:
     return float(engine._worker.ask(time.thread_time, 10.0))
 
 
+NOTIFIER = "mlxnb-notifier"
+
+
+def notifier_cpu() -> float:
+    """The notifier thread's CPU time so far (0 before it has started; read from this thread)."""
+    for thread in threading.enumerate():
+        if thread.name == NOTIFIER and thread.ident is not None:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return 0.0
+
+
 async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     done = None
     arrivals = Arrivals()
@@ -250,6 +262,7 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     yields, timeouts = outbox.yields, outbox.yield_timeouts
     start_worker = await asyncio.to_thread(worker_cpu, engine)  # idle: it answers at once
     text = Text()
+    start_notifier = notifier_cpu()
     start_wall, start_consumer = time.perf_counter(), time.thread_time()
     async for event in engine.stream(PROMPT, max_tokens=tokens):
         arrivals.arrived()
@@ -257,6 +270,7 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
         if isinstance(event, mlxnb.Done):
             done = event
     wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
+    notifier = notifier_cpu() - start_notifier
     assert done is not None
     launcher = await asyncio.to_thread(worker_cpu, engine) - start_worker
     return Run(
@@ -270,6 +284,7 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
         outbox.yield_timeouts - timeouts,
         text.pieces,
         text.head,
+        notifier_cpu=notifier,
     )
 
 
@@ -277,16 +292,24 @@ def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
     """``engine.stream_sync`` consumed on this thread: the engine without an event loop."""
     done = None
     arrivals = Arrivals()
-    start_worker = worker_cpu(engine)
+    start_worker, start_notifier = worker_cpu(engine), notifier_cpu()
     start_wall, start_consumer = time.perf_counter(), time.thread_time()
     for event in engine.stream_sync(PROMPT, max_tokens=tokens):
         arrivals.arrived()
         if isinstance(event, mlxnb.Done):
             done = event
     wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
+    notifier = notifier_cpu() - start_notifier
     assert done is not None
     launcher = worker_cpu(engine) - start_worker
-    return Run(done.usage.completion_tokens, wall, launcher, consumer, arrivals.longest)
+    return Run(
+        done.usage.completion_tokens,
+        wall,
+        launcher,
+        consumer,
+        arrivals.longest,
+        notifier_cpu=notifier,
+    )
 
 
 class DirectWakeups:
@@ -458,6 +481,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
     raw_off = [raw.per_token_us(raw.wall - raw.launcher_cpu) for raw, _ in pairs]
     our_off = [ours.per_token_us(ours.wall - ours.launcher_cpu) for _, ours in pairs]
     consumer = [ours.per_token_us(ours.consumer_cpu) for _, ours in pairs]
+    notifier = [ours.per_token_us(ours.notifier_cpu) for _, ours in pairs]
     ratios = [ours.tokens_per_s / raw.tokens_per_s for raw, ours in pairs]
     waits = [1e3 * ours.longest_wait for _, ours in pairs]
     deliveries = [float(ours.deliveries) for _, ours in pairs]
@@ -472,6 +496,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
         "raw_off_cpu_us": figure("raw: launching thread off CPU per token", raw_off, unit="us"),
         "engine_off_cpu_us": figure("engine: worker off CPU per token", our_off, unit="us"),
         "consumer_cpu_us": figure("engine: consumer loop CPU per token", consumer, unit="us"),
+        "notifier_cpu_us": figure("engine: notifier thread CPU per token", notifier, unit="us"),
         "engine_vs_raw": figure("ratio engine ÷ raw tokens/s", ratios, unit="x", target=">= 0.97"),
         "longest_wait_ms": figure(
             "engine: consumer's longest wait between tokens", waits, unit="ms"
@@ -516,6 +541,7 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
             "engine_wall_s": ours.wall,
             "engine_worker_cpu_s": ours.launcher_cpu,
             "engine_consumer_cpu_s": ours.consumer_cpu,
+            "engine_notifier_cpu_s": ours.notifier_cpu,
             "engine_longest_wait_s": ours.longest_wait,
             "engine_deliveries": ours.deliveries,
             "engine_yields": ours.yields,

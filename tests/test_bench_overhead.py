@@ -59,6 +59,10 @@ def test_timed_pairs_report_the_a_a_and_sync_sides(tmp_path: Path) -> None:
         assert side["figures"]["engine_vs_raw"]["values"][0] > 0
         assert side["runs"][0]["engine_tokens"] == 4  # the call to the last token
     assert results["raw_on_thread"]["figures"]["consumer_cpu_us"]["values"] == [0.0]
+    # The notifier hands both consumers their events (at least the end); raw has none.
+    for side in (results, results["sync_consumer"]):
+        assert side["runs"][0]["engine_notifier_cpu_s"] > 0
+    assert results["raw_on_thread"]["runs"][0]["engine_notifier_cpu_s"] == 0
 
 
 @pytest.mark.parametrize("sides", [["engine"], ["engine", "sync"], ["engine", "sync", "aa"]])
