@@ -4,6 +4,8 @@
 #   bash bench/gpu.sh pack             here: fetch the wheels, split the CUDA one (see below)
 #   bash bench/gpu.sh stage            there: keep part one of the CUDA backend in /tmp/gpu
 #   bash bench/gpu.sh run BENCH ARGS   there: unpack the rest, run python -m bench.BENCH ARGS
+#                                      ($OUT/BENCH.json, or $OUT/$RESULT.json: several runs in
+#                                      one call, e.g. RESULT=a bash bench/gpu.sh run ...; RESULT=b ...)
 #
 # Why three steps: the mlx-cuda wheel is ~90 MB and one transfer carries at most 64 MiB, so it
 # travels xz-compressed in two parts (.gpu/p1 with `stage`, .gpu/p2 with `run`), each in a
@@ -58,7 +60,7 @@ run() {
   local bench=$1; shift
   export PYTHONPATH="$SITE:$PWD" MLXNB_CACHE=/tmp/gpu/cache HF_HUB_OFFLINE=1
   python3 -c 'import mlx.core as mx; print("device:", mx.default_device())'
-  python3 -m "bench.$bench" "$@" --json "${OUT:-/tmp}/$bench.json"
+  python3 -m "bench.$bench" "$@" --json "${OUT:-/tmp}/${RESULT:-$bench}.json"
 }
 
 "$@"
