@@ -255,6 +255,19 @@ def notifier_cpu() -> float:
     return 0.0
 
 
+class ConsumerClocks:
+    """From construction: wall time, this (consuming) thread's CPU and the notifier's CPU."""
+
+    def __init__(self) -> None:
+        self._notifier = notifier_cpu()
+        self._wall, self._consumer = time.perf_counter(), time.thread_time()
+
+    def read(self) -> tuple[float, float, float]:
+        """``(wall, consumer CPU, notifier CPU)`` seconds since construction."""
+        wall, consumer = time.perf_counter() - self._wall, time.thread_time() - self._consumer
+        return wall, consumer, notifier_cpu() - self._notifier
+
+
 async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     done = None
     arrivals = Arrivals()
@@ -262,15 +275,13 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     yields, timeouts = outbox.yields, outbox.yield_timeouts
     start_worker = await asyncio.to_thread(worker_cpu, engine)  # idle: it answers at once
     text = Text()
-    start_notifier = notifier_cpu()
-    start_wall, start_consumer = time.perf_counter(), time.thread_time()
+    clocks = ConsumerClocks()
     async for event in engine.stream(PROMPT, max_tokens=tokens):
         arrivals.arrived()
         text.add(event_text(event))
         if isinstance(event, mlxnb.Done):
             done = event
-    wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
-    notifier = notifier_cpu() - start_notifier
+    wall, consumer, notifier = clocks.read()
     assert done is not None
     launcher = await asyncio.to_thread(worker_cpu, engine) - start_worker
     return Run(
@@ -292,14 +303,13 @@ def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
     """``engine.stream_sync`` consumed on this thread: the engine without an event loop."""
     done = None
     arrivals = Arrivals()
-    start_worker, start_notifier = worker_cpu(engine), notifier_cpu()
-    start_wall, start_consumer = time.perf_counter(), time.thread_time()
+    start_worker = worker_cpu(engine)
+    clocks = ConsumerClocks()
     for event in engine.stream_sync(PROMPT, max_tokens=tokens):
         arrivals.arrived()
         if isinstance(event, mlxnb.Done):
             done = event
-    wall, consumer = time.perf_counter() - start_wall, time.thread_time() - start_consumer
-    notifier = notifier_cpu() - start_notifier
+    wall, consumer, notifier = clocks.read()
     assert done is not None
     launcher = worker_cpu(engine) - start_worker
     return Run(
