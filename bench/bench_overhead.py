@@ -28,6 +28,11 @@ native runs (median).
 ``--raw-on-thread`` adds raw mlx-lm run on a thread of its own as a second side: the same code
 as raw, so its ratio (an A/A comparison) shows how far this machine alone moves the median.
 ``--sync-consumer`` adds the engine consumed through ``engine.stream_sync`` (no event loop).
+``--quiet-consumer`` adds an engine whose consumer is handed only the end (the worker's own cost,
+without the consumer's and the notifier's turns); ``--wake-interval MS`` one whose notifier wakes
+consumers at most once per MS milliseconds. ``--switch-interval US`` sets Python's switch
+interval (how long a thread waiting for the GIL waits before it asks the holder to let go; 5 ms
+by default) for the whole run, every side alike.
 ``--gaps`` also times, on each side's launching thread, the Python work per token between model
 calls: from a token reaching the detokenizer to the next model call (wall time, median per run).
 On a launch-bound GPU that work adds to every token, and no device wait is inside it, so it
@@ -48,6 +53,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -72,7 +78,7 @@ from bench.report import (
     new_report,
     write_report,
 )
-from mlxnb._engine.delivery import Notifier, Outbox, _hand_over
+from mlxnb._engine.delivery import Notifier, Outbox, _hand_over, ends_request
 from mlxnb._server.completions import event_text
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -244,28 +250,29 @@ def worker_cpu(engine: mlxnb.Engine) -> float:
     return float(engine._worker.ask(time.thread_time, 10.0))
 
 
-NOTIFIER = "mlxnb-notifier"
+def notifier_cpu(engine: mlxnb.Engine) -> float:
+    """CPU time so far of the thread that wakes ``engine``'s consumers (0 before it started).
 
-
-def notifier_cpu() -> float:
-    """The notifier thread's CPU time so far (0 before it has started; read from this thread)."""
-    for thread in threading.enumerate():
-        if thread.name == NOTIFIER and thread.ident is not None:
-            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-    return 0.0
+    A direct-wake-up variant has no such thread: its worker wakes the loops itself.
+    """
+    thread = getattr(engine._worker._outbox._notifier, "thread", None)
+    if thread is None or thread.ident is None:
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
 class ConsumerClocks:
     """From construction: wall time, this (consuming) thread's CPU and the notifier's CPU."""
 
-    def __init__(self) -> None:
-        self._notifier = notifier_cpu()
+    def __init__(self, engine: mlxnb.Engine) -> None:
+        self._engine = engine
+        self._notifier = notifier_cpu(engine)
         self._wall, self._consumer = time.perf_counter(), time.thread_time()
 
     def read(self) -> tuple[float, float, float]:
         """``(wall, consumer CPU, notifier CPU)`` seconds since construction."""
         wall, consumer = time.perf_counter() - self._wall, time.thread_time() - self._consumer
-        return wall, consumer, notifier_cpu() - self._notifier
+        return wall, consumer, notifier_cpu(self._engine) - self._notifier
 
 
 async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
@@ -275,7 +282,7 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
     yields, timeouts = outbox.yields, outbox.yield_timeouts
     start_worker = await asyncio.to_thread(worker_cpu, engine)  # idle: it answers at once
     text = Text()
-    clocks = ConsumerClocks()
+    clocks = ConsumerClocks(engine)
     async for event in engine.stream(PROMPT, max_tokens=tokens):
         arrivals.arrived()
         text.add(event_text(event))
@@ -304,7 +311,7 @@ def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
     done = None
     arrivals = Arrivals()
     start_worker = worker_cpu(engine)
-    clocks = ConsumerClocks()
+    clocks = ConsumerClocks(engine)
     for event in engine.stream_sync(PROMPT, max_tokens=tokens):
         arrivals.arrived()
         if isinstance(event, mlxnb.Done):
@@ -337,6 +344,8 @@ VARIANTS = {
     "raw_on_thread": "raw mlx-lm run on a thread of its own (not the main thread) vs raw:",
     "no_yield": "the same, the worker never yielding the GIL to starved consumers (before):",
     "yield_at_most": "the same, the worker waiting up to --yield-at-most for starved consumers:",
+    "quiet_consumer": "the same worker, its consumer handed only the end (no per-token turns):",
+    "wake_interval": "the same, the notifier waking consumers at most once per --wake-interval:",
 }
 
 
@@ -347,6 +356,15 @@ def never_yielding() -> Outbox:
     return outbox
 
 
+class QuietOutbox(Outbox):
+    """Delivers only what ends a request: the worker does all its per-token work, but no
+    consumer or notifier takes a turn for it (what the worker costs on its own)."""
+
+    def put(self, sink: Any, cancel: threading.Event, item: Any) -> None:
+        if ends_request(item):
+            super().put(sink, cancel, item)
+
+
 def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Engine]:
     """The A/B engines asked for, each delivering its events differently."""
     outboxes: dict[str, Callable[[], Outbox]] = {
@@ -354,6 +372,8 @@ def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Eng
         "eager_wakeups": lambda: Outbox(Notifier(interval=0.0)),
         "no_yield": never_yielding,
         "yield_at_most": lambda: Outbox(yield_at_most=args.yield_at_most / 1e3),
+        "quiet_consumer": QuietOutbox,
+        "wake_interval": lambda: Outbox(Notifier(interval=args.wake_interval / 1e3)),
     }
     engines = {}
     for name, outbox in outboxes.items():
@@ -845,6 +865,26 @@ def main(argv: list[str] | None = None) -> None:
         " consumer (A/B)",
     )
     parser.add_argument(
+        "--quiet-consumer",
+        action="store_true",
+        help="also measure an engine whose consumer is handed only the end (the worker alone)",
+    )
+    parser.add_argument(
+        "--wake-interval",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="also measure an engine whose notifier wakes consumers at most once per MS"
+        " milliseconds (the default is 4)",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        metavar="US",
+        help="Python's switch interval in microseconds for the whole run (default: 5000)",
+    )
+    parser.add_argument(
         "--gaps",
         action="store_true",
         help="also time each side's Python per token between model calls (from a token's "
@@ -897,8 +937,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.instructions and args.tokens <= args.short_tokens:
         parser.error("--tokens must be more than --short-tokens")
     results = new_report("overhead", args)
-    with human_output(args.json):
-        measured = count_instructions(args) if args.instructions else measure(args)
+    interval = sys.getswitchinterval()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval / 1e6)
+    try:
+        with human_output(args.json):
+            measured = count_instructions(args) if args.instructions else measure(args)
+        measured["switch_interval_s"] = sys.getswitchinterval()
+    finally:
+        sys.setswitchinterval(interval)
     write_report(results, measured, args.json)
 
 

@@ -94,6 +94,29 @@ def test_every_delivery_variant_runs_and_reports_its_deliveries(tmp_path: Path) 
         assert run["engine_text_pieces"] == run["raw_text_pieces"] >= 1
 
 
+def test_a_quiet_consumer_is_handed_only_the_end_and_the_intervals_apply(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "overhead.json"
+    variants = ["--quiet-consumer", "--wake-interval", "50", "--switch-interval", "200"]
+    interval = sys.getswitchinterval()
+    main(["--pairs", "1", "--tokens", "6", *variants, "--json", str(out)])
+    assert sys.getswitchinterval() == interval  # the run's interval is put back
+
+    results = json.loads(out.read_text())["results"]
+    assert results["switch_interval_s"] == pytest.approx(200e-6)
+    quiet = results["quiet_consumer"]["runs"][0]
+    assert quiet["engine_tokens"] == 6
+    assert quiet["engine_deliveries"] == 1  # the end alone, with its last token's text
+    assert quiet["engine_text_pieces"] <= 1 < quiet["raw_text_pieces"]
+    slow = results["wake_interval"]["runs"][0]
+    assert slow["engine_tokens"] == 6
+    # Six tokens on the CPU come well within 50 ms of the first wake-up: at most the first
+    # token's batch, then everything else with the end.
+    assert 1 <= slow["engine_deliveries"] <= 2
+    assert slow["engine_text_head"] == slow["raw_text_head"] != ""
+
+
 def test_gaps_time_each_sides_python_between_model_calls(tmp_path: Path) -> None:
     from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer
 

@@ -233,6 +233,8 @@ class Notifier:
         self._interval = interval
         self._started = False
         self._lock = threading.Lock()
+        #: The thread that wakes the loops (``None`` until the first :meth:`send`).
+        self.thread: threading.Thread | None = None
 
     def send(self, batches: Batches, urgent: bool = False) -> None:
         """Queue one step's batches for delivery (from any thread; never blocks).
@@ -251,7 +253,8 @@ class Notifier:
         with self._lock:
             if not self._started:
                 # Touches no MLX, so a daemon thread may end with the interpreter.
-                threading.Thread(target=self._run, name="mlxnb-notifier", daemon=True).start()
+                self.thread = threading.Thread(target=self._run, name="mlxnb-notifier", daemon=True)
+                self.thread.start()
                 self._started = True
 
     def _run(self) -> None:
