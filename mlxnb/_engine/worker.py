@@ -217,7 +217,8 @@ class Worker(GroupTurns):
                     self._answer_model(command)
             # Only when someone may start: the check walks the batch, and most turns admit none.
             hold = bool(requests or self._admission) and self._first_tokens_due()
-            self._admit_waiting(hold)
+            if self._admission:
+                self._admit_waiting(hold)
             for request in requests:
                 self._admit(request, alone=len(requests) == 1, hold=hold)
             self._reap_cancelled()
@@ -291,11 +292,11 @@ class Worker(GroupTurns):
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
-        while True:
-            try:
-                commands.append(self._commands.get_nowait())
-            except queue.Empty:
-                return commands
+        # Asked first, not caught: a turn of a decoding loop usually finds nothing, and an
+        # exception raised and caught per token is a cost on the thread that launches steps.
+        while not self._commands.empty():  # this thread alone takes from the queue
+            commands.append(self._commands.get_nowait())
+        return commands
 
     def _drain_after_failure(self, error: BaseException) -> None:
         while True:
@@ -544,7 +545,7 @@ class Worker(GroupTurns):
         if found is not None:
             self._advance_solo(*found)
             # A decoder that cannot join the batch shares the step with it.
-            if not any(member.solo is None for member in self._active.values()):
+            if len(self._active) <= 1 or all(m.solo is not None for m in self._active.values()):
                 return
         prefilled, responses = self._generator.next()
         if self._system_segments:
@@ -684,7 +685,11 @@ class Worker(GroupTurns):
             log.exception("mlxnb: could not save prompt caches to %s", disk.directory)
 
     def _reap_cancelled(self) -> None:
-        for uid in [u for u, a in self._active.items() if self._is_cancelled(a.request)]:
+        if self._lockstep is None:  # the common case, asked once per token: no call per request
+            cancelled = [u for u, a in self._active.items() if a.request.cancel.is_set()]
+        else:
+            cancelled = [u for u, a in self._active.items() if self._is_cancelled(a.request)]
+        for uid in cancelled:
             self._remove(uid)
             self._deliver(uid, [], "cancelled")
 
