@@ -45,6 +45,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["--shape", "tiny", "--tokens", "16", "--pairs", "2"],
     ),
     (
+        "bench.bookkeeping",
+        ["--tokens", "20000", "--repeats", "7"],
+        ["--tokens", "200", "--repeats", "1"],
+    ),
+    (
         "bench.bench_submit",
         ["--shape", "tiny", "--pairs", "24"],
         ["--shape", "tiny", "--pairs", "1"],
