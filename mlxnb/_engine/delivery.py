@@ -258,17 +258,22 @@ class Notifier:
                 self._started = True
 
     def _run(self) -> None:
-        woke = -self._interval
         while True:
-            merged = self._merge({}, self._queue.get())
-            wait = woke + self._interval - time.monotonic()
-            if wait > 0 and not self._urgent.is_set():
-                # Not the queue: a put would wake this thread for every token.
-                self._urgent.wait(wait)
-            # Cleared before the last take, so an end sent after it is not missed.
-            self._urgent.clear()
-            self._wake(self._merge(merged, None))
-            woke = time.monotonic()
+            batches: Batches | None = self._queue.get()  # idle: a step's batches wake it
+            while True:
+                # Cleared before the take, so an end sent after it is not missed.
+                self._urgent.clear()
+                merged = self._merge({}, batches)
+                if not merged:
+                    break  # nothing came during the interval: idle again
+                self._wake(merged)
+                if self._interval > 0:
+                    # The interval is slept out before anything more is taken, on the event
+                    # and not the queue: a fast stream's steps then queue without waking this
+                    # thread (a put that nobody waits for wakes no one), so the worker pays
+                    # no wake-up and this thread takes the GIL once per interval, not twice.
+                    self._urgent.wait(self._interval)
+                batches = None
 
     def _merge(self, merged: Batches, batches: Batches | None) -> Batches:
         """Add ``batches`` and whatever else is queued now to ``merged``."""
