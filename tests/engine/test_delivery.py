@@ -82,6 +82,19 @@ def test_batches_within_the_interval_merge_into_one_later_wake_up_in_order(
     assert loop.wakes[1][0] >= sent
 
 
+def test_a_batch_after_a_quiet_interval_is_sent_at_once(loop: RecordingLoop) -> None:
+    # A stream slower than the interval is woken per batch: the notifier sleeps out the
+    # interval after a wake-up, then goes idle, and the next batch wakes it.
+    notifier = Notifier(interval=1.0)
+    notifier.send(batch(loop, token("a")))
+    loop.wait_for(1)
+    time.sleep(1.3)
+    sent = time.monotonic()
+    notifier.send(batch(loop, token("b")))
+    loop.wait_for(2)
+    assert loop.wakes[1][0] - sent < 0.9  # not held for another interval
+
+
 def test_a_request_s_end_is_sent_at_once_within_the_interval(loop: RecordingLoop) -> None:
     notifier = Notifier(interval=60.0)
     notifier.send(batch(loop, token("a")))
