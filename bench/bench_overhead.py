@@ -462,10 +462,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         variant.close()
     if gaps is not None:
         gaps.uninstall()
-    results = report(args, side_pairs.pop("engine"))
+    aa = side_pairs.get("raw_on_thread")
+    same_rounds = None if aa is None else [ours for _, ours in aa]
+    results = report(args, side_pairs.pop("engine"), same_rounds)
     for name, pairs in side_pairs.items():
         print(f"\n{VARIANTS[name]}")
-        results[name] = report(args, pairs)
+        results[name] = report(args, pairs, None if name == "raw_on_thread" else same_rounds)
     return results
 
 
@@ -503,8 +505,14 @@ def gap_figures(pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
     }
 
 
-def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
-    """Print the table and build the ``--json`` results from the pairs."""
+def report(
+    args: argparse.Namespace, pairs: list[tuple[Run, Run]], same_rounds: list[Run] | None = None
+) -> dict[str, Any]:
+    """Print the table and build the ``--json`` results from the pairs.
+
+    ``same_rounds``: raw on a thread of its own in the same rounds (``--raw-on-thread``), which
+    each run is also compared with: the machine's state then weighs on both alike.
+    """
     raw_cpu = [raw.per_token_us(raw.launcher_cpu) for raw, _ in pairs]
     our_cpu = [ours.per_token_us(ours.launcher_cpu) for _, ours in pairs]
     overhead = [o - r for o, r in zip(our_cpu, raw_cpu, strict=True)]
@@ -551,6 +559,14 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> dict[str, 
         "yields": figure("engine: worker's yields to a starved consumer per run", yields, unit=""),
         "yield_timeouts": figure("engine: yields that timed out per run", timeouts, unit=""),
     }
+    if same_rounds is not None:
+        versus = [
+            ours.tokens_per_s / aa.tokens_per_s
+            for (_, ours), aa in zip(pairs, same_rounds, strict=True)
+        ]
+        figures["engine_vs_aa"] = figure(
+            "ratio engine ÷ raw on a thread (A/A), same round", versus, unit="x"
+        )
     import mlx.core as mx
 
     print(

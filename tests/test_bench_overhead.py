@@ -63,6 +63,15 @@ def test_timed_pairs_report_the_a_a_and_sync_sides(tmp_path: Path) -> None:
     for side in (results, results["sync_consumer"]):
         assert side["runs"][0]["engine_notifier_cpu_s"] > 0
     assert results["raw_on_thread"]["runs"][0]["engine_notifier_cpu_s"] == 0
+    # Each side is also compared with the A/A side of its own round (not A/A with itself).
+    (aa,) = results["raw_on_thread"]["runs"]
+    for side in (results, results["sync_consumer"]):
+        (run,) = side["runs"]
+        ratio = (run["engine_tokens"] / run["engine_wall_s"]) / (
+            aa["engine_tokens"] / aa["engine_wall_s"]
+        )
+        assert side["figures"]["engine_vs_aa"]["values"] == [pytest.approx(ratio)]
+    assert "engine_vs_aa" not in results["raw_on_thread"]["figures"]
 
 
 @pytest.mark.parametrize("sides", [["engine"], ["engine", "sync"], ["engine", "sync", "aa"]])
