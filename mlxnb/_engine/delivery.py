@@ -231,7 +231,6 @@ class Notifier:
         self._queue: queue.SimpleQueue[Batches] = queue.SimpleQueue()
         self._urgent = threading.Event()
         self._interval = interval
-        self._started = False
         self._lock = threading.Lock()
         #: The thread that wakes the loops (``None`` until the first :meth:`send`).
         self.thread: threading.Thread | None = None
@@ -243,7 +242,7 @@ class Notifier:
             batches: The step's items by loop.
             urgent: Wake the loops now, even within the interval (a request ended).
         """
-        if not self._started:
+        if self.thread is None:
             self._start()
         self._queue.put(batches)
         if urgent:
@@ -251,11 +250,11 @@ class Notifier:
 
     def _start(self) -> None:
         with self._lock:
-            if not self._started:
+            if self.thread is None:
                 # Touches no MLX, so a daemon thread may end with the interpreter.
-                self.thread = threading.Thread(target=self._run, name="mlxnb-notifier", daemon=True)
-                self.thread.start()
-                self._started = True
+                thread = threading.Thread(target=self._run, name="mlxnb-notifier", daemon=True)
+                thread.start()
+                self.thread = thread
 
     def _run(self) -> None:
         while True:

@@ -685,11 +685,7 @@ class Worker(GroupTurns):
             log.exception("mlxnb: could not save prompt caches to %s", disk.directory)
 
     def _reap_cancelled(self) -> None:
-        if self._lockstep is None:  # the common case, asked once per token: no call per request
-            cancelled = [u for u, a in self._active.items() if a.request.cancel.is_set()]
-        else:
-            cancelled = [u for u, a in self._active.items() if self._is_cancelled(a.request)]
-        for uid in cancelled:
+        for uid in [u for u, a in self._active.items() if self._is_cancelled(a.request)]:
             self._remove(uid)
             self._deliver(uid, [], "cancelled")
 
