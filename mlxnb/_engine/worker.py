@@ -35,7 +35,7 @@ from mlxnb._engine.rendering import render_request
 from mlxnb._engine.request import Request
 from mlxnb._engine.threads import run_on_engine_thread
 from mlxnb._engine.vision import VisionBackend
-from mlxnb._engine.worker_config import Finished, WorkerConfig, prefill_plan
+from mlxnb._engine.worker_config import Finished, WorkerConfig, prefill_plan, prefill_step_for
 from mlxnb.errors import (
     DistributedError,
     EngineClosedError,
@@ -91,6 +91,8 @@ class Worker(GroupTurns):
         self._forks = Forks()
         self._weights_bytes = 0
         self._prefill_batch, self._batch_prefill_step = prefill_plan(config, on_gpu=False)
+        #: Prompt tokens per pass of a lone request's prefill (the device's, once loaded).
+        self.prefill_step = prefill_step_for(config, on_gpu=False)
 
     def start(self, stop: Callable[[], None] | None = None) -> None:
         """Start the loop on an engine thread (it loads the model first).
@@ -189,6 +191,7 @@ class Worker(GroupTurns):
         on_gpu = mx.default_device().type == mx.gpu
         self._solo_enabled = self._config.solo_fast_path
         self._prefill_batch, self._batch_prefill_step = prefill_plan(self._config, on_gpu)
+        self.prefill_step = prefill_step_for(self._config, on_gpu)
         self._generator = self._new_generator()
         if self._lockstep is not None:
             self._lockstep.stream = self._generator.stream
@@ -313,7 +316,7 @@ class Worker(GroupTurns):
         assert self.backend is not None
         config = self._config
         if isinstance(self.backend, VisionBackend):
-            return self.backend.new_generator(config.max_batch, config.prefill_step)
+            return self.backend.new_generator(config.max_batch, self.prefill_step)
         return self.backend.new_generator(
             config.max_batch, self._prefill_batch, self._batch_prefill_step
         )
@@ -444,7 +447,7 @@ class Worker(GroupTurns):
                 active.sampler,
                 active.processors,
                 self._generator.stream,
-                self._config.prefill_step,
+                self.prefill_step,
                 cache=cache,
                 rest=rest,
                 prompt_lookup=options.prompt_lookup,
@@ -580,7 +583,7 @@ class Worker(GroupTurns):
         Only prompts that take more than one forward pass report: a shorter one's first token
         follows at once.
         """
-        if request.prefill_progress and total > self._config.prefill_step:
+        if request.prefill_progress and total > self.prefill_step:
             event = PrefillProgress(processed, total)
             self._outbox.put(request.sink, request.cancel, [event])
 
