@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import importlib
 import itertools
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -170,10 +169,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bookkeeping per token, model stubbed out ({args.tokens} tokens, median of")
         print(f"{args.repeats} alternating repeats [min, max]):")
         for each in results["figures"].values():
-            values = each["values"]
             print(
-                f"  {each['label']:52s} {statistics.median(values):7.2f} us "
-                f"[{min(values):.2f}, {max(values):.2f}]"
+                f"  {each['label']:52s} {each['median']:7.2f} us "
+                f"[{each['min']:.2f}, {each['max']:.2f}]"
             )
     write_report(report, results, args.json)
 
