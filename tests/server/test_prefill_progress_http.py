@@ -83,11 +83,14 @@ def test_the_official_clients_ignore_the_comments(
 
 
 def test_a_client_whose_read_timeout_is_shorter_than_the_prefill_gets_its_answer() -> None:
-    # Two prompt tokens per forward pass: thousands of passes before the first token.
-    engine = mlxnb.Engine(tiny_model(), name="crawl", audit=False, prefill_step=2, max_tokens=2)
-    prompt = "0 " + "Keepers trim the lamp wick every night. " * 150
+    # One prompt token per forward pass: thousands of passes before the first token, each
+    # followed by a comment, so the stream is silent for milliseconds at a time while the
+    # whole prefill lasts several times the read timeout (margins a loaded CI machine keeps).
+    engine = mlxnb.Engine(tiny_model(), name="crawl", audit=False, prefill_step=1, max_tokens=2)
+    prompt = "0 " + "Keepers trim the lamp wick every night. " * 600
     with engine, mlxnb.serve(engine) as handle:
-        timeout = httpx.Timeout(60.0, read=0.5)
+        engine.wait_ready(60)  # the read timeout is for the prefill, not the model's load
+        timeout = httpx.Timeout(60.0, read=1.5)
         with openai.OpenAI(
             base_url=handle.url, api_key="x", max_retries=0, timeout=timeout
         ) as client:
@@ -98,4 +101,4 @@ def test_a_client_whose_read_timeout_is_shorter_than_the_prefill_gets_its_answer
             chunks = list(stream)
             took = time.perf_counter() - started
     assert chunks[-1].choices[0].finish_reason == "length"
-    assert took > 0.5  # the prefill alone outlasted the read timeout
+    assert took > 1.5  # the prefill alone outlasted the read timeout
