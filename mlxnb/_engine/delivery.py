@@ -102,11 +102,16 @@ class Loop(Protocol):
 
 _Queued = tuple[AsyncSink | SyncSink, threading.Event, Item]
 
-WAKE_INTERVAL = 0.004
-"""Seconds the notifier waits after waking loops before it wakes them again (see Notifier)."""
-STARVED_AFTER = 3 * WAKE_INTERVAL
-"""Seconds a delivery may wait untaken before the worker yields the GIL to consumers (Outbox)."""
-YIELD_AT_MOST = 0.001
+WAKE_INTERVAL = 0.016
+"""Seconds the notifier waits after waking loops before it wakes them again (see Notifier):
+about one frame of a 60 Hz display."""
+STARVED_AFTER = 0.012
+"""Least seconds a delivery may wait untaken before the worker yields the GIL to consumers
+(Outbox)."""
+STARVED_INTERVALS = 2
+"""Notifier intervals a delivery may wait untaken before its consumer counts as starved: it may
+wait one interval in the notifier anyway, and then for its loop's turn."""
+YIELD_AT_MOST = 0.002
 """Seconds the worker waits, once starved consumers are seen, for one of them to take."""
 PATIENCE_LIMIT = 1.0
 """Most seconds between two such waits while no consumer takes anything (a busy loop)."""
@@ -128,12 +133,15 @@ class Outbox:
         self, notifier: Notifier | None = None, yield_at_most: float = YIELD_AT_MOST
     ) -> None:
         self._by_loop: Batches = {}
-        self._ends = False
+        self._urgent = False
         self._notifier = notifier or shared_notifier()
         self._taken = threading.Event()
         self._sent = False
         self._pending_since: float | None = None
-        self._patience = STARVED_AFTER
+        # A notifier that wakes consumers less often holds their items longer: a wait that
+        # short would count every consumer as starved and make the worker yield at each one.
+        self._starved_after = max(STARVED_AFTER, STARVED_INTERVALS * self._notifier.interval)
+        self._patience = self._starved_after
         self._yield_at_most = yield_at_most
         #: Times the worker yielded to starved consumers, and how many of those timed out.
         self.yields = self.yield_timeouts = 0
@@ -146,12 +154,15 @@ class Outbox:
             cancel: Set when the consumer's loop is gone, so its request stops.
             item: Events or an error.
         """
+        first = sink.taken is None
         sink.taken = self._taken
         if isinstance(sink, SyncSink) and not sink.tracked:
             sink.put(item)
             return
         self._by_loop.setdefault(sink.loop, []).append((sink, cancel, item))
-        self._ends = self._ends or ends_request(item)
+        # A request's first item and its end are not held for the interval: the time to its
+        # first token, and to its answer, owe nothing to how often consumers are woken.
+        self._urgent = self._urgent or first or ends_request(item)
         self._sent = True
 
     def flush(self) -> None:
@@ -167,8 +178,8 @@ class Outbox:
             self._taken.clear()
         if self._by_loop:
             batches, self._by_loop = self._by_loop, {}
-            ends, self._ends = self._ends, False
-            self._notifier.send(batches, urgent=ends)
+            urgent, self._urgent = self._urgent, False
+            self._notifier.send(batches, urgent=urgent)
         self._yield_to_starved(taken)
 
     def _yield_to_starved(self, taken: bool) -> None:
@@ -178,18 +189,18 @@ class Outbox:
         interval. A worker that lets go of the GIL only for a moment at each step takes it back
         before a waiting thread wakes, so with fast steps (~0.4 ms) the notifier and the
         consumers' threads may wait for the whole answer (reproduced on the CPU; what looked like
-        it on the H200 was text the detokenizer held, see the README). So when
-        nothing has been taken for ``STARVED_AFTER`` since items were sent, the worker waits
-        until something is taken, for at most ``yield_at_most``. A consumer that is merely busy
-        (its loop running a cell) makes the wait time out: the next one then comes twice as
-        late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing.
+        it on the H200 was text the detokenizer held, see the README). So when nothing has been
+        taken for three notifier intervals (at least ``STARVED_AFTER``) since items were sent,
+        the worker waits until something is taken, for at most ``yield_at_most``. A consumer
+        that is merely busy (its loop running a cell) makes the wait time out: the next one then
+        comes twice as late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing.
 
         Args:
             taken: Whether a consumer took something since the last flush.
         """
         sent, self._sent = self._sent, False
         if taken:
-            self._patience = STARVED_AFTER
+            self._patience = self._starved_after
             self._pending_since = time.monotonic() if sent else None
             return
         if self._pending_since is None:
@@ -199,8 +210,11 @@ class Outbox:
         if time.monotonic() - self._pending_since < self._patience:
             return
         self.yields += 1
+        # The notifier may be sleeping out its interval: the wait is only of use if it wakes
+        # the consumers within it.
+        self._notifier.hurry()
         if self._taken.wait(self._yield_at_most):  # left set: the next flush counts the take
-            self._patience = STARVED_AFTER
+            self._patience = self._starved_after
         else:
             self.yield_timeouts += 1
             self._patience = min(2 * self._patience, PATIENCE_LIMIT)
@@ -220,8 +234,8 @@ class Notifier:
     the loop for each would still make three threads take the GIL in turn every token while
     the worker is busy launching steps; so after a wake-up the notifier sleeps out the interval
     and wakes each loop once for everything that came meanwhile. A slower stream is woken per
-    token, as before; a batch that ends a request (its ``Done`` or error) is sent at once.
-    Batches for one loop keep their order.
+    token, as before; a request's first batch, and the one that ends it (its ``Done`` or
+    error), are sent at once. Batches for one loop keep their order.
 
     Args:
         interval: Least seconds between two wake-ups (``0``: wake for every batch).
@@ -230,7 +244,8 @@ class Notifier:
     def __init__(self, interval: float = WAKE_INTERVAL) -> None:
         self._queue: queue.SimpleQueue[Batches] = queue.SimpleQueue()
         self._urgent = threading.Event()
-        self._interval = interval
+        #: Least seconds between two wake-ups.
+        self.interval = interval
         self._lock = threading.Lock()
         #: The thread that wakes the loops (``None`` until the first :meth:`send`).
         self.thread: threading.Thread | None = None
@@ -240,13 +255,17 @@ class Notifier:
 
         Args:
             batches: The step's items by loop.
-            urgent: Wake the loops now, even within the interval (a request ended).
+            urgent: Wake the loops now, even within the interval (a request started or ended).
         """
         if self.thread is None:
             self._start()
         self._queue.put(batches)
         if urgent:
             self._urgent.set()
+
+    def hurry(self) -> None:
+        """Wake the loops for what is queued now, even within the interval."""
+        self._urgent.set()
 
     def _start(self) -> None:
         with self._lock:
@@ -266,12 +285,12 @@ class Notifier:
                 if not merged:
                     break  # nothing came during the interval: idle again
                 self._wake(merged)
-                if self._interval > 0:
+                if self.interval > 0:
                     # The interval is slept out before anything more is taken, on the event
                     # and not the queue: a fast stream's steps then queue without waking this
                     # thread (a put that nobody waits for wakes no one), so the worker pays
                     # no wake-up and this thread takes the GIL once per interval, not twice.
-                    self._urgent.wait(self._interval)
+                    self._urgent.wait(self.interval)
                 batches = None
 
     def _merge(self, merged: Batches, batches: Batches | None) -> Batches:

@@ -4,8 +4,10 @@ the worker yields the GIL to consumers starved of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -120,8 +122,17 @@ def test_a_consumer_whose_loop_is_gone_is_cancelled() -> None:
     assert cancel.wait(SETTLE)
 
 
-@pytest.mark.parametrize(("items", "urgent"), [([token("a")], False), ([ending()], True)])
-def test_the_outbox_marks_a_step_that_ends_a_request_urgent(items: list[Any], urgent: bool) -> None:
+@pytest.mark.parametrize(
+    ("steps", "urgent"),
+    [
+        ([token("a"), token("b"), token("c")], [True, False, False]),
+        ([token("a"), token("b"), ending()], [True, False, True]),
+        ([ending()], [True]),
+    ],
+)
+def test_the_outbox_marks_a_request_s_first_and_last_steps_urgent(
+    steps: list[Any], urgent: list[bool]
+) -> None:
     sent: list[tuple[Batches, bool]] = []
 
     class Recorder(Notifier):
@@ -132,13 +143,13 @@ def test_the_outbox_marks_a_step_that_ends_a_request_urgent(items: list[Any], ur
 
     async def put_all() -> None:
         sink = AsyncSink(asyncio.get_running_loop())
-        for item in items:
+        for item in steps:
             outbox.put(sink, threading.Event(), item)
-        outbox.flush()
+            outbox.flush()
         outbox.flush()  # nothing queued: nothing sent
 
     asyncio.run(put_all())
-    assert [flag for _, flag in sent] == [urgent]
+    assert [flag for _, flag in sent] == urgent
 
 
 def test_items_count_as_taken_when_the_consumer_takes_them_not_when_its_loop_has_them() -> None:
@@ -246,13 +257,16 @@ def test_a_consumer_starved_of_the_gil_still_gets_tokens_as_they_come() -> None:
 
     arrivals = asyncio.run(consume())
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    # measured here: ~26 ms with the yield, 120-220 ms (the whole run) without it
+    # measured here: ~33 ms with the yield (two notifier intervals), 120-220 ms without it
     assert max(gaps) < 0.09, f"the longest wait for a delivery was {max(gaps) * 1e3:.0f} ms"
 
 
 class AtOnce(Notifier):
     """A notifier seam that hands each batch over at once, on the sending thread (these tests
     use blocking sinks, whose hand-over fills their queue)."""
+
+    def __init__(self) -> None:
+        super().__init__(interval=0.0)  # nothing is held, so patience is ``STARVED_AFTER``
 
     def send(self, batches: Batches, urgent: bool = False) -> None:
         self._wake(batches)
@@ -292,6 +306,30 @@ def test_the_outbox_never_waits_while_consumers_keep_up(quick_patience: None) ->
         started = time.monotonic()
         outbox.flush()
         assert time.monotonic() - started < SETTLE / 2  # a wait would last SETTLE
+
+
+def test_a_slower_notifier_does_not_make_consumers_that_keep_up_look_starved() -> None:
+    """Items wait up to one notifier interval before they are handed over: with an interval
+    longer than ``STARVED_AFTER`` a consumer that takes every delivery at once must not make
+    the worker yield at each one."""
+    outbox, sink = Outbox(Notifier(interval=0.05), yield_at_most=0.001), SyncSink()
+    cancel, done = threading.Event(), threading.Event()
+
+    def consume() -> None:
+        while not done.is_set():
+            with contextlib.suppress(queue.Empty):
+                sink.get(timeout=0.01)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    deadline = time.monotonic() + 0.5  # ten intervals
+    while time.monotonic() < deadline:
+        outbox.put(sink, cancel, token("a"))
+        outbox.flush()
+        time.sleep(0.001)
+    done.set()
+    consumer.join()
+    assert outbox.yields == 0
 
 
 class CountingEvent(threading.Event):
