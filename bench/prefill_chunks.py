@@ -6,7 +6,8 @@ attention scores over the whole context so far: ``heads x C x context`` values p
 smaller chunk holds a smaller matrix for the same total work. This runs raw
 ``mlx_lm.stream_generate`` over one random prompt with each ``--chunks`` size in turn
 (``prefill_step_size``), rounds alternating, and reports each size's time to first token and
-MLX's peak memory.
+MLX's peak memory. Attention is set up as an engine sets it (on CUDA, cuDNN's off unless
+``MLX_CUDA_USE_CUDNN_SDPA`` is set already); the results say which it was.
 
 Run: ``python -m bench.prefill_chunks [--shape mid] [--prompt 8192] [--chunks 2048 512]
 [--rounds 2] [--json PATH]``.
@@ -15,11 +16,13 @@ Run: ``python -m bench.prefill_chunks [--shape mid] [--prompt 8192] [--chunks 20
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
 from bench.models import SHAPES, bench_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
+from mlxnb._engine.attention import CUDNN_ATTENTION, prefer_attention_without_plans
 
 
 def prefill_once(model: Any, tokenizer: Any, prompt: list[int], chunk: int) -> tuple[float, float]:
@@ -42,6 +45,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import mlx.core as mx
     from mlx_lm import load
 
+    prefer_attention_without_plans()  # before MLX's first use, as an engine does
     model, tokenizer = load(str(bench_model(args.shape, args.dtype)))
     mx.random.seed(0)
     prompt = mx.random.randint(0, 1000, (args.prompt,)).tolist()
@@ -62,7 +66,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         figures[f"peak_{chunk}_gb"] = figure(
             f"chunks of {chunk}: peak memory", peaks[chunk], unit="GB"
         )
-    return {"device": str(mx.default_device()), "figures": figures}
+    return {
+        "device": str(mx.default_device()),
+        CUDNN_ATTENTION: os.environ.get(CUDNN_ATTENTION),
+        "figures": figures,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     report = new_report("prefill_chunks", args)
     with human_output(args.json):
         results = measure(args)
-        print(f"{args.prompt}-token prompt, {args.shape} {args.dtype} on {results['device']}:")
+        print(
+            f"{args.prompt}-token prompt, {args.shape} {args.dtype} on {results['device']}"
+            f" ({CUDNN_ATTENTION}={results[CUDNN_ATTENTION]}):"
+        )
         for each in results["figures"].values():
             values = ", ".join(f"{v:.3f}" for v in each["values"])
             print(f"  {each['label']:40s} {each['median']:8.3f} {each['unit']}  ({values})")

@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> None:
         "--eager-wakeups", action="store_true", help="wake the server's loop for every step"
     )
     parser.add_argument(
+        "--wake-interval",
+        type=float,
+        metavar="MS",
+        help="wake the server's loop at most once per MS milliseconds (4 before 2026-12-04)",
+    )
+    parser.add_argument(
         "--lone-first",
         action="store_true",
         help="a burst's first request starts alone even when the rest queued meanwhile (before"
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         engine._worker._first_tokens_due = lambda: False  # type: ignore[method-assign]
     if args.eager_wakeups:
         engine._worker._outbox = Outbox(Notifier(interval=0.0))
+    if args.wake_interval is not None:
+        engine._worker._outbox = Outbox(Notifier(interval=args.wake_interval / 1e3))
     if args.no_yield:
         from bench.bench_overhead import never_yielding
 
