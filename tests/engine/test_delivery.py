@@ -107,6 +107,16 @@ def test_a_request_s_end_is_sent_at_once_within_the_interval(loop: RecordingLoop
     assert loop.wakes[1][1] == [token("b"), ending()]
 
 
+def test_hurrying_wakes_the_loops_within_the_interval(loop: RecordingLoop) -> None:
+    notifier = Notifier(interval=60.0)
+    notifier.send(batch(loop, token("a")))
+    loop.wait_for(1)
+    notifier.send(batch(loop, token("b")))
+    notifier.hurry()
+    loop.wait_for(2)  # within SETTLE, not after the minute
+    assert loop.wakes[1][1] == [token("b")]
+
+
 def test_without_an_interval_each_batch_wakes_its_loop(loop: RecordingLoop) -> None:
     notifier = Notifier(interval=0.0)
     for count, text in enumerate("abc", start=1):
@@ -357,6 +367,22 @@ def test_waits_for_a_consumer_that_never_takes_come_ever_less_often(
     # there would be ~50
     assert 3 <= taken.waits <= 8
     assert outbox.yields == outbox.yield_timeouts == taken.waits
+
+
+def test_a_wait_for_a_starved_consumer_hurries_the_notifier(quick_patience: None) -> None:
+    class Hurried(AtOnce):
+        hurried = 0
+
+        def hurry(self) -> None:
+            self.hurried += 1
+
+    notifier = Hurried()
+    outbox, sink = Outbox(notifier, yield_at_most=0.001), SyncSink()
+    outbox.put(sink, threading.Event(), token("a"))
+    outbox.flush()
+    time.sleep(0.02)  # past the patience, nothing taken
+    outbox.flush()
+    assert outbox.yields == notifier.hurried == 1
 
 
 def test_a_follower_s_discarded_events_are_not_waited_for(quick_patience: None) -> None:
