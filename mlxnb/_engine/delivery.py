@@ -138,8 +138,8 @@ class Outbox:
         self._taken = threading.Event()
         self._sent = False
         self._pending_since: float | None = None
-        # A notifier that wakes consumers less often holds their items longer: a wait that
-        # short would count every consumer as starved and make the worker yield at each one.
+        # A notifier that wakes consumers less often holds their items longer: against a fixed
+        # STARVED_AFTER every consumer of a slow one would look starved at every delivery.
         self._starved_after = max(STARVED_AFTER, STARVED_INTERVALS * self._notifier.interval)
         self._patience = self._starved_after
         self._yield_at_most = yield_at_most
@@ -190,10 +190,11 @@ class Outbox:
         before a waiting thread wakes, so with fast steps (~0.4 ms) the notifier and the
         consumers' threads may wait for the whole answer (reproduced on the CPU; what looked like
         it on the H200 was text the detokenizer held, see the README). So when nothing has been
-        taken for three notifier intervals (at least ``STARVED_AFTER``) since items were sent,
-        the worker waits until something is taken, for at most ``yield_at_most``. A consumer
-        that is merely busy (its loop running a cell) makes the wait time out: the next one then
-        comes twice as late, up to ``PATIENCE_LIMIT``, so it costs the worker next to nothing.
+        taken for two notifier intervals (at least ``STARVED_AFTER``) since items were sent,
+        the worker hurries the notifier and waits until something is taken, for at most
+        ``yield_at_most``. A consumer that is merely busy (its loop running a cell) makes the
+        wait time out: the next one then comes twice as late, up to ``PATIENCE_LIMIT``, so it
+        costs the worker next to nothing.
 
         Args:
             taken: Whether a consumer took something since the last flush.
