@@ -152,7 +152,8 @@ class Active:
             trim_block_starts=request.prompt is None and not continues(request),
         )
         detokenizer = backend.tokenizer.detokenizer
-        if continues(request):
+        if request.prompt is not None or continues(request):
+            # a raw completion carries on its prompt's text as a continued message does
             keep_leading_space(detokenizer)
         return cls(
             request,
@@ -207,10 +208,11 @@ def continues(request: Request) -> bool:
 
 
 def keep_leading_space(detokenizer: Any) -> None:
-    """Let a continued message's first token keep its leading space.
+    """Let a continuation's first token keep its leading space.
 
     mlx-lm's streaming detokenizers drop a space that starts their text (right for a new
-    answer); a continuation's first word must keep it, or it sticks to the text before. Seeding
+    answer); a continuation's first word (a continued message's, a raw completion's) must keep
+    it, or it sticks to the text before. Seeding
     the text with one character already read (``offset``) turns that trim off. A detokenizer
     whose ``text`` is computed (no plain attribute) is left as it is.
     """

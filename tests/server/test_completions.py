@@ -519,7 +519,7 @@ def test_completion_logprobs_per_choice_in_the_legacy_shape(
     assert sorted(per_choice) == [0, 1, 2, 3]
     for got in per_choice.values():
         assert len(got["tokens"]) == 5 and all(len(top) == 2 for top in got["top"])
-        # mlx-lm's detokenizer drops the space a completion's first token opens with.
-        assert "".join(got["tokens"]).removeprefix(" ") == "".join(got["text"])
+        # The text is its tokens', the space the first one opens with included.
+        assert "".join(got["tokens"]) == "".join(got["text"])
     # Greedy: both samples of a prompt agree, token for token.
     assert per_choice[0]["tokens"] == per_choice[1]["tokens"]
