@@ -175,16 +175,16 @@ def _assistant(message: MessageParam, where: str) -> dict[str, Any]:
 def messages_call(request: MessagesRequest) -> EngineCall:
     """Translate a ``/v1/messages`` body into engine arguments.
 
+    A final assistant message is a prefill: the answer carries it on (the chat template's
+    ``continue_final_message``), and the reply holds only what comes after it, as Anthropic's.
+
     Raises:
-        MessagesError: A block in the wrong role, or a final assistant message to continue
-            (prefill).
+        MessagesError: A block in the wrong role, or a prefill that cannot be carried on.
     """
     choice = request.tool_choice
-    if request.messages[-1].role == "assistant":
-        raise invalid(
-            f"messages.{len(request.messages) - 1}",
-            "a final assistant message (prefill) is not supported: the engine cannot continue it",
-        )
+    prefilled = request.messages[-1].role == "assistant"
+    if prefilled:
+        _check_prefill(request)
     messages: list[dict[str, Any]] = []
     if request.system is not None:
         messages.append({"role": "system", "content": _text(request.system)})
@@ -230,7 +230,40 @@ def messages_call(request: MessagesRequest) -> EngineCall:
         options["stop"] = list(request.stop_sequences)
     output = request.output_config
     schema = output.format.schema_ if output is not None and output.format is not None else None
+    if prefilled:
+        options["chat_template_kwargs"] = {"continue_final_message": True}
     return EngineCall(messages, tools, enable_thinking, options, schema)
+
+
+def _check_prefill(request: MessagesRequest) -> None:
+    """Refuse a final assistant message the engine cannot carry on as it stands.
+
+    Raises:
+        MessagesError: It holds more than text, ends with whitespace (which a chat template
+            would drop unseen), or comes with thinking, a forced tool call or an output format
+            (each of which would constrain the answer from its start, not from the prefill's
+            end).
+    """
+    where = f"messages.{len(request.messages) - 1}"
+    content = request.messages[-1].content
+    if not isinstance(content, str):
+        for position, block in enumerate(content):
+            if not isinstance(block, TextBlock):
+                raise invalid(
+                    f"{where}.content.{position}",
+                    f"a final assistant message (prefill) can hold text only, not {block.type}",
+                )
+        content = "".join(block.text for block in content if isinstance(block, TextBlock))
+    if content != content.rstrip():
+        raise invalid(f"{where}.content", "a final assistant message cannot end with whitespace")
+    if isinstance(request.thinking, ThinkingEnabled):
+        raise invalid("thinking", "thinking cannot be used with a final assistant message")
+    if isinstance(request.tool_choice, ToolChoiceAny | ToolChoiceTool):
+        raise invalid("tool_choice", "a forced tool call cannot follow a final assistant message")
+    if request.output_config is not None and request.output_config.format is not None:
+        raise invalid(
+            "output_config.format", "an output format cannot follow a final assistant message"
+        )
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Logits processors cannot travel over HTTP, so :class:`Scripted` wraps the real engine and adds
 them server-side, chosen by the last message of each request:
 
-- user ``"say:TEXT"`` → the model emits exactly ``TEXT`` (then end of sequence);
+- user ``"say:TEXT"`` → the model emits exactly ``TEXT`` (then end of sequence; after a final
+  assistant message, a prefill, the user message before it says what comes next);
 - a ``tool`` message → the model answers ``"Result: <tool content>"``;
 - user ``"spin:..."`` → free generation that may never end (EOS banned), counting its steps;
 - user ``"boom:..."`` → the logits processor raises inside generation after a few steps.
@@ -98,7 +99,9 @@ class Scripted:
         enable_thinking: bool | None = None,
         **options: Any,
     ) -> AsyncIterator[Event]:
-        last = messages[-1] if messages else {"role": "user", "content": options.get("prompt")}
+        # A final assistant message (a prefill) is carried on: the script is the message before.
+        asked = [m for m in messages if m.get("role") != "assistant"]
+        last = asked[-1] if asked else {"role": "user", "content": options.get("prompt")}
         processor = self._processor(last)
         if processor is not None:
             added = processor if isinstance(processor, list) else [processor]

@@ -157,6 +157,18 @@ def test_forced_choices_reach_the_engine(choice: dict[str, Any], options: dict[s
 
 
 @pytest.mark.parametrize(
+    "content", ["{", [{"type": "text", "text": "The answer"}, {"type": "text", "text": " is"}]]
+)
+def test_a_final_assistant_message_is_a_prefill_the_template_carries_on(content: Any) -> None:
+    prefill = {"role": "assistant", "content": content}
+    call = an.messages_call(request(messages=[{"role": "user", "content": "hi"}, prefill]))
+    assert call.options["chat_template_kwargs"] == {"continue_final_message": True}
+    text = content if isinstance(content, str) else "The answer is"
+    assert call.messages[-1] == {"role": "assistant", "content": text}
+    assert "chat_template_kwargs" not in an.messages_call(request()).options
+
+
+@pytest.mark.parametrize(
     ("fields", "named"),
     [
         (
@@ -176,15 +188,50 @@ def test_forced_choices_reach_the_engine(choice: dict[str, Any], options: dict[s
             },
             "messages.0.content.0",
         ),
-        (
-            {
-                "messages": [
-                    {"role": "user", "content": "hi"},
+        *[
+            ({"messages": [{"role": "user", "content": "hi"}, prefill], **more}, named)
+            for prefill, more, named in [
+                ({"role": "assistant", "content": "The answer is "}, {}, "messages.1.content"),
+                (
+                    {"role": "assistant", "content": [{"type": "text", "text": "Hm\n"}]},
+                    {},
+                    "messages.1.content",
+                ),
+                (
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "text", "text": "Let me check."},
+                            {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+                        ],
+                    },
+                    {},
+                    "messages.1.content.1",
+                ),
+                (
                     {"role": "assistant", "content": "{"},
-                ]
-            },
-            "messages.1",
-        ),
+                    {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+                    "thinking",
+                ),
+                (
+                    {"role": "assistant", "content": "{"},
+                    {
+                        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                        "tool_choice": {"type": "any"},
+                    },
+                    "tool_choice",
+                ),
+                (
+                    {"role": "assistant", "content": "{"},
+                    {
+                        "output_config": {
+                            "format": {"type": "json_schema", "schema": {"type": "object"}}
+                        }
+                    },
+                    "output_config.format",
+                ),
+            ]
+        ],
     ],
 )
 def test_what_cannot_be_served_is_refused_naming_the_field(

@@ -100,6 +100,25 @@ def test_text_answer_with_usage_and_audit_row(
     assert message.usage.output_tokens == row.completion_tokens
 
 
+@both
+def test_a_final_assistant_message_is_carried_on(
+    ask: Any, engine: mlxnb.Engine, stream: bool
+) -> None:
+    prefill = '{"city":'
+    messages = [
+        {"role": "user", "content": 'say: "Paris"}'},
+        {"role": "assistant", "content": prefill},
+    ]
+    message = ask(None, messages=messages, stream=stream)
+    # Only what comes after the prefill, its first space kept, as Anthropic answers.
+    assert [(block.type, block.text) for block in message.content] == [("text", ' "Paris"}')]
+    assert message.stop_reason == "end_turn"
+    prompt = engine._loaded_backend().render(messages, None, None, {"continue_final_message": True})
+    assert engine.tokenizer.decode(prompt.tokens).endswith(prefill)  # no new turn after it
+    row = audit_row(engine, message.id)
+    assert (row.prompt_tokens, row.content) == (len(prompt.tokens), ' "Paris"}')
+
+
 def test_content_blocks_are_joined_into_one_user_message(ask: Any) -> None:
     blocks = [{"type": "text", "text": "say:Two "}, {"type": "text", "text": "blocks."}]
     message = ask(blocks)
