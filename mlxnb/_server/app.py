@@ -140,10 +140,23 @@ def _unsupported(field: str, message: str) -> ApiError:
 
 
 def _check_chat(body: ChatCompletionRequest) -> None:
-    """Refuse a ``tool_choice`` the tools cannot satisfy, naming the field.
+    """Refuse what a chat request cannot be served as, naming the field.
 
-    The engine checks the same for every door; here the error can also say which field.
+    A ``tool_choice`` the tools cannot satisfy (the engine checks the same for every door; here
+    the error can also say which field), or a last message to carry on that is not the
+    assistant's (a template would cut the prompt inside it without complaint).
     """
+    continues = body.continue_final_message or (body.chat_template_kwargs or {}).get(
+        "continue_final_message"
+    )
+    if continues and body.messages[-1].role != "assistant":
+        raise ApiError(
+            400,
+            "continue_final_message: the last message must be the assistant's, to carry on",
+            "invalid_request_error",
+            "invalid_value",
+            "continue_final_message",
+        )
     tools = [tool.model_dump() for tool in body.tools or []]
     try:
         check_tool_choice(tools, oa.tool_choice(body))

@@ -158,6 +158,8 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
     kwargs = dict(request.chat_template_kwargs or {})
+    if request.continue_final_message:
+        kwargs["continue_final_message"] = True
     thinking = kwargs.pop("enable_thinking", None)
     options = sampling_fields(request, request.max_completion_tokens or request.max_tokens)
     options.update(_chat_logprobs(request))

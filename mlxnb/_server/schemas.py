@@ -186,6 +186,11 @@ class ChatCompletionRequest(_Sampling):
     parallel_tool_calls: bool | None = Field(
         None, description="false: at most one tool call (generation ends after it)."
     )
+    continue_final_message: bool | None = Field(
+        None,
+        description="vLLM's: carry on the final assistant message (a prefill) instead of"
+        " answering after it; the reply holds what follows it.",
+    )
 
 
 class CompletionRequest(_Sampling):

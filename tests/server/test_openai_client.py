@@ -162,6 +162,28 @@ def test_chat_template_kwargs_reach_the_template(client: openai.OpenAI, model_id
     assert off.usage.prompt_tokens > default.usage.prompt_tokens
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"continue_final_message": True}, {"chat_template_kwargs": {"continue_final_message": True}}],
+    ids=["vllm-field", "template-kwargs"],
+)
+@both
+def test_a_final_assistant_message_can_be_carried_on(
+    client: openai.OpenAI, model_id: str, stream: bool, extra: dict[str, Any]
+) -> None:
+    messages = [
+        {"role": "user", "content": "say: Paris."},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    reply = ask(client, model_id, messages, stream, extra_body=extra)
+    assert (reply.content, reply.finish_reason) == (" Paris.", "stop")  # its space kept
+    plain = ask(client, model_id, messages, False)  # a new answer after the message
+    assert plain.usage.prompt_tokens > reply.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(client, model_id, messages[:1], False, extra_body=extra)
+    assert refused.value.body["param"] == "continue_final_message"  # type: ignore[index]
+
+
 @both
 def test_tool_call_round_trip(client: openai.OpenAI, model_id: str, stream: bool) -> None:
     messages: list[Any] = [
