@@ -8,6 +8,7 @@ generation (SSE or JSON, with disconnect watching) lives in :mod:`mlxnb._server.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +37,7 @@ from mlxnb._server.source import (
     as_source,
     http_meta,
 )
+from mlxnb._server.unserved import CHAT_UNSERVED, COMPLETION_UNSERVED, Unserved, first_unserved
 from mlxnb.errors import InvalidRequestError, ModelNotFoundError
 from mlxnb.events import Done, Event
 from mlxnb.events import Usage as EngineUsage
@@ -139,6 +141,13 @@ def _unsupported(field: str, message: str) -> ApiError:
     return ApiError(400, f"{field}: {message}", "invalid_request_error", "unsupported_value", field)
 
 
+def _check_unserved(extra: dict[str, Any] | None, unserved: Mapping[str, Unserved]) -> None:
+    """Refuse the first unknown field that would change the answer, naming it."""
+    found = first_unserved(extra, unserved)
+    if found is not None:
+        raise _unsupported(*found)
+
+
 def _check_chat(body: ChatCompletionRequest) -> None:
     """Refuse what a chat request cannot be served as, naming the field.
 
@@ -146,6 +155,7 @@ def _check_chat(body: ChatCompletionRequest) -> None:
     the error can also say which field), or a last message to carry on that is not the
     assistant's (a template would cut the prompt inside it without complaint).
     """
+    _check_unserved(body.model_extra, CHAT_UNSERVED)
     continues = body.continue_final_message or (body.chat_template_kwargs or {}).get(
         "continue_final_message"
     )
@@ -168,6 +178,7 @@ def _check_chat(body: ChatCompletionRequest) -> None:
 
 def _check_completion(body: CompletionRequest, call: oa.EngineCall) -> None:
     """Refuse what ``/v1/completions`` does not serve, naming the field."""
+    _check_unserved(body.model_extra, COMPLETION_UNSERVED)
     if body.suffix:
         raise _unsupported("suffix", "fill-in-the-middle is not supported")
     if len(call.prompts) * call.n > MAX_CHOICES:

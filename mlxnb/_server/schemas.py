@@ -169,6 +169,10 @@ class _Sampling(_In):
 class ChatCompletionRequest(_Sampling):
     """Body of ``POST /v1/chat/completions``."""
 
+    # Unknown fields are kept (``model_extra``) so the route can refuse, by name, those that
+    # would change the answer (:mod:`mlxnb._server.unserved`); the rest are ignored.
+    model_config = ConfigDict(extra="allow")
+
     n: int = Field(1, ge=1, le=MAX_N, description="Choices (samples of the one prompt).")
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
@@ -201,6 +205,8 @@ class CompletionRequest(_Sampling):
     server can refuse other values with a 400 naming the field, and ``logprobs`` (0 to 5) so
     a boolean gets a 400 too.
     """
+
+    model_config = ConfigDict(extra="allow")  # as ChatCompletionRequest's
 
     prompt: PromptText | list[PromptText] | TokenIds | list[TokenIds] = Field(
         description=f"One prompt or up to {MAX_PROMPTS}: text, or token ids used as they are."

@@ -60,6 +60,19 @@ def test_a_logit_bias_past_the_vocabulary_is_a_400(http: httpx.Client, chat_body
     ("path", "extra", "field"),
     [
         ("/v1/completions", {"suffix": " world"}, "suffix"),
+        # other servers' fields that would change the answer (mlxnb._server.unserved)
+        ("/v1/chat/completions", {"min_tokens": 5}, "min_tokens"),
+        ("/v1/completions", {"ignore_eos": True}, "ignore_eos"),
+        ("/v1/chat/completions", {"guided_json": {"type": "object"}}, "guided_json"),
+        ("/v1/completions", {"stop_token_ids": [7]}, "stop_token_ids"),
+        ("/v1/chat/completions", {"xtc_probability": 0.5}, "xtc_probability"),
+        (
+            "/v1/chat/completions",
+            {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+            "functions",
+        ),
+        ("/v1/chat/completions", {"modalities": ["text", "audio"]}, "modalities"),
+        ("/v1/chat/completions", {"add_generation_prompt": False}, "add_generation_prompt"),
     ],
 )
 def test_unsupported_fields_are_named(
@@ -71,6 +84,21 @@ def test_unsupported_fields_are_named(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == field and error["code"] == "unsupported_value"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ignore_eos": False, "min_tokens": 0, "skip_special_tokens": True},
+        {"modalities": ["text"], "functions": []},
+        {"user": "u1", "store": False, "some_future_field": 1},  # no effect on the answer
+    ],
+)
+def test_fields_that_ask_for_nothing_are_accepted(
+    http: httpx.Client, chat_body: Any, extra: dict[str, Any]
+) -> None:
+    response = http.post("/v1/chat/completions", json=chat_body("say:ok", **extra))
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(("effort", "thinks"), [("none", False), ("high", True)])
