@@ -155,10 +155,14 @@ def _check_chat(body: ChatCompletionRequest) -> None:
     the error can also say which field), or a last message to carry on that is not the
     assistant's (a template would cut the prompt inside it without complaint).
     """
-    _check_unserved(body.model_extra, CHAT_UNSERVED)
     continues = body.continue_final_message or (body.chat_template_kwargs or {}).get(
         "continue_final_message"
     )
+    extra = dict(body.model_extra or {})
+    if continues and extra.get("add_generation_prompt") is False:
+        # vLLM refuses both at once, so its clients send this pair: it asks for what is served.
+        del extra["add_generation_prompt"]
+    _check_unserved(extra, CHAT_UNSERVED)
     if continues and body.messages[-1].role != "assistant":
         raise ApiError(
             400,

@@ -164,8 +164,12 @@ def test_chat_template_kwargs_reach_the_template(client: openai.OpenAI, model_id
 
 @pytest.mark.parametrize(
     "extra",
-    [{"continue_final_message": True}, {"chat_template_kwargs": {"continue_final_message": True}}],
-    ids=["vllm-field", "template-kwargs"],
+    [
+        {"continue_final_message": True},
+        {"continue_final_message": True, "add_generation_prompt": False},  # vLLM's usual pair
+        {"chat_template_kwargs": {"continue_final_message": True}},
+    ],
+    ids=["vllm-field", "vllm-pair", "template-kwargs"],
 )
 @both
 def test_a_final_assistant_message_can_be_carried_on(
