@@ -212,9 +212,9 @@ def keep_leading_space(detokenizer: Any) -> None:
 
     mlx-lm's streaming detokenizers drop a space that starts their text (right for a new
     answer); a continuation's first word (a continued message's, a raw completion's) must keep
-    it, or it sticks to the text before. Seeding
-    the text with one character already read (``offset``) turns that trim off. A detokenizer
-    whose ``text`` is computed (no plain attribute) is left as it is.
+    it, or it sticks to the text before. Seeding the text with one character already read
+    (``offset``) turns that trim off. A detokenizer whose ``text`` is computed (no plain
+    attribute) is left as it is.
     """
     try:
         detokenizer.text, detokenizer.offset = "\0", 1

@@ -155,9 +155,7 @@ def _check_chat(body: ChatCompletionRequest) -> None:
     the error can also say which field), or a last message to carry on that is not the
     assistant's (a template would cut the prompt inside it without complaint).
     """
-    continues = body.continue_final_message or (body.chat_template_kwargs or {}).get(
-        "continue_final_message"
-    )
+    continues = oa.continues_final_message(body)
     extra = dict(body.model_extra or {})
     if continues and extra.get("add_generation_prompt") is False:
         # vLLM refuses both at once, so its clients send this pair: it asks for what is served.

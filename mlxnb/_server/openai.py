@@ -158,7 +158,7 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
     kwargs = dict(request.chat_template_kwargs or {})
-    if request.continue_final_message:
+    if continues_final_message(request):
         kwargs["continue_final_message"] = True
     thinking = kwargs.pop("enable_thinking", None)
     options = sampling_fields(request, request.max_completion_tokens or request.max_tokens)
@@ -183,6 +183,15 @@ def chat_call(request: ChatCompletionRequest) -> EngineCall:
     return EngineCall(
         messages, tools, thinking if isinstance(thinking, bool) else None, options, schema
     )
+
+
+def continues_final_message(request: ChatCompletionRequest) -> bool:
+    """Whether the request carries on its final (assistant) message.
+
+    Asked by vLLM's field or by the same key in ``chat_template_kwargs``.
+    """
+    kwargs = request.chat_template_kwargs or {}
+    return bool(request.continue_final_message or kwargs.get("continue_final_message"))
 
 
 def tool_choice(request: ChatCompletionRequest) -> str | dict[str, Any] | None:
