@@ -177,7 +177,9 @@ def background_luminance(chat: Chat) -> float:
 
 def test_stop_ends_a_long_answer_early(open_chat: OpenChat, lab_page: LabPage) -> None:
     words = 1500
-    chat = open_chat([" ".join(f"w{i}" for i in range(words)), "A *short* answer."])
+    # Paced: unpaced, the answer's 2 000 tokens take ~2 s on two cores, about what the steps
+    # before the click take under load, so it could end before Stop (seen once in CI).
+    chat = open_chat([" ".join(f"w{i}" for i in range(words)), "A *short* answer."], pace=0.005)
     chat.say("Count for me")
     lab_page.page.wait_for_function(
         "() => (document.querySelector('[data-testid=content]')?.textContent ?? '').length > 60"
