@@ -122,14 +122,16 @@ async def test_cancel_frees_the_slot_within_a_step_and_queued_request_runs(
         if seen == 5:
             break
     await stream.aclose()
+    # Closing has set the request's cancel flag. How far the worker got before it is not the
+    # cancel's doing: deliveries batch up to a wake interval of tokens. From the flag on, the
+    # worker may finish only the step mlx-lm already has in flight.
     steps_at_cancel = long_proc.step
     assert queued_task is not None
     queued = await queued_task
     assert queued.content == "queued request done"
     assert short_proc.step > 0
-    assert steps_at_cancel < 5 + 5, "the cancelled request kept generating"
     await asyncio.sleep(0.2)
-    assert long_proc.step <= steps_at_cancel + 1
+    assert long_proc.step <= steps_at_cancel + 1, "the cancelled request kept generating"
     assert engine.pending == 0
 
 
@@ -147,9 +149,10 @@ async def test_task_cancellation_ends_generation(single_slot_engine: mlxnb.Engin
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    steps_at_cancel = proc.step  # the stream's cleanup has set the cancel flag
     after = await engine.agenerate(HI, max_tokens=3)
     assert after.finish_reason == "length"
-    assert proc.step < 3 + 10
+    assert proc.step <= steps_at_cancel + 1, "the cancelled request kept generating"
 
 
 class Boom(RuntimeError):
