@@ -33,6 +33,7 @@ from mlxnb._server.anthropic_schemas import (
 )
 from mlxnb._server.errors import ApiError, validation_error
 from mlxnb._server.openai import EngineCall
+from mlxnb._server.unserved import MESSAGES_UNSERVED, first_unserved
 from mlxnb.events import ContentDelta, Done, Event, ThinkingDelta, ToolCall, ToolCallError, Usage
 
 MESSAGES_PATH = "/v1/messages"
@@ -179,8 +180,12 @@ def messages_call(request: MessagesRequest) -> EngineCall:
     ``continue_final_message``), and the reply holds only what comes after it, as Anthropic's.
 
     Raises:
-        MessagesError: A block in the wrong role, or a prefill that cannot be carried on.
+        MessagesError: A block in the wrong role, a prefill that cannot be carried on, or
+            another API's field that would change the answer (:mod:`mlxnb._server.unserved`).
     """
+    found = first_unserved(request.model_extra, MESSAGES_UNSERVED)
+    if found is not None:
+        raise invalid(*found)
     choice = request.tool_choice
     prefilled = request.messages[-1].role == "assistant"
     if prefilled:

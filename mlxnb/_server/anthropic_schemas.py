@@ -2,8 +2,9 @@
 
 Validation lives here so a malformed request is refused naming the field before anything reaches
 the engine; :mod:`mlxnb._server.anthropic` turns a validated body into engine arguments. Fields
-the server does not use (``metadata``, ``service_tier``, ``cache_control``, ``citations`` …) are
-ignored, as on the OpenAI routes; block types it cannot serve (documents, server tools) fail
+with no effect on the answer (``metadata``, ``service_tier``, ``cache_control``, ``citations`` …)
+are ignored, as on the OpenAI routes, and those that would change it are refused by name
+(:mod:`mlxnb._server.unserved`); block types it cannot serve (documents, server tools) fail
 validation rather than being dropped.
 """
 
@@ -192,6 +193,10 @@ class OutputConfig(_In):
 
 class MessagesRequest(_In):
     """Body of ``POST /v1/messages``."""
+
+    # Unknown fields are kept (``model_extra``) so the translation can refuse, by name, those
+    # that would change the answer (:mod:`mlxnb._server.unserved`); the rest are ignored.
+    model_config = ConfigDict(extra="allow")
 
     model: Name
     max_tokens: int = Field(ge=1, le=MAX_TOKENS)

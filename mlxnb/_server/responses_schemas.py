@@ -2,7 +2,7 @@
 
 Validation lives here so a malformed request is refused naming the field before anything reaches
 the engine; :mod:`mlxnb._server.responses` turns a validated body into engine arguments. Fields
-the server does not use (``include``, ``service_tier``, ``prompt_cache_key`` …) are ignored, as
+with no effect on the answer (``service_tier``, ``prompt_cache_key`` …) are ignored, as
 on the other routes. Input items, content parts and tools of a type the server cannot serve
 (``item_reference``, ``input_file``, ``web_search`` …) are accepted here as ``Other*`` models so
 the translation can refuse them with a 400 naming the type, rather than a union error.
@@ -230,6 +230,10 @@ class ReasoningConfig(_In):
 class ResponsesRequest(_In):
     """Body of ``POST /v1/responses``."""
 
+    # Unknown fields are kept (``model_extra``) so the route can refuse, by name, those that
+    # would change the answer (:mod:`mlxnb._server.unserved`); the rest are ignored.
+    model_config = ConfigDict(extra="allow")
+
     model: Name
     input: Text | Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)] | None = None
     instructions: Text | None = None
@@ -258,3 +262,6 @@ class ResponsesRequest(_In):
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Refused unless 0.")
     conversation: str | dict[str, Any] | None = Field(None, description="Refused.")
     prompt: dict[str, Any] | None = Field(None, description="Refused: no stored prompts.")
+    include: list[Name] | None = Field(
+        None, max_length=64, description="Log-probabilities are refused; the rest ask nothing."
+    )

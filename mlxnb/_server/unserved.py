@@ -76,6 +76,55 @@ CHAT_UNSERVED: Mapping[str, Unserved] = {
 COMPLETION_UNSERVED: Mapping[str, Unserved] = _SAMPLING
 """``/v1/completions`` fields refused by name."""
 
+_ON_CHAT = "served on /v1/chat/completions, not on this route"
+_CHAT_SAMPLING = {
+    # Chat Completions' (and this server's) sampling fields, sent to a route without them
+    "seed": Unserved(_ON_CHAT),
+    "min_p": Unserved(_ON_CHAT, (None, 0, 0.0)),
+    "repetition_penalty": Unserved(_ON_CHAT, (None, 1, 1.0)),
+    "presence_penalty": Unserved(_ON_CHAT, (None, 0, 0.0)),
+    "frequency_penalty": Unserved(_ON_CHAT, (None, 0, 0.0)),
+    "logit_bias": Unserved(_ON_CHAT, (None, {})),
+    "prompt_lookup": Unserved(_ON_CHAT, (None, 0)),
+    "logprobs": Unserved(_ON_CHAT, (None, False)),
+    "n": Unserved(_ON_CHAT, (None, 1)),
+    "chat_template_kwargs": Unserved(_ON_CHAT, (None, {})),
+    "continue_final_message": Unserved(_ON_CHAT, (None, False)),
+    "functions": CHAT_UNSERVED["functions"],
+    "function_call": CHAT_UNSERVED["function_call"],
+    "audio": CHAT_UNSERVED["audio"],
+    "modalities": CHAT_UNSERVED["modalities"],
+    "context_management": Unserved("context management (compaction) is not served", (None, [])),
+}
+RESPONSES_UNSERVED: Mapping[str, Unserved] = {
+    **_SAMPLING,
+    **_CHAT_SAMPLING,
+    "top_k": Unserved(_ON_CHAT, (None, 0, -1)),
+    "stop": Unserved(_ON_CHAT, (None, [])),
+    "max_tokens": Unserved("use max_output_tokens"),
+    "max_completion_tokens": Unserved("use max_output_tokens"),
+    "response_format": Unserved("use text.format"),
+    "reasoning_effort": Unserved("use reasoning.effort"),
+    "moderation": Unserved("moderation is not served"),
+}
+"""``/v1/responses`` fields refused by name."""
+MESSAGES_UNSERVED: Mapping[str, Unserved] = {
+    **_SAMPLING,
+    **_CHAT_SAMPLING,
+    "stop": Unserved("use stop_sequences", (None, [])),
+    "max_completion_tokens": Unserved("use max_tokens"),
+    "response_format": Unserved("use output_config.format"),
+    "reasoning_effort": Unserved("use thinking"),
+    "container": Unserved("containers (code execution) are not served"),
+    "mcp_servers": Unserved("MCP servers are not connected here; send their tools", (None, [])),
+}
+"""``/v1/messages`` fields refused by name."""
+UNSERVED_INCLUDES: Mapping[str, str] = {
+    "message.output_text.logprobs": "log-probabilities are served on /v1/chat/completions",
+}
+"""``include`` values of ``/v1/responses`` that ask for output this server does not give (the
+others name output of tools it refuses anyway, or of inputs it already has)."""
+
 
 def first_unserved(
     extra: Mapping[str, Any] | None, unserved: Mapping[str, Unserved]

@@ -86,6 +86,59 @@ def test_unsupported_fields_are_named(
     assert error["param"] == field and error["code"] == "unsupported_value"
 
 
+def _body(path: str, model_id: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A small request to ``path`` with ``extra`` fields."""
+    if path == "/v1/responses":
+        return {"model": model_id, "input": "Hi", "max_output_tokens": 2, **extra}
+    body: dict[str, Any] = {"model": model_id, "max_tokens": 2, **extra}
+    body.update({"prompt": "Hi"} if path == "/v1/completions" else {"messages": HI})
+    return body
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "field"),
+    [
+        # the Responses and Messages APIs have no such fields; the chat route serves some
+        ("/v1/responses", {"seed": 7}, "seed"),
+        ("/v1/responses", {"stop": ["."]}, "stop"),
+        ("/v1/responses", {"max_tokens": 5}, "max_tokens"),
+        ("/v1/responses", {"min_tokens": 5}, "min_tokens"),
+        ("/v1/responses", {"include": ["message.output_text.logprobs"]}, "include"),
+        ("/v1/responses", {"context_management": [{"type": "compaction"}]}, "context_management"),
+        ("/v1/messages", {"stop": ["."]}, "stop"),
+        ("/v1/messages", {"repetition_penalty": 1.3}, "repetition_penalty"),
+        ("/v1/messages", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/messages", {"container": "container_1"}, "container"),
+        ("/v1/messages", {"mcp_servers": [{"type": "url", "url": "http://x"}]}, "mcp_servers"),
+    ],
+)
+def test_fields_other_apis_take_are_named_on_responses_and_messages(
+    http: httpx.Client, model_id: str, path: str, extra: dict[str, Any], field: str
+) -> None:
+    response = http.post(path, json=_body(path, model_id, extra))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"{field}: ")
+    if path == "/v1/responses":
+        assert error["param"] == field and error["code"] == "unsupported_value"
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/v1/responses", {"seed": None, "n": 1, "logprobs": False, "prompt_cache_key": "k"}),
+        ("/v1/responses", {"include": ["reasoning.encrypted_content"], "safety_identifier": "s"}),
+        ("/v1/messages", {"stop": [], "min_p": 0, "inference_geo": "us", "speed": "standard"}),
+    ],
+)
+def test_responses_and_messages_accept_what_asks_for_nothing(
+    http: httpx.Client, model_id: str, path: str, extra: dict[str, Any]
+) -> None:
+    response = http.post(path, json=_body(path, model_id, extra))
+    assert response.status_code == 200, response.text
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -114,3 +167,21 @@ def test_reasoning_effort_turns_thinking_off_or_on(
     assert off.usage.prompt_tokens != on.usage.prompt_tokens
     expected = on if thinks else off
     assert response.json()["usage"]["prompt_tokens"] == expected.usage.prompt_tokens
+
+
+def test_the_sdks_see_the_refusal_name_the_field(
+    client: openai.OpenAI, server: ServerHandle, model_id: str
+) -> None:
+    import anthropic
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=model_id, input="Hi", extra_body={"seed": 7})
+    assert refused.value.param == "seed"
+    base = server.url.removesuffix("/v1")
+    with anthropic.Anthropic(base_url=base, api_key="x", max_retries=0) as claude:
+        with pytest.raises(anthropic.BadRequestError) as named:
+            claude.messages.create(
+                model=model_id, max_tokens=2, messages=HI, extra_body={"stop": ["."]}
+            )
+    assert isinstance(named.value.body, dict)
+    assert named.value.body["error"]["message"] == "stop: use stop_sequences"
