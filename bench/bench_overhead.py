@@ -117,6 +117,16 @@ class Run:
     text_head: str = ""
     gap: float = 0.0  # --gaps: median seconds from a token's detokenizing to the next model call
     notifier_cpu: float = 0.0  # the notifier thread, which wakes the consumer (ours only)
+    # Tokens per second from the first token to the last, as each side's loop times them (raw:
+    # when its loop gets a token; ours: the worker's own stamps, in the Done's usage): the rate
+    # that per-token overhead slows, without the time to the first token.
+    decode_tps: float = 0.0
+    segments: dict[str, float] | None = None  # --gaps: each of SEGMENTS' mean seconds a token
+
+    @property
+    def outside_decode(self) -> float:
+        """Seconds of the run outside its decode window: before the first token, after the last."""
+        return self.wall - (self.tokens - 1) / self.decode_tps if self.decode_tps else 0.0
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -164,16 +174,27 @@ class Text:
                 self.head = (self.head + text)[:TEXT_HEAD]
 
 
+SEGMENTS = ("build", "wait", "between")
+"""A token's time on the launching thread, in three parts (see :class:`Gaps`)."""
+
+
 class Gaps:
     """``--gaps``: each wait from a token reaching the detokenizer to the next model call.
 
     Both sides detokenize with copies of the same mlx-lm detokenizer, and both call the model
-    through :class:`TimedModel`, so the two ends are the same points on either side.
+    through :class:`TimedModel`, so the two ends are the same points on either side. The same
+    marks cut each token's time into three :data:`SEGMENTS`, whose means add up to the time a
+    token takes: ``build`` (the model call: building the step's graph), ``wait`` (from its
+    return to the next token reaching the detokenizer: the sampler, launching the step,
+    waiting for the token ahead) and ``between`` (from there to the next model call: the
+    side's bookkeeping, and any wait for the GIL).
     """
 
     def __init__(self) -> None:
         self._since: dict[int, float] = {}
+        self._built: dict[int, float] = {}
         self.values: list[float] = []
+        self.segments: dict[str, list[float]] = {name: [] for name in SEGMENTS}
         self._restore: Callable[[], None] = lambda: None
 
     def install(self, tokenizer: Any) -> None:
@@ -182,7 +203,11 @@ class Gaps:
         add_token = cls.add_token
 
         def marked(detokenizer: Any, token: int) -> None:
-            self._since[threading.get_ident()] = time.perf_counter()
+            thread, now = threading.get_ident(), time.perf_counter()
+            self._since[thread] = now
+            built = self._built.pop(thread, None)
+            if built is not None:
+                self.segments["wait"].append(now - built)
             add_token(detokenizer, token)
 
         cls.add_token = marked
@@ -192,16 +217,30 @@ class Gaps:
         """Undo :meth:`install`."""
         self._restore()
 
-    def model_called(self) -> None:
+    def model_called(self) -> float:
+        """Note a model call starting on this thread; returns the time it starts."""
+        now = time.perf_counter()
         since = self._since.pop(threading.get_ident(), None)
         if since is not None:
-            self.values.append(time.perf_counter() - since)
+            self.values.append(now - since)
+            self.segments["between"].append(now - since)
+        return now
 
-    def take(self) -> float:
-        """The median wait since the last call (0 when none), and start again."""
+    def model_returned(self, started: float) -> None:
+        """Note the model call begun at ``started`` returning on this thread."""
+        now = time.perf_counter()
+        self._built[threading.get_ident()] = now
+        self.segments["build"].append(now - started)
+
+    def take(self) -> tuple[float, dict[str, float]]:
+        """The median wait and each segment's mean since the last call (0 when none), and
+        start again."""
         values, self.values = self.values, []
+        segments, self.segments = self.segments, {name: [] for name in SEGMENTS}
         self._since.clear()
-        return statistics.median(values) if values else 0.0
+        self._built.clear()
+        means = {name: statistics.fmean(got) if got else 0.0 for name, got in segments.items()}
+        return (statistics.median(values) if values else 0.0), means
 
 
 class TimedModel:
@@ -212,8 +251,10 @@ class TimedModel:
         self._gaps = gaps
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._gaps.model_called()
-        return self._model(*args, **kwargs)
+        started = self._gaps.model_called()
+        out = self._model(*args, **kwargs)
+        self._gaps.model_returned(started)
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -237,12 +278,16 @@ def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
     prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
     count = 0
     text = Text()
+    first = last = 0.0
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
     for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
+        last = time.perf_counter()
+        first = first or last
         count = response.generation_tokens
         text.add(response.text)
     wall, cpu = time.perf_counter() - start_wall, time.thread_time() - start_cpu
-    return Run(count, wall, cpu, text_pieces=text.pieces, text_head=text.head)
+    decode = (count - 1) / (last - first) if last > first else 0.0
+    return Run(count, wall, cpu, text_pieces=text.pieces, text_head=text.head, decode_tps=decode)
 
 
 def worker_cpu(engine: mlxnb.Engine) -> float:
@@ -303,6 +348,7 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
         text.pieces,
         text.head,
         notifier_cpu=notifier,
+        decode_tps=done.usage.generation_tps or 0.0,
     )
 
 
@@ -326,6 +372,7 @@ def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
         consumer,
         arrivals.longest,
         notifier_cpu=notifier,
+        decode_tps=done.usage.generation_tps or 0.0,
     )
 
 
@@ -456,7 +503,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 runs[name] = sides[name](args.tokens)
             if gaps is not None:
-                runs[name] = replace(runs[name], gap=gaps.take())
+                gap, segments = gaps.take()
+                runs[name] = replace(runs[name], gap=gap, segments=segments)
         for name in sides:
             side_pairs[name].append((runs[RAW], runs[name]))
     engine.close()
@@ -505,7 +553,31 @@ def gap_figures(pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
             [o - r for o, r in zip(ours, raw, strict=True)],
             unit="us",
         ),
+        **segment_figures(pairs),
     }
+
+
+SEGMENT_LABELS = {
+    "build": "the model call (building the graph)",
+    "wait": "model call's end to the next token (launch, wait)",
+    "between": "next token to the next model call (bookkeeping)",
+}
+
+
+def segment_figures(pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
+    """``--gaps``: where a token's time goes, as means per token, raw beside the engine."""
+    if not all(raw.segments and ours.segments for raw, ours in pairs):
+        return {}
+    figures = {}
+    for name in SEGMENTS:
+        raw = [1e6 * raw.segments[name] for raw, _ in pairs]  # type: ignore[index]
+        ours = [1e6 * ours.segments[name] for _, ours in pairs]  # type: ignore[index]
+        label = SEGMENT_LABELS[name]
+        figures[f"raw_{name}_us"] = figure(f"raw: mean {label}", raw, unit="us")
+        figures[f"{name}_overhead_us"] = figure(
+            "  engine - raw, per round", [o - r for o, r in zip(ours, raw, strict=True)], unit="us"
+        )
+    return figures
 
 
 def report(
@@ -539,6 +611,17 @@ def report(
         "consumer_cpu_us": figure("engine: consumer loop CPU per token", consumer, unit="us"),
         "notifier_cpu_us": figure("engine: notifier thread CPU per token", notifier, unit="us"),
         "engine_vs_raw": figure("ratio engine ÷ raw tokens/s", ratios, unit="x", target=">= 0.97"),
+        "engine_vs_raw_decode": figure(
+            "ratio engine ÷ raw decode tokens/s (first token to last)",
+            [ours.decode_tps / raw.decode_tps for raw, ours in pairs],
+            unit="x",
+            target=">= 0.97",
+        ),
+        "outside_decode_ms": figure(
+            "time outside the decode (to the first token, after the last), engine - raw",
+            [1e3 * (ours.outside_decode - raw.outside_decode) for raw, ours in pairs],
+            unit="ms",
+        ),
         "longest_wait_ms": figure(
             "engine: consumer's longest wait between tokens", waits, unit="ms"
         ),
@@ -569,6 +652,14 @@ def report(
         ]
         figures["engine_vs_aa"] = figure(
             "ratio engine ÷ raw on a thread (A/A), same round", versus, unit="x"
+        )
+        figures["engine_vs_aa_decode"] = figure(
+            "ratio engine ÷ A/A decode tokens/s, same round",
+            [
+                ours.decode_tps / aa.decode_tps
+                for (_, ours), aa in zip(pairs, same_rounds, strict=True)
+            ],
+            unit="x",
         )
     import mlx.core as mx
 
@@ -601,6 +692,10 @@ def report(
             "engine_text_head": ours.text_head,
             "raw_gap_s": raw.gap,
             "engine_gap_s": ours.gap,
+            "raw_segments_s": raw.segments,
+            "engine_segments_s": ours.segments,
+            "raw_decode_tps": raw.decode_tps,
+            "engine_decode_tps": ours.decode_tps,
         }
         for raw, ours in pairs
     ]
