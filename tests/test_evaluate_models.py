@@ -30,10 +30,10 @@ def test_three_models_under_a_one_model_budget_run_one_at_a_time(
     resident_at_load: list[int] = []
     real = engine_module.load_text_model
 
-    def counting(ref: Any) -> Any:
+    def counting(ref: Any, adapter_path: Any = None) -> Any:
         frame = pool.models()
         resident_at_load.append(int((frame["state"] == "ready").sum()))
-        return real(ref)
+        return real(ref, adapter_path)
 
     monkeypatch.setattr(engine_module, "load_text_model", counting)
     options: dict[str, Any] = {"max_tokens": 3, "temperature": 0.0, "progress": False}

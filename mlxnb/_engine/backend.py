@@ -194,7 +194,9 @@ def load_error(text: str, target: str, error: BaseException) -> Exception:
     return ModelLoadError(f"could not load {text!r}: {type(error).__name__}: {error}")
 
 
-def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
+def load_text_model(
+    ref: str | Path, adapter_path: str | Path | None = None
+) -> tuple[Any, Any, str]:
     """Load ``ref`` as ``mlx_lm.load`` does, mapping failures to mlxnb errors.
 
     A local directory's tokenizer is loaded once per process while its files stay the same
@@ -202,17 +204,21 @@ def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
 
     Args:
         ref: A local model directory or a Hugging Face repo id (``org/name``).
+        adapter_path: LoRA adapters to apply, as ``mlx_lm.load(..., adapter_path=...)`` does.
 
     Returns:
         ``(model, tokenizer, model_id)``.
 
     Raises:
-        ModelNotFoundError: Nothing at the path, and not a repo id that can be found.
-        ModelLoadError: The model exists but mlx-lm cannot load it.
+        ModelNotFoundError: Nothing at the path (or no adapters at ``adapter_path``), and not a
+            repo id that can be found.
+        ModelLoadError: The model exists but mlx-lm cannot load it, or the adapters do not fit
+            it.
     """
     import mlx_lm
 
     text, target = str(ref), resolve_model(ref)
+    adapters = None if adapter_path is None else _adapter_folder(adapter_path)
     try:
         if Path(target).is_dir():
             model, tokenizer = load_local_model(Path(target))
@@ -220,7 +226,43 @@ def load_text_model(ref: str | Path) -> tuple[Any, Any, str]:
             model, tokenizer = mlx_lm.load(target)
     except Exception as error:
         raise load_error(text, target, error) from error
+    if adapters is not None:
+        from mlx_lm.utils import load_adapters
+
+        try:
+            model = load_adapters(model, str(adapters))
+        except Exception as error:
+            raise ModelLoadError(
+                f"could not apply the adapters in {str(adapter_path)!r} to {text!r}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        model.eval()
     return model, tokenizer, text
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
+"""What ``mlx_lm.lora`` writes into an adapters folder, and ``mlx_lm.load`` reads from it."""
+
+
+def _adapter_folder(adapter_path: str | Path) -> Path:
+    """The adapters folder, checked before the model loads.
+
+    Raises:
+        ModelNotFoundError: It is missing, or lacks one of :data:`ADAPTER_FILES`.
+    """
+    folder = Path(adapter_path).expanduser()
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ModelNotFoundError(
+            f"no LoRA adapters in {str(adapter_path)!r}: "
+            + (
+                "the folder does not exist"
+                if not folder.is_dir()
+                else f"{', '.join(missing)} missing"
+            )
+            + " (mlx_lm.lora writes adapter_config.json and adapters.safetensors)"
+        )
+    return folder
 
 
 def load_draft_model(ref: str | Path, tokenizer: Any) -> Any:

@@ -38,17 +38,21 @@ class LocalModel:
     source: Literal["directory", "hf-cache"]
 
 
-def model_name(ref: str | Path) -> str:
+def model_name(ref: str | Path, adapter_path: str | Path | None = None) -> str:
     """The public name of a model reference, never an absolute path.
 
     Args:
         ref: A Hugging Face repo id, a local model directory, or a snapshot folder in the
             Hugging Face cache.
+        adapter_path: LoRA adapters applied to it: their folder's name follows a ``+``.
 
     Returns:
         The repo id as given (``"mlx-community/Qwen3-0.6B-4bit"``); ``org/name`` for a path
         inside the cache (``.../models--org--name/snapshots/<rev>``); else the directory's name.
+        With adapters, ``"<that>+<the adapters' folder name>"``.
     """
+    if adapter_path is not None:
+        return f"{model_name(ref)}+{Path(os.path.abspath(Path(adapter_path).expanduser())).name}"
     text = str(ref)
     path = Path(text).expanduser()
     if _looks_like_repo_id(text) and not path.exists():

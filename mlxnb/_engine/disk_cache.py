@@ -21,23 +21,33 @@ from typing import Any
 SUFFIX = ".safetensors"
 
 
-def model_fingerprint(path: str | Path, name: str) -> str:
+def model_fingerprint(path: str | Path, name: str, adapter_path: str | Path | None = None) -> str:
     """What identifies a model's KV caches: its name, ``config.json`` and weight files.
 
     A changed weight file (other size or modification time) gives another fingerprint, so a
     cache from other weights is never loaded. A repo id without a local folder falls back to
-    the name alone.
+    the name alone. LoRA adapters change every layer's keys and values, so their folder's
+    config and weights count as the model's (two folders both named ``adapters`` differ).
     """
     digest = hashlib.sha256(name.encode())
-    folder = Path(str(path)).expanduser()
-    if folder.is_dir():
-        config = folder / "config.json"
-        if config.is_file():
-            digest.update(config.read_bytes())
-        for weights in sorted(folder.glob("*.safetensors")):
-            stat = weights.stat()
-            digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    _add_folder(digest, Path(str(path)).expanduser(), "config.json")
+    if adapter_path is not None:
+        adapters = Path(str(adapter_path)).expanduser()
+        digest.update(f"adapters:{adapters.resolve()}".encode())
+        _add_folder(digest, adapters, "adapter_config.json")
     return digest.hexdigest()[:24]
+
+
+def _add_folder(digest: Any, folder: Path, config_name: str) -> None:
+    """Add a folder's config file (its bytes) and weight files (name, size, time) to ``digest``."""
+    if not folder.is_dir():
+        return
+    config = folder / config_name
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for weights in sorted(folder.glob("*.safetensors")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
 
 
 @dataclass

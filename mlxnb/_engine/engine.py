@@ -111,6 +111,11 @@ class Engine:
             checks in one call (speculative decoding; the output is unchanged). Requests with
             stateful logits processors, a JSON schema or a thinking budget decode without it.
         num_draft_tokens: Tokens the draft model proposes per step.
+        adapter_path: A folder of LoRA (or DoRA) adapters as ``mlx_lm.lora`` writes them
+            (``adapter_config.json`` and ``adapters.safetensors``), applied to the model as
+            ``mlx_lm.load(..., adapter_path=...)`` applies them: the fine-tuned model, unfused.
+            The default name then ends in ``+`` and the folder's name, so base and fine-tuned
+            models are told apart in audit rows, listings and the picker. Text models only.
         kv_bits: Quantise each sequence's KV cache to this many bits (2, 3, 4, 5, 6 or 8) once
             it holds ``quantized_kv_start`` tokens, as mlx-lm does: a long context in a
             fraction of the memory (4 bits: about 3.5x less than bf16), at some cost in
@@ -152,6 +157,7 @@ class Engine:
         prompt_cache_dir_bytes: int = 2 << 30,
         draft_model: str | Path | None = None,
         num_draft_tokens: int = 3,
+        adapter_path: str | Path | None = None,
         kv_bits: int | None = None,
         kv_group_size: int = 64,
         quantized_kv_start: int = DEFAULT_START,
@@ -163,11 +169,17 @@ class Engine:
         quantization = kv_quantization(kv_bits, kv_group_size, quantized_kv_start)
         self._lockstep = join_group() if distributed else None
         if self._lockstep is not None:
-            refuse_unsharded(draft_model=draft_model, prompt_cache_dir=prompt_cache_dir)
+            refuse_unsharded(
+                draft_model=draft_model,
+                prompt_cache_dir=prompt_cache_dir,
+                adapter_path=adapter_path,
+            )
         self._draft_model = draft_model
         self._num_draft_tokens = num_draft_tokens
         self.path = str(model)
-        self.model_id = name or model_name(model)
+        #: The LoRA adapters' folder applied to the model (``None``: the model as it is).
+        self.adapter_path = None if adapter_path is None else str(adapter_path)
+        self.model_id = name or model_name(model, self.adapter_path)
         self._kind = kind
         self.allow_remote_images = allow_remote_images
         self.max_tokens = max_tokens
@@ -206,7 +218,7 @@ class Engine:
 
     def _load_backend(self) -> Backend:
         if self._disk_cache is not None:
-            self._disk_cache.bind(model_fingerprint(self.path, self.model_id))
+            self._disk_cache.bind(model_fingerprint(self.path, self.model_id, self.adapter_path))
         config = read_config(self.path) or {}  # read once: the kind and the context length
         limit = context_length(config)
         sampling = generation_defaults(read_config(self.path, "generation_config.json"))
@@ -215,6 +227,8 @@ class Engine:
                 raise InvalidRequestError("distributed=True works with text models only")
             if self._draft_model is not None:
                 raise InvalidRequestError("draft_model works with text models only")
+            if self.adapter_path is not None:
+                raise InvalidRequestError("adapter_path works with text models only")
             if self._worker_config.kv_quantization is not None:
                 raise InvalidRequestError(
                     "kv_bits works with text models only (mlx-vlm decodes with full-precision KV)"
@@ -226,7 +240,7 @@ class Engine:
         if self._lockstep is not None:
             model, tokenizer, _ = load_sharded_text_model(self.path, self._lockstep.group)
         else:
-            model, tokenizer, _ = load_text_model(self.path)
+            model, tokenizer, _ = load_text_model(self.path, self.adapter_path)
         backend = TextBackend(model, tokenizer, self.model_id, limit, sampling)
         if self._draft_model is not None:
             backend.draft_model = load_draft_model(self._draft_model, tokenizer)

@@ -72,7 +72,7 @@ class ModelRegistry:
         )
         with self._lock:
             if name is None:
-                name = self._free_name(ref)
+                name = self._free_name(ref, engine_options.get("adapter_path"))
             if name in self._profiles:
                 raise InvalidRequestError(f"{name!r} is already a profile's name")
             entry = self._entries.get(name)
@@ -86,12 +86,18 @@ class ModelRegistry:
             entry.pinned = entry.pinned or pin
         return name
 
-    def _free_name(self, ref: str) -> str:
-        """``ref``'s name, or its name with a number when another model has it already."""
+    def _free_name(self, ref: str, adapter_path: str | Path | None = None) -> str:
+        """``ref``'s name (with its adapters'), or that with a number when another model has it.
+
+        The same model with other LoRA adapters (or none) is another model: another name.
+        """
+        adapters = None if adapter_path is None else str(adapter_path)
         for entry in self._entries.values():
-            if entry.ref == ref and "#" not in entry.name:
+            theirs = entry.options.get("adapter_path")
+            same = adapters == (None if theirs is None else str(theirs))
+            if entry.ref == ref and same and "#" not in entry.name:
                 return entry.name
-        base = model_name(ref)
+        base = model_name(ref, adapter_path)
         name, number = base, 2
         while name in self._entries or name in self._profiles:
             name, number = f"{base}-{number}", number + 1

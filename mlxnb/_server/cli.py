@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         help="tokens a sequence holds before its KV cache is quantised (default 5000)",
     )
     serve.add_argument(
+        "--adapter-path",
+        metavar="DIR",
+        help="apply the LoRA adapters mlx_lm.lora wrote in DIR to the model (one model)",
+    )
+    serve.add_argument(
         "--distributed",
         action="store_true",
         help="shard the model over the processes mlx.launch started (rank 0 serves; one model)",
@@ -74,8 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The served engines' options the command line set (sharding, KV quantisation)."""
+    """The served engines' options the command line set (sharding, adapters, KV quantisation)."""
     options: dict[str, Any] = {"distributed": True} if args.distributed else {}
+    if args.adapter_path is not None:
+        options["adapter_path"] = args.adapter_path
     if args.kv_bits is None:
         return options
     return {
@@ -103,6 +110,10 @@ def _serve(args: argparse.Namespace) -> int:
         status = follow_unless_leading(model, **engine_options(args))
         if status is not None:  # rank 0 serves; this rank followed it to the end
             return status
+    if args.adapter_path is not None and len(args.models) > 1:
+        from mlxnb.errors import InvalidRequestError
+
+        raise InvalidRequestError("--adapter-path applies to one model; name one MODEL")
     warn_if_exposed(args.host, args.api_key)
     sock = bind_socket(args.host, args.port)  # fail on a busy port before loading a model
     models = list(args.models) or [_default_model()]

@@ -52,7 +52,10 @@ _SAMPLING = {
     "repetition_context_size": Unserved("mlx_lm.server's field is not served here"),
     "xtc_probability": Unserved("mlx_lm.server's field is not served here", (None, 0, 0.0)),
     "xtc_threshold": Unserved("mlx_lm.server's field is not served here"),
-    "adapters": Unserved("adapters are chosen when a model is loaded, not per request"),
+    "adapters": Unserved(
+        "LoRA adapters are applied when a model is loaded (mlxnb.load(model, adapter_path=...),"
+        " mlxnb serve --adapter-path), not per request"
+    ),
     "draft_model": Unserved("a draft model is chosen when a model is loaded (draft_model=)"),
     "num_draft_tokens": Unserved("a draft model is chosen when a model is loaded (draft_model=)"),
 }

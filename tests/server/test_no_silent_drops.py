@@ -178,10 +178,12 @@ def test_the_sdks_see_the_refusal_name_the_field(
         client.responses.create(model=model_id, input="Hi", extra_body={"seed": 7})
     assert refused.value.param == "seed"
     base = server.url.removesuffix("/v1")
-    with anthropic.Anthropic(base_url=base, api_key="x", max_retries=0) as claude:
-        with pytest.raises(anthropic.BadRequestError) as named:
-            claude.messages.create(
-                model=model_id, max_tokens=2, messages=HI, extra_body={"stop": ["."]}
-            )
+    with (
+        anthropic.Anthropic(base_url=base, api_key="x", max_retries=0) as claude,
+        pytest.raises(anthropic.BadRequestError) as named,
+    ):
+        claude.messages.create(
+            model=model_id, max_tokens=2, messages=HI, extra_body={"stop": ["."]}
+        )
     assert isinstance(named.value.body, dict)
     assert named.value.body["error"]["message"] == "stop: use stop_sequences"
