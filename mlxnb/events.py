@@ -178,12 +178,15 @@ class TokenLogprob:
         id: Its token id.
         logprob: Its log-probability (natural log).
         top_logprobs: The ``k`` most likely tokens there, most likely first.
+        reasoning: Whether the token belongs to a thinking block (its markers included), not
+            to the answer.
     """
 
     token: str
     id: int
     logprob: float
     top_logprobs: tuple[TopLogprob, ...] = ()
+    reasoning: bool = False
     type: Literal["logprob"] = field(default="logprob", init=False)
 
     def to_openai(self) -> dict[str, Any]:

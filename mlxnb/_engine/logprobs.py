@@ -7,7 +7,9 @@ from typing import Any, cast
 from mlxnb.events import TokenLogprob, TopLogprob
 
 
-def token_logprob(tokenizer: Any, token: int, logprobs: Any, top: int) -> TokenLogprob:
+def token_logprob(
+    tokenizer: Any, token: int, logprobs: Any, top: int, reasoning: bool = False
+) -> TokenLogprob:
     """The :class:`~mlxnb.events.TokenLogprob` of ``token`` (on the worker thread: reads MLX).
 
     Args:
@@ -15,6 +17,7 @@ def token_logprob(tokenizer: Any, token: int, logprobs: Any, top: int) -> TokenL
         token: The generated token id.
         logprobs: The log-probabilities it was sampled from (any shape holding one vocabulary).
         top: How many of the most likely tokens to list (0: none).
+        reasoning: Whether the token is part of a thinking block.
     """
     import mlx.core as mx
 
@@ -26,4 +29,5 @@ def token_logprob(tokenizer: Any, token: int, logprobs: Any, top: int) -> TokenL
         values = cast("list[float]", row[ids].tolist())
         ranked = sorted(zip(chosen, values, strict=True), key=lambda pair: -pair[1])
         alternatives = tuple(TopLogprob(tokenizer.decode([i]), i, v) for i, v in ranked)
-    return TokenLogprob(tokenizer.decode([token]), token, float(row[token].item()), alternatives)
+    logprob = float(row[token].item())
+    return TokenLogprob(tokenizer.decode([token]), token, logprob, alternatives, reasoning)

@@ -602,12 +602,13 @@ class Worker(GroupTurns):
         if reason is not None:
             detokenizer.finalize()
         events = parser.feed(detokenizer.last_segment)
+        thought = thinking or parser.in_reasoning  # a thinking block's markers count as its tokens
         options = active.request.options
         if options.wants_logprobs and logprobs is not None:
             assert self.backend is not None
-            entry = token_logprob(self.backend.tokenizer, token, logprobs, options.top_logprobs)
-            events = [entry, *events]
-        if thinking or parser.in_reasoning:  # a thinking block's markers count as its tokens
+            tokenizer, top = self.backend.tokenizer, options.top_logprobs
+            events = [token_logprob(tokenizer, token, logprobs, top, thought), *events]
+        if thought:
             active.reasoning_tokens += 1
         if reason is None and parser.stopped:
             reason = "stop"

@@ -19,6 +19,7 @@ from typing import Any
 from mlxnb._server.errors import ApiError
 from mlxnb._server.openai import EngineCall, effort_options
 from mlxnb._server.responses_schemas import (
+    LOGPROBS_INCLUDE,
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionTool,
@@ -34,7 +35,16 @@ from mlxnb._server.responses_schemas import (
     TextFormatJsonObject,
     TextFormatJsonSchema,
 )
-from mlxnb.events import ContentDelta, Done, Event, ThinkingDelta, ToolCall, ToolCallError, Usage
+from mlxnb.events import (
+    ContentDelta,
+    Done,
+    Event,
+    ThinkingDelta,
+    TokenLogprob,
+    ToolCall,
+    ToolCallError,
+    Usage,
+)
 
 RESPONSES_PATH = "/v1/responses"
 
@@ -176,6 +186,8 @@ def responses_call(request: ResponsesRequest, history: Sequence[InputItem] = ())
     for name in ("temperature", "top_p"):
         if (value := getattr(request, name)) is not None:
             options[name] = value
+    if wants_logprobs(request):
+        options.update(logprobs=True, top_logprobs=request.top_logprobs or 0)
     format_ = request.text.format if request.text is not None else None
     schema: dict[str, Any] | None = None
     if isinstance(format_, TextFormatJsonObject):
@@ -191,6 +203,15 @@ def responses_call(request: ResponsesRequest, history: Sequence[InputItem] = ())
         options["parallel_tool_calls"] = False
     usable = tools if tools and choice != "none" else None
     return EngineCall(messages, usable, thinking, options, schema)
+
+
+def wants_logprobs(request: ResponsesRequest) -> bool:
+    """Whether the answer's text comes with log-probabilities.
+
+    OpenAI returns them for ``include: ["message.output_text.logprobs"]``; a ``top_logprobs``
+    above 0 asks for them too here, rather than being silently dropped without it.
+    """
+    return LOGPROBS_INCLUDE in (request.include or []) or bool(request.top_logprobs)
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -233,6 +254,8 @@ class ResponseEvents:
     _sequence: int = field(default=0, init=False)
     _items: list[dict[str, Any]] = field(default_factory=list, init=False)
     _open: dict[str, Any] | None = field(default=None, init=False)
+    # Log-probabilities of tokens whose text has not come yet (the parser may hold it back).
+    _logprobs: list[dict[str, Any]] = field(default_factory=list, init=False)
 
     def start(self) -> list[dict[str, Any]]:
         """``response.created`` and ``response.in_progress``."""
@@ -243,13 +266,23 @@ class ResponseEvents:
         ]
 
     def event(self, event: Event) -> list[dict[str, Any]]:
-        """The stream events for one engine event (raw tool-call text has none)."""
+        """The stream events for one engine event (raw tool-call text has none).
+
+        A token's log-probability rides on the next ``output_text`` delta, which holds its
+        text; those of reasoning and tool-call tokens are not the answer's text and are not
+        sent (OpenAI gives log-probabilities of output text only).
+        """
+        if isinstance(event, TokenLogprob):
+            if not event.reasoning:
+                self._logprobs.append(event.to_openai())
+            return []
         if isinstance(event, ThinkingDelta):
             return [*self._part("reasoning"), self._delta(event.text)]
         if isinstance(event, ContentDelta | ToolCallError):
             text = event.text if isinstance(event, ContentDelta) else event.raw
             return [*self._part("message"), self._delta(text)]
         if isinstance(event, ToolCall):
+            self._logprobs = []
             return [*self._close("completed"), *self._function_call(event)]
         if isinstance(event, Done):
             return self._done(event)
@@ -314,16 +347,19 @@ class ResponseEvents:
             "response.output_item.added", output_index=index, item=copy.deepcopy(item)
         )
 
-    def _text_kind(self) -> tuple[str, dict[str, Any]]:
-        """The open item's text events' name and their extra fields."""
+    def _text_kind(self) -> str:
+        """The open item's text events' name."""
         assert self._open is not None
-        if self._open["type"] == "reasoning":
-            return "reasoning_text", {}
-        return "output_text", {"logprobs": []}
+        return "reasoning_text" if self._open["type"] == "reasoning" else "output_text"
 
     def _delta(self, text: str) -> dict[str, Any]:
-        kind, extra = self._text_kind()
-        self._open["content"][0]["text"] += text  # type: ignore[index]
+        kind = self._text_kind()
+        part = self._open["content"][0]  # type: ignore[index]
+        part["text"] += text
+        extra: dict[str, Any] = {}
+        if kind == "output_text":
+            extra["logprobs"], self._logprobs = self._logprobs, []
+            part["logprobs"].extend(extra["logprobs"])
         return self._emit(
             f"response.{kind}.delta", **self._where(), content_index=0, delta=text, **extra
         )
@@ -331,8 +367,9 @@ class ResponseEvents:
     def _close(self, status: str) -> list[dict[str, Any]]:
         if self._open is None:
             return []
-        (kind, extra), where = self._text_kind(), self._where()
+        kind, where = self._text_kind(), self._where()
         item, part = self._open, self._open["content"][0]
+        extra = {"logprobs": list(part["logprobs"])} if kind == "output_text" else {}
         item["status"] = status
         self._open = None
         return [
@@ -379,7 +416,12 @@ class ResponseEvents:
         status = {"length": "incomplete", "cancelled": "cancelled"}.get(
             done.finish_reason, "completed"
         )
-        events = self._close("incomplete" if cut else "completed")
+        events = []
+        if self._logprobs and self._open is not None and self._open["type"] == "message":
+            # Tokens that added no text (the end-of-turn token): on an empty delta, so a
+            # streamed answer's log-probabilities are the same as the whole one's.
+            events.append(self._delta(""))
+        events += self._close("incomplete" if cut else "completed")
         body = self._body(status)
         body["completed_at"] = int(time.time())
         body["usage"] = usage_body(done.usage)

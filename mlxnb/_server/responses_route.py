@@ -33,7 +33,7 @@ from mlxnb._server.responses import (
 )
 from mlxnb._server.responses_schemas import InputItem, ReasoningConfig, ResponsesRequest
 from mlxnb._server.source import EngineSource, Limits, ServedEngine, http_meta
-from mlxnb._server.unserved import RESPONSES_UNSERVED, UNSERVED_INCLUDES, first_unserved
+from mlxnb._server.unserved import RESPONSES_UNSERVED, first_unserved
 from mlxnb.errors import ModelNotFoundError
 from mlxnb.events import Done, Event
 
@@ -97,16 +97,13 @@ def check(request: ResponsesRequest) -> None:
 
     Raises:
         ApiError: 400 for a ``tool_choice`` other than a mode or a function,
-            ``truncation="auto"``, background mode, ``max_tool_calls``, log-probabilities,
-            conversations, stored prompts, or another server's field that would change the
-            answer (:mod:`mlxnb._server.unserved`).
+            ``truncation="auto"``, background mode, ``max_tool_calls``, conversations, stored
+            prompts, or another server's field that would change the answer
+            (:mod:`mlxnb._server.unserved`).
     """
     found = first_unserved(request.model_extra, RESPONSES_UNSERVED)
     if found is not None:
         raise unsupported(*found)
-    for value in request.include or []:
-        if value in UNSERVED_INCLUDES:
-            raise unsupported("include", f"{value!r}: {UNSERVED_INCLUDES[value]}")
     choice = request.tool_choice
     if isinstance(choice, dict) and (choice.get("type") != "function" or not choice.get("name")):
         raise unsupported(
@@ -120,8 +117,6 @@ def check(request: ResponsesRequest) -> None:
         raise unsupported("background", "background responses are not supported")
     if request.max_tool_calls is not None:
         raise unsupported("max_tool_calls", "a limit on tool calls is not enforced")
-    if request.top_logprobs:
-        raise unsupported("top_logprobs", "log-probabilities are not supported")
     if request.conversation is not None:
         raise unsupported("conversation", "conversations are not served; use previous_response_id")
     if request.prompt is not None:

@@ -28,6 +28,9 @@ MAX_PARTS = 1024
 """Most content parts in one message."""
 MAX_METADATA = 16
 """Most ``metadata`` keys, as OpenAI allows."""
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+"""The ``include`` value that asks for the answer's log-probabilities. The others name output of
+tools this server refuses, or of inputs the client already has: they ask for nothing here."""
 
 
 class _In(BaseModel):
@@ -259,9 +262,13 @@ class ResponsesRequest(_In):
     )
     background: bool | None = Field(None, description="true is refused.")
     max_tool_calls: int | None = Field(None, ge=1, description="Refused: not enforced.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Refused unless 0.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Alternatives per token (log-probabilities are returned)."
+    )
     conversation: str | dict[str, Any] | None = Field(None, description="Refused.")
     prompt: dict[str, Any] | None = Field(None, description="Refused: no stored prompts.")
     include: list[Name] | None = Field(
-        None, max_length=64, description="Log-probabilities are refused; the rest ask nothing."
+        None,
+        max_length=64,
+        description=f"{LOGPROBS_INCLUDE!r} returns log-probabilities; the rest ask nothing.",
     )

@@ -122,11 +122,6 @@ MESSAGES_UNSERVED: Mapping[str, Unserved] = {
     "mcp_servers": Unserved("MCP servers are not connected here; send their tools", (None, [])),
 }
 """``/v1/messages`` fields refused by name."""
-UNSERVED_INCLUDES: Mapping[str, str] = {
-    "message.output_text.logprobs": "log-probabilities are served on /v1/chat/completions",
-}
-"""``include`` values of ``/v1/responses`` that ask for output this server does not give (the
-others name output of tools it refuses anyway, or of inputs it already has)."""
 
 
 def first_unserved(

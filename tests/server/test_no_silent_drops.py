@@ -103,7 +103,6 @@ def _body(path: str, model_id: str, extra: dict[str, Any]) -> dict[str, Any]:
         ("/v1/responses", {"stop": ["."]}, "stop"),
         ("/v1/responses", {"max_tokens": 5}, "max_tokens"),
         ("/v1/responses", {"min_tokens": 5}, "min_tokens"),
-        ("/v1/responses", {"include": ["message.output_text.logprobs"]}, "include"),
         ("/v1/responses", {"context_management": [{"type": "compaction"}]}, "context_management"),
         ("/v1/messages", {"stop": ["."]}, "stop"),
         ("/v1/messages", {"repetition_penalty": 1.3}, "repetition_penalty"),

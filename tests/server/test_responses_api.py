@@ -415,7 +415,6 @@ def test_an_unknown_model_is_not_found(client: openai.OpenAI, model_id: str) -> 
         ({"truncation": "auto"}, "truncation", "auto"),
         ({"background": True}, "background", "background"),
         ({"max_tool_calls": 2}, "max_tool_calls", "max_tool_calls"),
-        ({"top_logprobs": 2}, "top_logprobs", "log"),
         ({"conversation": "conv_1"}, "conversation", "previous_response_id"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input.0.type", "item_reference"),
         (
@@ -580,3 +579,79 @@ def test_forced_tool_choices_make_the_random_model_call(
 def test_without_a_forced_choice_the_random_model_does_not_call(ask: Any) -> None:
     response = ask("Pick one.", tools=[CITY], reasoning={"effort": "none"}, max_output_tokens=16)
     assert not any(item.type == "function_call" for item in response.output)
+
+
+LOGPROBS = ["message.output_text.logprobs"]
+
+
+def answer_logprobs(response: Response) -> list[Any]:
+    """The log-probabilities of a response's message text."""
+    (message,) = [item for item in response.output if item.type == "message"]
+    (part,) = message.content
+    assert part.type == "output_text" and part.logprobs is not None
+    return list(part.logprobs)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_come_with_the_answer_s_text(ask: Any, stream: bool) -> None:
+    text = "Forced words here."
+    response = ask(f"say:{text}", stream=stream, include=LOGPROBS, top_logprobs=3)
+    entries = answer_logprobs(response)
+    assert response.output_text == text and response.usage is not None
+    assert len(entries) == response.usage.output_tokens  # the end-of-turn token's included
+    assert "".join(entry.token for entry in entries[:-1]) == text
+    # Forced tokens are certain; each one's alternatives start with itself.
+    assert all(entry.logprob == 0.0 and len(entry.top_logprobs) == 3 for entry in entries)
+    assert all(entry.top_logprobs[0].token == entry.token for entry in entries)
+
+
+def test_logprobs_match_the_chat_route_s(
+    client: openai.OpenAI, model_id: str, ask: Any
+) -> None:
+    """The random model's own (uncertain) log-probabilities, as the chat route gives them."""
+    options = {"temperature": 0, "top_logprobs": 2}
+    response = ask("Hi", max_output_tokens=6, include=LOGPROBS, **options)
+    chat = client.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        logprobs=True,
+        **options,
+    )
+    assert chat.choices[0].logprobs is not None
+    expected = [(e.token, e.logprob) for e in chat.choices[0].logprobs.content or []]
+    got = [(e.token, e.logprob) for e in answer_logprobs(response)]
+    assert [token for token, _ in got] == [token for token, _ in expected] and len(got) == 6
+    assert [value for _, value in got] == pytest.approx([value for _, value in expected])
+    assert any(value < -0.01 for _, value in got)  # not a forced answer
+
+
+def test_streamed_deltas_carry_the_final_logprobs(client: openai.OpenAI, model_id: str) -> None:
+    streamed: list[Any] = []
+    with client.responses.stream(
+        model=model_id, input="say:One two three.", include=LOGPROBS
+    ) as events:
+        for event in events:
+            if event.type == "response.output_text.delta":
+                streamed.extend(event.logprobs)
+        final = events.get_final_response()
+    whole = answer_logprobs(final)
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole]
+    assert len(whole) == 5  # four tokens of text and the end of the turn
+
+
+@pytest.mark.parametrize("ask_for", [{"include": LOGPROBS}, {"top_logprobs": 1}, {}])
+def test_logprobs_only_when_asked(ask: Any, ask_for: dict[str, Any]) -> None:
+    response = ask("say:Sure.", **ask_for)
+    assert bool(answer_logprobs(response)) == bool(ask_for)
+
+
+def test_reasoning_tokens_get_no_logprobs(ask: Any) -> None:
+    response = ask(f"say:{THOUGHT}", include=LOGPROBS)
+    entries = answer_logprobs(response)
+    assert response.output_text == "The answer is 4."
+    # The whitespace after the block, which the parser drops from the text, is the answer's.
+    assert "".join(entry.token for entry in entries).lstrip().startswith("The answer is 4.")
+    assert response.usage is not None
+    reasoning = response.usage.output_tokens_details.reasoning_tokens
+    assert len(entries) == response.usage.output_tokens - reasoning
