@@ -124,8 +124,11 @@ class EvaluationRun:
         """Grade every finished row with ``judge``'s model (then release it, if loaded here)."""
         models = _models(judge.model, self.pool)
         ((label, engine),) = models.engines.items()
+        rows = list(self.rows.values())
         try:
-            await grade(judge, list(self.rows.values()), engine, self.concurrency, self.run_id)
+            await grade(
+                judge, rows, engine, self.concurrency, self.run_id, model=label, keep=self._save
+            )
         finally:
             models.release(label)
 
@@ -210,6 +213,10 @@ class EvaluationRun:
     def _keep(self, task: RowTask, row: dict[str, Any]) -> None:
         row = {**row, "_key": task.key, "run_id": self.run_id}
         self.rows[task.key] = row
+        self._save(row)
+
+    def _save(self, row: dict[str, Any]) -> None:
+        """Append ``row`` to the checkpoint (a later line for the same key replaces it)."""
         if self.checkpoint is not None:
             with self.checkpoint.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
@@ -222,7 +229,7 @@ class EvaluationRun:
             (r for k, r in self.rows.items() if k in order), key=lambda r: order[r["_key"]]
         )
         frame: pd.DataFrame = pd.DataFrame(
-            [{k: v for k, v in r.items() if k != "_key"} for r in rows]
+            [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
         )
         for column, dtype in RESULT_DTYPES.items():
             if column not in frame.columns:

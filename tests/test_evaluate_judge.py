@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -68,3 +69,55 @@ def test_a_judge_is_not_a_row_scorer_and_checks_its_scale() -> None:
         scorers.judge("any", RUBRIC)({"content": "x"})
     with pytest.raises(ValueError, match="scale"):
         scorers.judge("any", RUBRIC, scale=(5, 1))
+
+
+def test_a_grade_is_asked_once_while_what_it_grades_stays_the_same() -> None:
+    verdict = fake_reply(json.dumps({"reasoning": "Fine.", "score": 4}))
+    fake = FakeEngine([verdict] * 4)
+    rows: list[dict[str, Any]] = [
+        {"prompt": "a", "content": "x", "error": None},
+        {"prompt": "b", "content": "y", "error": None},
+    ]
+    kept: list[str] = []
+
+    def run(judge: scorers.Judge) -> None:
+        asyncio.run(
+            grade(judge, rows, fake, 2, "r", model="m", keep=lambda row: kept.append(row["prompt"]))
+        )
+
+    run(scorers.judge("fake", RUBRIC))
+    assert len(fake.calls) == 2 and sorted(kept) == ["a", "b"]
+    run(scorers.judge("fake", RUBRIC))  # as a resumed run: nothing new to grade
+    assert len(fake.calls) == 2 and [row["judge"] for row in rows] == [4, 4]
+    rows[1]["content"] = "z"  # another answer: graded again, and only it
+    run(scorers.judge("fake", RUBRIC))
+    assert len(fake.calls) == 3 and kept[-1] == "b"
+    run(scorers.judge("fake", "Another rubric."))  # another question to the judge: all again
+    assert len(fake.calls) == 5
+
+
+def test_a_resumed_run_grades_only_what_its_checkpoint_lacks(
+    engine: mlxnb.Engine, tmp_path: Path
+) -> None:
+    questions = pd.DataFrame({"prompt": ["Capital of France?", "Capital of Peru?"]})
+    checkpoint = tmp_path / "run.jsonl"
+    options: dict[str, Any] = {
+        "model": engine,
+        "scorers": {"grade": scorers.judge(engine, RUBRIC)},
+        "max_tokens": 4,
+        "progress": False,
+        "checkpoint": checkpoint,
+    }
+    first = mlxnb.evaluate(questions, **options)
+    lines = checkpoint.read_text().splitlines()
+    assert len(lines) == 4  # two answers, then two grades
+    served = engine.requests_served
+    again = mlxnb.evaluate(questions, **options)
+    assert engine.requests_served == served  # neither answered nor graded again
+    assert again["grade"].tolist() == first["grade"].tolist()
+    assert not any(column.startswith("_") for column in again.columns)
+    # Stopped after one grade: the other row is graded, the first is not asked again.
+    checkpoint.write_text("\n".join(lines[:3]) + "\n")
+    resumed = mlxnb.evaluate(questions, **options)
+    assert engine.requests_served == served + 1
+    assert resumed["grade"].notna().all()

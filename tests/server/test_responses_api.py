@@ -605,9 +605,7 @@ def test_logprobs_come_with_the_answer_s_text(ask: Any, stream: bool) -> None:
     assert all(entry.top_logprobs[0].token == entry.token for entry in entries)
 
 
-def test_logprobs_match_the_chat_route_s(
-    client: openai.OpenAI, model_id: str, ask: Any
-) -> None:
+def test_logprobs_match_the_chat_route_s(client: openai.OpenAI, model_id: str, ask: Any) -> None:
     """The random model's own (uncertain) log-probabilities, as the chat route gives them."""
     options = {"temperature": 0, "top_logprobs": 2}
     response = ask("Hi", max_output_tokens=6, include=LOGPROBS, **options)
