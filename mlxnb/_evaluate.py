@@ -24,7 +24,7 @@ from mlxnb._blocking import run_blocking
 from mlxnb._engine import Engine, ModelHandle, ModelPool, default_pool
 from mlxnb._engine.request import RequestMeta
 from mlxnb._evaluate_choices import answer_index, choice_columns, row_choices
-from mlxnb._evaluate_judge import grade
+from mlxnb._evaluate_judge import grade, is_graded_key
 from mlxnb._evaluate_rows import (
     LOGPROB_DTYPES,
     RESULT_DTYPES,
@@ -194,7 +194,8 @@ class EvaluationRun:
             choices = row_choices(task.inputs, column, task.order)
             prompt = task.inputs.get("prompt")
             context = prompt if isinstance(prompt, str) else self._rendered(engine, task)
-            scores = await engine.ascore(context, choices)
+            meta = RequestMeta(source="eval", run_id=self.run_id)
+            scores = await engine.ascore(context, choices, meta=meta)
             answer = None
             if self.answer is not None:
                 answer = answer_index(task.inputs.get(self.answer), choices)
@@ -229,7 +230,7 @@ class EvaluationRun:
             (r for k, r in self.rows.items() if k in order), key=lambda r: order[r["_key"]]
         )
         frame: pd.DataFrame = pd.DataFrame(
-            [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+            [{k: v for k, v in r.items() if k != "_key" and not is_graded_key(k)} for r in rows]
         )
         for column, dtype in RESULT_DTYPES.items():
             if column not in frame.columns:

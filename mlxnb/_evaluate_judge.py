@@ -26,6 +26,11 @@ def graded_key(name: str) -> str:
     return f"_graded_{name}"
 
 
+def is_graded_key(field: str) -> bool:
+    """Whether a row field is a grade's fingerprint (kept in checkpoints, not in frames)."""
+    return field.startswith("_graded_")
+
+
 def grade_fingerprint(judge: Judge, row: dict[str, Any], model: str) -> str:
     """What a grade depends on: the judge's model, its conversation for the row and schema."""
     asked = [model, judge.messages(row), judge.schema]

@@ -74,6 +74,11 @@ def replay(
 def _replayable(row: Mapping[str, Any]) -> dict[str, Any]:
     """An evaluate() input row for one audit row: its messages and its recorded settings."""
     asked = json.loads(row["request"])
+    if "messages" not in asked:
+        raise InvalidRequestError(
+            f"request {row['request_id']}: a scoring call (engine.score) is not a chat turn to "
+            "replay; pick the rows with endpoint != 'score'"
+        )
     if asked.get("prompt") is not None:
         raise InvalidRequestError(
             f"request {row['request_id']}: a raw-prompt completion cannot be replayed as chat"

@@ -115,7 +115,7 @@ def test_a_resumed_run_grades_only_what_its_checkpoint_lacks(
     again = mlxnb.evaluate(questions, **options)
     assert engine.requests_served == served  # neither answered nor graded again
     assert again["grade"].tolist() == first["grade"].tolist()
-    assert not any(column.startswith("_") for column in again.columns)
+    assert not any(column.startswith("_graded") for column in again.columns)
     # Stopped after one grade: the other row is graded, the first is not asked again.
     checkpoint.write_text("\n".join(lines[:3]) + "\n")
     resumed = mlxnb.evaluate(questions, **options)

@@ -7,11 +7,14 @@ owns the model and every MLX call and sends events back to each caller's loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +35,7 @@ from mlxnb._engine.disk_cache import DiskPromptCache, model_fingerprint
 from mlxnb._engine.kv_quantization import DEFAULT_START, kv_quantization
 from mlxnb._engine.lockstep import join_group, refuse_unsharded
 from mlxnb._engine.memory import KvBudget, MemorySettings, MemoryStats
-from mlxnb._engine.recording import failed_turn, record_turn
+from mlxnb._engine.recording import ScoreCall, failed_turn, record_score, record_turn
 from mlxnb._engine.rendering import render_request
 from mlxnb._engine.request import (
     UNCHECKED_OPTIONS,
@@ -406,6 +409,7 @@ class Engine:
         continuations: Sequence[str | Sequence[int]],
         *,
         timeout: float | None = None,
+        meta: RequestMeta | None = None,
     ) -> list[Score]:
         """How likely each continuation is after ``context``, without generating anything.
 
@@ -414,7 +418,14 @@ class Engine:
         and whether greedy decoding would have written it. Texts are encoded as they are (no
         chat template; the context with the tokenizer's special tokens, continuations
         without), so mind the space a continuation starts with; token ids are used as given.
-        Runs on the worker thread between decoding steps.
+        Runs on the worker thread between decoding steps. The call is one audit row (endpoint
+        ``score``; the scores as JSON in ``content``), failed or not.
+
+        Args:
+            context: Text, or token ids.
+            continuations: Texts, or token-id sequences.
+            timeout: Most seconds to wait for the answer.
+            meta: Who asks, for the audit row (default: source ``python``).
 
         Raises:
             InvalidRequestError: A vision model, or an empty context or continuation.
@@ -424,18 +435,33 @@ class Engine:
         if self.follows:
             raise InvalidRequestError(_FOLLOWER_REFUSAL)
         backend = self._loaded_backend()
-        if backend.kind != "text":
-            raise InvalidRequestError(f"{self.model_id} is a vision model: score is for text")
-        tokenizer = backend.tokenizer
-        context_ids = token_ids(tokenizer, context, special=True)
-        continuation_ids = [token_ids(tokenizer, c, special=False) for c in continuations]
-        job = partial(
-            score_continuations,
-            context=context_ids,
-            continuations=continuation_ids,
-            prefill_step=self._worker.prefill_step,  # the device's, known once loaded
+        meta = meta or RequestMeta()
+        call = ScoreCall(
+            meta.request_id or new_request_id(), datetime.now(timezone.utc), context, continuations
         )
-        return self._worker.ask_model(job, timeout)
+        started = time.perf_counter()
+        try:
+            if backend.kind != "text":
+                raise InvalidRequestError(f"{self.model_id} is a vision model: score is for text")
+            tokenizer = backend.tokenizer
+            context_ids = token_ids(tokenizer, context, special=True)
+            continuation_ids = [token_ids(tokenizer, c, special=False) for c in continuations]
+            read = len(context_ids) + sum(len(ids) for ids in continuation_ids)
+            call = dataclasses.replace(call, tokens=read)
+            job = partial(
+                score_continuations,
+                context=context_ids,
+                continuations=continuation_ids,
+                prefill_step=self._worker.prefill_step,  # the device's, known once loaded
+            )
+            scores = self._worker.ask_model(job, timeout)
+        except Exception as error:
+            duration = time.perf_counter() - started
+            record_score(self.audit, meta, self.model_id, call, duration, error=error)
+            raise
+        duration = time.perf_counter() - started
+        record_score(self.audit, meta, self.model_id, call, duration, scores)
+        return scores
 
     async def ascore(
         self,
@@ -443,9 +469,12 @@ class Engine:
         continuations: Sequence[str | Sequence[int]],
         *,
         timeout: float | None = None,
+        meta: RequestMeta | None = None,
     ) -> list[Score]:
         """Like :meth:`score`, without blocking the event loop."""
-        return await asyncio.to_thread(self.score, context, continuations, timeout=timeout)
+        return await asyncio.to_thread(
+            self.score, context, continuations, timeout=timeout, meta=meta
+        )
 
     def _image_policy(self, meta: RequestMeta) -> ImagePolicy:
         remote = self.allow_remote_images

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Se
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mlxnb._engine.profiles import Profile
+from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.response_format import with_parsed
 from mlxnb._engine.scoring import Score
 from mlxnb.errors import EngineClosedError
@@ -179,12 +180,16 @@ class ModelHandle:
         return with_parsed(turn, options)
 
     async def ascore(
-        self, context: str | Sequence[int], continuations: Sequence[str | Sequence[int]]
+        self,
+        context: str | Sequence[int],
+        continuations: Sequence[str | Sequence[int]],
+        *,
+        meta: RequestMeta | None = None,
     ) -> list[Score]:
         """Like :meth:`Engine.ascore` (a profile's settings do not apply: nothing is sampled)."""
         engine = await self.pool.aengine(self.model)
         self.pool.touch(self.model)
-        return await engine.ascore(context, continuations)
+        return await engine.ascore(context, continuations, meta=meta)
 
     def __repr__(self) -> str:
         profile = f", profile of {self.model!r}" if self.profile is not None else ""

@@ -2,17 +2,28 @@
 
 The worker calls :func:`record_turn` when a request ends (done, cancelled or failed), so a
 turn is recorded when its stream ends, whether or not anyone is still reading it. Requests the
-engine refuses before they reach the worker are recorded by the engine the same way.
+engine refuses before they reach the worker are recorded by the engine the same way, and so are
+scoring calls (:func:`record_score`), which generate nothing but are asked of the model all the
+same.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from mlxnb._audit import AuditLog, TurnRecord
-from mlxnb._engine.request import UNCHECKED_OPTIONS, Request, effective_settings
-from mlxnb.events import Done, TurnBuilder, Usage
+from mlxnb._engine.request import UNCHECKED_OPTIONS, Request, RequestMeta, effective_settings
+from mlxnb._engine.scoring import Score
+from mlxnb.events import ContentDelta, Done, TurnBuilder, Usage
+
+SCORE_ENDPOINT = "score"
+"""The ``endpoint`` of a scoring call's audit row (``engine.score``), unless its caller names
+one."""
 
 log = logging.getLogger("mlxnb")
 
@@ -85,3 +96,74 @@ def failed_turn(error: BaseException) -> TurnBuilder:
     builder = TurnBuilder()
     builder.add(Done("error", Usage(), str(error)))
     return builder
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreCall:
+    """One scoring call, as its audit row keeps it.
+
+    Attributes:
+        request_id: Its id.
+        started_at: When it was asked (timezone-aware).
+        context: The context as given (text or token ids).
+        continuations: The continuations as given.
+        tokens: Tokens the model read: the context once, and every continuation.
+    """
+
+    request_id: str
+    started_at: datetime
+    context: str | Sequence[int]
+    continuations: Sequence[str | Sequence[int]]
+    tokens: int = 0
+
+
+def record_score(
+    audit: AuditLog | None,
+    meta: RequestMeta,
+    model_id: str,
+    call: ScoreCall,
+    duration_s: float,
+    scores: Sequence[Score] = (),
+    error: BaseException | None = None,
+) -> None:
+    """Append the audit row of a scoring call; never raises into the caller.
+
+    The row's ``content`` is the scores as JSON (one ``{"logprob", "tokens", "greedy"}`` per
+    continuation, in order), its ``request`` the context and continuations, its
+    ``prompt_tokens`` every token the model read; nothing is generated.
+    """
+    if audit is None:
+        return
+    builder = TurnBuilder()
+    usage = Usage(prompt_tokens=call.tokens)
+    if error is None:
+        answer = [dataclasses.asdict(score) for score in scores]
+        builder.add(ContentDelta(json.dumps(answer)))
+        builder.add(Done("stop", usage))
+    else:
+        builder.add(Done("error", usage, str(error)))
+
+    def plain(value: str | Sequence[int]) -> str | list[int]:
+        return value if isinstance(value, str) else [int(token) for token in value]
+
+    try:
+        record = TurnRecord.from_turn(
+            builder.build(),
+            request_id=call.request_id,
+            source=meta.source,
+            model=model_id,
+            started_at=call.started_at,
+            duration_s=duration_s,
+            conversation_id=meta.conversation_id,
+            endpoint=meta.endpoint or SCORE_ENDPOINT,
+            client=meta.client,
+            run_id=meta.run_id,
+            error_type=type(error).__name__ if error is not None else None,
+            request={
+                "context": plain(call.context),
+                "continuations": [plain(item) for item in call.continuations],
+            },
+        )
+        audit.append(record)
+    except Exception:  # an audit failure must not fail the caller; it is logged
+        log.exception("mlxnb: could not write the audit row for %s", call.request_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import pandas as pd
 import pytest
 
 import mlxnb
@@ -103,3 +105,53 @@ def test_a_vision_model_refuses_scoring() -> None:
         pytest.raises(mlxnb.InvalidRequestError, match="vision"),
     ):
         vision.score("Hi", [" there"])
+
+
+@pytest.fixture
+def audited(tiny_model_dir: Path, tmp_path: Path) -> Any:
+    audit = mlxnb.AuditLog(tmp_path / "audit.sqlite3")
+    with mlxnb.Engine(tiny_model_dir, audit=audit) as engine:
+        yield engine, audit
+    audit.close()
+
+
+def test_each_scoring_call_is_one_audit_row(audited: Any) -> None:
+    engine, audit = audited
+    scores = engine.score(CONTEXT, CONTINUATIONS[:2])
+    (row,) = audit.df.to_dict("records")
+    assert (row["endpoint"], row["source"], row["status"]) == ("score", "python", "ok")
+    assert row["model"] == engine.model_id and row["completion_tokens"] == 0
+    recorded = json.loads(row["content"])
+    assert [entry["logprob"] for entry in recorded] == [score.logprob for score in scores]
+    assert [entry["tokens"] for entry in recorded] == [score.tokens for score in scores]
+    assert json.loads(row["request"]) == {"context": CONTEXT, "continuations": CONTINUATIONS[:2]}
+    read = len(engine.tokenizer.encode(CONTEXT)) + sum(score.tokens for score in scores)
+    assert row["prompt_tokens"] == read
+
+
+def test_a_refused_scoring_call_is_recorded_too(audited: Any) -> None:
+    engine, audit = audited
+    with pytest.raises(mlxnb.InvalidRequestError):
+        engine.score(CONTEXT, [""])
+    (row,) = audit.df.to_dict("records")
+    assert (row["endpoint"], row["status"], row["error_type"]) == (
+        "score",
+        "error",
+        "InvalidRequestError",
+    )
+
+
+def test_multiple_choice_rows_are_audited_under_their_run(audited: Any) -> None:
+    engine, audit = audited
+    questions = pd.DataFrame({"prompt": ["Pick one:"], "choices": [[" yes", " no"]]})
+    frame = mlxnb.evaluate(questions, model=engine, choices="choices", progress=False)
+    (row,) = audit.df.to_dict("records")
+    assert (row["source"], row["run_id"]) == ("eval", frame.attrs["run_id"])
+    assert json.loads(row["request"])["continuations"] == [" yes", " no"]
+
+
+def test_a_scoring_row_is_not_replayed_as_chat(audited: Any) -> None:
+    engine, audit = audited
+    engine.score(CONTEXT, [" Paris"])
+    with pytest.raises(mlxnb.InvalidRequestError, match="scoring call"):
+        mlxnb.replay(audit.df, model=engine)
