@@ -175,7 +175,7 @@ class TokenLogprob:
 
     Attributes:
         token: The generated token's text.
-        id: Its token id.
+        id: Its token id (-1 from a remote endpoint, whose wire carries none).
         logprob: Its log-probability (natural log).
         top_logprobs: The ``k`` most likely tokens there, most likely first.
         reasoning: Whether the token belongs to a thinking block (its markers included), not

@@ -5,8 +5,9 @@
 reads the streamed chunks back into mlxnb's events: ``reasoning_content`` (or ``reasoning``)
 deltas become thinking, ``tool_calls`` deltas are gathered by index (argument fragments joined)
 and parsed when the answer ends (a call whose arguments are not a JSON object is a
-:class:`~mlxnb.events.ToolCallError`), and time to first token and tokens/s are measured on
-the client's clock.
+:class:`~mlxnb.events.ToolCallError`), a chunk's ``logprobs.content`` entries become
+:class:`~mlxnb.events.TokenLogprob` events (token ids unknown: -1), and time to first token and
+tokens/s are measured on the client's clock.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from mlxnb._ids import new_tool_call_id
 from mlxnb._images import PYTHON_POLICY, load_image
 from mlxnb.errors import InvalidRequestError, UnknownOptionError
 from mlxnb.events import (
+    LOGPROB_FLOOR,
     ContentDelta,
     Done,
     Event,
     FinishReason,
     ThinkingDelta,
+    TokenLogprob,
     ToolCall,
     ToolCallDelta,
     ToolCallError,
+    TopLogprob,
     Usage,
 )
 
@@ -45,7 +49,14 @@ PASSED = (
 )
 """Sampling options sent as the body fields of the same name."""
 
-SETTINGS = (*PASSED, "stop", "tool_choice", "parallel_tool_calls", "response_format")
+SETTINGS = (
+    *PASSED,
+    "stop",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "top_logprobs",
+)
 """The body fields that are the request's settings (an audit row keeps them as ``sampling``)."""
 
 REFUSED = {
@@ -53,8 +64,6 @@ REFUSED = {
     "prompt": "raw completion prompts are not sent to remote chat endpoints",
     "thinking_budget": "a thinking budget is enforced inside the model's process",
     "prompt_lookup": "prompt-lookup decoding runs inside the model's process",
-    "logprobs": "log-probabilities are not read from remote endpoints yet",
-    "top_logprobs": "log-probabilities are not read from remote endpoints yet",
 }
 """Options a remote endpoint refuses, and why (refused before anything is sent)."""
 
@@ -101,6 +110,9 @@ def request_body(
         value = rest.pop(name, None)
         if value is not None:
             body[name] = value
+    top = int(rest.pop("top_logprobs", None) or 0)
+    if rest.pop("logprobs", None) or top:
+        body["logprobs"], body["top_logprobs"] = True, top
     if (stop := rest.pop("stop", None)) is not None:
         body["stop"] = [stop] if isinstance(stop, str) else list(stop)
     if bias := rest.pop("logit_bias", None):
@@ -222,6 +234,10 @@ class ChunkReader:
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             thinking = delta.get("reasoning_content") or delta.get("reasoning")
+            # A token's log-probability comes before its text, as a local engine sends it.
+            logprobs = choice.get("logprobs") or {}
+            for entry in logprobs.get("content") or ():
+                events.append(_token_logprob(entry, reasoning=bool(thinking)))
             if thinking:
                 events.append(ThinkingDelta(str(thinking)))
             if delta.get("content"):
@@ -282,6 +298,16 @@ class ChunkReader:
             ),
             reasoning_tokens=int(reasoning.get("reasoning_tokens") or 0),
         )
+
+
+def _token_logprob(entry: Mapping[str, Any], *, reasoning: bool) -> TokenLogprob:
+    """One entry of a chunk's ``logprobs.content`` (the wire carries no token ids: -1)."""
+    alternatives = tuple(
+        TopLogprob(str(top.get("token", "")), -1, float(top.get("logprob", LOGPROB_FLOOR)))
+        for top in entry.get("top_logprobs") or ()
+    )
+    logprob = float(entry.get("logprob", LOGPROB_FLOOR))
+    return TokenLogprob(str(entry.get("token", "")), -1, logprob, alternatives, reasoning)
 
 
 def _parsed(index: int, call: _Call) -> ToolCall | ToolCallError:

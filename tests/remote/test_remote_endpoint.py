@@ -66,6 +66,21 @@ def test_evaluate_on_one_endpoint_has_the_engine_columns(
     assert set(rows["run_id"]) == {frame.attrs["run_id"]}
 
 
+def test_log_probabilities_come_from_the_server(
+    remote: mlxnb.Endpoint, served_engine: mlxnb.Engine
+) -> None:
+    hi = [{"role": "user", "content": "Hi"}]
+    options = {"max_tokens": 5, "temperature": 0.0, "logprobs": True, "top_logprobs": 2}
+    far = remote.generate(hi, **options)
+    near = served_engine.generate(hi, **options)
+    assert far.content == near.content and len(far.logprobs) == 5
+    assert [e.token for e in far.logprobs] == [e.token for e in near.logprobs]
+    assert [e.logprob for e in far.logprobs] == pytest.approx([e.logprob for e in near.logprobs])
+    assert all(len(e.top_logprobs) == 2 and e.id == -1 for e in far.logprobs)
+    frame = mlxnb.evaluate(["Hi"], model=remote, progress=False, **options)
+    assert frame["mean_logprob"].iloc[0] == pytest.approx(sum(e.logprob for e in near.logprobs) / 5)
+
+
 def test_what_only_a_local_engine_does_is_refused(remote: mlxnb.Endpoint) -> None:
     with pytest.raises(mlxnb.InvalidRequestError, match="logits_processors"):
         remote.generate([{"role": "user", "content": "x"}], logits_processors=[print])
