@@ -9,7 +9,7 @@ Three ratios, in one run, on a random-weight model (speed does not depend on the
 3. **one prefill for n samples**: ``evaluate(n=8)`` on a ~1 000-token prompt (the samples wait
    for the first one's prefix) ÷ eight separate requests for the same prompt, all at once.
 
-Run: ``python -m bench.bench_scoring [--shape mid] [--json PATH]``.
+Run: ``python -m bench.bench_scoring [--shape mid] [--only choices] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     naive_scores(model, tokenizer, quiz.head(2))
     mlxnb.evaluate(quiz.head(2), model=engine, choices="options", progress=False)
     mlxnb.evaluate(prompts[:4], model=engine, max_tokens=4, temperature=1.0, progress=False)
+    choices_only = args.only == "choices"
 
     runs: dict[str, list[float]] = {
         k: [] for k in ("naive", "scored", "unseeded", "seeded", "separate", "forked")
@@ -77,6 +78,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         runs["naive"].append(timed(partial(naive_scores, model, tokenizer, quiz)))
         scored = partial(mlxnb.evaluate, quiz, model=engine, choices="options", **quiet)
         runs["scored"].append(timed(scored))
+        if choices_only:
+            continue
         sampled = partial(
             mlxnb.evaluate, prompts, model=engine, max_tokens=args.tokens, temperature=1.0, **quiet
         )
@@ -92,6 +95,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     def speedup(slow: str, fast: str) -> list[float]:
         return [s / f for s, f in zip(runs[slow], runs[fast], strict=True)]
 
+    if choices_only:
+        runs = {name: runs[name] for name in ("naive", "scored")}
+
     figures = {
         "choices_vs_naive": figure(
             f"multiple choice, {args.rows} rows x 4: evaluate(choices=) ÷ naive passes",
@@ -99,6 +105,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             unit="x",
             target=">= 3",
         ),
+    }
+    if not choices_only:
+        figures.update(seeded_and_forked(runs, speedup))
+    print(
+        f"\nscoring benchmark — shape {args.shape} on {mx.default_device()}, "
+        f"{args.repeats} repeats, {mlxnb.__version__}"
+    )
+    for name, values in runs.items():
+        print(f"  {name:<9} {statistics.median(values):8.2f} s")
+    for fig in figures.values():
+        print(f"  {fig['label']:<70} {fig['value']:.2f}")
+    return {"runs": runs, "figures": figures}
+
+
+def seeded_and_forked(
+    runs: dict[str, list[float]], speedup: Callable[[str, str], list[float]]
+) -> dict[str, Any]:
+    """The seeds and shared-prefill figures (every part of the bench but multiple choice)."""
+    return {
         "seeded_vs_unseeded": figure(
             "sampled evaluate: seeded time ÷ unseeded time",
             [s / u for s, u in zip(runs["seeded"], runs["unseeded"], strict=True)],
@@ -112,15 +137,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             target=">= 2",
         ),
     }
-    print(
-        f"\nscoring benchmark — shape {args.shape} on {mx.default_device()}, "
-        f"{args.repeats} repeats, {mlxnb.__version__}"
-    )
-    for name, values in runs.items():
-        print(f"  {name:<9} {statistics.median(values):8.2f} s")
-    for fig in figures.values():
-        print(f"  {fig['label']:<70} {fig['value']:.2f}")
-    return {"runs": runs, "figures": figures}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=32, help="tokens per sampled row")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--only", choices=["choices"], default=None, help="measure multiple choice alone"
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     report = new_report("scoring", args)
