@@ -20,6 +20,7 @@ def tiny_adapter(
     scale: float = 20.0,
     num_layers: int = 2,
     seed: int = 0,
+    dora: bool = False,
 ) -> Path:
     """Write LoRA adapters for ``model`` that ``mlx_lm.load(model, adapter_path=...)`` accepts.
 
@@ -35,6 +36,8 @@ def tiny_adapter(
         scale: The LoRA scale (mlx-lm's name for alpha over rank).
         num_layers: How many of the last transformer blocks get adapters.
         seed: Seed for the random adapter weights.
+        dora: Write DoRA adapters (``fine_tune_type: dora``: a magnitude per output besides
+            the two matrices) instead of LoRA ones.
 
     Returns:
         The adapters folder.
@@ -48,7 +51,10 @@ def tiny_adapter(
     weights = base / "model.safetensors"
     stamp = weights.stat().st_mtime_ns if weights.exists() else 0
     parameters = {"rank": rank, "scale": scale, "dropout": 0.0}
+    kind = "dora" if dora else "lora"
     shape = {"model": str(base.resolve()), "stamp": stamp, "layers": num_layers, "seed": seed}
+    if dora:
+        shape["kind"] = kind
 
     def write(staging: Path) -> None:
         import mlx.core as mx
@@ -58,15 +64,19 @@ def tiny_adapter(
 
         loaded: Any = load_model(base)[0]
         loaded.freeze()
-        linear_to_lora_layers(loaded, num_layers, parameters)
+        linear_to_lora_layers(loaded, num_layers, parameters, use_dora=dora)
         key = mx.random.key(seed)
         adapters = {}
         for name, value in tree_flatten(loaded.trainable_parameters()):
             key, draw = mx.random.split(key)
+            if name.endswith(".m"):  # DoRA's magnitudes: near the weights' own norms
+                noise = 1 + 0.1 * mx.random.normal(value.shape, key=draw)
+                adapters[name] = (value * noise).astype(value.dtype)
+                continue
             spread = 0.05 if name.endswith("lora_b") else 1 / value.shape[0] ** 0.5
             adapters[name] = (spread * mx.random.normal(value.shape, key=draw)).astype(value.dtype)
         mx.save_safetensors(str(staging / ADAPTER_WEIGHTS), adapters)
-        config = {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": parameters}
+        config = {"fine_tune_type": kind, "num_layers": num_layers, "lora_parameters": parameters}
         (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
 
     return built_model_dir(

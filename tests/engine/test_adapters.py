@@ -24,12 +24,24 @@ def adapters(tiny_model_dir: Path) -> Path:
     return tiny_adapter(tiny_model_dir)
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_model_dir: Path, adapters: Path) -> str:
+def mlx_lm_answer(model_dir: Path, adapters: Path) -> str:
     """The adapted model's greedy answer by mlx-lm alone (its load applies the adapters)."""
-    model, tokenizer = mlx_lm.load(str(tiny_model_dir), adapter_path=str(adapters))
+    model, tokenizer = mlx_lm.load(str(model_dir), adapter_path=str(adapters))
     prompt = tokenizer.apply_chat_template(HI, add_generation_prompt=True)
     return str(mlx_lm.generate(model, tokenizer, prompt, max_tokens=TOKENS))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path, adapters: Path) -> str:
+    return mlx_lm_answer(tiny_model_dir, adapters)
+
+
+def test_dora_adapters_apply_too(tiny_model_dir: Path, reference: str) -> None:
+    dora = tiny_adapter(tiny_model_dir, dora=True)
+    with mlxnb.Engine(tiny_model_dir, adapter_path=dora, audit=False) as tuned:
+        answer = tuned.generate(HI, max_tokens=TOKENS).content
+    assert answer == mlx_lm_answer(tiny_model_dir, dora)
+    assert answer != reference  # not the LoRA adapters' answer
 
 
 @pytest.mark.parametrize("solo", [True, False])
