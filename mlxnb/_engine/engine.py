@@ -403,6 +403,60 @@ class Engine:
         self._loaded_backend()
         return self._worker.ask(self._worker.memory_stats, timeout)
 
+    def count_tokens(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        *,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        tool_choice: ToolChoice | None = None,
+        prompt: str | Sequence[int] | None = None,
+    ) -> int:
+        """Tokens the prompt of such a request would hold, rendered as the request would be.
+
+        The messages go through the chat template with the tools, thinking switch and template
+        arguments given (``tool_choice="none"`` hides the tools, as a request does); images
+        count as the tokens the model's processor gives them. Nothing is generated and no
+        audit row is written. Arguments as :meth:`stream`.
+
+        Raises:
+            InvalidRequestError: Messages the template rejects, or images for a text model.
+            EngineClosedError: The engine was closed.
+        """
+        backend = self._loaded_backend()
+        if prompt is not None:
+            return len(backend.render_text(_raw_prompt(prompt) or "").tokens)
+        normalized = normalize_messages(messages, policy=self._image_policy(RequestMeta()))
+        self._check_images(normalized.images)
+        shown = list(tools) if tools and tool_choice != "none" else None
+        template = dict(chat_template_kwargs or {}) or None
+        if isinstance(backend, TextBackend):
+            rendered = backend.render(
+                normalized.messages, shown, enable_thinking, template, normalized.images
+            )
+            return len(rendered.tokens)
+
+        def render(_: Any) -> int:  # a vision prompt's images are processed with MLX: its thread
+            vision = backend.render(
+                normalized.messages, shown, enable_thinking, template, normalized.images
+            )
+            return len(vision.tokens)
+
+        return self._worker.ask_model(render, None)
+
+    async def acount_tokens(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> int:
+        """Like :meth:`count_tokens`, rendering off the event loop."""
+        return await asyncio.to_thread(
+            self.count_tokens, messages, tools, enable_thinking, **options
+        )
+
     def score(
         self,
         context: str | Sequence[int],

@@ -179,6 +179,20 @@ class ModelHandle:
         turn = await acollect(self.stream(messages, tools, enable_thinking, **options))
         return with_parsed(turn, options)
 
+    async def acount_tokens(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> int:
+        """Like :meth:`Engine.acount_tokens`, the profile's system prompt and thinking applied."""
+        if self.profile is not None:
+            messages = self.profile.messages(messages)
+            enable_thinking = self.profile.thinking(enable_thinking)
+        engine = await self.pool.aengine(self.model)
+        return await engine.acount_tokens(messages, tools, enable_thinking, **options)
+
     async def ascore(
         self,
         context: str | Sequence[int],

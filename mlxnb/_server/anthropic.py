@@ -74,8 +74,9 @@ def messages_error(error: ApiError) -> MessagesError:
 
 
 def for_path(path: str, error: ApiError) -> ApiError:
-    """``error`` in the shape the route at ``path`` answers in (Anthropic's on ``/v1/messages``)."""
-    return messages_error(error) if path == MESSAGES_PATH else error
+    """``error`` in the shape the route at ``path`` answers in (Anthropic's under /v1/messages)."""
+    anthropic = path == MESSAGES_PATH or path.startswith(MESSAGES_PATH + "/")
+    return messages_error(error) if anthropic else error
 
 
 def invalid(field: str, message: str) -> MessagesError:

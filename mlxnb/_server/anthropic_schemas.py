@@ -213,3 +213,9 @@ class MessagesRequest(_In):
     output_config: OutputConfig | None = None
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None
+
+
+class CountTokensRequest(MessagesRequest):
+    """Body of ``POST /v1/messages/count_tokens``: a Messages body, ``max_tokens`` optional."""
+
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)  # type: ignore[assignment]

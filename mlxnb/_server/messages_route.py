@@ -3,7 +3,9 @@
 The body is validated (:mod:`mlxnb._server.anthropic_schemas`), translated
 (:mod:`mlxnb._server.anthropic`), and served by :class:`~mlxnb._server.response.Generation` like
 the OpenAI routes: the first event is awaited before headers, so refusals keep their status, and
-a client that leaves cancels the request. Every error on this route is Anthropic-shaped.
+a client that leaves cancels the request. ``POST /v1/messages/count_tokens`` renders the same
+body's prompt and counts it (agents ask before they send a long context). Every error on these
+routes is Anthropic-shaped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mlxnb._server.anthropic import (
     messages_error,
     sse,
 )
-from mlxnb._server.anthropic_schemas import MessagesRequest
+from mlxnb._server.anthropic_schemas import CountTokensRequest, MessagesRequest
 from mlxnb._server.errors import api_error
 from mlxnb._server.response import Generation, ServerStats
 from mlxnb._server.source import EngineSource, Limits, ServedEngine, http_meta
@@ -102,3 +104,20 @@ def add_messages_routes(
             end=lambda: [sse(e) for e in out.end()],
             fold=lambda choices: message_body(choices[0], id=rid, model=name),
         )
+
+    @app.post(MESSAGES_PATH + "/count_tokens", tags=["anthropic"])
+    async def count_tokens(body: CountTokensRequest) -> dict[str, int]:
+        engine = _engine(source, body.model)
+        call = messages_call(body)
+        options = {
+            name: call.options[name]
+            for name in ("chat_template_kwargs", "tool_choice")
+            if name in call.options
+        }
+        try:
+            tokens = await engine.acount_tokens(
+                call.messages, call.tools, call.enable_thinking, **options
+            )
+        except Exception as error:
+            raise messages_error(api_error(error)) from error
+        return {"input_tokens": tokens}

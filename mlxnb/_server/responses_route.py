@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from mlxnb._ids import new_request_id
-from mlxnb._server.errors import ApiError, ErrorBody
+from mlxnb._server.errors import ApiError, ErrorBody, api_error
 from mlxnb._server.response import Generation, ServerStats
 from mlxnb._server.responses import (
     RESPONSES_PATH,
@@ -31,7 +31,12 @@ from mlxnb._server.responses import (
     sse,
     unsupported,
 )
-from mlxnb._server.responses_schemas import InputItem, ReasoningConfig, ResponsesRequest
+from mlxnb._server.responses_schemas import (
+    InputItem,
+    InputTokensRequest,
+    ReasoningConfig,
+    ResponsesRequest,
+)
 from mlxnb._server.source import EngineSource, Limits, ServedEngine, http_meta
 from mlxnb._server.unserved import RESPONSES_UNSERVED, first_unserved
 from mlxnb.errors import ModelNotFoundError
@@ -229,15 +234,20 @@ def add_responses_routes(
     store = ResponseStore(capacity)
     app.state.responses = store
 
+    def previous_of(body: ResponsesRequest) -> StoredResponse | None:
+        """The stored response ``body`` continues (``previous_response_id``), if it names one."""
+        if body.previous_response_id is None:
+            return None
+        previous = store.get(body.previous_response_id)
+        if previous is None:
+            raise _not_found("previous_response_id", body.previous_response_id)
+        return previous
+
     @app.post(RESPONSES_PATH, tags=["openai"], responses=_ERRORS)
     async def create(body: ResponsesRequest, request: Request) -> Response:
         engine = _engine(source, body.model)
         check(body)
-        previous = None
-        if body.previous_response_id is not None:
-            previous = store.get(body.previous_response_id)
-            if previous is None:
-                raise _not_found("previous_response_id", body.previous_response_id)
+        previous = previous_of(body)
         history = previous.items if previous is not None else ()
         call = responses_call(body, history)
         if body.max_output_tokens is not None and body.max_output_tokens > limits.max_tokens:
@@ -272,6 +282,37 @@ def add_responses_routes(
             end=lambda: [sse(e) for e in out.end()],
             fold=lambda choices: out.fold(choices[0]),
         )
+
+    @app.post(RESPONSES_PATH + "/input_tokens", tags=["openai"], responses=_ERRORS)
+    async def input_tokens(body: InputTokensRequest) -> dict[str, Any]:
+        model = body.model
+        if model is None:
+            served = source.model_ids()
+            if len(served) != 1:
+                raise ApiError(
+                    400,
+                    f"model: name one of the served models ({', '.join(served)})",
+                    "invalid_request_error",
+                    "missing_required_parameter",
+                    "model",
+                )
+            model = served[0]
+        engine = _engine(source, model)
+        check(body)
+        previous = previous_of(body)
+        call = responses_call(body, previous.items if previous is not None else ())
+        options = {
+            name: call.options[name]
+            for name in ("chat_template_kwargs", "tool_choice")
+            if name in call.options
+        }
+        try:
+            tokens = await engine.acount_tokens(
+                call.messages, call.tools, call.enable_thinking, **options
+            )
+        except Exception as error:
+            raise api_error(error) from error
+        return {"object": "response.input_tokens", "input_tokens": tokens}
 
     @app.get(RESPONSES_PATH + "/{response_id}", tags=["openai"], responses=_ERRORS)
     async def retrieve(response_id: str) -> dict[str, Any]:

@@ -272,3 +272,12 @@ class ResponsesRequest(_In):
         max_length=64,
         description=f"{LOGPROBS_INCLUDE!r} returns log-probabilities; the rest ask nothing.",
     )
+
+
+class InputTokensRequest(ResponsesRequest):
+    """Body of ``POST /v1/responses/input_tokens``.
+
+    A Responses body whose ``model`` may be left out when the server serves one model.
+    """
+
+    model: Name | None = None  # type: ignore[assignment]

@@ -47,6 +47,16 @@ class ServedEngine(Protocol):
         """Generate one reply as events."""
         ...
 
+    async def acount_tokens(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> int:
+        """Tokens the prompt of such a request would hold."""
+        ...
+
 
 if TYPE_CHECKING:  # mypy checks that the real engine fits the seam
     from mlxnb._engine import Engine, ModelHandle

@@ -270,3 +270,11 @@ def test_a_repo_id_is_recognised_from_the_hub_cache(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert model_kind("org/some-vl") == "vision"
     assert model_kind("org/not-cached") == "text"  # offline: the text loader reports it
+
+
+def test_counting_a_prompt_with_images_matches_the_request(vision: mlxnb.Engine) -> None:
+    one, two = asking("Describe.", picture(1)), asking("Compare.", picture(1), picture(2, 32, 32))
+    for messages in (one, two):
+        turn = vision.generate(messages, max_tokens=1)
+        assert vision.count_tokens(messages) == turn.usage.prompt_tokens
+    assert vision.count_tokens(two) > vision.count_tokens(one)

@@ -605,3 +605,36 @@ def test_budget_tokens_closes_the_thinking_block(ask: Any) -> None:
     assert kinds[0] == "thinking" and "text" in kinds
     uncapped = ask("think:", thinking={"type": "enabled", "budget_tokens": 1024}, max_tokens=40)
     assert [block.type for block in uncapped.content] == ["thinking"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"system": "You are terse."},
+        {"tools": [WEATHER]},
+        {"tools": [WEATHER], "tool_choice": {"type": "none"}},
+        {"thinking": {"type": "disabled"}},
+    ],
+)
+def test_count_tokens_is_what_the_message_reports(
+    client: anthropic.Anthropic, ask: Any, model_id: str, extra: dict[str, Any]
+) -> None:
+    messages = [{"role": "user", "content": "say:Sunny."}]
+    counted = client.messages.count_tokens(model=model_id, messages=messages, **extra)
+    assert counted.input_tokens == prompt_tokens(ask("say:Sunny.", **extra)) > 5
+
+
+def test_count_tokens_errors_are_anthropic_shaped(server: ServerHandle, model_id: str) -> None:
+    url = f"{base_url(server)}/v1/messages/count_tokens"
+    unknown = httpx.post(
+        url, json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert unknown.status_code == 404 and unknown.json()["type"] == "error"
+    malformed = httpx.post(url, json={"model": model_id})
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["type"] == "invalid_request_error"
+    refused = httpx.post(
+        url, json={"model": model_id, "messages": [{"role": "user", "content": "x"}], "stop": ["."]}
+    )
+    assert refused.status_code == 400 and "stop_sequences" in refused.json()["error"]["message"]

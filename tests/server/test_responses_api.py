@@ -653,3 +653,34 @@ def test_reasoning_tokens_get_no_logprobs(ask: Any) -> None:
     assert response.usage is not None
     reasoning = response.usage.output_tokens_details.reasoning_tokens
     assert len(entries) == response.usage.output_tokens - reasoning
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"instructions": "Answer in French."},
+        {"tools": [WEATHER]},
+        {"tools": [WEATHER], "tool_choice": "none"},
+        {"reasoning": {"effort": "none"}},
+    ],
+)
+def test_input_tokens_are_what_the_response_reports(
+    client: openai.OpenAI, ask: Any, model_id: str, extra: dict[str, Any]
+) -> None:
+    counted = client.responses.input_tokens.count(model=model_id, input="say:Oui.", **extra)
+    response = ask("say:Oui.", **extra)
+    assert response.usage is not None
+    assert counted.input_tokens == response.usage.input_tokens > 5
+    assert counted.object == "response.input_tokens"
+
+
+def test_input_tokens_follow_a_previous_response_and_need_no_model_here(
+    client: openai.OpenAI, ask: Any
+) -> None:
+    first = ask("say:Hello.")
+    follow = {"input": "say:Again.", "previous_response_id": first.id}
+    counted = client.responses.input_tokens.count(**follow)  # one model served: it is used
+    assert counted.input_tokens == input_tokens(ask(**follow))
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_tokens.count(input="x", previous_response_id="resp_missing")
