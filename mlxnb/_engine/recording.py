@@ -66,29 +66,57 @@ def record_turn(
         duration_s: Seconds from submission to the end.
         error: The error that ended the turn, if any.
     """
+    _append(
+        audit,
+        builder,
+        request.meta,
+        model_id,
+        request_id=request.request_id,
+        started_at=request.started_at,
+        duration_s=duration_s,
+        error=error,
+        images=[image.summary() for image in request.images],
+        sampling=None if request.options is UNCHECKED_OPTIONS else ran_with(request),
+        request=asked(request),
+    )
+
+
+def _append(
+    audit: AuditLog | None,
+    builder: TurnBuilder,
+    meta: RequestMeta,
+    model_id: str,
+    *,
+    request_id: str,
+    started_at: datetime,
+    duration_s: float,
+    error: BaseException | None,
+    **row: Any,
+) -> None:
+    """Append the row of one finished call; an audit failure is logged, never raised.
+
+    ``row``: :meth:`TurnRecord.from_turn`'s other fields (``endpoint`` overrides the caller's).
+    """
     if audit is None:
         return
-    meta = request.meta
     try:
+        fields: dict[str, Any] = {"endpoint": meta.endpoint, **row}
         record = TurnRecord.from_turn(
             builder.build(),
-            request_id=request.request_id,
+            request_id=request_id,
             source=meta.source,
             model=model_id,
-            started_at=request.started_at,
+            started_at=started_at,
             duration_s=duration_s,
             conversation_id=meta.conversation_id,
-            endpoint=meta.endpoint,
             client=meta.client,
             run_id=meta.run_id,
             error_type=type(error).__name__ if error is not None else None,
-            images=[image.summary() for image in request.images],
-            sampling=None if request.options is UNCHECKED_OPTIONS else ran_with(request),
-            request=asked(request),
+            **fields,
         )
         audit.append(record)
-    except Exception:  # an audit failure must not take generation down; it is logged
-        log.exception("mlxnb: could not write the audit row for %s", request.request_id)
+    except Exception:  # an audit failure must not take the caller down; it is logged
+        log.exception("mlxnb: could not write the audit row for %s", request_id)
 
 
 def failed_turn(error: BaseException) -> TurnBuilder:
@@ -132,8 +160,6 @@ def record_score(
     continuation, in order), its ``request`` the context and continuations, its
     ``prompt_tokens`` every token the model read; nothing is generated.
     """
-    if audit is None:
-        return
     builder = TurnBuilder()
     usage = Usage(prompt_tokens=call.tokens)
     if error is None:
@@ -146,24 +172,18 @@ def record_score(
     def plain(value: str | Sequence[int]) -> str | list[int]:
         return value if isinstance(value, str) else [int(token) for token in value]
 
-    try:
-        record = TurnRecord.from_turn(
-            builder.build(),
-            request_id=call.request_id,
-            source=meta.source,
-            model=model_id,
-            started_at=call.started_at,
-            duration_s=duration_s,
-            conversation_id=meta.conversation_id,
-            endpoint=meta.endpoint or SCORE_ENDPOINT,
-            client=meta.client,
-            run_id=meta.run_id,
-            error_type=type(error).__name__ if error is not None else None,
-            request={
-                "context": plain(call.context),
-                "continuations": [plain(item) for item in call.continuations],
-            },
-        )
-        audit.append(record)
-    except Exception:  # an audit failure must not fail the caller; it is logged
-        log.exception("mlxnb: could not write the audit row for %s", call.request_id)
+    _append(
+        audit,
+        builder,
+        meta,
+        model_id,
+        request_id=call.request_id,
+        started_at=call.started_at,
+        duration_s=duration_s,
+        error=error,
+        endpoint=meta.endpoint or SCORE_ENDPOINT,
+        request={
+            "context": plain(call.context),
+            "continuations": [plain(item) for item in call.continuations],
+        },
+    )

@@ -109,15 +109,8 @@ def add_messages_routes(
     async def count_tokens(body: CountTokensRequest) -> dict[str, int]:
         engine = _engine(source, body.model)
         call = messages_call(body)
-        options = {
-            name: call.options[name]
-            for name in ("chat_template_kwargs", "tool_choice")
-            if name in call.options
-        }
         try:
-            tokens = await engine.acount_tokens(
-                call.messages, call.tools, call.enable_thinking, **options
-            )
+            tokens = await call.count_tokens(engine)
         except Exception as error:
             raise messages_error(api_error(error)) from error
         return {"input_tokens": tokens}

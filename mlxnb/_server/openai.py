@@ -79,6 +79,15 @@ class EngineCall:
         )
         return stream
 
+    async def count_tokens(self, engine: Any) -> int:
+        """The tokens of this chat call's prompt on ``engine``, rendered as :meth:`stream`'s."""
+        rendering = ("chat_template_kwargs", "tool_choice")
+        options = {name: self.options[name] for name in rendering if name in self.options}
+        tokens: int = await engine.acount_tokens(
+            self.messages, self.tools, self.enable_thinking, **options
+        )
+        return tokens
+
     def choices(self) -> list[tuple[Prompt, dict[str, Any]]]:
         """Each choice of a text completion as ``(prompt, options)``, in OpenAI's order.
 

@@ -301,15 +301,8 @@ def add_responses_routes(
         check(body)
         previous = previous_of(body)
         call = responses_call(body, previous.items if previous is not None else ())
-        options = {
-            name: call.options[name]
-            for name in ("chat_template_kwargs", "tool_choice")
-            if name in call.options
-        }
         try:
-            tokens = await engine.acount_tokens(
-                call.messages, call.tools, call.enable_thinking, **options
-            )
+            tokens = await call.count_tokens(engine)
         except Exception as error:
             raise api_error(error) from error
         return {"object": "response.input_tokens", "input_tokens": tokens}

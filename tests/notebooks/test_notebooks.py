@@ -254,6 +254,8 @@ def check_api_notebook(notebook: nbformat.NotebookNode) -> None:
 
     answer = printed(cell_with(notebook, "reply = client.chat.completions.create(")).splitlines()
     assert "Paris" in answer[0] and answer[1].startswith("CompletionUsage(completion_tokens=")
+    counted, reported = printed(cell_with(notebook, "input_tokens.count(")).split()
+    assert counted == reported and int(counted) > 5
     streamed = printed(cell_with(notebook, "stream=True,"))
     assert len(streamed.strip()) > 20
 
