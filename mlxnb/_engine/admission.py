@@ -11,7 +11,7 @@ arithmetic only: the worker owns the queue's requests and ends them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from mlxnb._engine.backend import Prompt
@@ -48,15 +48,23 @@ class Admission:
         budget: Bytes of KV the running requests may project together (``None``: no budget).
         timeout: Seconds a request may wait before it ends with ``EngineBusyError``.
         serial: One request at a time (``kv_bits``): the others wait their turn, however long.
+        shared: The bytes the process's other engines leave this one now
+            (:meth:`mlxnb._engine.kv_ledger.KvLedger.room`; ``None``: this engine alone counts).
     """
 
     def __init__(
-        self, kv: KvFootprint | None, budget: int | None, timeout: float, serial: bool = False
+        self,
+        kv: KvFootprint | None,
+        budget: int | None,
+        timeout: float,
+        serial: bool = False,
+        shared: Callable[[], int] | None = None,
     ) -> None:
         self.kv = kv if budget is not None else None
         self.budget = budget
         self.timeout = timeout
         self.serial = serial
+        self.shared = shared if self.kv is not None else None
         self._waiting: deque[Waiting] = deque()
 
     def __len__(self) -> int:
@@ -86,7 +94,12 @@ class Admission:
             return False  # one request at a time (kv_bits): it waits its turn
         if self.kv is None or self.budget is None:
             return True
-        return self.kv.batch_bytes([*running, tokens]) <= self.budget
+        need = self.kv.batch_bytes([*running, tokens])
+        return need <= self.budget and (self.shared is None or need <= self.shared())
+
+    def projected(self, running: Sequence[int]) -> int:
+        """The KV bytes of ``running`` projections together (0 without a footprint)."""
+        return 0 if self.kv is None else self.kv.batch_bytes(running)
 
     def wait(self, request: Request, prompt: Prompt, now: float) -> None:
         """Queue a request that does not fit now."""
@@ -107,5 +120,6 @@ class Admission:
             return None
         return EngineBusyError(
             f"waited {waited:.1f} s for KV-cache memory ({entry.tokens} tokens; the KV budget "
-            f"is {self.budget} bytes, taken by running requests); try again later"
+            f"is {self.budget} bytes, taken by running requests of this model or of the "
+            "process's other models); try again later"
         )

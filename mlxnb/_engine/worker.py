@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from mlxnb._engine.active import Active, Backend
@@ -26,6 +27,7 @@ from mlxnb._engine.commands import CLOSE, ModelQuestion, Question, answer
 from mlxnb._engine.delivery import Outbox
 from mlxnb._engine.forks import Forks
 from mlxnb._engine.group_turns import GroupTurns
+from mlxnb._engine.kv_ledger import LEDGER
 from mlxnb._engine.lockstep import Lockstep, group_failed
 from mlxnb._engine.logprobs import token_logprob
 from mlxnb._engine.memory import MemoryStats, apply_limits, plan_memory
@@ -47,6 +49,10 @@ from mlxnb.events import Done, Event, PrefillProgress, TurnBuilder, Usage
 
 log = logging.getLogger("mlxnb.engine")
 T = TypeVar("T")
+
+ADMISSION_POLL = 0.01
+"""Seconds between two looks at waiting requests while none runs here (only another engine's
+requests, in :data:`~mlxnb._engine.kv_ledger.LEDGER`, can be holding them back)."""
 
 
 class Worker(GroupTurns):
@@ -107,6 +113,7 @@ class Worker(GroupTurns):
         try:
             self._run()
         finally:
+            LEDGER.leave(id(self))  # what it held and projected is the other engines' again
             # The thread lives on (see mlxnb._engine.threads): drop the model to free its memory.
             self.backend = None
             self._generator = None
@@ -200,8 +207,11 @@ class Worker(GroupTurns):
             if idle:
                 self._save_to_disk()
             follower = self._lockstep is not None and not self._lockstep.leads
+            # Only other engines' requests can hold back one that waits while none runs here:
+            # look again shortly, without spinning.
+            poll = ADMISSION_POLL if not self._active and self._admission else None
             # A follower's turns come from rank 0 (it blocks in the collective instead).
-            commands = [] if follower else self._next_commands(block=idle)
+            commands = [] if follower else self._next_commands(block=idle, poll=poll)
             if self._lockstep is not None:
                 if self._group_lost is not None:
                     self._end_group(self._group_lost)
@@ -291,10 +301,18 @@ class Worker(GroupTurns):
                 self._store_cache(cache, tokens, "system")
         timeout = self._config.admission_timeout
         serial = quantization is not None
-        self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout, serial)
+        shared = None
+        if plan.kv is not None and plan.kv_budget_bytes is not None and self._lockstep is None:
+            owner = id(self)
+            LEDGER.join(owner, plan.weights_bytes + plan.prompt_cache_bytes, plan.device_bytes)
+            shared = partial(LEDGER.room, owner)
+        self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout, serial, shared)
 
-    def _next_commands(self, block: bool) -> list[Any]:
+    def _next_commands(self, block: bool, poll: float | None = None) -> list[Any]:
         commands = [self._commands.get()] if block else []
+        if poll is not None and self._commands.empty():
+            with contextlib.suppress(queue.Empty):
+                commands.append(self._commands.get(timeout=poll))
         # Asked first, not caught: a turn of a decoding loop usually finds nothing, and an
         # exception raised and caught per token is a cost on the thread that launches steps.
         while not self._commands.empty():  # this thread alone takes from the queue
@@ -348,6 +366,7 @@ class Worker(GroupTurns):
             self._admit_waiting(hold)
             return
         self._start(request, prompt, alone)
+        self._project()
 
     def _first_tokens_due(self) -> bool:
         """Whether newcomers should wait a pass or two: the batch has first tokens due.
@@ -398,9 +417,17 @@ class Worker(GroupTurns):
                 self._finish_failed(entry.request, expired)
             elif hold:
                 continue
-            elif not self._active or self._admission.fits(self._projections(), entry.tokens):
+            elif (not self._active and self._admission.shared is None) or self._admission.fits(
+                self._projections(), entry.tokens
+            ):
                 self._admission.take(entry)
                 self._start(entry.request, entry.prompt, alone=not self._active)
+                self._project()
+
+    def _project(self) -> None:
+        """Tell the ledger what this engine's running requests will hold (admission changed)."""
+        if self._admission.shared is not None:
+            LEDGER.project(id(self), self._admission.projected(self._projections()))
 
     def _end_unstarted(self, entry: Waiting) -> None:
         """End a waiting request its caller cancelled: audited as cancelled, nothing computed."""
@@ -737,5 +764,6 @@ class Worker(GroupTurns):
         self._outbox.put(request.sink, request.cancel, error)
 
     def _finished(self, active: Active, error: BaseException | None) -> None:
+        self._project()
         duration = time.perf_counter() - active.request.submitted
         self._on_finished(active.request, active.builder, duration, error)
