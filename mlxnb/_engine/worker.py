@@ -304,7 +304,7 @@ class Worker(GroupTurns):
         shared = None
         if plan.kv is not None and plan.kv_budget_bytes is not None and self._lockstep is None:
             owner = id(self)
-            LEDGER.join(owner, plan.weights_bytes + plan.prompt_cache_bytes, plan.device_bytes)
+            LEDGER.join(owner, plan.weights_bytes, plan.device_bytes)
             shared = partial(LEDGER.room, owner)
         self._admission = Admission(plan.kv, plan.kv_budget_bytes, timeout, serial, shared)
 
@@ -427,7 +427,9 @@ class Worker(GroupTurns):
     def _project(self) -> None:
         """Tell the ledger what this engine's running requests will hold (admission changed)."""
         if self._admission.shared is not None:
-            LEDGER.project(id(self), self._admission.projected(self._projections()))
+            projected = self._admission.projected(self._projections())
+            held = self._cache.nbytes if self._cache is not None else 0
+            LEDGER.project(id(self), projected, held)
 
     def _end_unstarted(self, entry: Waiting) -> None:
         """End a waiting request its caller cancelled: audited as cancelled, nothing computed."""

@@ -23,17 +23,21 @@ HI = [{"role": "user", "content": "Hi"}]
 
 def test_the_total_is_the_device_share_less_what_every_member_holds() -> None:
     ledger = KvLedger()
-    ledger.join(1, fixed=40 * MB, device=DEVICE)
-    assert ledger.room(1) == int(DEVICE * 3 / 4) - 40 * MB  # alone: as its own budget
-    ledger.join(2, fixed=40 * MB, device=DEVICE)
-    floor = DEVICE // 16  # 48 - 80 MB is below the floor
-    assert ledger.room(1) == ledger.room(2) == floor
-    ledger.project(2, 3 * MB)
-    assert (ledger.room(1), ledger.room(2)) == (floor - 3 * MB, floor)  # one's own counts not
+    share = int(DEVICE * 3 / 4)
+    ledger.join(1, weights=10 * MB, device=DEVICE)
+    assert ledger.room(1) == share - 10 * MB  # alone: its own weights
+    ledger.join(2, weights=20 * MB, device=DEVICE)
+    assert ledger.room(1) == ledger.room(2) == share - 30 * MB
+    ledger.project(2, 3 * MB, held=5 * MB)  # running requests, and a prompt cache's contents
+    assert ledger.room(1) == share - 35 * MB - 3 * MB
+    assert ledger.room(2) == share - 35 * MB  # its own running requests are not "others"
+    ledger.join(3, weights=60 * MB, device=DEVICE)
+    assert ledger.room(3) == DEVICE // 16 - 3 * MB  # the floor, less the others' requests
+    ledger.leave(3)
     ledger.leave(2)
-    assert ledger.room(1) == int(DEVICE * 3 / 4) - 40 * MB and len(ledger) == 1
+    assert ledger.room(1) == share - 10 * MB and len(ledger) == 1
     ledger.project(2, MB)  # a member that left projects nothing
-    assert ledger.room(1) == int(DEVICE * 3 / 4) - 40 * MB
+    assert ledger.room(1) == share - 10 * MB
 
 
 class NoEnd:
