@@ -233,9 +233,19 @@ def add_routes(app: FastAPI, source: EngineSource, limits: Limits) -> None:
     def card(model: str) -> dict[str, Any]:
         return {**oa.model_card(model, created), **source.state(model), "id": model}
 
-    @app.get("/v1/models", tags=["openai"], responses=_ERRORS)
+    @app.get("/v1/models", tags=["openai", "anthropic"], responses=_ERRORS)
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [card(m) for m in source.model_ids()]}
+        ids = source.model_ids()
+        # Anthropic's page fields beside OpenAI's list: one page holds every model.
+        first, last = (ids[0], ids[-1]) if ids else (None, None)
+        data = [card(m) for m in ids]
+        return {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": first,
+            "last_id": last,
+        }
 
     @app.get("/v1/models/{model:path}", tags=["openai"], responses=_ERRORS)
     async def model(model: str) -> dict[str, Any]:

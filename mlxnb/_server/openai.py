@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from mlxnb._engine.request import RequestMeta
@@ -269,8 +270,22 @@ def finish_reason(reason: str) -> str:
 
 
 def model_card(model_id: str, created: int) -> dict[str, Any]:
-    """One entry of ``GET /v1/models``."""
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "mlxnb"}
+    """One entry of ``GET /v1/models``, in OpenAI's shape and Anthropic's at once.
+
+    Both APIs list models at the same path; each SDK reads its own fields and ignores the
+    other's (``object``/``created``/``owned_by``; ``type``/``display_name``/``created_at``).
+    """
+    stamp = datetime.fromtimestamp(created, timezone.utc).isoformat().replace("+00:00", "Z")
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "mlxnb",
+        "type": "model",
+        "display_name": model_id,
+        "created_at": stamp,
+        "lifecycle": "active",
+    }
 
 
 @dataclass

@@ -638,3 +638,14 @@ def test_count_tokens_errors_are_anthropic_shaped(server: ServerHandle, model_id
         url, json={"model": model_id, "messages": [{"role": "user", "content": "x"}], "stop": ["."]}
     )
     assert refused.status_code == 400 and "stop_sequences" in refused.json()["error"]["message"]
+
+
+def test_the_anthropic_sdk_lists_and_retrieves_the_models(
+    client: anthropic.Anthropic, model_id: str
+) -> None:
+    page = client.models.list()
+    assert [model.id for model in page.data] == [model_id] and not page.has_more
+    (listed,) = page.data
+    assert listed.display_name == model_id and listed.type == "model"
+    assert listed.created_at.tzinfo is not None
+    assert client.models.retrieve(model_id).id == model_id
