@@ -110,7 +110,20 @@ class ChatTurn:
             "seconds": round(self.seconds, 3),
             "rounds": len(self.rounds),
             "finish_reason": self.finish_reason,
+            "context_tokens": self.context_tokens,
         }
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens of the conversation as the model last saw it.
+
+        Its last round's prompt and answer: what the next message starts from, unless older
+        turns are left out.
+        """
+        if not self.rounds:
+            return 0
+        usage = self.rounds[-1].usage
+        return usage.prompt_tokens + usage.completion_tokens
 
 
 ChatEvent = Event | RoundStart | ContextTrimmed | ToolApproval | ToolResult | ChatTurn

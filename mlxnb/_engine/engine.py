@@ -302,6 +302,16 @@ class Engine:
         return backend
 
     @property
+    def context_length(self) -> int | None:
+        """The most tokens the model's context holds (from its ``config.json``; ``None``: unknown).
+
+        Raises:
+            EngineClosedError: The engine was closed.
+        """
+        limit: int | None = self._loaded_backend().context_length
+        return limit
+
+    @property
     def supports_thinking(self) -> bool:
         """Whether the tokenizer knows thinking markers."""
         return bool(self.tokenizer.has_thinking)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from mlxnb._chat import ChatEngine
 from mlxnb._engine import ModelHandle, ModelPool, default_pool
-from mlxnb.errors import ModelNotFoundError
+from mlxnb.errors import MlxnbError, ModelNotFoundError
 
 LoadState = Literal["loading", "ready", "error"]
 
@@ -127,3 +127,19 @@ def readiness(engine: ChatEngine) -> Readiness:
     except Exception as exc:
         return Readiness("error", error=exc)
     return Readiness("ready", engine)
+
+
+def context_limit_of(engine: ChatEngine) -> int | None:
+    """The model's context length if it is known without loading anything, else ``None``.
+
+    A pooled model's engine is asked only while it is loaded; a remote endpoint has none.
+    """
+    if isinstance(engine, ModelHandle):
+        if not engine.ready:
+            return None
+        engine = engine.engine  # loaded: returns at once
+    try:
+        limit = getattr(engine, "context_length", None)
+    except MlxnbError:  # closed meanwhile
+        return None
+    return limit if isinstance(limit, int) and limit > 0 else None

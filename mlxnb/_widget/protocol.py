@@ -277,8 +277,14 @@ class OpRecorder:
         self._op("tool_status", self._keys.get(call_id, call_id), status)
         self._batcher.flush()  # the page shows Run / Deny now, not at the next tick
 
-    def finish(self, turn: ChatTurn | None, failure: str | None = None) -> dict[str, Any]:
-        """End the entry (status, error, statistics), send everything, return the entry."""
+    def finish(
+        self, turn: ChatTurn | None, failure: str | None = None, context_limit: int | None = None
+    ) -> dict[str, Any]:
+        """End the entry (status, error, statistics), send everything, return the entry.
+
+        ``context_limit``: the model's context length, shown beside how much of it the
+        conversation fills (``None``: unknown, not shown).
+        """
         self._end_thinking()
         for part in self.turn["parts"]:  # calls Stop left waiting or running never answer
             if part["kind"] == "tool" and part["status"] in ("pending", "running"):
@@ -287,6 +293,6 @@ class OpRecorder:
             self._op("end", "error", failure or "generation failed", None)
         else:
             status = {"cancelled": "cancelled", "error": "error"}.get(turn.finish_reason, "done")
-            self._op("end", status, turn.error, turn.stats())
+            self._op("end", status, turn.error, {**turn.stats(), "context_limit": context_limit})
         self._batcher.flush()
         return copy.deepcopy(self.turn)

@@ -37,7 +37,7 @@ from mlxnb._widget.control import PageApprovals, continued_entry, edit_index, on
 from mlxnb._widget.export import transcript_markdown, write_notebook
 from mlxnb._widget.history import recent_list, save_quietly, transcript_of
 from mlxnb._widget.mentions import namespace_names, resolve_mentions, user_namespace
-from mlxnb._widget.models import ModelChoice, pooled, readiness
+from mlxnb._widget.models import ModelChoice, context_limit_of, pooled, readiness
 from mlxnb._widget.protocol import Batcher, OpRecorder
 from mlxnb.errors import (
     ConversationBusyError,
@@ -461,7 +461,7 @@ class ChatWidget(anywidget.AnyWidget):
         finally:
             turns = self.conversation.turns
             chat_turn = turns[-1] if turns and turns[-1] is not before else None
-            entry = recorder.finish(chat_turn, failure)
+            entry = recorder.finish(chat_turn, failure, context_limit_of(self.conversation.engine))
             # One sync message: a page never shows the ended turn while its input is still locked
             with self.hold_sync():
                 self.transcript = [*self.transcript, entry]

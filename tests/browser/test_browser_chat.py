@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import re
 import time
 from collections.abc import Callable
 
@@ -60,6 +61,8 @@ def test_tokens_stream_in_as_markdown(open_chat: OpenChat, lab_page: LabPage) ->
     assert turn.get_by_test_id("copy").count() == 1
     stats = turn.get_by_test_id("stats").inner_text()
     assert "first token" in stats and "tok/s" in stats and "completion tokens" in stats
+    # how full the model's context is: the conversation's tokens over the model's limit
+    assert re.search(r"context \d+/\d+ \(\d+ %\)", stats), stats
     assert chat.input.is_enabled() and chat.stop.is_disabled()
     assert (
         chat.kernel("print(widget.messages[-1]['content'] == " + repr(MARKDOWN) + ")") == "True\n"

@@ -38,6 +38,8 @@ async def test_answer_with_thinking(engine: mlxnb.Engine, script: Script) -> Non
         "seconds": round(turn.seconds, 3),
         "rounds": 1,
         "finish_reason": "stop",
+        # one round: the conversation the model saw is its prompt and this answer
+        "context_tokens": turn.usage.prompt_tokens + turn.usage.completion_tokens,
     }
 
 

@@ -108,7 +108,10 @@ async def test_a_message_from_the_page_streams_then_lands_in_the_transcript(make
     assert entry["parts"][0]["text"].strip() == "The user wants code."
     assert entry["parts"][0]["seconds"] > 0
     assert entry["parts"][1]["text"] == ANSWER
-    assert (entry["status"], entry["error"], entry["stats"]) == ("done", None, turn.stats())
+    limit = widget.engine.context_length
+    assert isinstance(limit, int) and limit > entry["stats"]["context_tokens"] > 0
+    stats = {**turn.stats(), "context_limit": limit}
+    assert (entry["status"], entry["error"], entry["stats"]) == ("done", None, stats)
     assert len(wire.customs("ops")) >= 2
     kinds = [(k, sorted(v)) if k == "update" else (k, v["type"]) for k, v in wire.log]
     last_ops = max(i for i, item in enumerate(kinds) if item == ("custom", "ops"))

@@ -89,6 +89,11 @@ export function formatStats(stats) {
   );
   items.push(`${stats.seconds.toFixed(2)} s`);
   if (stats.rounds > 1) items.push(`${stats.rounds} rounds`);
+  if (stats.context_limit && stats.context_tokens) {
+    // How full the model's context is after this answer: the next message starts from here.
+    const share = Math.round((100 * stats.context_tokens) / stats.context_limit);
+    items.push(`context ${stats.context_tokens}/${stats.context_limit} (${share} %)`);
+  }
   if (!["stop", "cancelled", ""].includes(stats.finish_reason ?? "")) {
     items.push(stats.finish_reason);
   }

@@ -22,7 +22,8 @@
  * @typedef {ThinkingPart | ContentPart | ToolPart} Part
  * @typedef {{
  *   ttft: number | null, tps: number | null, prompt_tokens: number,
- *   completion_tokens: number, seconds: number, rounds: number, finish_reason: string
+ *   completion_tokens: number, seconds: number, rounds: number, finish_reason: string,
+ *   context_tokens?: number, context_limit?: number | null
  * }} Stats
  * @typedef {"streaming" | "done" | "cancelled" | "error"} TurnStatus
  *

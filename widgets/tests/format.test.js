@@ -81,6 +81,23 @@ describe("formatStats", () => {
     );
   });
 
+  it("shows how full the context is when the model's limit is known", () => {
+    const stats = {
+      ttft: null,
+      tps: null,
+      prompt_tokens: 900,
+      completion_tokens: 124,
+      seconds: 1,
+      rounds: 1,
+      finish_reason: "stop",
+      context_tokens: 1024,
+    };
+    expect(formatStats({ ...stats, context_limit: 4096 })).toBe(
+      "900 prompt + 124 completion tokens · 1.00 s · context 1024/4096 (25 %)",
+    );
+    expect(formatStats({ ...stats, context_limit: null })).not.toContain("context");
+  });
+
   it("leaves out what is unknown", () => {
     const text = formatStats({
       ttft: null,
