@@ -39,6 +39,7 @@ from mlxnb.errors import (
     ContextLengthError,
     ConversationBusyError,
     InvalidRequestError,
+    MlxnbError,
 )
 from mlxnb.events import Event, FinishReason, Turn, TurnBuilder
 
@@ -372,6 +373,10 @@ class Conversation(HistoryEdits, SavedHistory):
                 template = dict(options.get("chat_template_kwargs") or {})
                 options["chat_template_kwargs"] = {**template, "continue_final_message": True}
             self._format = requested_format(options)
+            older = self.truncate and self._skip < len(self._starts) - 1
+            if older and not await self._fits(messages, schemas, thinking, options):
+                self._skip += 1  # counted, not refused: no attempt, no error row
+                continue
             events = self.engine.stream(messages, schemas, thinking, **options)
             try:
                 try:
@@ -392,6 +397,27 @@ class Conversation(HistoryEdits, SavedHistory):
                 closer = getattr(events, "aclose", None)
                 if closer is not None:
                     await closer()
+
+    async def _fits(
+        self,
+        messages: list[dict[str, Any]],
+        schemas: list[dict[str, Any]] | None,
+        thinking: bool | None,
+        options: Mapping[str, Any],
+    ) -> bool:
+        """Whether the engine would take this request's length.
+
+        Engines that cannot count say yes, and the request's refusal is caught instead.
+        """
+        fits = getattr(self.engine, "afits_context", None)
+        if fits is None:
+            return True
+        rendering = ("max_tokens", "chat_template_kwargs", "tool_choice")
+        asked = {name: options[name] for name in rendering if options.get(name) is not None}
+        try:
+            return bool(await fits(messages, schemas, thinking, **asked))
+        except MlxnbError:
+            return True  # the request itself reports what is wrong
 
     def _close_partial(
         self,

@@ -455,6 +455,47 @@ class Engine:
 
         return self._worker.ask_model(render, None)
 
+    def fits_context(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        *,
+        max_tokens: int | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        tool_choice: ToolChoice | None = None,
+    ) -> bool:
+        """Whether such a request fits the model's context, as the engine checks before any work.
+
+        Its prompt plus ``max_tokens`` (``None``: the default a request gets). Nothing runs on
+        the model and nothing is audited; a refused request would be both. Arguments as
+        :meth:`count_tokens`.
+        """
+        limit = self.context_length
+        if limit is None:
+            return True
+        wanted = max_tokens if max_tokens is not None else self._sampling_defaults()["max_tokens"]
+        tokens = self.count_tokens(
+            messages,
+            tools,
+            enable_thinking,
+            chat_template_kwargs=chat_template_kwargs,
+            tool_choice=tool_choice,
+        )
+        return bool(tokens + wanted <= limit)
+
+    async def afits_context(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        **options: Any,
+    ) -> bool:
+        """Like :meth:`fits_context`, rendering off the event loop."""
+        return await asyncio.to_thread(
+            self.fits_context, messages, tools, enable_thinking, **options
+        )
+
     async def acount_tokens(
         self,
         messages: Messages,

@@ -179,6 +179,24 @@ class ModelHandle:
         turn = await acollect(self.stream(messages, tools, enable_thinking, **options))
         return with_parsed(turn, options)
 
+    async def afits_context(
+        self,
+        messages: Messages,
+        tools: Tools = None,
+        enable_thinking: bool | None = None,
+        *,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> bool:
+        """Like :meth:`Engine.afits_context`, the profile's defaults applied."""
+        messages, enable_thinking, merged = self._arguments(
+            messages, enable_thinking, {"max_tokens": max_tokens}
+        )
+        engine = await self.pool.aengine(self.model)
+        return await engine.afits_context(
+            messages, tools, enable_thinking, max_tokens=merged.get("max_tokens"), **options
+        )
+
     async def acount_tokens(
         self,
         messages: Messages,

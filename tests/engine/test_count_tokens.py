@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import mlxnb
+from mlxnb.errors import ContextLengthError
 
 WEATHER = {
     "type": "function",
@@ -69,3 +70,14 @@ def test_an_image_for_a_text_model_is_refused_as_a_request_is(engine: mlxnb.Engi
     with pytest.raises(mlxnb.InvalidRequestError) as generated:
         engine.generate(asked, max_tokens=1)
     assert str(counted.value) == str(generated.value)
+
+
+async def test_fits_context_answers_as_the_engine_would_refuse(engine: mlxnb.Engine) -> None:
+    limit = engine.context_length
+    assert isinstance(limit, int)
+    room = limit - engine.count_tokens(ASK)
+    assert engine.fits_context(ASK, max_tokens=room)
+    assert not engine.fits_context(ASK, max_tokens=room + 1)
+    with pytest.raises(ContextLengthError):
+        engine.generate(ASK, max_tokens=room + 1)
+    assert await engine.afits_context(ASK)  # the default max_tokens fits this model

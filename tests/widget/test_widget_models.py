@@ -255,6 +255,20 @@ async def test_truncation_keeps_the_system_prompt_and_the_latest_turns(
     assert len(last) == len(talk.messages) - 1 - trimmed[-1]  # the answer came after it
 
 
+async def test_truncation_counts_first_so_no_request_is_refused(
+    short_context: Path, tmp_path: Path
+) -> None:
+    with mlxnb.AuditLog(tmp_path / "audit.sqlite3") as audit:
+        with mlxnb.Engine(short_context, audit=audit) as engine:
+            talk = Conversation(engine, truncate=True, generation_options={"max_tokens": 8})
+            turns = [await talk.ask(f"{n}: {LONG}") for n in range(6)]
+        rows = audit.df
+    assert turns[-1].left_out > 0  # the history outgrew the context
+    assert all(t.finish_reason in ("length", "stop") for t in turns)
+    # one request per turn: the left-out turns were counted, not tried and refused
+    assert len(rows) == 6 and set(rows["status"]) == {"ok"}
+
+
 async def test_the_widget_marks_what_was_left_out(short_engine: mlxnb.Engine) -> None:
     widget = ChatWidget(short_engine, truncate=True, generation_options={"max_tokens": 8})
     wire = Wire(widget)
