@@ -130,3 +130,30 @@ def test_models_in_the_hub_cache_are_listed_and_served_offline(
             assert reply.model == "mlx-community/tiny-cached"
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("name", ["alpha", "coder"])
+def test_counted_tokens_are_a_pooled_model_s_or_profile_s_own(
+    client: openai.OpenAI, name: str
+) -> None:
+    counted = client.responses.input_tokens.count(model=name, input="hello")
+    reply = client.chat.completions.create(model=name, messages=HELLO)  # type: ignore[arg-type]
+    assert reply.usage is not None
+    assert counted.input_tokens == reply.usage.prompt_tokens  # the profile's system prompt too
+
+
+def test_a_profile_s_system_prompt_is_counted(client: openai.OpenAI) -> None:
+    plain = client.responses.input_tokens.count(model="alpha", input="hello").input_tokens
+    profiled = client.responses.input_tokens.count(model="coder", input="hello").input_tokens
+    assert profiled > plain
+
+
+async def test_a_profile_s_handle_counts_and_fits_with_its_system_prompt(pool: ModelPool) -> None:
+    coder, alpha = pool.handle("coder"), pool.handle("alpha")
+    assert await coder.afits_context(HELLO) and await alpha.afits_context(HELLO)
+    engine = alpha.engine
+    limit = engine.context_length
+    assert isinstance(limit, int)
+    room = limit - await coder.acount_tokens(HELLO)
+    assert await coder.afits_context(HELLO, max_tokens=room)
+    assert not await coder.afits_context(HELLO, max_tokens=room + 1)
