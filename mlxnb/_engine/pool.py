@@ -100,20 +100,36 @@ class ModelPool(ModelRegistry):
             ModelLoadError: Loading failed (``MemoryBudgetError`` when it cannot fit).
             TimeoutError: Loading did not finish within ``timeout``.
         """
-        entry = self._start(self.lookup(name)[0])
-        if not entry.done.wait(self.load_timeout if timeout is None else timeout):
-            raise TimeoutError(f"{entry.name} did not load within {timeout or self.load_timeout} s")
-        return self._ready_engine(entry)
+        wait = self.load_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            entry = self._start(self.lookup(name)[0])
+            if not entry.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"{entry.name} did not load within {wait} s")
+            if not self._retry(entry, deadline):
+                return self._ready_engine(entry)
 
     async def aengine(self, name: str, *, timeout: float | None = None) -> Engine:
         """Awaitable :meth:`engine`: waits for a load without blocking the event loop."""
-        entry = self._start(self.lookup(name)[0])
         deadline = time.monotonic() + (self.load_timeout if timeout is None else timeout)
-        while not entry.done.is_set():
-            if time.monotonic() > deadline:
-                raise EngineBusyError(f"{entry.name} is still loading; try again later")
-            await asyncio.sleep(0.02)
-        return self._ready_engine(entry)
+        while True:
+            entry = self._start(self.lookup(name)[0])
+            while not entry.done.is_set():
+                if time.monotonic() > deadline:
+                    raise EngineBusyError(f"{entry.name} is still loading; try again later")
+                await asyncio.sleep(0.02)
+            if not self._retry(entry, deadline):
+                return self._ready_engine(entry)
+
+    def _retry(self, entry: PoolEntry, deadline: float) -> bool:
+        """Whether to load again: the load found no room in time, and this caller may wait on.
+
+        A load waits for room only as long as the pool's timeout was when it started; a caller
+        that joined it with more patience (or after the timeout was raised) loads again.
+        """
+        with self._lock:
+            busy = isinstance(entry.error, EngineBusyError) and not entry.resident
+        return busy and time.monotonic() < deadline
 
     def load(
         self,

@@ -147,6 +147,27 @@ async def test_a_model_serving_a_request_is_never_evicted(
     assert resident(pool) == [b]
 
 
+async def test_a_patient_caller_is_not_failed_by_a_load_that_gave_up_on_room(
+    make_pool: Callable[..., ModelPool], models: list[Path]
+) -> None:
+    pool = make_pool(max_models=1)
+    a, b = (pool.register(path) for path in models[:2])
+    stream = pool.handle(a).stream(HELLO, max_tokens=4000)
+    await anext(stream)  # a is generating: no room for b until it ends
+    pool.load_timeout = 0.5
+    hasty = asyncio.create_task(pool.handle(b).agenerate(HELLO))
+    await asyncio.sleep(0.1)  # b's load has started, and waits 0.5 s for room
+    pool.load_timeout = 600.0
+    patient = asyncio.create_task(pool.handle(b).agenerate(HELLO))  # joins that load
+    with pytest.raises(EngineBusyError):
+        await hasty
+    await asyncio.sleep(0.6)  # the first load gave up on room
+    assert not patient.done()  # ... but the patient caller loads again and waits on
+    await stream.aclose()  # a is idle: it makes room
+    turn = await asyncio.wait_for(patient, 120)
+    assert turn.finish_reason in ("stop", "length") and resident(pool) == [b]
+
+
 def test_pinned_models_are_never_evicted(
     make_pool: Callable[..., ModelPool], models: list[Path]
 ) -> None:
