@@ -441,19 +441,16 @@ class Engine:
         self._check_images(normalized.images)
         shown = list(tools) if tools and tool_choice != "none" else None
         template = dict(chat_template_kwargs or {}) or None
+
+        def render(_: Any = None) -> int:
+            prompt = backend.render(
+                normalized.messages, shown, enable_thinking, template, normalized.images
+            )
+            return len(prompt.tokens)
+
         if isinstance(backend, TextBackend):
-            rendered = backend.render(
-                normalized.messages, shown, enable_thinking, template, normalized.images
-            )
-            return len(rendered.tokens)
-
-        def render(_: Any) -> int:  # a vision prompt's images are processed with MLX: its thread
-            vision = backend.render(
-                normalized.messages, shown, enable_thinking, template, normalized.images
-            )
-            return len(vision.tokens)
-
-        return self._worker.ask_model(render, None)
+            return render()
+        return self._worker.ask_model(render, None)  # a vision prompt's images run on MLX
 
     def fits_context(
         self,

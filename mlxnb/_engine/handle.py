@@ -205,9 +205,7 @@ class ModelHandle:
         **options: Any,
     ) -> int:
         """Like :meth:`Engine.acount_tokens`, the profile's system prompt and thinking applied."""
-        if self.profile is not None:
-            messages = self.profile.messages(messages)
-            enable_thinking = self.profile.thinking(enable_thinking)
+        messages, enable_thinking, _ = self._arguments(messages, enable_thinking, {})
         engine = await self.pool.aengine(self.model)
         return await engine.acount_tokens(messages, tools, enable_thinking, **options)
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlxnb._engine.backend import ADAPTER_FILES
 from mlxnb.testing._tiny import built_model_dir, tiny_model
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapters.safetensors"
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = ADAPTER_FILES
 
 
 def tiny_adapter(
