@@ -122,11 +122,20 @@ class Run:
     # that per-token overhead slows, without the time to the first token.
     decode_tps: float = 0.0
     segments: dict[str, float] | None = None  # --gaps: each of SEGMENTS' mean seconds a token
+    # Seconds from the call to the first token (raw: when its loop gets it; ours: the worker's
+    # stamp, in the Done's usage): with ``outside_decode``, splits the time outside the decode
+    # window into before the first token and after the last.
+    first_token: float = 0.0
 
     @property
     def outside_decode(self) -> float:
         """Seconds of the run outside its decode window: before the first token, after the last."""
         return self.wall - (self.tokens - 1) / self.decode_tps if self.decode_tps else 0.0
+
+    @property
+    def after_last(self) -> float:
+        """Seconds of the run after its last token (ours: until the Done reaches the consumer)."""
+        return self.outside_decode - self.first_token
 
     def per_token_us(self, seconds: float) -> float:
         return 1e6 * seconds / max(self.tokens, 1)
@@ -275,11 +284,12 @@ def time_gaps(engines: list[mlxnb.Engine], model: Any, tokenizer: Any) -> tuple[
 
 
 def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
-    prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
     count = 0
     text = Text()
     first = last = 0.0
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    # Timed as the engine's call is: from the messages, so both sides render the chat template.
+    prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
     for response in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens):
         last = time.perf_counter()
         first = first or last
@@ -287,7 +297,15 @@ def raw_run(model: Any, tokenizer: Any, tokens: int) -> Run:
         text.add(response.text)
     wall, cpu = time.perf_counter() - start_wall, time.thread_time() - start_cpu
     decode = (count - 1) / (last - first) if last > first else 0.0
-    return Run(count, wall, cpu, text_pieces=text.pieces, text_head=text.head, decode_tps=decode)
+    return Run(
+        count,
+        wall,
+        cpu,
+        text_pieces=text.pieces,
+        text_head=text.head,
+        decode_tps=decode,
+        first_token=first - start_wall,
+    )
 
 
 def worker_cpu(engine: mlxnb.Engine) -> float:
@@ -349,6 +367,7 @@ async def engine_run(engine: mlxnb.Engine, tokens: int) -> Run:
         text.head,
         notifier_cpu=notifier,
         decode_tps=done.usage.generation_tps or 0.0,
+        first_token=done.usage.time_to_first_token or 0.0,
     )
 
 
@@ -373,6 +392,7 @@ def engine_sync_run(engine: mlxnb.Engine, tokens: int) -> Run:
         arrivals.longest,
         notifier_cpu=notifier,
         decode_tps=done.usage.generation_tps or 0.0,
+        first_token=done.usage.time_to_first_token or 0.0,
     )
 
 
@@ -620,6 +640,16 @@ def report(
         "outside_decode_ms": figure(
             "time outside the decode (to the first token, after the last), engine - raw",
             [1e3 * (ours.outside_decode - raw.outside_decode) for raw, ours in pairs],
+            unit="ms",
+        ),
+        "first_token_ms": figure(
+            "  of which to the first token, engine - raw",
+            [1e3 * (ours.first_token - raw.first_token) for raw, ours in pairs],
+            unit="ms",
+        ),
+        "after_last_ms": figure(
+            "  of which after the last token, engine - raw",
+            [1e3 * (ours.after_last - raw.after_last) for raw, ours in pairs],
             unit="ms",
         ),
         "longest_wait_ms": figure(

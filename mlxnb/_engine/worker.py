@@ -256,6 +256,7 @@ class Worker(GroupTurns):
             if self._active:
                 try:
                     self._step()
+                    self._decode_alone()
                 except Exception as error:  # every active request learns of it
                     if self._lockstep is not None:  # the ranks may be out of step: stop
                         self._end_group(group_failed(error))
@@ -571,6 +572,28 @@ class Worker(GroupTurns):
             if uid not in self._active:  # ended on an earlier token of this step
                 break
             self._on_token(uid, token, self._solo_reason(active, token), logprobs)
+
+    def _decode_alone(self) -> None:
+        """Decode the lone request step after step while nothing else arrives.
+
+        Of the loop's turn a lone decoder needs only its step, its cancel and the delivery: the
+        rest (commands, admission, every request's cancel) looks at what cannot have changed
+        while the command queue stays empty. On a fast device every microsecond of Python
+        between steps adds to each token (``bench.bookkeeping``). A rank of a sharded model
+        takes every turn from rank 0, and waiting requests need the loop's admission: both
+        leave it to the loop.
+        """
+        if len(self._active) != 1 or self._admission or self._lockstep is not None:
+            return
+        ((uid, active),) = self._active.items()
+        if active.solo is None:
+            return
+        commands, cancel, outbox = self._commands, active.request.cancel, self._outbox
+        while True:
+            outbox.flush()
+            if uid not in self._active or not commands.empty() or cancel.is_set():
+                return
+            self._advance_solo(uid, active)
 
     def _step(self) -> None:
         found = self._solo()
