@@ -379,7 +379,8 @@ class TextBackend:
             prompt_lookup: Prompt-lookup drafts per step (:mod:`mlxnb._engine.lookup`; 0: off).
             speculate: Whether drafts may be checked at all (its processors hold no state);
                 with a draft model, they are.
-            max_tokens: Tokens the request may still generate (bounds the drafts).
+            max_tokens: Tokens the request may still generate: no step is computed past them, and
+                no draft runs past them (0: no bound).
         """
         if cache is None:
             from mlx_lm.models.cache import make_prompt_cache
@@ -393,7 +394,7 @@ class TextBackend:
         if speculate and self.draft_model is not None:
             drafters.append(ModelDrafter(self.draft_model, prefill_step))
         if not drafters:
-            return SoloDecoder(*arguments, prefill_step)
+            return SoloDecoder(*arguments, prefill_step, max_tokens=max_tokens or None)
         width = max(prompt_lookup, self.num_draft_tokens if self.draft_model is not None else 0)
         return SpeculativeDecoder(
             *arguments,

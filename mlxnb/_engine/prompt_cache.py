@@ -27,6 +27,7 @@ class PromptCache:
         from mlx_lm.models.cache import LRUPromptCache
 
         self._lru = LRUPromptCache(max_size=max_size, max_bytes=max_bytes)
+        self.max_size = max_size
         self.max_bytes = max_bytes
 
     @property
@@ -113,6 +114,8 @@ class PromptCache:
         self, model: Any, tokens: list[int], cache: Any, cache_type: str = "assistant"
     ) -> None:
         """Store ``cache`` (holding exactly ``tokens``), evicting to stay within the caps."""
+        if self.max_size <= 0 or self.max_bytes <= 0:
+            return  # would be evicted at once, after walks of the trie as long as the tokens
         kept = self._detach_system_prefixes(model, tokens)
         self._lru.insert_cache(model, tokens, cache, cache_type=cache_type)
         for prefix, entry in kept:

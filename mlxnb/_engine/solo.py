@@ -29,6 +29,8 @@ class SoloDecoder:
         processors: mlx-lm logits processors.
         stream: The MLX stream to compute on.
         prefill_step: Prompt tokens per model call while prefilling.
+        max_tokens: Tokens the request may generate (``None``: no bound): no step is computed
+            ahead of its last one.
     """
 
     #: Whether :meth:`hand_over` can move this sequence into the batch decoder.
@@ -51,6 +53,7 @@ class SoloDecoder:
         processors: Sequence[Processor],
         stream: Any,
         prefill_step: int,
+        max_tokens: int | None = None,
     ) -> None:
         import mlx.core as mx
 
@@ -68,6 +71,7 @@ class SoloDecoder:
         self._last_prompt = list(rest[-1:])
         self._context = mx.array(self.tokens[: len(self.tokens) - len(rest)], dtype=mx.uint32)
         self._pending: Any = None
+        self._max_tokens = max_tokens
 
     @property
     def held(self) -> list[int]:
@@ -105,13 +109,26 @@ class SoloDecoder:
                 # Its own evaluation, so reading it does not wait for the step queued after it.
                 mx.async_eval(self._pending[0])
             token, logprobs = self._pending
-            # Queue the next step before reading this one, so the device never waits on Python.
-            self._pending = self._step(token)
-            mx.async_eval(self._pending[0])
-            value = int(token.item())
+            if self._is_last():
+                # As mlx-lm's loop does: a step computed ahead of the last token would be thrown
+                # away, and the device would still owe it when the next request starts. Left
+                # as before the first step, the token to feed first (should it go on anyway).
+                value = int(token.item())
+                self._pending, self._last_prompt = None, [value]
+            else:
+                # Queue the next step before reading this one, so the device never waits on
+                # Python.
+                self._pending = self._step(token)
+                mx.async_eval(self._pending[0])
+                value = int(token.item())
         self._keep([value])
         self.last_logprobs = [logprobs]
         return [value]
+
+    def _is_last(self) -> bool:
+        """Whether the token about to be read is the last one the request may generate."""
+        generated = len(self.tokens) - self._prompt_length
+        return self._max_tokens is not None and generated + 1 >= self._max_tokens
 
     def _keep(self, produced: list[int]) -> None:
         """Append generated tokens; every :data:`CLEAR_EVERY` of them, free MLX's buffer cache.

@@ -297,6 +297,7 @@ class VisionBackend:
         Args as :meth:`TextBackend.new_solo <mlxnb._engine.backend.TextBackend.new_solo>`;
         vision requests reuse no prompt cache, so ``cache`` and ``rest`` are ignored, and they
         decode without drafts (``prompt_lookup`` and ``speculate`` are ignored too).
+        ``max_tokens`` bounds the steps computed ahead.
         """
         from mlx_vlm.models.cache import make_prompt_cache
 
@@ -311,6 +312,7 @@ class VisionBackend:
             processors,
             stream,
             prefill_step,
+            max_tokens=max_tokens or None,
         )
 
     def new_generator(self, max_batch: int, prefill_step: int) -> VisionBatch:

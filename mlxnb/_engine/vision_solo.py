@@ -35,6 +35,7 @@ class VisionSoloDecoder(SoloDecoder):
         processors: mlx-lm logits processors.
         stream: The MLX stream to compute on.
         prefill_step: Prompt tokens per model call while prefilling.
+        max_tokens: Tokens the request may generate (``None``: no bound).
     """
 
     hands_over = False
@@ -49,9 +50,18 @@ class VisionSoloDecoder(SoloDecoder):
         processors: Sequence[Processor],
         stream: Any,
         prefill_step: int,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__(
-            language_model, cache, tokens, tokens, sampler, processors, stream, prefill_step
+            language_model,
+            cache,
+            tokens,
+            tokens,
+            sampler,
+            processors,
+            stream,
+            prefill_step,
+            max_tokens=max_tokens,
         )
         kwargs = dict(prompt_kwargs)
         self._embeds: Any = kwargs.pop("inputs_embeds")

@@ -662,12 +662,18 @@ class Worker(GroupTurns):
             events = [token_logprob(tokenizer, token, logprobs, top, thought), *events]
         if thought:
             active.reasoning_tokens += 1
+        solo = active.solo
         if reason is None and parser.stopped:
             reason = "stop"
-            self._remove(uid)
-        elif reason is not None and active.solo is not None:
-            self._store_cache(active.solo.cache, active.solo.held)
+            if solo is None:
+                self._remove(uid)
         self._deliver(uid, events, reason)
+        if reason is not None and solo is not None:
+            # Stored once its end is on its way: the caller's answer does not wait for it, and
+            # no command is taken before it, so the conversation's next turn still finds it.
+            self._outbox.flush()
+            self._store_cache(solo.cache, solo.held)
+            self._project()
 
     def _remove(self, uid: int) -> None:
         solo = self._active[uid].solo

@@ -413,6 +413,31 @@ async def test_a_lone_request_joins_the_batch_without_losing_or_repeating_tokens
     assert (await second).content == "second answer"
 
 
+async def test_a_question_asked_while_a_lone_request_decodes_is_answered_between_its_steps(
+    small_prefill_engine: mlxnb.Engine,
+) -> None:
+    """The lone request's own loop takes no command, so it must leave to the worker's loop as
+    soon as one is queued: a question (or a newcomer) waits a step, not the whole answer."""
+    engine = small_prefill_engine
+    script = " ".join(f"w{i}" for i in range(400))
+    stream = engine.stream(HI, logits_processors=[forced_output(engine.tokenizer, script)])
+    worker = engine._worker
+    parts: list[str] = []
+    answered: list[list[int]] = []
+    async for event in stream:
+        if isinstance(event, ContentDelta):
+            parts.append(event.text)
+            if len(parts) == 3:
+                running = await asyncio.to_thread(
+                    worker.ask, lambda: [a.generated for a in worker._active.values()], 10.0
+                )
+                answered.append(running)
+    assert "".join(parts) == script
+    # Answered while the request was still decoding, with tokens still to come.
+    ((generated,),) = answered
+    assert generated < 400
+
+
 @pytest.fixture
 def solo_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The tokens each single-sequence model call gave (0: a prefill chunk), in order."""
