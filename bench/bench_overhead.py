@@ -498,6 +498,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.gaps:
         model, gaps = time_gaps([engine, *variants.values()], model, tokenizer)
     raw_thread = ThreadPoolExecutor(max_workers=1)  # one thread for every run, as the worker
+    if launch is not None:  # it launches steps too: on the same core as the others
+        raw_thread.submit(pin, launch).result()
     sides: dict[str, Callable[[int], Run]] = {
         "engine": partial(run_on_loop, engine),
         **{name: partial(run_on_loop, each) for name, each in variants.items()},
