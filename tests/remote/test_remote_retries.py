@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,15 @@ def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dic
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 OK = Reply(chunks=[chunk({"content": "fine"}), chunk({}, "stop"), {"choices": [], "usage": USAGE}])
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Prints no traceback when a client hangs up mid-answer (a client that stops reading
+    after ``[DONE]``, or one cancelled on purpose): anything else is still printed."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Stub:
@@ -94,7 +104,7 @@ class Stub:
                 else:  # the server dies mid-answer: the body never ends
                     self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
