@@ -63,6 +63,41 @@ async def test_continue_carries_on_in_the_same_assistant_message(
     ]
 
 
+THOUGHT = (
+    "<think>\nFirst I list the foxes by the river, then I count them.\n</think>\n\nThree foxes."
+)
+
+
+async def test_an_answer_cut_while_thinking_carries_on_the_thought(
+    engine: mlxnb.Engine, force: Force
+) -> None:
+    cut_after = 7  # tokens: inside the thinking block
+    tokens = engine.tokenizer.encode(THOUGHT, add_special_tokens=False)
+    rest = engine.tokenizer.decode(tokens[cut_after:])
+    reference = await Conversation(engine, generation_options=scripted(force, (THOUGHT, 60))).ask(
+        "Foxes?"
+    )
+    chat = Conversation(
+        engine, generation_options=scripted(force, (THOUGHT, cut_after), (rest, 60))
+    )
+    cut = await chat.ask("Foxes?")
+    assert cut.finish_reason == "length" and cut.content == "" and cut.reasoning
+    # The continuation's prompt ends inside the thinking block, with the thought so far.
+    backend = engine._loaded_backend()
+    prompt = backend.render(chat.messages, None, None, {"continue_final_message": True})
+    rendered = engine.tokenizer.decode(prompt.tokens)
+    assert rendered.endswith("<think>\n" + cut.reasoning)
+    assert prompt.initial_state == "reasoning"
+    joined = await chat.continue_answer()
+    assert (joined.reasoning, joined.content) == (reference.reasoning, reference.content)
+    assert joined.finish_reason == "stop"
+    assert chat.messages[-1] == {
+        "role": "assistant",
+        "content": reference.content,
+        "reasoning_content": reference.reasoning,
+    }
+
+
 async def test_only_an_answer_cut_by_max_tokens_continues(
     engine: mlxnb.Engine, force: Force
 ) -> None:

@@ -148,8 +148,10 @@ class Active:
             tools=request.tools,
             initial_state=prompt.initial_state,
             stop=options.stop,
-            # a raw completion's text is as generated, and so is a continued message's
-            trim_block_starts=request.prompt is None and not continues(request),
+            # a raw completion's text is as generated, and so is a continued message's (the
+            # blocks it opens after the one carried on start as any answer's)
+            trim_block_starts=request.prompt is None,
+            trim_first_block=not continues(request),
         )
         detokenizer = backend.tokenizer.detokenizer
         if request.prompt is not None or continues(request):

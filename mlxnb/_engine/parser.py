@@ -89,6 +89,8 @@ class EventParser:
         id_factory: Makes tool-call ids.
         trim_block_starts: Drop the whitespace a block (the answer, a thinking block) opens
             with, as chat templates leave it; a raw completion keeps its text as generated.
+        trim_first_block: With ``trim_block_starts``, trim the first block too; a continued
+            message carries on a block already open, whose text goes on as generated.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class EventParser:
         stop: Sequence[str] = (),
         id_factory: Callable[[], str] = new_tool_call_id,
         trim_block_starts: bool = True,
+        trim_first_block: bool = True,
     ) -> None:
         self._machine = build_state_machine(markers, stop)
         self._state = self._machine.make_state(initial_state)
@@ -110,7 +113,7 @@ class EventParser:
         self._tools = tools
         self._new_id = id_factory
         self._trim = trim_block_starts
-        self._block_start = trim_block_starts
+        self._block_start = trim_block_starts and trim_first_block
         self._tool_text: list[str] = []
         self._blocks = 0
         self._calls = 0

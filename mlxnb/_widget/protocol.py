@@ -228,15 +228,27 @@ class OpRecorder:
         self._round = 0
         self._keys: dict[str, str] = {}
         self._think_start: float | None = None
+        # Seconds a continued answer had thought before it was cut while thinking (``None``:
+        # no thought reopened). The engine carries such a thought on, so its pane stays open
+        # for the new text and its time adds to the old.
+        self._thought_before: float | None = None
+        seeded = self.turn["parts"]
+        if seeded and seeded[-1]["kind"] == "thinking":
+            self._thought_before = float(seeded[-1]["seconds"] or 0.0)
+            seeded[-1]["seconds"] = None
 
     def _op(self, *op: Any) -> None:
         apply_op(self.turn, op)
         self._batcher.add(list(op))
 
     def _end_thinking(self) -> None:
+        before, self._thought_before = self._thought_before, None
         if self._think_start is not None:
-            self._op("think_end", round(self._clock() - self._think_start, 2))
+            thought = (before or 0.0) + self._clock() - self._think_start
+            self._op("think_end", round(thought, 2))
             self._think_start = None
+        elif before is not None:  # a reopened thought that got no more text closes as it was
+            self._op("think_end", round(before, 2))
 
     def add(self, event: ChatEvent) -> None:
         """Record one event."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -425,20 +426,21 @@ class ChatWidget(anywidget.AnyWidget):
         parts = list(seed.get("parts", ())) if seed else []
         model = self.model_name
         self.status = "generating"
-        self.send(
-            {
-                "type": "start",
-                "turn": {"id": turn_id, "user": text, "images": thumbnails, "model": model}
-                | ({"context": list(context)} if context else {})
-                | ({"parts": parts} if parts else {}),
-            }
-        )
         batcher = Batcher(
             lambda ops: self.send({"type": "ops", "id": turn_id, "ops": ops}),
             interval=self.flush_interval,
         )
         recorder = OpRecorder(
             turn_id, text, batcher, images=thumbnails, model=model, context=context, parts=parts
+        )
+        parts = recorder.turn["parts"]  # as the recorder goes on from them (a thought reopened)
+        self.send(
+            {
+                "type": "start",
+                "turn": {"id": turn_id, "user": text, "images": thumbnails, "model": model}
+                | ({"context": list(context)} if context else {})
+                | ({"parts": copy.deepcopy(parts)} if parts else {}),
+            }
         )
         self._recorder = recorder
         thinking = self.enable_thinking if self.supports_thinking else None

@@ -283,6 +283,21 @@ async def test_sixteen_concurrent_streams_all_get_their_own_answer(
     assert answers == [f"Client {i} gets {i * i}." for i in range(16)]
 
 
+@both
+def test_a_final_message_cut_while_thinking_carries_on_the_thought(
+    client: openai.OpenAI, model_id: str, stream: bool
+) -> None:
+    messages = [
+        {"role": "user", "content": "say: the foxes.\n</think>\n\nThree foxes."},
+        {"role": "assistant", "content": "", "reasoning_content": "First I count"},
+    ]
+    extra = {"continue_final_message": True}
+    reply = ask(client, model_id, messages, stream, extra_body=extra)
+    # The thought goes on where it stopped (its space kept), then the answer starts as usual.
+    assert reply.reasoning.rstrip() == " the foxes."
+    assert (reply.content, reply.finish_reason) == ("Three foxes.", "stop")
+
+
 @pytest.mark.usefixtures("needs_raw_prompts")
 @both
 def test_text_completion_continues_the_raw_prompt(

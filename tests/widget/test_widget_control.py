@@ -17,6 +17,7 @@ import mlxnb
 from mlxnb._chat_tools import DENIED
 from mlxnb._widget import ChatWidget
 from mlxnb._widget.protocol import apply_op
+from mlxnb.testing import forced_output
 
 Make = Callable[..., tuple[ChatWidget, Wire]]
 ran: list[str] = []
@@ -195,6 +196,48 @@ async def test_continue_from_the_page_joins_the_answer(make: Make) -> None:
     assert final["stats"]["finish_reason"] == "stop"
     from_page(widget, {"type": "continue"})
     assert "max_tokens" in wire.customs("refused")[-1]["message"]
+
+
+THOUGHT = (
+    "<think>\nFirst I list the foxes by the river, then I count them.\n</think>\n\nThree foxes."
+)
+
+
+async def test_continue_of_an_answer_cut_while_thinking_goes_on_in_its_pane(
+    engine: mlxnb.Engine,
+) -> None:
+    tokens = engine.tokenizer.encode(THOUGHT, add_special_tokens=False)
+    replies = [(THOUGHT, 7), (engine.tokenizer.decode(tokens[7:]), 60)]
+
+    def options() -> dict[str, Any]:
+        text, max_tokens = replies.pop(0)
+        return {
+            "logits_processors": [forced_output(engine.tokenizer, text)],
+            "max_tokens": max_tokens,
+        }
+
+    widget = ChatWidget(engine, generation_options=options)
+    wire = Wire(widget)
+    cut = await widget.ask("Foxes?")
+    assert cut.finish_reason == "length" and cut.content == ""
+    [thought] = widget.transcript[-1]["parts"]
+    assert thought["kind"] == "thinking" and thought["seconds"] is not None
+    earlier = len(wire.ops())
+    from_page(widget, {"type": "continue"})
+    assert widget._task is not None
+    joined = await widget._task
+    assert joined is not None and joined.content == "Three foxes."
+    [again] = wire.customs("start")[1:]
+    assert again["turn"]["parts"] == [{**thought, "seconds": None}]  # the pane reopened
+    page = {"parts": list(again["turn"]["parts"])}
+    for op in wire.ops()[earlier:]:
+        apply_op(page, op)
+    final = widget.transcript[-1]["parts"]
+    assert final == page["parts"], "the page shows what the kernel keeps"
+    assert [p["kind"] for p in final] == ["thinking", "content"]
+    assert final[0]["text"] == joined.reasoning
+    assert final[0]["seconds"] >= thought["seconds"]
+    widget.close()
 
 
 async def test_edit_from_the_page_replaces_later_turns(make: Make) -> None:
