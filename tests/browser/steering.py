@@ -1,6 +1,7 @@
 """One scripted conversation that steers the chat widget through the page, shared by the
 JupyterLab and Notebook 7 tests: Run and Deny on tool calls (approve=True), Stop during a slow
-plain ``def`` tool, Continue on an answer cut by max_tokens, and edit-and-resend."""
+plain ``def`` tool, Continue on an answer cut by max_tokens while thinking, and
+edit-and-resend."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from labpage import Chat, LabPage
 
 CALL = '<tool_call>\n{{"name": "{name}", "arguments": {{"city": "{city}"}}}}\n</tool_call>'
-STORY = "Once upon a time a small fox lived by the river and"
+STORY = "<think>\nFirst I plan a story about a fox.\n</think>\n\nOnce upon a time a fox"
+# Cut at 6 tokens, inside the thought (<think>, a newline, then four words of it)
+THOUGHT_REST = " story about a fox.\n</think>\n\nOnce upon a time a small fox was happy."
 REPLIES = [
     (CALL.format(name="readings", city="Paris"), 400),
     ("It is **sunny** in Paris.", 400),
@@ -19,7 +22,7 @@ REPLIES = [
     ("I was not allowed to look.", 400),
     (CALL.format(name="slow_lookup", city="Oslo"), 400),
     (STORY, 6),
-    (" it was happy.", 400),
+    (THOUGHT_REST, 400),
     ("Oslo is *cold*.", 400),
 ]
 
@@ -140,11 +143,13 @@ def steer_through(chat: Chat) -> float:
     assert chat.input.is_enabled() and chat.stop.is_disabled()
     roles = chat.kernel("print([m['role'] for m in widget.messages][-3:])")
     assert roles == "['user', 'assistant', 'tool']\n"
-    # 4. Continue: the answer cut by max_tokens goes on in the same turn and message
+    # 4. Continue: an answer cut by max_tokens while thinking carries on its thought in the
+    # same pane, then answers, in the same turn and message
     chat.say("A story, please")
     turn = wait_turn(chat, 3)
-    cut = turn.get_by_test_id("content").inner_text()
-    assert 0 < len(cut) < len(STORY)
+    assert turn.get_by_test_id("content").count() == 0
+    cut = turn.get_by_test_id("thinking-text").text_content() or ""
+    assert cut.strip() == "First I plan a"
     assert "length" in turn.get_by_test_id("stats").inner_text()
     chat.shot("3-cut-by-max-tokens")
     turn.get_by_test_id("continue").click()
@@ -155,10 +160,13 @@ def steer_through(chat: Chat) -> float:
         arg=4,
     )
     turn = chat.root.get_by_test_id("turn").nth(3)
-    assert turn.get_by_test_id("content").inner_text() == cut + " it was happy."
+    assert turn.get_by_test_id("thinking").count() == 1, "one pane: the thought went on in it"
+    thought = turn.get_by_test_id("thinking-text").text_content() or ""
+    assert thought.strip() == "First I plan a story about a fox."
+    assert turn.get_by_test_id("content").inner_text() == "Once upon a time a small fox was happy."
     assert turn.get_by_test_id("continue").is_hidden()
     answer = chat.kernel("print(widget.messages[-1]['content'])")
-    assert answer == cut + " it was happy.\n"
+    assert answer == "Once upon a time a small fox was happy.\n"
     # 5. Edit and resend: the second message, reworded; later turns go, the old branch stays
     chat.root.get_by_test_id("turn").nth(1).get_by_test_id("edit").click()
     box = chat.root.get_by_test_id("edit-input")
