@@ -499,8 +499,10 @@ class TextBackend:
             **kwargs,
         )
         end = text.rfind(think_end)
+        if end < 0 or text[end + len(think_end) :].strip():
+            return None  # no closed thought at the end of the prompt
         body = text[:end].rstrip()
-        if end < 0 or text[end + len(think_end) :].strip() or not body.endswith(reasoning.strip()):
+        if not body.endswith(reasoning.strip()):
             return None
         reopened = body + reasoning[len(reasoning.rstrip()) :]
         return list(self.tokenizer.encode(reopened, add_special_tokens=False))
