@@ -8,6 +8,7 @@ a thread-safe queue (:class:`SyncSink`); the worker batches one step's items per
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -233,10 +234,15 @@ class Notifier:
 
     When tokens come faster than one per ``interval`` (a small model on a fast device), waking
     the loop for each would still make three threads take the GIL in turn every token while
-    the worker is busy launching steps; so after a wake-up the notifier sleeps out the interval
-    and wakes each loop once for everything that came meanwhile. A slower stream is woken per
-    token, as before; a request's first batch, and the one that ends it (its ``Done`` or
-    error), are sent at once. Batches for one loop keep their order.
+    the worker is busy launching steps; so a batch that comes within the interval of the last
+    wake-up waits out the rest of it, and from then on the notifier sleeps out the interval
+    after each wake-up and wakes each loop once for everything that came meanwhile. A slower
+    stream is woken per token, and the notifier then waits for its next batch on the queue
+    instead: sleeping out an interval after each of its tokens woke this thread once more per
+    token for nothing, in the middle of the next step (on two cores at ~45 ms a token that
+    cost a tenth of the stream's speed, ``cpu-overhead-mid-*.json``). A request's first batch,
+    and the one that ends it (its ``Done`` or error), are sent at once. Batches for one loop
+    keep their order.
 
     Args:
         interval: Least seconds between two wake-ups (``0``: wake for every batch).
@@ -277,8 +283,12 @@ class Notifier:
                 self.thread = thread
 
     def _run(self) -> None:
+        woke = -math.inf  # when the loops were last woken
         while True:
             batches: Batches | None = self._queue.get()  # idle: a step's batches wake it
+            early = self.interval - (time.monotonic() - woke)
+            if early > 0:  # a fast stream: its batches wait out the interval
+                self._sleep(early)
             while True:
                 # Cleared before the take, so an end sent after it is not missed.
                 self._urgent.clear()
@@ -286,13 +296,18 @@ class Notifier:
                 if not merged:
                     break  # nothing came during the interval: idle again
                 self._wake(merged)
-                if self.interval > 0:
-                    # The interval is slept out before anything more is taken, on the event
-                    # and not the queue: a fast stream's steps then queue without waking this
-                    # thread (a put that nobody waits for wakes no one), so the worker pays
-                    # no wake-up and this thread takes the GIL once per interval, not twice.
-                    self._urgent.wait(self.interval)
-                batches = None
+                woke, batches = time.monotonic(), None
+                if early <= 0:
+                    break  # a slow stream: its next batch wakes this thread on the queue
+                # The interval is slept out before anything more is taken, on the event and
+                # not the queue: a fast stream's steps then queue without waking this thread
+                # (a put that nobody waits for wakes no one), so the worker pays no wake-up
+                # and this thread takes the GIL once per interval, not twice.
+                self._sleep(self.interval)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or until a batch is urgent or the loops are hurried."""
+        self._urgent.wait(seconds)
 
     def _merge(self, merged: Batches, batches: Batches | None) -> Batches:
         """Add ``batches`` and whatever else is queued now to ``merged``."""

@@ -97,6 +97,41 @@ def test_a_batch_after_a_quiet_interval_is_sent_at_once(loop: RecordingLoop) -> 
     assert loop.wakes[1][0] - sent < 0.9  # not held for another interval
 
 
+class CountingNotifier(Notifier):
+    """A notifier that counts the times it sleeps (each one a wake-up of its thread)."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(interval)
+        self.sleeps = 0
+
+    def _sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        super()._sleep(seconds)
+
+
+def test_a_stream_slower_than_the_interval_costs_the_notifier_no_sleeps(
+    loop: RecordingLoop,
+) -> None:
+    # Sleeping out an interval after each slow token woke the notifier once more per token,
+    # in the middle of the next step.
+    notifier = CountingNotifier(interval=0.1)
+    for count, text in enumerate("abc", start=1):
+        notifier.send(batch(loop, token(text)))
+        loop.wait_for(count)
+        time.sleep(0.5)
+    assert notifier.sleeps == 0
+    assert [items for _, items in loop.wakes] == [[token("a")], [token("b")], [token("c")]]
+    # A stream that turns fast is held to the interval again.
+    notifier.send(batch(loop, token("d")))
+    loop.wait_for(4)
+    notifier.send(batch(loop, token("e")))
+    notifier.send(batch(loop, token("f")))
+    loop.wait_for(5)
+    assert loop.wakes[4][1] == [token("e"), token("f")]
+    assert loop.wakes[4][0] - loop.wakes[3][0] >= 0.1 - 0.02
+    assert notifier.sleeps >= 1
+
+
 def test_a_request_s_end_is_sent_at_once_within_the_interval(loop: RecordingLoop) -> None:
     notifier = Notifier(interval=60.0)
     notifier.send(batch(loop, token("a")))
