@@ -138,10 +138,9 @@ class EventParser:
         if not held and node is states[name][0] and self._starts_no_marker(name, text):
             # Nothing held back and no character that could begin a marker or stop string: the
             # state machine (a Python loop over every character) would pass the text through.
-            if name == self._current and not self._block_start and name != TOOL:
-                # Most tokens: more of the same block, as _text_event would make it, without
-                # its per-token calls on the thread that launches the steps.
-                return [ThinkingDelta(text) if name == REASONING else ContentDelta(text)]
+            if name == self._current:
+                # Most tokens: more of the same block, with no transition to look for.
+                return self._text_event(name, text)
             return self._segments_to_events(((name, text),))
         self._state, segments = TextStateMachine.split(self._state, text)
         return self._segments_to_events(segments)
