@@ -103,9 +103,11 @@ class Loop(Protocol):
 
 _Queued = tuple[AsyncSink | SyncSink, threading.Event, Item]
 
-WAKE_INTERVAL = 0.016
+WAKE_INTERVAL = 0.033
 """Seconds the notifier waits after waking loops before it wakes them again (see Notifier):
-about one frame of a 60 Hz display."""
+about one frame of a 30 Hz display, faster than the widget sends (every 40 ms). Against 16 ms it
+halves a fast stream's wake-ups, and with them a third of the consumer's and notifier's CPU
+(bench/FINDINGS.md, twelfth session)."""
 STARVED_AFTER = 0.012
 """Least seconds a delivery may wait untaken before the worker yields the GIL to consumers
 (Outbox)."""
