@@ -70,6 +70,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["--shape", "tiny", "--tokens", "8", "--repeats", "2", "--rows", "2", "--concurrency", "2"],
     ),
     (
+        "bench.bench_vision_cache",
+        ["--shape", "mid", "--pairs", "6"],
+        ["--shape", "tiny", "--pairs", "1"],
+    ),
+    (
         "bench.bench_prompt_cache",
         ["--shape", "mid", "--prefix", "4000", "--pairs", "3"],
         ["--shape", "tiny", "--prefix", "300", "--pairs", "1"],

@@ -39,12 +39,25 @@ class Prompt:
             input embeddings).
         system_tokens: How many leading tokens hold the system prompt (``0``: none marked): the
             prompt cache keeps that prefix as a ``"system"`` entry, evicted last.
+        cache_tokens: What the prompt cache files the prompt under, when not ``tokens``: a
+            vision prompt's image placeholders are one token id whatever the image, so there
+            each placeholder stands for its image's digest instead.
+        cacheable: Whether the prompt cache may serve and keep this prompt at all.
     """
 
     tokens: list[int]
     initial_state: str
     generator_kwargs: dict[str, Any] = field(default_factory=dict)
     system_tokens: int = 0
+    cache_tokens: list[int] | None = None
+    cacheable: bool = True
+
+    @property
+    def cache_key(self) -> list[int] | None:
+        """The tokens the prompt cache files this prompt under (``None``: not cached)."""
+        if not self.cacheable:
+            return None
+        return self.tokens if self.cache_tokens is None else self.cache_tokens
 
 
 def _looks_like_repo_id(ref: str) -> bool:
@@ -328,6 +341,9 @@ class TextBackend:
 
     kind: Literal["text", "vision"] = "text"
     reuses_prompt_cache = True
+    #: Whether a lone request (decoded on its own) reuses and fills the prompt cache; batched
+    #: ones do too when :attr:`reuses_prompt_cache`.
+    caches_lone_prompts = True
     #: A small model with the same tokenizer whose drafts speed up lone requests, if any.
     draft_model: Any = None
     num_draft_tokens = 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 VALUE = "__value__"
@@ -142,22 +143,29 @@ class PromptCache:
 
 
 def is_plain_kv(layer: Any) -> bool:
-    """Whether ``layer`` is mlx-lm's standard ``KVCache`` (not rotating, quantised or batched)."""
+    """Whether ``layer`` is a standard ``KVCache`` (not rotating, quantised or batched).
+
+    mlx-lm's, or mlx-vlm's for a vision model's language model (the same class, copied).
+    """
+    return type(layer) in _plain_kv_types() and layer.keys is not None
+
+
+def _plain_kv_types() -> tuple[type, ...]:
     from mlx_lm.models.cache import KVCache
 
-    return type(layer) is KVCache and layer.keys is not None
+    # mlx-vlm's module is only looked at once something imported it (a vision model loaded).
+    vision = sys.modules.get("mlx_vlm.models.cache")
+    return (KVCache,) if vision is None else (KVCache, vision.KVCache)
 
 
 def prefix_of(layer: Any, keep: int) -> Any:
-    """A new ``KVCache`` holding the first ``keep`` tokens of ``layer`` (no copy made now).
+    """A new cache of ``layer``'s class holding its first ``keep`` tokens (no copy made now).
 
     MLX arrays are values: the slices share the stored entry's memory, and the first write
     past them makes ``KVCache`` copy what it keeps into a buffer of its own (so does the
     batch, which merges caches into one). The entry never changes.
     """
-    from mlx_lm.models.cache import KVCache
-
-    prefix = KVCache()
+    prefix = type(layer)()
     prefix.keys = layer.keys[..., :keep, :]
     prefix.values = layer.values[..., :keep, :]
     prefix.offset = keep

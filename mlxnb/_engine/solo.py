@@ -42,6 +42,11 @@ class SoloDecoder:
     last_logprobs: list[Any] = []  # noqa: RUF012  (replaced, never mutated)
     #: Quantises the KV cache after each model call (``kv_bits``; ``None``: never).
     kv_quantization: Any = None
+    #: What the prompt cache files the prompt under, when not its tokens (see
+    #: :attr:`Prompt.cache_key <mlxnb._engine.backend.Prompt.cache_key>`).
+    cache_key: list[int] | None = None
+    #: Whether the prompt cache may keep this sequence.
+    cacheable = True
 
     def __init__(
         self,
@@ -77,6 +82,19 @@ class SoloDecoder:
     def held(self) -> list[int]:
         """The tokens the KV cache holds (what a prompt cache may store it under)."""
         return self.tokens[: len(self.tokens) - self._unfed]
+
+    @property
+    def held_key(self) -> list[int] | None:
+        """What the prompt cache files :attr:`held` under (``None``: it may not keep it).
+
+        The prompt's key (see :attr:`cache_key`), then the generated tokens.
+        """
+        held = self.held
+        if not self.cacheable:
+            return None
+        if self.cache_key is None:
+            return held
+        return (self.cache_key + held[self._prompt_length :])[: len(held)]
 
     @property
     def _unfed(self) -> int:

@@ -7,9 +7,10 @@ decodes. Two of its limits shape the adapter:
 
 - It takes one sampler for the whole batch, so each request samples inside its own logits
   processor (:class:`SampleInProcessor`, last in its list) and the batch only takes the argmax.
-- It takes no per-request KV cache, so vision requests do not reuse the prompt cache, and a
-  lone request decoded on its own (:mod:`mlxnb._engine.vision_solo`) cannot join the batch
-  later; and it prefills one prompt at a time, because mlx-vlm 0.7.10 mis-merges Qwen3-VL's
+- It takes no per-request KV cache, so only a lone request, decoded on its own
+  (:mod:`mlxnb._engine.vision_solo`), reuses and fills the prompt cache (filed under
+  :func:`keyed_by_image`), and it cannot join the batch later; and it prefills one prompt at a
+  time, because mlx-vlm 0.7.10 mis-merges Qwen3-VL's
   deepstack inputs when it prefills several image prompts together (wrong tokens, measured
   against solo runs).
 """
@@ -100,6 +101,38 @@ class _Response(NamedTuple):
     all_tokens: Any = None
 
 
+def keyed_by_image(
+    tokens: Sequence[int], image_token: int | None, images: Sequence[Image]
+) -> list[int] | None:
+    """``tokens`` with each image placeholder standing for its image's digest instead.
+
+    A prompt's image placeholders are the same token id whatever the image, so the prompt cache
+    could not tell two images apart by its tokens. Here each run of placeholders takes a
+    negative id made from its image's SHA-256 (no real token is negative): the same images at
+    the same places in the same conversation share a prefix, and a cached prefix ends before
+    the first image that differs.
+
+    Returns:
+        The keyed tokens (``tokens`` as they are without images), or ``None`` when the runs of
+        placeholders cannot be matched to the images one to one: such a prompt is not cached.
+    """
+    keyed = list(tokens)
+    if not images:
+        return keyed
+    if image_token is None:
+        return None
+    runs = [i for i, t in enumerate(keyed) if t == image_token and (i == 0 or keyed[i - 1] != t)]
+    if len(runs) != len(images):
+        return None
+    for start, image in zip(runs, images, strict=True):
+        digest = -1 - int(image.sha256[:15], 16)
+        end = start
+        while end < len(keyed) and keyed[end] == image_token:
+            keyed[end] = digest
+            end += 1
+    return keyed
+
+
 @dataclass
 class SampleInProcessor:
     """A request's own sampler, run as its last logits processor.
@@ -188,6 +221,7 @@ class VisionBackend:
 
     kind: ModelKind = "vision"
     reuses_prompt_cache = False
+    caches_lone_prompts = True
     draft_model: Any = None  # no speculative decoding for vision models
 
     def __init__(
@@ -273,11 +307,20 @@ class VisionBackend:
         tokens = ids[0].tolist()
         if not tokens:
             raise InvalidRequestError("the rendered prompt is empty")
+        keyed = keyed_by_image(tokens, self._image_token, images)
         return Prompt(
             tokens,
             initial_state_for(tokens, self.tokenizer),
             {"prompt_kwargs": [{**extra, **embedded}]},
+            cache_tokens=keyed,
+            cacheable=keyed is not None,
         )
+
+    @property
+    def _image_token(self) -> int | None:
+        config = self.model.config
+        token = getattr(config, "image_token_index", None)
+        return getattr(config, "image_token_id", None) if token is None else int(token)
 
     def new_solo(
         self,
@@ -295,17 +338,16 @@ class VisionBackend:
         """A single-sequence decoder for a request that runs alone.
 
         Args as :meth:`TextBackend.new_solo <mlxnb._engine.backend.TextBackend.new_solo>`;
-        vision requests reuse no prompt cache, so ``cache`` and ``rest`` are ignored, and they
-        decode without drafts (``prompt_lookup`` and ``speculate`` are ignored too).
-        ``max_tokens`` bounds the steps computed ahead.
+        vision requests decode without drafts (``prompt_lookup`` and ``speculate`` are
+        ignored). ``max_tokens`` bounds the steps computed ahead.
         """
         from mlx_vlm.models.cache import make_prompt_cache
 
         language_model = self.model.language_model
         (prompt_kwargs,) = prompt.generator_kwargs["prompt_kwargs"]
-        return VisionSoloDecoder(
+        decoder = VisionSoloDecoder(
             language_model,
-            make_prompt_cache(language_model),
+            make_prompt_cache(language_model) if cache is None else cache,
             prompt.tokens,
             prompt_kwargs,
             sampler,
@@ -313,7 +355,10 @@ class VisionBackend:
             stream,
             prefill_step,
             max_tokens=max_tokens or None,
+            rest=rest,
         )
+        decoder.cache_key, decoder.cacheable = prompt.cache_tokens, prompt.cacheable
+        return decoder
 
     def new_generator(self, max_batch: int, prefill_step: int) -> VisionBatch:
         """A fresh batch decoder for this model.

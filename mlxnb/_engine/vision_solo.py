@@ -25,9 +25,14 @@ _CARRIED_OUTPUTS = ("cross_attention_states", "encoder_outputs")
 class VisionSoloDecoder(SoloDecoder):
     """One vision sequence's prefill (from input embeddings) and decode loop.
 
+    A prompt-cache hit is a prefill that stopped after its first chunk: the model's extras
+    are the whole prompt's (position ids, visual masks, deepstack features), and mlx-vlm's
+    language models take from them the window after the tokens the cache holds, as they do for
+    every chunk after the first.
+
     Args:
         language_model: The mlx-vlm model's language model.
-        cache: An empty KV cache for it.
+        cache: A KV cache for it: empty, or holding the prompt's first tokens.
         tokens: The prompt's token ids (image placeholders included).
         prompt_kwargs: What rendering the prompt produced for the language model:
             ``inputs_embeds`` and the model's own extras (position ids, rope deltas, visual masks).
@@ -36,6 +41,7 @@ class VisionSoloDecoder(SoloDecoder):
         stream: The MLX stream to compute on.
         prefill_step: Prompt tokens per model call while prefilling.
         max_tokens: Tokens the request may generate (``None``: no bound).
+        rest: The prompt tokens ``cache`` does not hold (``None``: all of them).
     """
 
     hands_over = False
@@ -51,12 +57,14 @@ class VisionSoloDecoder(SoloDecoder):
         stream: Any,
         prefill_step: int,
         max_tokens: int | None = None,
+        rest: Sequence[int] | None = None,
     ) -> None:
+        rest = tokens if rest is None else rest
         super().__init__(
             language_model,
             cache,
             tokens,
-            tokens,
+            rest,
             sampler,
             processors,
             stream,
@@ -64,7 +72,7 @@ class VisionSoloDecoder(SoloDecoder):
             max_tokens=max_tokens,
         )
         kwargs = dict(prompt_kwargs)
-        self._embeds: Any = kwargs.pop("inputs_embeds")
+        self._embeds: Any = kwargs.pop("inputs_embeds")[:, len(tokens) - len(rest) :]
         self._prompt_kwargs = kwargs
         # Positions after the prompt follow from the rope deltas the prompt was rendered with;
         # passed on every call, so a batch decoding beside this sequence cannot overwrite them.

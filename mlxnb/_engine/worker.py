@@ -447,9 +447,15 @@ class Worker(GroupTurns):
         if self._forks.wait(request.fork_key, request, prompt):
             return  # a twin is prefilling this prompt: start from its cache when stored
         options = request.options
+        in_run = request.meta.run_id is not None
         cache, rest = None, prompt.tokens
-        if backend.reuses_prompt_cache:
-            cache, rest = self._cache.fetch_nearest_cache(backend.model_id, prompt.tokens)
+        lone = alone and self._solo_enabled and not in_run and not self._active
+        key = prompt.cache_key
+        if key is not None and (
+            backend.reuses_prompt_cache or (lone and backend.caches_lone_prompts)
+        ):
+            cache, keyed_rest = self._cache.fetch_nearest_cache(backend.model_id, key)
+            rest = prompt.tokens[len(prompt.tokens) - len(keyed_rest) :]
         cached = len(prompt.tokens) - len(rest)
         # The system prompt's prefix is stored on its own when the batch has prefilled it.
         system = prompt.system_tokens if backend.reuses_prompt_cache else 0
@@ -458,9 +464,9 @@ class Worker(GroupTurns):
         speculate = active.drafts_allowed and backend.kind == "text"
         drafts = speculate and (options.prompt_lookup > 0 or backend.draft_model is not None)
         solo = self._solo_enabled or drafts
-        # An evaluation run's other rows follow at once: its first row would leave the lone
-        # path within steps (a vision row, which cannot join the batch, would stay beside it).
-        in_run = request.meta.run_id is not None
+        # An evaluation run's other rows follow at once (``in_run``): its first row would leave
+        # the lone path within steps (a vision row, which cannot join the batch, would stay
+        # beside it).
         quantized = self._config.kv_quantization
         if quantized is not None:  # only the single-sequence path holds quantised caches
             solo, alone, in_run, store_system = True, True, False, False
@@ -672,20 +678,27 @@ class Worker(GroupTurns):
             # Stored once its end is on its way: the caller's answer does not wait for it, and
             # no command is taken before it, so the conversation's next turn still finds it.
             self._outbox.flush()
-            self._store_cache(solo.cache, solo.held)
+            self._store_cache(solo.cache, solo.held_key)
             self._project()
 
     def _remove(self, uid: int) -> None:
         solo = self._active[uid].solo
         if solo is not None:
-            self._store_cache(solo.cache, solo.held)
+            self._store_cache(solo.cache, solo.held_key)
             return
         for cache, tokens in self._generator.remove([uid], return_prompt_caches=True).values():
             self._store_cache(cache, tokens)
 
-    def _store_cache(self, cache: Any, tokens: list[int], cache_type: str = "assistant") -> None:
+    def _store_cache(
+        self, cache: Any, tokens: list[int] | None, cache_type: str = "assistant"
+    ) -> None:
         assert self.backend is not None
-        if tokens and cache is not None and self.backend.reuses_prompt_cache:
+        backend = self.backend
+        if (
+            tokens
+            and cache is not None
+            and (backend.reuses_prompt_cache or backend.caches_lone_prompts)
+        ):
             self._cache.insert_cache(self.backend.model_id, list(tokens), cache, cache_type)
 
     def _store_system_prefixes(self, prefilled: list[Any]) -> None:

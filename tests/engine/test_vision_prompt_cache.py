@@ -1,0 +1,107 @@
+"""The prompt cache for vision models: filed by image, served to lone requests, as cold answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mlxnb
+from mlxnb._engine.vision import keyed_by_image
+from mlxnb._images.load import load_image
+from mlxnb.testing import tiny_vision_model
+
+PAD = 9
+OPTIONS: dict[str, Any] = {
+    "max_tokens": 8,
+    "temperature": 0.0,
+    "chat_template_kwargs": {"enable_thinking": False},
+}
+
+
+def picture(seed: int, height: int = 64, width: int = 96) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def asking(text: str, *images: Any) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"type": "image", "image": image} for image in images]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+
+
+def test_each_image_s_placeholders_stand_for_its_digest() -> None:
+    red, blue = load_image(picture(1)), load_image(picture(2))
+    tokens = [1, 2, PAD, PAD, PAD, 3, PAD, PAD, 4]
+    keyed = keyed_by_image(tokens, PAD, [red, blue])
+    assert keyed is not None
+    assert keyed[:2] == [1, 2] and keyed[5] == 3 and keyed[8] == 4
+    assert len(set(keyed[2:5])) == 1 and len(set(keyed[6:8])) == 1
+    assert keyed[2] < 0 and keyed[6] < 0 and keyed[2] != keyed[6]
+    # The same images give the same key; another first image changes it from its first pad.
+    assert keyed_by_image(tokens, PAD, [load_image(picture(1)), blue]) == keyed
+    other = keyed_by_image(tokens, PAD, [blue, blue])
+    assert other is not None and other[:2] == keyed[:2] and other[2] != keyed[2]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "count"),
+    [([1, PAD, PAD, 2], 2), ([1, PAD, 2, PAD, 3], 1), ([1, 2], 1)],
+    ids=["one run for two images", "two runs for one image", "no run for an image"],
+)
+def test_placeholders_that_do_not_match_the_images_make_the_prompt_uncached(
+    tokens: list[int], count: int
+) -> None:
+    assert keyed_by_image(tokens, PAD, [load_image(picture(i)) for i in range(count)]) is None
+
+
+def test_a_prompt_without_images_is_keyed_by_its_tokens() -> None:
+    assert keyed_by_image([1, 2, 3], PAD, []) == [1, 2, 3]
+    assert keyed_by_image([1, 2, 3], None, []) == [1, 2, 3]
+
+
+@pytest.fixture(scope="module", params=["qwen3_vl", "qwen2_5_vl"])
+def model_dir(request: pytest.FixtureRequest) -> Path:
+    return tiny_vision_model(arch=request.param)
+
+
+def cold_answer(model_dir: Path, messages: list[dict[str, Any]]) -> str:
+    with mlxnb.load(model_dir, audit=False) as cold:
+        turn = cold.generate(messages, **OPTIONS)
+    assert turn.usage.cached_tokens == 0
+    return turn.content
+
+
+def test_turns_about_an_image_are_served_from_the_cache_as_a_cold_engine_answers(
+    model_dir: Path,
+) -> None:
+    first = asking("What is it?", picture(21))
+    again_with_more = [
+        *first,
+        {"role": "assistant", "content": "A square."},
+        {"role": "user", "content": "What colour is it?"},
+    ]
+    another_image = asking("What is it?", picture(22))
+    turns = [first, again_with_more, another_image]
+    with mlxnb.load(model_dir, audit=False) as warm:
+        image_tokens = warm.count_tokens(first) - warm.count_tokens(asking("What is it?"))
+        warm.generate(first, **OPTIONS)
+        served = [warm.generate(messages, **OPTIONS) for messages in turns]
+    exact, longer, other = (turn.usage for turn in served)
+    assert exact.cached_tokens == exact.prompt_tokens - 1  # all but the token whose logits it needs
+    # Only a few template tokens come before the image: a hit longer than the image went past it.
+    assert longer.cached_tokens > image_tokens
+    # Another image at the same place: only the template's tokens before it are served.
+    assert 0 < other.cached_tokens < other.prompt_tokens - image_tokens
+    for messages, turn in zip(turns, served, strict=True):
+        assert turn.content == cold_answer(model_dir, messages)
+
+
+def test_batched_vision_requests_neither_take_nor_fill_the_cache(model_dir: Path) -> None:
+    messages = asking("What is it?", picture(23))
+    with mlxnb.load(model_dir, solo_fast_path=False, audit=False) as batched:
+        turns = [batched.generate(messages, **OPTIONS) for _ in range(2)]
+        stats = batched.memory()
+    assert [turn.usage.cached_tokens for turn in turns] == [0, 0]
+    assert stats.prompt_cache_entries == 0
+    assert turns[1].content == turns[0].content
