@@ -420,6 +420,13 @@ class TextBackend:
             max_tokens=max_tokens,
         )
 
+    def embedded(self, prompt: Prompt, cached: int) -> Prompt:
+        """``prompt`` as the decoders take it, ``cached`` of its tokens held by the cache.
+
+        A text prompt is its tokens: nothing is left to compute (vision prompts embed here).
+        """
+        return prompt
+
     def new_generator(self, max_batch: int, prefill_batch: int, prefill_step: int) -> Any:
         """A fresh mlx-lm ``BatchGenerator`` for this model."""
         from mlx_lm.generate import BatchGenerator

@@ -18,7 +18,7 @@ decodes. Two of its limits shape the adapter:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -26,7 +26,7 @@ from mlxnb._engine.backend import Prompt, load_error, read_config, resolve_model
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._engine.vision_solo import VisionSoloDecoder
 from mlxnb._images import Image
-from mlxnb.errors import InvalidRequestError
+from mlxnb.errors import GenerationError, InvalidRequestError
 
 ModelKind = Literal["text", "vision"]
 VISION_CONFIG_KEYS = ("vision_config", "image_token_id", "image_token_index")
@@ -131,6 +131,60 @@ def keyed_by_image(
             keyed[end] = digest
             end += 1
     return keyed
+
+
+# Families whose language model takes text tokens after the images from their token
+# embeddings and the whole prompt's rope index alone (checked against cold runs in the tests).
+_POSITIONS_WITHOUT_TOWER = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl"})
+
+
+@dataclass(frozen=True)
+class PromptInputs:
+    """A vision prompt as its processor left it; embedded only once the worker starts it.
+
+    Embedding runs the vision tower; a turn whose images the prompt cache already holds does
+    not need it (:meth:`past_images`), and counting a prompt's tokens never does.
+
+    Args:
+        model: The mlx-vlm model.
+        ids: The prompt's token ids (``1 x n``).
+        pixel_values: The processed images (``None`` without images).
+        mask: The attention mask.
+        extra: The processor's other outputs (image grids and the like).
+    """
+
+    model: Any
+    ids: Any
+    pixel_values: Any
+    mask: Any
+    extra: Mapping[str, Any]
+
+    def embedded(self) -> dict[str, Any]:
+        """The language model's keyword arguments: input embeddings and the model's extras."""
+        features = self.model.get_input_embeddings(
+            self.ids, self.pixel_values, mask=self.mask, **self.extra
+        )
+        embedded = {k: v for k, v in features.to_dict().items() if v is not None}
+        return {**self.extra, **embedded}
+
+    def past_images(self) -> dict[str, Any] | None:
+        """The same for tokens after every image, without running the vision tower.
+
+        The token embeddings and the positions of the whole prompt (the images' included, from
+        their grids), from which the language model takes the window after the cached tokens.
+        ``None`` for models not known to allow it.
+        """
+        if getattr(self.model.config, "model_type", None) not in _POSITIONS_WITHOUT_TOWER:
+            return None
+        language = self.model.language_model
+        grids = self.extra.get("image_grid_thw"), self.extra.get("video_grid_thw")
+        positions, deltas = language.get_rope_index(self.ids, *grids, self.mask)
+        return {
+            **self.extra,
+            "inputs_embeds": language.model.embed_tokens(self.ids),
+            "position_ids": positions,
+            "rope_deltas": deltas,
+        }
 
 
 @dataclass
@@ -299,22 +353,44 @@ class VisionBackend:
         except Exception as error:
             raise InvalidRequestError(f"the processor rejected the input: {error}") from error
         ids = inputs["input_ids"]
-        extra = {k: v for k, v in inputs.items() if k not in _PASSED_APART}
-        features = self.model.get_input_embeddings(
-            ids, inputs.get("pixel_values"), mask=inputs.get("attention_mask"), **extra
-        )
-        embedded = {k: v for k, v in features.to_dict().items() if v is not None}
         tokens = ids[0].tolist()
         if not tokens:
             raise InvalidRequestError("the rendered prompt is empty")
         keyed = keyed_by_image(tokens, self._image_token, images)
+        inputs = PromptInputs(
+            self.model,
+            ids,
+            inputs.get("pixel_values"),
+            inputs.get("attention_mask"),
+            {k: v for k, v in inputs.items() if k not in _PASSED_APART},
+        )
         return Prompt(
             tokens,
             initial_state_for(tokens, self.tokenizer),
-            {"prompt_kwargs": [{**extra, **embedded}]},
+            {"prompt_kwargs": [inputs]},
             cache_tokens=keyed,
             cacheable=keyed is not None,
         )
+
+    def embedded(self, prompt: Prompt, cached: int) -> Prompt:
+        """``prompt`` with what its language model takes computed, now that the cache hit is known.
+
+        When the prompt cache holds every image of the prompt (``cached`` tokens), the vision
+        tower is not run: the tokens left are text, and the models that can take their
+        positions without it do (:meth:`PromptInputs.past_images`).
+
+        Raises:
+            GenerationError: mlx-vlm could not embed the prompt.
+        """
+        (inputs,) = prompt.generator_kwargs["prompt_kwargs"]
+        image_token = self._image_token
+        after_images = image_token is None or image_token not in prompt.tokens[cached:]
+        try:
+            light = inputs.past_images() if cached and after_images else None
+            kwargs = inputs.embedded() if light is None else light
+        except Exception as error:
+            raise GenerationError(f"the model could not embed the prompt: {error}") from error
+        return replace(prompt, generator_kwargs={"prompt_kwargs": [kwargs]})
 
     @property
     def _image_token(self) -> int | None:

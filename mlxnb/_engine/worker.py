@@ -457,6 +457,11 @@ class Worker(GroupTurns):
             cache, keyed_rest = self._cache.fetch_nearest_cache(backend.model_id, key)
             rest = prompt.tokens[len(prompt.tokens) - len(keyed_rest) :]
         cached = len(prompt.tokens) - len(rest)
+        try:
+            prompt = backend.embedded(prompt, cached)
+        except MlxnbError as error:
+            self._finish_failed(request, error)
+            return
         # The system prompt's prefix is stored on its own when the batch has prefilled it.
         system = prompt.system_tokens if backend.reuses_prompt_cache else 0
         store_system = cached < system < len(prompt.tokens)

@@ -105,3 +105,41 @@ def test_batched_vision_requests_neither_take_nor_fill_the_cache(model_dir: Path
     assert [turn.usage.cached_tokens for turn in turns] == [0, 0]
     assert stats.prompt_cache_entries == 0
     assert turns[1].content == turns[0].content
+
+
+class CountingTower:
+    """The model's own vision tower, counting its calls."""
+
+    def __init__(self, tower: Any) -> None:
+        self.tower = tower
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.tower(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tower, name)
+
+
+def test_the_vision_tower_runs_only_for_images_the_cache_does_not_hold(model_dir: Path) -> None:
+    image = picture(31)
+    first = asking("What is it?", image)
+    follow_up = [
+        *first,
+        {"role": "assistant", "content": "A square."},
+        {"role": "user", "content": "What colour is it?"},
+    ]
+    with mlxnb.load(model_dir, audit=False) as warm:
+        model = warm._worker.backend.model
+        tower = model.vision_tower = CountingTower(model.vision_tower)
+        warm.count_tokens(follow_up)
+        assert tower.calls == 0  # counting a prompt embeds nothing
+        warm.generate(first, **OPTIONS)
+        assert tower.calls == 1
+        again = warm.generate(follow_up, **OPTIONS)
+        assert tower.calls == 1  # the picture's KV came from the cache
+        warm.generate(asking("What is it?", picture(32)), **OPTIONS)
+        assert tower.calls == 2
+    assert again.usage.cached_tokens > 0
+    assert again.content == cold_answer(model_dir, follow_up)
