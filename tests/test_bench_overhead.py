@@ -120,9 +120,9 @@ def test_a_quiet_consumer_is_handed_only_the_end_and_the_intervals_apply(
     assert quiet["engine_text_pieces"] <= 1 < quiet["raw_text_pieces"]
     slow = results["wake_interval"]["runs"][0]
     assert slow["engine_tokens"] == 6
-    # Six tokens on the CPU come well within 50 ms of the first wake-up: at most the first
-    # token's batch, then everything else with the end.
-    assert 1 <= slow["engine_deliveries"] <= 2
+    # At most one wake-up per 50 ms, besides the first token's batch and the end (both sent
+    # at once): six tokens usually come within 50 ms, but a loaded machine may take longer.
+    assert 1 <= slow["engine_deliveries"] <= 2 + slow["engine_wall_s"] / 0.050
     assert slow["engine_text_head"] == slow["raw_text_head"] != ""
 
 
