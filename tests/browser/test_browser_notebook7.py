@@ -10,6 +10,7 @@ import pytest
 from lab import JupyterLab
 from labpage import Chat, LabPage
 from notebook_context import ANSWER, DATA, insert_code_cells, mention_df
+from resume import resume_through
 from steering import open_steering_chat, steer_through
 
 pytestmark = pytest.mark.browser
@@ -78,3 +79,9 @@ def test_a_mention_and_code_cells_in_notebook_7(lab_page: LabPage) -> None:
 def test_run_deny_stop_continue_and_edit_in_notebook_7(lab_page: LabPage) -> None:
     steer_through(open_steering_chat(lab_page))
     assert [e for e in lab_page.errors if e not in UPSTREAM_ERRORS] == []
+
+
+def test_a_conversation_resumed_in_a_new_kernel_in_notebook_7(
+    lab_page: LabPage, tmp_path: Path
+) -> None:
+    assert [e for e in resume_through(lab_page, tmp_path) if e not in UPSTREAM_ERRORS] == []
