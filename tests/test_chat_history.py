@@ -1,9 +1,10 @@
 """Changing a Conversation's past on the real engine (fixture model, forced output): continue an
-answer cut by ``max_tokens``, and edit an earlier message (the old branch kept)."""
+answer cut by ``max_tokens`` (text and vision models), and edit an earlier message (the old
+branch kept)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 import mlxnb
 from mlxnb import Conversation
 from mlxnb.events import ContentDelta
-from mlxnb.testing import ForcedOutput
+from mlxnb.testing import ForcedOutput, forced_output, tiny_vision_model
 
 Force = Callable[..., ForcedOutput]
 STORY = "Once upon a time a small fox lived by the river and"
@@ -28,9 +29,32 @@ def scripted(force: Force, *replies: tuple[str, int]) -> Callable[[], Mapping[st
     return options
 
 
+@pytest.fixture(scope="module")
+def vision_engine() -> Iterator[mlxnb.Engine]:
+    with mlxnb.load(tiny_vision_model(), audit=False) as shared:
+        yield shared
+
+
+@pytest.fixture(params=["text", "vision"])
+def either(request: pytest.FixtureRequest) -> mlxnb.Engine:
+    """The shared text engine, or a vision model's (its prompts render through mlx-vlm)."""
+    name = "engine" if request.param == "text" else "vision_engine"
+    chosen: mlxnb.Engine = request.getfixturevalue(name)
+    return chosen
+
+
+@pytest.fixture
+def forcing(either: mlxnb.Engine) -> Force:
+    def make(text: str) -> ForcedOutput:
+        return forced_output(either.tokenizer, text)
+
+    return make
+
+
 async def test_continue_carries_on_in_the_same_assistant_message(
-    engine: mlxnb.Engine, force: Force
+    either: mlxnb.Engine, forcing: Force
 ) -> None:
+    engine, force = either, forcing
     chat = Conversation(
         engine,
         system="Tell stories.",
@@ -69,8 +93,9 @@ THOUGHT = (
 
 
 async def test_an_answer_cut_while_thinking_carries_on_the_thought(
-    engine: mlxnb.Engine, force: Force
+    either: mlxnb.Engine, forcing: Force
 ) -> None:
+    engine, force = either, forcing
     cut_after = 7  # tokens: inside the thinking block
     tokens = engine.tokenizer.encode(THOUGHT, add_special_tokens=False)
     rest = engine.tokenizer.decode(tokens[cut_after:])

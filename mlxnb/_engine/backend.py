@@ -330,6 +330,56 @@ def _settle(tokenizer: Any) -> None:
         tokenizer.encode("settle")
 
 
+def reopened_thought(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None,
+    kwargs: Mapping[str, Any],
+) -> str | None:
+    """The prompt of a continued answer that was cut while thinking, ending inside the thought.
+
+    Chat templates render an assistant message's reasoning as a closed thinking block, so
+    carrying on such a message would make the model answer without finishing its thought.
+    When the last message is reasoning alone (no content, no tool calls), its rendering is
+    cut back to just before the closing marker, and the reasoning's own trailing whitespace
+    restored. ``None`` when this does not apply, or the template rendered the reasoning
+    otherwise than as the text right before that marker.
+
+    Args:
+        tokenizer: mlx-lm's ``TokenizerWrapper`` (its thinking markers and chat template).
+        messages: The normalised messages, the continued one last.
+        tools: The tools offered.
+        kwargs: The chat template's other arguments.
+    """
+    last = messages[-1] if messages else {}
+    reasoning = last.get("reasoning_content")
+    think_end = getattr(tokenizer, "think_end", None)
+    if (
+        last.get("role") != "assistant"
+        or not isinstance(reasoning, str)
+        or not reasoning.strip()
+        or last.get("content")
+        or last.get("tool_calls")
+        or not getattr(tokenizer, "has_thinking", False)
+        or not think_end
+    ):
+        return None
+    text = tokenizer.apply_chat_template(
+        list(messages),
+        tools=list(tools) if tools else None,
+        add_generation_prompt=False,
+        tokenize=False,
+        **kwargs,
+    )
+    end = text.rfind(think_end)
+    if end < 0 or text[end + len(think_end) :].strip():
+        return None  # no closed thought at the end of the prompt
+    body = text[:end].rstrip()
+    if not body.endswith(reasoning.strip()):
+        return None
+    return str(body + reasoning[len(reasoning.rstrip()) :])
+
+
 class TextBackend:
     """An mlx-lm model and tokenizer, with prompt rendering and marker knowledge.
 
@@ -479,56 +529,14 @@ class TextBackend:
             tokens = self.tokenizer.encode(text)
         tokens = list(tokens)
         if not prompt_after and getattr(self.tokenizer, "chat_template", None):
-            tokens = self._reopen_thought(normalized, tools, kwargs) or tokens
+            reopened = reopened_thought(self.tokenizer, normalized, tools, kwargs)
+            if reopened is not None:
+                tokens = list(self.tokenizer.encode(reopened, add_special_tokens=False))
         if not tokens:
             raise InvalidRequestError("the rendered prompt is empty")
         templated = getattr(self.tokenizer, "chat_template", None)
         system = self._system_tokens(normalized, tools, kwargs, tokens) if templated else 0
         return Prompt(tokens, initial_state_for(tokens, self.tokenizer), system_tokens=system)
-
-    def _reopen_thought(
-        self,
-        messages: list[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None,
-        kwargs: Mapping[str, Any],
-    ) -> list[int] | None:
-        """The prompt of a continued answer that was cut while thinking, ending inside the thought.
-
-        Chat templates render an assistant message's reasoning as a closed thinking block, so
-        carrying on such a message would make the model answer without finishing its thought.
-        When the last message is reasoning alone (no content, no tool calls), its rendering is
-        cut back to just before the closing marker, and the reasoning's own trailing
-        whitespace restored. ``None`` when this does not apply, or the template rendered the
-        reasoning otherwise than as the text right before that marker.
-        """
-        last = messages[-1] if messages else {}
-        reasoning = last.get("reasoning_content")
-        think_end = getattr(self.tokenizer, "think_end", None)
-        if (
-            last.get("role") != "assistant"
-            or not isinstance(reasoning, str)
-            or not reasoning.strip()
-            or last.get("content")
-            or last.get("tool_calls")
-            or not getattr(self.tokenizer, "has_thinking", False)
-            or not think_end
-        ):
-            return None
-        text = self.tokenizer.apply_chat_template(
-            messages,
-            tools=list(tools) if tools else None,
-            add_generation_prompt=False,
-            tokenize=False,
-            **kwargs,
-        )
-        end = text.rfind(think_end)
-        if end < 0 or text[end + len(think_end) :].strip():
-            return None  # no closed thought at the end of the prompt
-        body = text[:end].rstrip()
-        if not body.endswith(reasoning.strip()):
-            return None
-        reopened = body + reasoning[len(reasoning.rstrip()) :]
-        return list(self.tokenizer.encode(reopened, add_special_tokens=False))
 
     def _system_tokens(
         self,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from mlxnb._engine.backend import Prompt, load_error, read_config, resolve_model
+from mlxnb._engine.backend import Prompt, load_error, read_config, reopened_thought, resolve_model
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._engine.vision_solo import VisionSoloDecoder
 from mlxnb._images import Image
@@ -321,14 +321,19 @@ class VisionBackend:
         kwargs: dict[str, Any] = dict(template_kwargs or {})
         if enable_thinking is not None:
             kwargs["enable_thinking"] = enable_thinking
+        # continue_final_message: the prompt ends inside the last (assistant) message, to carry
+        # it on (inside its thought when it was cut while thinking); no generation prompt then.
+        prompt_after = not kwargs.get("continue_final_message")
         try:
             text = self.tokenizer.apply_chat_template(
                 list(messages),
                 tools=list(tools) if tools else None,
-                add_generation_prompt=True,
+                add_generation_prompt=prompt_after,
                 tokenize=False,
                 **kwargs,
             )
+            if not prompt_after:
+                text = reopened_thought(self.tokenizer, messages, tools, kwargs) or text
         except Exception as error:
             message = f"the chat template rejected the messages: {error}"
             raise InvalidRequestError(message) from error
