@@ -50,6 +50,7 @@ import asyncio
 import gc
 import hashlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -407,8 +408,31 @@ class DirectWakeups(Notifier):
             loop.call_soon_threadsafe(_hand_over, items)
 
 
+class CoalescedDirectWakeups(Notifier):
+    """The worker wakes each consumer's loop itself, at most once per interval (no notifier
+    thread): batches within the interval are held for the worker's next one past it. A bench
+    variant only: a stream that stalls would hold them until its next token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: dict[Any, list[Any]] = {}
+        self._last_wake = -math.inf
+
+    def send(self, batches: Any, urgent: bool = False) -> None:
+        for loop, items in batches.items():
+            self._held.setdefault(loop, []).extend(items)
+        if urgent or time.monotonic() - self._last_wake >= self.interval:
+            self.hurry()
+
+    def hurry(self) -> None:
+        held, self._held = self._held, {}
+        self._last_wake = time.monotonic()
+        self._wake(held)
+
+
 VARIANTS = {
     "direct_wakeups": "the same, the worker waking consumer loops itself (no notifier thread):",
+    "coalesced_direct": "the same, the worker waking loops itself at most once per interval:",
     "eager_wakeups": "the same, with the notifier waking the consumer's loop for every token:",
     "sync_consumer": "the same engine consumed by engine.stream_sync on the main thread:",
     "raw_on_thread": "raw mlx-lm run on a thread of its own (not the main thread) vs raw:",
@@ -439,6 +463,7 @@ def variant_engines(args: argparse.Namespace, path: Path) -> dict[str, mlxnb.Eng
     """The A/B engines asked for, each delivering its events differently."""
     outboxes: dict[str, Callable[[], Outbox]] = {
         "direct_wakeups": lambda: Outbox(DirectWakeups()),
+        "coalesced_direct": lambda: Outbox(CoalescedDirectWakeups()),
         "eager_wakeups": lambda: Outbox(Notifier(interval=0.0)),
         "no_yield": never_yielding,
         "yield_at_most": lambda: Outbox(yield_at_most=args.yield_at_most / 1e3),
@@ -978,6 +1003,12 @@ def main(argv: list[str] | None = None) -> None:
         "--direct-wakeups",
         action="store_true",
         help="also measure an engine whose worker wakes consumer loops itself (A/B)",
+    )
+    parser.add_argument(
+        "--coalesced-direct",
+        action="store_true",
+        help="also measure an engine whose worker wakes consumer loops itself, at most once per"
+        " notifier interval, with no notifier thread (A/B)",
     )
     parser.add_argument(
         "--pin",
