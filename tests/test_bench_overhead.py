@@ -88,11 +88,18 @@ def test_every_side_runs_before_raw_as_often_as_after(sides: list[str]) -> None:
 
 def test_every_delivery_variant_runs_and_reports_its_deliveries(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    variants = ["--no-yield", "--direct-wakeups", "--eager-wakeups", "--yield-at-most", "2"]
+    variants = [
+        "--no-yield",
+        "--direct-wakeups",
+        "--coalesced-direct",
+        "--eager-wakeups",
+        "--yield-at-most",
+        "2",
+    ]
     main(["--pairs", "1", "--tokens", "4", *variants, "--json", str(out)])
 
     results = json.loads(out.read_text())["results"]
-    names = ("no_yield", "direct_wakeups", "eager_wakeups", "yield_at_most")
+    names = ("no_yield", "direct_wakeups", "coalesced_direct", "eager_wakeups", "yield_at_most")
     for side in (results, *(results[name] for name in names)):
         run = side["runs"][0]
         assert run["engine_tokens"] == 4
@@ -101,6 +108,8 @@ def test_every_delivery_variant_runs_and_reports_its_deliveries(tmp_path: Path) 
         # The same greedy tokens: the same text, in as many pieces.
         assert run["engine_text_head"] == run["raw_text_head"] != ""
         assert run["engine_text_pieces"] == run["raw_text_pieces"] >= 1
+    # The worker itself woke the loop: no notifier thread took the GIL.
+    assert results["coalesced_direct"]["runs"][0]["engine_notifier_cpu_s"] == 0
 
 
 def test_a_quiet_consumer_is_handed_only_the_end_and_the_intervals_apply(
