@@ -25,14 +25,13 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 import mlxnb
+from bench.bench_vision import QUESTION, asking, picture
 from bench.models import VISION_SHAPES, bench_vision_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
 
-FIRST = "Describe this picture in detail: the colours, the shapes and what it might show."
 ANSWER = (
     "It is a square of coloured noise: red, green and blue dots scattered evenly, with no shape "
     "standing out, like the static of an old television set seen up close."
@@ -41,15 +40,8 @@ SECOND = "Which colour comes up most often, and where in the picture?"
 OPTIONS: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "enable_thinking": False}
 
 
-def picture(seed: int, side: int) -> Image.Image:
-    """A reproducible noise image (its content does not matter to a random-weight model)."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 def first_turn(image: Image.Image) -> list[dict[str, Any]]:
-    content = [{"type": "image", "image": image}, {"type": "text", "text": FIRST}]
-    return [{"role": "user", "content": content}]
+    return asking(QUESTION, image)
 
 
 def second_turn(image: Image.Image) -> list[dict[str, Any]]:

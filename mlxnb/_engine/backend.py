@@ -390,10 +390,9 @@ class TextBackend:
     """
 
     kind: Literal["text", "vision"] = "text"
+    #: Whether batched requests reuse and fill the prompt cache too (a lone request, decoded
+    #: on its own, always does).
     reuses_prompt_cache = True
-    #: Whether a lone request (decoded on its own) reuses and fills the prompt cache; batched
-    #: ones do too when :attr:`reuses_prompt_cache`.
-    caches_lone_prompts = True
     #: A small model with the same tokenizer whose drafts speed up lone requests, if any.
     draft_model: Any = None
     num_draft_tokens = 3

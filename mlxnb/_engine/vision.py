@@ -274,8 +274,7 @@ class VisionBackend:
     """
 
     kind: ModelKind = "vision"
-    reuses_prompt_cache = False
-    caches_lone_prompts = True
+    reuses_prompt_cache = False  # mlx-vlm's batch decoder takes no per-request KV cache
     draft_model: Any = None  # no speculative decoding for vision models
 
     def __init__(

@@ -451,9 +451,7 @@ class Worker(GroupTurns):
         cache, rest = None, prompt.tokens
         lone = alone and self._solo_enabled and not in_run and not self._active
         key = prompt.cache_key
-        if key is not None and (
-            backend.reuses_prompt_cache or (lone and backend.caches_lone_prompts)
-        ):
+        if key is not None and (backend.reuses_prompt_cache or lone):
             cache, keyed_rest = self._cache.fetch_nearest_cache(backend.model_id, key)
             rest = prompt.tokens[len(prompt.tokens) - len(keyed_rest) :]
         cached = len(prompt.tokens) - len(rest)
@@ -698,12 +696,8 @@ class Worker(GroupTurns):
         self, cache: Any, tokens: list[int] | None, cache_type: str = "assistant"
     ) -> None:
         assert self.backend is not None
-        backend = self.backend
-        if (
-            tokens
-            and cache is not None
-            and (backend.reuses_prompt_cache or backend.caches_lone_prompts)
-        ):
+        # Every backend's lone requests are cached; a batch that keeps none returns none.
+        if tokens and cache is not None:
             self._cache.insert_cache(self.backend.model_id, list(tokens), cache, cache_type)
 
     def _store_system_prefixes(self, prefilled: list[Any]) -> None:
