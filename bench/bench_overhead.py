@@ -34,7 +34,8 @@ consumers at most once per MS milliseconds. ``--switch-interval US`` sets Python
 interval (how long a thread waiting for the GIL waits before it asks the holder to let go; 5 ms
 by default) for the whole run, every side alike.
 ``--gaps`` also times, on each side's launching thread, the Python work per token between model
-calls: from a token reaching the detokenizer to the next model call (wall time, median per run).
+calls: from a token reaching the detokenizer to the next model call (wall time, median per run),
+and splits each run's cycles (model call to model call) into its median and the spikes over it.
 On a launch-bound GPU that work adds to every token, and no device wait is inside it, so it
 compares the engine's per-token work with raw mlx-lm's where CPU time cannot (MLX's CUDA backend
 waits for the device on the CPU).
@@ -49,6 +50,7 @@ import argparse
 import asyncio
 import gc
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -79,7 +81,7 @@ from bench.report import (
     new_report,
     write_report,
 )
-from mlxnb._engine.delivery import Notifier, Outbox, _hand_over, ends_request
+from mlxnb._engine.delivery import WAKE_INTERVAL, Notifier, Outbox, _hand_over, ends_request
 from mlxnb._server.completions import event_text
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -186,6 +188,15 @@ class Text:
 
 SEGMENTS = ("build", "wait", "between")
 """A token's time on the launching thread, in three parts (see :class:`Gaps`)."""
+CYCLES = ("steady", "spikes", "head_spikes")
+"""A token's time as a whole (model call to model call), split into the run's median
+``steady`` cycle and the ``spikes`` over it (their mean a token), with those of the first
+:data:`HEAD_CYCLES` cycles (``head_spikes``, their sum) apart: a loss in the steady cycle is paid
+by every token, one in spikes by some (a wake-up, a hand-over of the GIL), one in the head by
+the start of a run."""
+HEAD_CYCLES = 16
+SKIPPED_CYCLES = 2
+"""Cycles left out at a run's start: they hold the prompt's prefill."""
 
 
 class Gaps:
@@ -205,6 +216,7 @@ class Gaps:
         self._built: dict[int, float] = {}
         self.values: list[float] = []
         self.segments: dict[str, list[float]] = {name: [] for name in SEGMENTS}
+        self._calls: dict[int, list[float]] = {}
         self._restore: Callable[[], None] = lambda: None
 
     def install(self, tokenizer: Any) -> None:
@@ -230,6 +242,7 @@ class Gaps:
     def model_called(self) -> float:
         """Note a model call starting on this thread; returns the time it starts."""
         now = time.perf_counter()
+        self._calls.setdefault(threading.get_ident(), []).append(now)
         since = self._since.pop(threading.get_ident(), None)
         if since is not None:
             self.values.append(now - since)
@@ -243,14 +256,30 @@ class Gaps:
         self.segments["build"].append(now - started)
 
     def take(self) -> tuple[float, dict[str, float]]:
-        """The median wait and each segment's mean since the last call (0 when none), and
-        start again."""
+        """The median wait and each segment's mean since the last call (0 when none), with the
+        :data:`CYCLES` of the thread that called the model most, and start again."""
         values, self.values = self.values, []
         segments, self.segments = self.segments, {name: [] for name in SEGMENTS}
+        calls = max(self._calls.values(), key=len, default=[])
         self._since.clear()
         self._built.clear()
+        self._calls.clear()
         means = {name: statistics.fmean(got) if got else 0.0 for name, got in segments.items()}
-        return (statistics.median(values) if values else 0.0), means
+        return (statistics.median(values) if values else 0.0), means | cycle_split(calls)
+
+
+def cycle_split(calls: list[float]) -> dict[str, float]:
+    """:data:`CYCLES` from the times a run's model calls started (zeros when too few)."""
+    cycles = [b - a for a, b in itertools.pairwise(calls)][SKIPPED_CYCLES:]
+    if len(cycles) < HEAD_CYCLES:
+        return dict.fromkeys(CYCLES, 0.0)
+    steady = statistics.median(cycles)
+    spikes = [max(0.0, cycle - steady) for cycle in cycles]
+    return {
+        "steady": steady,
+        "spikes": statistics.fmean(spikes),
+        "head_spikes": sum(spikes[:HEAD_CYCLES]),
+    }
 
 
 class TimedModel:
@@ -608,6 +637,9 @@ SEGMENT_LABELS = {
     "build": "the model call (building the graph)",
     "wait": "model call's end to the next token (launch, wait)",
     "between": "next token to the next model call (bookkeeping)",
+    "steady": "median cycle, model call to model call",
+    "spikes": "cycles' excess over that median, a token",
+    "head_spikes": f"excess over it in the first {HEAD_CYCLES} cycles, a run",
 }
 
 
@@ -616,11 +648,12 @@ def segment_figures(pairs: list[tuple[Run, Run]]) -> dict[str, Any]:
     if not all(raw.segments and ours.segments for raw, ours in pairs):
         return {}
     figures = {}
-    for name in SEGMENTS:
+    for name in SEGMENTS + CYCLES:
         raw = [1e6 * raw.segments[name] for raw, _ in pairs]  # type: ignore[index]
         ours = [1e6 * ours.segments[name] for _, ours in pairs]  # type: ignore[index]
         label = SEGMENT_LABELS[name]
-        figures[f"raw_{name}_us"] = figure(f"raw: mean {label}", raw, unit="us")
+        mean = "" if name in CYCLES else "mean "
+        figures[f"raw_{name}_us"] = figure(f"raw: {mean}{label}", raw, unit="us")
         figures[f"{name}_overhead_us"] = figure(
             "  engine - raw, per round", [o - r for o, r in zip(ours, raw, strict=True)], unit="us"
         )
@@ -1052,7 +1085,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         metavar="MS",
         help="also measure an engine whose notifier wakes consumers at most once per MS"
-        " milliseconds (the default is 4)",
+        f" milliseconds (the default is {1e3 * WAKE_INTERVAL:g})",
     )
     parser.add_argument(
         "--switch-interval",

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         "--wake-interval",
         type=float,
         metavar="MS",
-        help="wake the server's loop at most once per MS milliseconds (4 before 2026-12-04)",
+        help="wake the server's loop at most once per MS milliseconds (16 before 2026-12-04's"
+        " change to 33)",
     )
     parser.add_argument(
         "--lone-first",
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         " change)",
     )
     parser.add_argument(
+        "--token-deltas",
+        action="store_true",
+        help="hand the server each token's delta unjoined, a chunk per token (before"
+        " 2026-12-04's change)",
+    )
+    parser.add_argument(
         "--audit",
         action="store_true",
         help="write audit rows, as `mlxnb serve` does (the variants skip them by default)",
@@ -126,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench.bench_overhead import never_yielding
 
         engine._worker._outbox = never_yielding()
+    if args.token_deltas:
+        from mlxnb._server.response import Choices
+
+        Choices._joined = lambda self, index, event: event  # type: ignore[method-assign]
     mlxnb.serve(engine, port=args.port)
     threading.Event().wait()  # until the bench terminates the process
 

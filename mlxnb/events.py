@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import AsyncIterable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeGuard
 
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
 
@@ -244,6 +244,43 @@ Event = (
     | Done
 )
 """Any event of a generation stream."""
+
+Delta = ThinkingDelta | ContentDelta | ToolCallDelta
+"""The events that carry a piece of streamed text."""
+
+
+def continues_text(event: Event, delta: Delta) -> TypeGuard[Delta]:
+    """Whether ``event`` is more text of ``delta``'s kind (and of the same tool call)."""
+    if isinstance(event, ToolCallDelta):
+        return isinstance(delta, ToolCallDelta) and event.index == delta.index
+    return type(event) is type(delta)
+
+
+def joined_deltas(events: Sequence[Event]) -> list[Event]:
+    """``events`` with each run of consecutive deltas of one kind joined into one delta.
+
+    A run is text of one kind (answer, reasoning, or one tool call's, by ``index``): the text
+    and the order stay the same, in fewer events. What separates deltas (the ``TokenLogprob``
+    before each token's text, a parsed ``ToolCall``) still does. A delta left alone is returned
+    as it is.
+    """
+    joined: list[Event] = []
+    run: list[Delta] = []  # the deltas joined[-1] stands for
+    for event in events:
+        if run and continues_text(event, run[-1]):
+            run.append(event)
+            continue
+        _close_run(joined, run)
+        run = [event] if isinstance(event, Delta) else []
+        joined.append(event)
+    _close_run(joined, run)
+    return joined
+
+
+def _close_run(joined: list[Event], run: list[Delta]) -> None:
+    """Put one delta holding ``run``'s text in place of its first (the last of ``joined``)."""
+    if len(run) > 1:
+        joined[-1] = replace(run[0], text="".join(delta.text for delta in run))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from mlxnb._server import openai as oa
 from mlxnb._server.errors import ApiError, api_error, error_body
-from mlxnb.events import Done, Event, PrefillProgress, Usage
+from mlxnb.events import Delta, Done, Event, PrefillProgress, Usage, continues_text, joined_deltas
 
 log = logging.getLogger("mlxnb.server")
 
@@ -65,13 +65,21 @@ class Choices:
     bad prompt) is raised before anything is sent. :meth:`aclose` cancels every pulling task,
     which closes its engine stream and so cancels its request, then closes every stream
     (one whose task never ran, too): whichever way a response ends, no choice keeps generating.
+
+    Consecutive deltas of one choice that are queued together (the engine hands a fast stream
+    over in batches, one every few tens of milliseconds) come out joined into one
+    (:func:`~mlxnb.events.joined_deltas`): one chunk for a batch's text instead of one per
+    token, which took a tenth of the aggregate tokens/s at 8 clients of a fast model on the
+    H200 (``bench/FINDINGS.md``).
     """
 
     def __init__(self, streams: Sequence[AsyncIterator[Event]]) -> None:
         self._streams = list(streams)
         self._queue: asyncio.Queue[tuple[int, Event | Exception | _End]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._ready: deque[tuple[int, Event]] = deque()
+        #: Items taken from the queue but not served yet (by :meth:`start`, or to look behind
+        #: a delta), served before the queue's.
+        self._held: deque[tuple[int, Event | Exception | _End]] = deque()
         self._open = len(self._streams)
 
     def __len__(self) -> int:
@@ -93,7 +101,7 @@ class Choices:
     async def _take(self) -> tuple[int, Event] | None:
         """The next event of any choice; ``None`` once all ended. A choice's error is raised."""
         while self._open:
-            index, item = await self._queue.get()
+            index, item = self._held.popleft() if self._held else await self._queue.get()
             if isinstance(item, _End):
                 self._open -= 1
             elif isinstance(item, Exception):
@@ -113,23 +121,38 @@ class Choices:
             for index, stream in enumerate(self._streams)
         ]
         answered: set[int] = set()
+        taken: list[tuple[int, Event]] = []
         while len(answered) < len(self._streams):
             item = await self._take()
             if item is None:  # cannot happen: every stream queues an event or an error first
                 break
             answered.add(item[0])
-            self._ready.append(item)
+            taken.append(item)
+        self._held.extendleft(reversed(taken))
 
     def __aiter__(self) -> Choices:
         return self
 
     async def __anext__(self) -> tuple[int, Event]:
-        if self._ready:
-            return self._ready.popleft()
         item = await self._take()
         if item is None:
             raise StopAsyncIteration
-        return item
+        return item[0], self._joined(*item)
+
+    def _joined(self, index: int, event: Event) -> Event:
+        """``event`` with the deltas of its choice queued right behind it joined in."""
+        if not isinstance(event, Delta):
+            return event
+        run: list[Event] = [event]
+        while self._held or not self._queue.empty():
+            following = self._held.popleft() if self._held else self._queue.get_nowait()
+            of, item = following
+            if of == index and isinstance(item, Delta) and continues_text(item, event):
+                run.append(item)
+                continue
+            self._held.appendleft(following)
+            break
+        return joined_deltas(run)[0] if len(run) > 1 else event
 
     async def aclose(self) -> None:
         """Cancel every choice still generating and close every stream."""

@@ -22,7 +22,15 @@ from mlxnb._server.background import ServerHandle
 from mlxnb._server.response import Choices
 from mlxnb._server.schemas import MAX_CHOICES, MAX_N, MAX_PROMPTS, CompletionRequest
 from mlxnb.errors import InvalidRequestError
-from mlxnb.events import ContentDelta, Done, Event, Usage
+from mlxnb.events import (
+    ContentDelta,
+    Done,
+    Event,
+    ThinkingDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+)
 
 FREE = ["The capital of France is", "The capital of Italy is", "Hello, my name is"]
 SPIN_TOKENS = 4000
@@ -444,6 +452,56 @@ async def test_choices_merge_and_close_every_stream() -> None:
     assert not any(p.closed for p in probes[1:])
     await choices.aclose()
     assert all(p.closed for p in probes)
+
+
+async def test_choices_join_the_deltas_a_choice_queued_together() -> None:
+    """A batch of one choice's deltas is served as one delta per run of text; other events,
+    other choices' events, and the order stay as they were."""
+    done = Done("stop", Usage(completion_tokens=7))
+    first = [
+        ThinkingDelta("hm"),
+        ThinkingDelta("m"),
+        ContentDelta("a"),
+        ContentDelta("b"),
+        ToolCallDelta(0, "{"),
+        ToolCallDelta(0, "}"),
+        ToolCallDelta(1, "{"),
+        TokenLogprob("c", 3, -0.1),
+        ContentDelta("c"),
+        ContentDelta("d"),
+        done,
+    ]
+    probes = [Probe(first), Probe([ContentDelta("x"), ContentDelta("y"), ContentDelta("z"), done])]
+    choices = Choices([probe() for probe in probes])
+    await choices.start()
+    got: dict[int, list[Event]] = {}
+    async for index, event in choices:
+        got.setdefault(index, []).append(event)
+    assert got[0] == [
+        ThinkingDelta("hmm"),
+        ContentDelta("ab"),
+        ToolCallDelta(0, "{}"),
+        ToolCallDelta(1, "{"),
+        TokenLogprob("c", 3, -0.1),
+        ContentDelta("cd"),
+        done,
+    ]
+    assert got[1] == [ContentDelta("xyz"), done]
+    await choices.aclose()
+
+
+async def test_choices_serve_a_failure_after_the_deltas_before_it() -> None:
+    async def failing() -> AsyncIterator[Event]:
+        for text in "abc":
+            yield ContentDelta(text)
+        raise RuntimeError("boom")
+
+    choices = Choices([failing()])
+    await choices.start()
+    assert await choices.__anext__() == (0, ContentDelta("abc"))
+    with pytest.raises(RuntimeError, match="boom"):
+        await choices.__anext__()
+    await choices.aclose()
 
 
 async def test_choices_refusal_is_raised_and_the_rest_closed() -> None:
