@@ -2,9 +2,9 @@
 
 A conversation about a picture resends the picture with every turn. With the prompt cache, a
 lone request's KV is filed under its tokens with each image's placeholders standing for the
-image's digest, so the next turn about the same picture prefills only what is new; the vision
-tower still runs each turn (its output is not cached). In alternating pairs, on the same
-random-weight Qwen3-VL model, each pair with a fresh picture:
+image's digest, so the next turn about the same picture prefills only what is new, and Qwen-VL
+models skip the vision tower when the cache holds every image. In alternating pairs, on the
+same random-weight Qwen3-VL model, each pair with a fresh picture:
 
 - **warm**: an engine with its prompt cache asks the first question, then (timed) the second
   turn, whose prompt holds the first question, the picture and the first answer;
@@ -14,6 +14,12 @@ Both decode greedily; the figures are each side's time to the second turn's firs
 the call: chat template, image preprocessing and the vision tower included), their ratio per
 pair, and the second turn's cached tokens. The second turn's history holds a fixed first answer,
 so both sides are asked the same prompt; the warm side's cache serves it up to that answer.
+
+Then a second turn that adds a picture, on a Qwen2.5-VL model of the same shape (its prompt
+embedding takes kept per-image tower outputs; Qwen3-VL's does not): the prompt cache serves the
+first turn, and the tower runs again on the first picture unless its output was kept. Both
+engines keep prompt caches; **kept** keeps tower outputs per image (the default), **rerun**
+keeps none. Timed: the second turn's first token, alternating.
 
 Run: ``python -m bench.bench_vision_cache [--shape mid] [--pairs 6] [--json PATH]``.
 """
@@ -31,6 +37,7 @@ import mlxnb
 from bench.bench_vision import QUESTION, asking, picture
 from bench.models import VISION_SHAPES, bench_vision_model
 from bench.report import add_json_argument, figure, human_output, new_report, write_report
+from mlxnb._engine.image_features import ImageFeatures
 
 ANSWER = (
     "It is a square of coloured noise: red, green and blue dots scattered evenly, with no shape "
@@ -117,6 +124,51 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def adding_turn(first: Image.Image, second: Image.Image) -> list[dict[str, Any]]:
+    return [
+        *first_turn(first),
+        {"role": "assistant", "content": ANSWER},
+        asking("And this one: how does it differ?", second)[0],
+    ]
+
+
+def measure_added_picture(args: argparse.Namespace) -> dict[str, Any]:
+    """The second turn that adds a picture, kept tower outputs against none (see above)."""
+    path = bench_vision_model(args.shape, arch="qwen2_5_vl")
+    # Engines of their own: mlxnb.load would hand both calls the kernel's one engine.
+    kept = mlxnb.Engine(path, audit=False, name="kept")
+    rerun = mlxnb.Engine(path, audit=False, name="rerun")
+    rerun.wait_ready()
+    rerun._worker.backend.image_features = ImageFeatures(max_bytes=0)
+    kept_s: list[float] = []
+    rerun_s: list[float] = []
+    for pair in range(args.pairs + 1):  # the first pair warms both up and is not counted
+        old, new = (picture(2 * pair + seed, args.image_side) for seed in (101, 102))
+        sides = [("kept", kept), ("rerun", rerun)]
+        for name, engine in sides if pair % 2 else sides[::-1]:
+            engine.generate(first_turn(old), **OPTIONS)
+            seconds, _ = time_to_first_token(engine, adding_turn(old, new))
+            if pair:
+                (kept_s if name == "kept" else rerun_s).append(seconds)
+    kept.close()
+    rerun.close()
+    ratios = [r / k for r, k in zip(rerun_s, kept_s, strict=True)]
+    print(
+        f"  a turn adding a second picture (Qwen2.5-VL): kept {1e3 * statistics.median(kept_s):.0f}"
+        f" ms, tower rerun {1e3 * statistics.median(rerun_s):.0f} ms; rerun ÷ kept "
+        f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+    )
+    return {
+        "rerun_over_kept_ttft": figure(
+            "vision, a turn adding a picture: time to first token, tower rerun ÷ outputs kept",
+            ratios,
+            unit="x",
+        ),
+        "kept_ttft_ms": figure("  kept", [1e3 * s for s in kept_s], unit="ms"),
+        "rerun_ttft_ms": figure("  rerun", [1e3 * s for s in rerun_s], unit="ms"),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(VISION_SHAPES), default="mid")
@@ -127,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     report = new_report("vision_cache", args)
     with human_output(args.json):
         results = measure(args)
+        results["figures"].update(measure_added_picture(args))
     write_report(report, results, args.json)
 
 

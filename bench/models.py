@@ -71,6 +71,7 @@ VISION_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def bench_vision_model(shape: str, dtype: str = "float32") -> Path:
-    """Build (once, cached) the random-weight Qwen3-VL model of ``shape``."""
-    return tiny_vision_model(**VISION_SHAPES[shape], dtype=dtype)
+def bench_vision_model(shape: str, dtype: str = "float32", arch: str = "qwen3_vl") -> Path:
+    """Build (once, cached) the random-weight Qwen-VL model of ``shape`` (Qwen3-VL unless
+    ``arch`` says otherwise)."""
+    return tiny_vision_model(**VISION_SHAPES[shape], dtype=dtype, arch=arch)

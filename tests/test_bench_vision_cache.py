@@ -22,3 +22,8 @@ def test_the_warm_turn_is_served_from_the_cache_and_both_sides_are_timed(tmp_pat
     assert all(
         ms > 0 for ms in figures["warm_ttft_ms"]["values"] + figures["cold_ttft_ms"]["values"]
     )
+    # The turn adding a picture, timed on both engines in every pair.
+    assert figures["rerun_over_kept_ttft"]["n"] == 2
+    assert all(
+        ms > 0 for ms in figures["kept_ttft_ms"]["values"] + figures["rerun_ttft_ms"]["values"]
+    )

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from mlxnb._engine.backend import Prompt, load_error, read_config, reopened_thought, resolve_model
+from mlxnb._engine.image_features import FAMILIES as IMAGE_FEATURE_FAMILIES
+from mlxnb._engine.image_features import ImageFeatures, tower_output
 from mlxnb._engine.parser import Markers, initial_state_for
 from mlxnb._engine.vision_solo import VisionSoloDecoder
 from mlxnb._images import Image
@@ -151,6 +153,8 @@ class PromptInputs:
         pixel_values: The processed images (``None`` without images).
         mask: The attention mask.
         extra: The processor's other outputs (image grids and the like).
+        digests: Each image's SHA-256, in the prompt's order.
+        kept: The model's vision-tower outputs kept per image (``None``: none are kept).
     """
 
     model: Any
@@ -158,14 +162,40 @@ class PromptInputs:
     pixel_values: Any
     mask: Any
     extra: Mapping[str, Any]
+    digests: tuple[str, ...] = ()
+    kept: ImageFeatures | None = None
 
     def embedded(self) -> dict[str, Any]:
-        """The language model's keyword arguments: input embeddings and the model's extras."""
+        """The language model's keyword arguments: input embeddings and the model's extras.
+
+        Images whose tower output is kept are not run through the tower again (see
+        :mod:`~mlxnb._engine.image_features`).
+        """
+        towered = self._tower_output()
+        given = {} if towered is None else {"cached_image_features": towered}
         features = self.model.get_input_embeddings(
-            self.ids, self.pixel_values, mask=self.mask, **self.extra
+            self.ids, self.pixel_values, mask=self.mask, **self.extra, **given
         )
         embedded = {k: v for k, v in features.to_dict().items() if v is not None}
         return {**self.extra, **embedded}
+
+    def _tower_output(self) -> Any:
+        """The tower's output, kept images' from the cache (``None``: mlx-vlm runs the tower).
+
+        ``None`` for models and inputs this does not cover: other families, videos, or images
+        that cannot be matched to their grids one to one.
+        """
+        grids = self.extra.get("image_grid_thw")
+        if (
+            self.kept is None
+            or self.pixel_values is None
+            or grids is None
+            or self.extra.get("video_grid_thw") is not None
+            or getattr(self.model.config, "model_type", None) not in IMAGE_FEATURE_FAMILIES
+            or len(self.digests) != grids.shape[0]
+        ):
+            return None
+        return tower_output(self.model, self.pixel_values, grids, self.digests, self.kept)
 
     def past_images(self) -> dict[str, Any] | None:
         """The same for tokens after every image, without running the vision tower.
@@ -293,6 +323,8 @@ class VisionBackend:
         self.markers = Markers.from_tokenizer(tokenizer)
         self.context_length = context_length
         self.generation_defaults = dict(generation_defaults or {})
+        #: Vision-tower outputs kept per image, for the prompts that show an image again.
+        self.image_features = ImageFeatures()
 
     @property
     def _has_deepstack(self) -> bool:
@@ -367,6 +399,8 @@ class VisionBackend:
             inputs.get("pixel_values"),
             inputs.get("attention_mask"),
             {k: v for k, v in inputs.items() if k not in _PASSED_APART},
+            tuple(image.sha256 for image in images),
+            self.image_features,
         )
         return Prompt(
             tokens,

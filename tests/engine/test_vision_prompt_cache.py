@@ -143,3 +143,55 @@ def test_the_vision_tower_runs_only_for_images_the_cache_does_not_hold(model_dir
         assert tower.calls == 2
     assert again.usage.cached_tokens > 0
     assert again.content == cold_answer(model_dir, follow_up)
+
+
+@pytest.fixture(scope="module")
+def qwen2_5_vl() -> Path:
+    return tiny_vision_model(arch="qwen2_5_vl")
+
+
+class RowCountingTower(CountingTower):
+    """The vision tower, also counting the patches it was given."""
+
+    def __init__(self, tower: Any) -> None:
+        super().__init__(tower)
+        self.patches = 0
+
+    def __call__(self, pixels: Any, *args: Any, **kwargs: Any) -> Any:
+        self.patches += pixels.shape[0]
+        return super().__call__(pixels, *args, **kwargs)
+
+
+def test_an_image_shown_again_does_not_go_through_the_tower_again(qwen2_5_vl: Path) -> None:
+    """Batched requests (no prompt cache) about a picture, then one with a second picture: the
+    tower sees each picture once, and every answer is a cold engine's."""
+    old, new = picture(41), picture(42)  # one size: as many patches each
+    questions = [asking(f"What is {n}?", old) for n in ("it", "this", "that")]
+    both = asking("Which came first?", old, new)
+    with mlxnb.load(qwen2_5_vl, solo_fast_path=False, audit=False) as warm:
+        model = warm._worker.backend.model
+        tower = model.vision_tower = RowCountingTower(model.vision_tower)
+        answers = [warm.generate(messages, **OPTIONS).content for messages in questions]
+        assert (tower.calls, len(warm._worker.backend.image_features)) == (1, 1)
+        once = tower.patches
+        mixed = warm.generate(both, **OPTIONS).content
+        assert tower.calls == 2
+        assert tower.patches == 2 * once  # the new picture's patches only
+    assert answers == [cold_answer(qwen2_5_vl, messages) for messages in questions]
+    assert mixed == cold_answer(qwen2_5_vl, both)
+
+
+def test_kept_outputs_stay_within_their_bound() -> None:
+    import mlx.core as mx
+
+    from mlxnb._engine.image_features import ImageFeatures
+
+    kept = ImageFeatures(max_bytes=3 * 4 * 10)  # three outputs of ten float32 values
+    for name in "abcd":
+        kept.put(name, mx.zeros(10))
+    assert kept.get("a") is None and len(kept) == 3 and kept.nbytes == 120
+    assert kept.get("b") is not None  # now the most recently used: "c" goes next
+    kept.put("e", mx.zeros(10))
+    assert kept.get("c") is None and kept.get("b") is not None
+    kept.put("huge", mx.zeros(31))  # larger than the bound: not kept, nothing dropped
+    assert kept.get("huge") is None and len(kept) == 3
