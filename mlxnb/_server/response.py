@@ -69,8 +69,8 @@ class Choices:
     Consecutive deltas of one choice that are queued together (the engine hands a fast stream
     over in batches, one every few tens of milliseconds) come out joined into one
     (:func:`~mlxnb.events.joined_deltas`): one chunk for a batch's text instead of one per
-    token, which took a tenth of the aggregate tokens/s at 8 clients of a fast model on the
-    H200 (``bench/FINDINGS.md``).
+    token. With a chunk per token, a fast model on the H200 served 0.90 of the aggregate
+    tokens/s at 8 clients and 0.81 at 32 (``bench/FINDINGS.md``).
     """
 
     def __init__(self, streams: Sequence[AsyncIterator[Event]]) -> None:

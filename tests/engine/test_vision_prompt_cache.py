@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import mlxnb
+from mlxnb._engine.request import RequestMeta
 from mlxnb._engine.vision import keyed_by_image
 from mlxnb._images.load import load_image
+from mlxnb._messages import normalize_messages
 from mlxnb.testing import tiny_vision_model
 
 PAD = 9
@@ -179,6 +181,42 @@ def test_an_image_shown_again_does_not_go_through_the_tower_again(qwen2_5_vl: Pa
         assert tower.patches == 2 * once  # the new picture's patches only
     assert answers == [cold_answer(qwen2_5_vl, messages) for messages in questions]
     assert mixed == cold_answer(qwen2_5_vl, both)
+
+
+def test_kept_outputs_make_the_tower_s_output_for_the_whole_prompt(qwen2_5_vl: Path) -> None:
+    """Per image, kept or not, the output is what the tower gives for all the images at once
+    (mlx-vlm's own embedding), so a prompt's embedding does not depend on what was kept."""
+    import mlx.core as mx
+
+    from mlxnb._engine.image_features import ImageFeatures, tower_output
+
+    messages = asking("Compare them.", picture(51), picture(52, height=96, width=64))
+    with mlxnb.load(qwen2_5_vl, audit=False) as engine:
+        backend = engine._worker.backend
+        normalized = normalize_messages(messages, policy=engine._image_policy(RequestMeta()))
+
+        def outputs() -> tuple[Any, ...]:  # on the worker, which owns MLX
+            prompt = backend.render(normalized.messages, None, False, None, normalized.images)
+            (inputs,) = prompt.generator_kwargs["prompt_kwargs"]
+            model, grids = backend.model, inputs.extra["image_grid_thw"]
+            dtype = model.vision_tower.patch_embed.proj.weight.dtype
+            at_once = model.vision_tower(
+                inputs.pixel_values.astype(dtype), grids, output_hidden_states=False
+            )
+            kept = ImageFeatures()
+            fresh = tower_output(model, inputs.pixel_values, grids, inputs.digests, kept)
+            again = tower_output(model, inputs.pixel_values, grids, inputs.digests, kept)
+            return (
+                (len(inputs.digests), grids.shape[0]),
+                (fresh.shape, at_once.shape),
+                mx.allclose(fresh, at_once, atol=1e-5).item(),
+                mx.array_equal(again, fresh).item(),
+            )
+
+        counts, shapes, close, same = engine._worker.ask(outputs, 60.0)
+    assert counts == (2, 2)
+    assert shapes[0] == shapes[1]
+    assert close and same
 
 
 def test_kept_outputs_stay_within_their_bound() -> None:
