@@ -13,9 +13,12 @@ so the answer would not be the one a cold engine gives.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
+
+log = logging.getLogger("mlxnb.engine")
 
 FAMILIES = frozenset({"qwen2_vl", "qwen2_5_vl"})
 """Model types whose prompt embedding takes per-image tower outputs as a cold run makes them."""
@@ -38,6 +41,20 @@ class ImageFeatures:
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._entries: OrderedDict[str, Any] = OrderedDict()
+        #: Why outputs are no longer kept (``None`` while they are): see :meth:`give_up`.
+        self.failure: str | None = None
+
+    def give_up(self, error: Exception) -> None:
+        """Stop keeping outputs after running the tower image by image failed.
+
+        The prompt is then embedded as mlx-vlm embeds it, all images at once, from now on: on
+        the H200 (MLX 0.32.4) the per-image call failed to build its CUDA graph for
+        Qwen2.5-VL, and whether mlx-vlm's own call works there was not measured.
+        """
+        self.failure = f"{type(error).__name__}: {error}"
+        self._entries.clear()
+        self.nbytes = 0
+        log.warning("vision-tower outputs are no longer kept per image (%s)", self.failure)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -193,9 +193,14 @@ class PromptInputs:
             or self.extra.get("video_grid_thw") is not None
             or getattr(self.model.config, "model_type", None) not in IMAGE_FEATURE_FAMILIES
             or len(self.digests) != grids.shape[0]
+            or self.kept.failure is not None
         ):
             return None
-        return tower_output(self.model, self.pixel_values, grids, self.digests, self.kept)
+        try:
+            return tower_output(self.model, self.pixel_values, grids, self.digests, self.kept)
+        except Exception as error:  # mlx-vlm's own embedding is the fallback
+            self.kept.give_up(error)
+            return None
 
     def past_images(self) -> dict[str, Any] | None:
         """The same for tokens after every image, without running the vision tower.

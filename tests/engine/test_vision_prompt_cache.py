@@ -219,6 +219,28 @@ def test_kept_outputs_make_the_tower_s_output_for_the_whole_prompt(qwen2_5_vl: P
     assert close and same
 
 
+def test_a_failing_per_image_tower_falls_back_to_mlx_vlm_s_embedding(
+    qwen2_5_vl: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen on the H200: the per-image call failed to build its CUDA graph. The request is
+    then embedded as mlx-vlm embeds it, and outputs are no longer kept."""
+    import mlxnb._engine.vision as vision
+
+    def failing(*_: Any) -> Any:
+        raise RuntimeError("cudaGraphAddKernelNode failed: invalid argument")
+
+    monkeypatch.setattr(vision, "tower_output", failing)
+    messages = asking("What is it?", picture(61))
+    with mlxnb.load(qwen2_5_vl, audit=False) as engine:
+        turns = [engine.generate(messages, **OPTIONS) for _ in range(2)]
+        kept = engine._worker.backend.image_features
+    assert kept.failure is not None and "invalid argument" in kept.failure
+    assert len(kept) == 0
+    assert "no longer kept" in caplog.text
+    assert [turn.finish_reason for turn in turns] == ["length", "length"]
+    assert turns[0].content == cold_answer(qwen2_5_vl, messages)
+
+
 def test_kept_outputs_stay_within_their_bound() -> None:
     import mlx.core as mx
 
