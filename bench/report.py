@@ -204,9 +204,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
+COMPACT_OVER = 200_000
+"""Characters of indented JSON past which a report is written compact: long runs' reports
+(160 rounds with per-run figures) are ~1 MB indented, and the repository travels to the GPU
+machine within 64 MiB."""
+
+
 def dump(data: dict[str, Any], path: str | Path) -> None:
-    """Write ``data`` as indented JSON to ``path`` (``-``: stdout), creating parent folders."""
-    text = json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str) + "\n"
+    """Write ``data`` as JSON to ``path`` (``-``: stdout), creating parent folders: indented,
+    or compact past :data:`COMPACT_OVER` characters."""
+    finite = _finite(data)
+    text = json.dumps(finite, indent=2, ensure_ascii=False, default=str) + "\n"
+    if len(text) > COMPACT_OVER:
+        text = json.dumps(finite, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
     if str(path) == STDOUT:
         sys.stdout.write(text)
         sys.stdout.flush()
