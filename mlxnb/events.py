@@ -256,31 +256,15 @@ def continues_text(event: Event, delta: Delta) -> TypeGuard[Delta]:
     return type(event) is type(delta)
 
 
-def joined_deltas(events: Sequence[Event]) -> list[Event]:
-    """``events`` with each run of consecutive deltas of one kind joined into one delta.
+def joined_run(run: Sequence[Delta]) -> Delta:
+    """One delta holding the text of ``run`` (the first itself when it is alone).
 
-    A run is text of one kind (answer, reasoning, or one tool call's, by ``index``): the text
-    and the order stay the same, in fewer events. What separates deltas (the ``TokenLogprob``
-    before each token's text, a parsed ``ToolCall``) still does. A delta left alone is returned
-    as it is.
+    Args:
+        run: Consecutive deltas of one kind, each continuing the one before
+            (:func:`continues_text`).
     """
-    joined: list[Event] = []
-    run: list[Delta] = []  # the deltas joined[-1] stands for
-    for event in events:
-        if run and continues_text(event, run[-1]):
-            run.append(event)
-            continue
-        _close_run(joined, run)
-        run = [event] if isinstance(event, Delta) else []
-        joined.append(event)
-    _close_run(joined, run)
-    return joined
-
-
-def _close_run(joined: list[Event], run: list[Delta]) -> None:
-    """Put one delta holding ``run``'s text in place of its first (the last of ``joined``)."""
-    if len(run) > 1:
-        joined[-1] = replace(run[0], text="".join(delta.text for delta in run))
+    first = run[0]
+    return first if len(run) == 1 else replace(first, text="".join(delta.text for delta in run))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The event vocabulary's helpers: joining consecutive deltas of one kind."""
+"""The event vocabulary's helpers for joining consecutive deltas of one kind."""
 
 from __future__ import annotations
 
@@ -14,47 +14,48 @@ from mlxnb.events import (
     ToolCall,
     ToolCallDelta,
     Usage,
-    joined_deltas,
+    continues_text,
+    joined_run,
 )
-
-THOUGHT, ANSWER = ThinkingDelta, ContentDelta
-LOGPROB = TokenLogprob("t", 1, -0.5)
-DONE = Done(finish_reason="stop", usage=Usage(1, 1))
 
 
 @pytest.mark.parametrize(
-    ("events", "joined"),
+    ("delta", "event", "continues"),
     [
-        pytest.param([ANSWER("a"), ANSWER("b"), ANSWER("c")], [ANSWER("abc")], id="one-kind"),
-        pytest.param(
-            [THOUGHT("h"), THOUGHT("m"), ANSWER("a"), ANSWER("b")],
-            [THOUGHT("hm"), ANSWER("ab")],
-            id="reasoning-then-answer",
-        ),
-        pytest.param(
-            [ToolCallDelta(0, "{"), ToolCallDelta(0, "}"), ToolCallDelta(1, "{"), ANSWER("x")],
-            [ToolCallDelta(0, "{}"), ToolCallDelta(1, "{"), ANSWER("x")],
-            id="each-tool-call-apart",
-        ),
-        pytest.param(
-            [LOGPROB, ANSWER("a"), LOGPROB, ANSWER("b")],
-            [LOGPROB, ANSWER("a"), LOGPROB, ANSWER("b")],
-            id="logprobs-keep-each-token-s-text",
-        ),
-        pytest.param(
-            [ANSWER("a"), ANSWER("b"), ToolCall(0, "c", "f", {}), ANSWER("c"), ANSWER("d")],
-            [ANSWER("ab"), ToolCall(0, "c", "f", {}), ANSWER("cd")],
-            id="events-between-runs-stay",
-        ),
-        pytest.param([ANSWER("a"), DONE], [ANSWER("a"), DONE], id="nothing-to-join"),
-        pytest.param([], [], id="empty"),
+        pytest.param(ContentDelta("a"), ContentDelta("b"), True, id="answer-answer"),
+        pytest.param(ThinkingDelta("a"), ThinkingDelta("b"), True, id="thought-thought"),
+        pytest.param(ThinkingDelta("a"), ContentDelta("b"), False, id="thought-answer"),
+        pytest.param(ContentDelta("a"), ThinkingDelta("b"), False, id="answer-thought"),
+        pytest.param(ToolCallDelta(0, "{"), ToolCallDelta(0, "}"), True, id="same-tool-call"),
+        pytest.param(ToolCallDelta(0, "{"), ToolCallDelta(1, "{"), False, id="next-tool-call"),
+        pytest.param(ContentDelta("a"), ToolCallDelta(0, "{"), False, id="answer-tool-call"),
+        pytest.param(ToolCallDelta(0, "{"), ContentDelta("a"), False, id="tool-call-answer"),
+        pytest.param(ContentDelta("a"), TokenLogprob("t", 1, -0.5), False, id="logprob"),
+        pytest.param(ContentDelta("a"), ToolCall(0, "c", "f", {}), False, id="parsed-call"),
+        pytest.param(ContentDelta("a"), Done("stop", Usage(1, 1)), False, id="done"),
     ],
 )
-def test_consecutive_deltas_of_one_kind_are_joined(events: list[Any], joined: list[Any]) -> None:
-    result = joined_deltas(events)
-    assert result == joined
-    assert "".join(getattr(e, "text", "") for e in result) == "".join(
-        getattr(e, "text", "") for e in events
-    )
-    if len(result) == len(events):  # nothing joined: the events themselves, not copies
-        assert all(a is b for a, b in zip(result, events, strict=True))
+def test_only_text_of_the_same_kind_continues_a_delta(
+    delta: Any, event: Any, continues: bool
+) -> None:
+    assert continues_text(event, delta) is continues
+
+
+@pytest.mark.parametrize(
+    ("run", "joined"),
+    [
+        pytest.param(
+            [ContentDelta("a"), ContentDelta("b"), ContentDelta("c")], ContentDelta("abc")
+        ),
+        pytest.param([ThinkingDelta("h"), ThinkingDelta("m")], ThinkingDelta("hm")),
+        pytest.param([ToolCallDelta(2, "{"), ToolCallDelta(2, "}")], ToolCallDelta(2, "{}")),
+    ],
+    ids=["answer", "thought", "tool-call"],
+)
+def test_a_run_of_deltas_joins_into_one_of_its_kind(run: list[Any], joined: Any) -> None:
+    assert joined_run(run) == joined
+
+
+def test_a_delta_alone_is_itself() -> None:
+    delta = ContentDelta("a")
+    assert joined_run([delta]) is delta

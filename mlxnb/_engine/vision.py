@@ -191,7 +191,7 @@ class PromptInputs:
             or self.pixel_values is None
             or grids is None
             or self.extra.get("video_grid_thw") is not None
-            or getattr(self.model.config, "model_type", None) not in IMAGE_FEATURE_FAMILIES
+            or self._family not in IMAGE_FEATURE_FAMILIES
             or len(self.digests) != grids.shape[0]
             or self.kept.failure is not None
         ):
@@ -202,6 +202,11 @@ class PromptInputs:
             self.kept.give_up(error)
             return None
 
+    @property
+    def _family(self) -> str | None:
+        """The model's type in its config (``qwen2_5_vl``...), which decides what it allows."""
+        return getattr(self.model.config, "model_type", None)
+
     def past_images(self) -> dict[str, Any] | None:
         """The same for tokens after every image, without running the vision tower.
 
@@ -209,7 +214,7 @@ class PromptInputs:
         their grids), from which the language model takes the window after the cached tokens.
         ``None`` for models not known to allow it.
         """
-        if getattr(self.model.config, "model_type", None) not in _POSITIONS_WITHOUT_TOWER:
+        if self._family not in _POSITIONS_WITHOUT_TOWER:
             return None
         language = self.model.language_model
         grids = self.extra.get("image_grid_thw"), self.extra.get("video_grid_thw")
